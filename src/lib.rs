@@ -1,1 +1,19 @@
-//! joulebench
+//! joulebench: a training-efficiency benchmark harness.
+//!
+//! It trains reference models with candle under variants, measures the energy each run takes
+//! (NVML, RAPL, or a clearly labelled estimate) and scores runs by the energy to reach a fixed
+//! target accuracy (ETT) and joules per accuracy point (JPP). Data flows one way:
+//! `cli` (argv -> validated plan) -> `energy::detect` -> `runner` -> `train` -> `results`.
+
+pub mod cli;
+pub mod data;
+pub mod energy;
+pub mod metrics;
+pub mod model;
+pub mod progress;
+pub mod results;
+pub mod runner;
+pub mod system;
+pub mod task;
+pub mod train;
+pub mod variant;

@@ -1,1 +1,38 @@
-fn main() {}
+//! Thin binary over the library: parse, run, map failures to exit codes.
+
+use clap::Parser;
+use joulebench::cli::{self, Cli, Failure};
+
+fn main() {
+    let parsed = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                std::process::exit(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 });
+            }
+            // clap's message spans several lines; users script against one line per cause.
+            let text = e.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
+                .collect();
+            eprintln!("joulebench: {}", line.join(" "));
+            std::process::exit(2);
+        }
+    };
+    let code = match cli::run(parsed) {
+        Ok(code) => code,
+        Err(Failure::Usage(e)) => {
+            eprintln!("joulebench: error: {}", cli::one_line(&e));
+            2
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("joulebench: error: {}", cli::one_line(&e));
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,340 @@
+//! The command line (interface.md): argv -> validated plan -> meter -> runner -> summary.
+//!
+//! Owns: clap definitions, validation of every user input before anything trains, exit codes
+//! (0 all ok, 1 some run failed/dnf/diverged, 2 usage or configuration error) and the one-line
+//! error messages.
+
+use crate::data::{self, DatasetKind};
+use crate::energy::{self, DetectOptions, MeterChoice};
+use crate::results::ResultsDir;
+use crate::runner::{self, Plan};
+use crate::task;
+use crate::train::Status;
+use crate::variant;
+use candle_core::Device;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "joulebench", version, about = "Energy to reach a target accuracy: joules per accuracy point")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Tasks, variants and meters, one line each.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What this machine has: devices, meters and the source each would give.
+    Env {
+        #[arg(long)]
+        json: bool,
+        /// CPU TDP in watts for the estimate (otherwise a known-model table or 4 W per thread).
+        #[arg(long)]
+        cpu_tdp_w: Option<f64>,
+    },
+    /// Train a task under each variant and seed, measure, write run files, print a summary.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Task name (see `joulebench list`) or a path to a task TOML.
+    #[arg(long)]
+    pub task: String,
+    /// Variant(s); repeatable. Default: the f32 baseline.
+    #[arg(long = "variant")]
+    pub variants: Vec<String>,
+    /// Number of seeds (1..=N).
+    #[arg(long, conflicts_with = "seed")]
+    pub seeds: Option<u64>,
+    /// One explicit seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu, cuda or cuda:i. Default: cuda:0 when a GPU is usable, else cpu.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub meter: MeterChoice,
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Another copy of the task's dataset in the same format (a full CIFAR-10, another IDX set).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Idle baseline before the series, in seconds (0 skips it; net energy is then absent).
+    #[arg(long, default_value_t = 30.0)]
+    pub idle_s: f64,
+    /// Pause between runs, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub cooldown_s: f64,
+    #[arg(long)]
+    pub cpu_tdp_w: Option<f64>,
+    /// Train the whole budget instead of stopping at the target (reference learning curves).
+    #[arg(long)]
+    pub full_budget: bool,
+    /// Override the task's epoch budget.
+    #[arg(long)]
+    pub max_epochs: Option<usize>,
+    /// Folder of task TOMLs (default: the shipped models/).
+    #[arg(long)]
+    pub models_dir: Option<PathBuf>,
+    /// Print the run records as JSON lines instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A failure and its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input or configuration: exit 2, nothing trained.
+    Usage(anyhow::Error),
+    /// Something broke while running: exit 1.
+    Runtime(anyhow::Error),
+}
+
+fn usage<E: Into<anyhow::Error>>(e: E) -> Failure {
+    Failure::Usage(e.into())
+}
+
+/// One line per cause, no backtrace.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+pub fn parse_device(s: &str) -> Result<(Device, String), anyhow::Error> {
+    match s {
+        "cpu" => Ok((Device::Cpu, "cpu".into())),
+        _ => {
+            let idx = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--device '{s}': expected cpu, cuda or cuda:<index>"))?,
+                None => anyhow::bail!("--device '{s}': expected cpu, cuda or cuda:<index>"),
+            };
+            let dev = Device::new_cuda(idx).map_err(|e| {
+                let why = if cfg!(feature = "cuda") {
+                    format!("{e}")
+                } else {
+                    "this binary was built without the `cuda` feature (see scripts/build-cuda.sh)".into()
+                };
+                anyhow::anyhow!("--device {s}: CUDA device {idx} unavailable: {}", why.replace('\n', " "))
+            })?;
+            Ok((dev, format!("cuda:{idx}")))
+        }
+    }
+}
+
+/// cuda:0 when a GPU is usable, else the CPU.
+fn default_device() -> (Device, String) {
+    if cfg!(feature = "cuda") {
+        if let Ok(d) = Device::new_cuda(0) {
+            return (d, "cuda:0".into());
+        }
+    }
+    (Device::Cpu, "cpu".into())
+}
+
+pub fn run(cli: Cli) -> Result<i32, Failure> {
+    match cli.command {
+        Command::List { json } => list(json).map(|_| 0),
+        Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
+        Command::Run(args) => run_cmd(args),
+    }
+}
+
+fn list(as_json: bool) -> Result<(), Failure> {
+    let tasks = task::load_all(&task::default_models_dir()).map_err(usage)?;
+    let variants = variant::catalog();
+    let meters = [
+        ("auto", "NVML for the training GPU (+RAPL if readable), else RAPL, else the labelled estimate"),
+        ("nvml", "NVIDIA GPU energy counter plus integrated instant power (boundary G)"),
+        ("rapl", "CPU package and DRAM counters from /sys/class/powercap (boundary H)"),
+        ("estimate", "CodeCarbon's TDP x load formula: estimated_tdp_load, never ranked with measurements"),
+    ];
+    if as_json {
+        let v = json!({
+            "tasks": tasks.iter().map(|t| json!({
+                "name": t.name, "description": t.description, "dataset": t.dataset.as_str(),
+                "model": t.model.kind(), "target": t.target.value, "chance": t.target.chance,
+            })).collect::<Vec<_>>(),
+            "variants": variants.iter().map(|(v, d)| json!({"name": v.name, "description": d, "variant": v})).collect::<Vec<_>>(),
+            "meters": meters.iter().map(|(n, d)| json!({"name": n, "description": d})).collect::<Vec<_>>(),
+            "datasets": DatasetKind::ALL.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).map_err(usage)?);
+        return Ok(());
+    }
+    println!("tasks:");
+    for t in &tasks {
+        println!(
+            "  {:<14} {} (T = {:.1} %, c = {:.1} %)",
+            t.name,
+            t.description,
+            100.0 * t.target.value,
+            100.0 * t.target.chance
+        );
+    }
+    println!("variants:");
+    for (v, d) in &variants {
+        println!("  {:<14} {d}", v.name);
+    }
+    println!("meters:");
+    for (n, d) in meters {
+        println!("  {n:<14} {d}");
+    }
+    Ok(())
+}
+
+fn detect_options(choice: MeterChoice, gpu_index: Option<usize>, cpu_tdp_w: Option<f64>) -> DetectOptions {
+    DetectOptions {
+        choice,
+        gpu_index,
+        cpu_tdp_w,
+        powercap_root: PathBuf::from("/sys/class/powercap"),
+    }
+}
+
+fn env(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
+    let (_, device) = default_device();
+    let gpu = device.strip_prefix("cuda:").and_then(|i| i.parse().ok());
+    let probes = energy::probe_all(&detect_options(MeterChoice::Auto, gpu, cpu_tdp_w));
+    let sys = crate::system::collect(&device, None);
+    if as_json {
+        let v = json!({
+            "system": sys,
+            "default_device": device,
+            "cuda_feature": cfg!(feature = "cuda"),
+            "meters": probes.iter().map(|p| json!({
+                "meter": p.meter, "available": p.available,
+                "source": p.source.map(|s| s.as_str()),
+                "boundary": p.boundary.map(|b| b.as_str()),
+                "detail": p.detail,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).map_err(usage)?);
+        return Ok(());
+    }
+    println!("cpu:      {} ({} logical CPUs, {:.1} GiB)", sys.cpu_model, sys.logical_cpus, sys.memory_gib);
+    println!("os:       {} (kernel {})", sys.os, sys.kernel);
+    println!(
+        "device:   {device} (cuda feature {})",
+        if cfg!(feature = "cuda") { "on" } else { "off" }
+    );
+    println!("build:    joulebench {} {} candle {} {}", sys.software.joulebench_version, sys.software.git_commit, sys.software.candle_version, sys.software.build_profile);
+    println!("meters:");
+    for p in &probes {
+        let what = match (p.available, p.source) {
+            (true, Some(s)) => format!("available: {}", s.as_str()),
+            (true, None) => "available".into(),
+            (false, _) => "unavailable".into(),
+        };
+        println!("  {:<9} {what}: {}", p.meter, p.detail);
+    }
+    Ok(())
+}
+
+fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
+    // Everything the user typed is validated here, before any training or meter start.
+    let models_dir = a.models_dir.clone().unwrap_or_else(task::default_models_dir);
+    let mut spec = task::find(&models_dir, &a.task).map_err(usage)?;
+    if let Some(e) = a.max_epochs {
+        if e == 0 {
+            return Err(usage(anyhow::anyhow!("--max-epochs must be at least 1")));
+        }
+        spec.budget.max_epochs = e;
+    }
+    let variants = if a.variants.is_empty() {
+        vec![variant::baseline()]
+    } else {
+        a.variants
+            .iter()
+            .map(|v| variant::parse(v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(usage)?
+    };
+    let seeds: Vec<u64> = match (a.seeds, a.seed) {
+        (Some(0), _) => return Err(usage(anyhow::anyhow!("--seeds must be at least 1"))),
+        (Some(n), _) => (1..=n).collect(),
+        (None, Some(s)) => vec![s],
+        (None, None) => vec![1],
+    };
+    for (flag, v) in [("--idle-s", a.idle_s), ("--cooldown-s", a.cooldown_s)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(usage(anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {v}")));
+        }
+    }
+    if let Some(t) = a.cpu_tdp_w {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(usage(anyhow::anyhow!("--cpu-tdp-w must be positive, got {t}")));
+        }
+    }
+    let (device, device_label) = match &a.device {
+        Some(d) => parse_device(d).map_err(usage)?,
+        None => default_device(),
+    };
+    let results = ResultsDir::open(&a.results).map_err(usage)?;
+    let data = data::load(spec.dataset, a.data_dir.as_deref()).map_err(usage)?;
+    let gpu = device_label.strip_prefix("cuda:").and_then(|i| i.parse().ok());
+    let (mut meter, probes) =
+        energy::detect_meter(&detect_options(a.meter, gpu, a.cpu_tdp_w)).map_err(usage)?;
+    let components: Vec<String> = meter
+        .components()
+        .iter()
+        .map(|c| format!("{} {}", c.component, c.source.as_str()))
+        .collect();
+    eprintln!(
+        "joulebench: {} on {device_label}, meter {} [{}], boundary {}, results in {}",
+        spec.name,
+        meter.name(),
+        components.join(", "),
+        meter.boundary().as_str(),
+        results.root().display()
+    );
+    if a.idle_s > 0.0 {
+        eprintln!("joulebench: measuring idle power for {:.0} s (--idle-s 0 skips)", a.idle_s);
+    }
+    let plan = Plan {
+        task: spec,
+        data,
+        variants,
+        seeds,
+        device,
+        device_label,
+        results,
+        idle_s: a.idle_s,
+        cooldown_s: a.cooldown_s,
+        stop_at_target: !a.full_budget,
+    };
+    let as_json = a.json;
+    let series = runner::run_series(
+        &plan,
+        meter.as_mut(),
+        &probes,
+        |label| Box::new(crate::progress::ProgressObserver::new(label.to_string())),
+        |rec| {
+            if as_json {
+                println!("{}", serde_json::to_string(rec).unwrap_or_default());
+            } else {
+                println!("{}", runner::summary_line(rec));
+            }
+        },
+    )
+    .map_err(Failure::Runtime)?;
+    if !as_json {
+        if let Some(i) = &series.idle {
+            println!("idle power: {:.2} W (sd {:.2} W)", i.mean_w, i.sd_w);
+        }
+        if series.records.iter().any(runner::is_estimated) {
+            println!("note: energy is ESTIMATED (no readable counter): labelled estimated_tdp_load, never ranked with measurements");
+        }
+    }
+    let all_ok = series.records.iter().all(|r| r.status == Status::Ok);
+    Ok(if all_ok { 0 } else { 1 })
+}

@@ -1,0 +1,79 @@
+//! LeNet-class convolutional network: two conv(k, 'same' padding) -> ReLU -> maxpool(2)
+//! blocks, then a hidden dense layer and the classifier.
+
+use super::{linear_flops, ParamStore, RefModel, SeededRng};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear};
+
+pub struct Cnn {
+    conv: [Conv2d; 2],
+    fc: [Linear; 2],
+    params: ParamStore,
+    flops: u64,
+}
+
+impl Cnn {
+    pub fn new(
+        (c, h, w): (usize, usize, usize),
+        channels: [usize; 2],
+        k: usize,
+        hidden: usize,
+        classes: usize,
+        rng: &mut SeededRng,
+        dev: &Device,
+    ) -> Result<Self> {
+        let mut params = ParamStore::default();
+        let cfg = Conv2dConfig {
+            padding: k / 2,
+            ..Default::default()
+        };
+        let mut flops = 0u64;
+        let (mut ci, mut hh, mut ww) = (c, h, w);
+        let mut convs = Vec::new();
+        for (i, &co) in channels.iter().enumerate() {
+            let fan_in = ci * k * k;
+            let wt = params.uniform(&format!("conv{i}.weight"), &[co, ci, k, k], fan_in, rng, dev)?;
+            let b = params.uniform(&format!("conv{i}.bias"), &[co], fan_in, rng, dev)?;
+            convs.push(Conv2d::new(wt, Some(b), cfg));
+            flops += (2 * fan_in * co * hh * ww) as u64;
+            (ci, hh, ww) = (co, hh / 2, ww / 2);
+        }
+        let flat = ci * hh * ww;
+        let mut fcs = Vec::new();
+        for (i, (fi, fo)) in [(flat, hidden), (hidden, classes)].into_iter().enumerate() {
+            let wt = params.uniform(&format!("fc{i}.weight"), &[fo, fi], fi, rng, dev)?;
+            let b = params.uniform(&format!("fc{i}.bias"), &[fo], fi, rng, dev)?;
+            fcs.push(Linear::new(wt, Some(b)));
+            flops += linear_flops(fi, fo);
+        }
+        let conv: [Conv2d; 2] = convs
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("two conv layers".into()))?;
+        let fc: [Linear; 2] = fcs
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("two fc layers".into()))?;
+        Ok(Self {
+            conv,
+            fc,
+            params,
+            flops,
+        })
+    }
+}
+
+impl RefModel for Cnn {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for c in &self.conv {
+            h = c.forward(&h)?.relu()?.max_pool2d(2)?;
+        }
+        let h = self.fc[0].forward(&h.flatten_from(1)?)?.relu()?;
+        self.fc[1].forward(&h)
+    }
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+    fn forward_flops_per_sample(&self) -> u64 {
+        self.flops
+    }
+}

@@ -1,0 +1,61 @@
+//! Multi-layer perceptron on flattened inputs.
+
+use super::{linear_flops, ParamStore, RefModel, SeededRng};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::Linear;
+
+pub struct Mlp {
+    layers: Vec<Linear>,
+    params: ParamStore,
+    flops: u64,
+}
+
+impl Mlp {
+    pub fn new(
+        inputs: usize,
+        hidden: &[usize],
+        classes: usize,
+        rng: &mut SeededRng,
+        dev: &Device,
+    ) -> Result<Self> {
+        let mut params = ParamStore::default();
+        let mut layers = Vec::new();
+        let mut flops = 0;
+        let widths: Vec<usize> = std::iter::once(inputs)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(classes))
+            .collect();
+        for (i, w) in widths.windows(2).enumerate() {
+            let (fi, fo) = (w[0], w[1]);
+            let weight = params.uniform(&format!("fc{i}.weight"), &[fo, fi], fi, rng, dev)?;
+            let bias = params.uniform(&format!("fc{i}.bias"), &[fo], fi, rng, dev)?;
+            layers.push(Linear::new(weight, Some(bias)));
+            flops += linear_flops(fi, fo);
+        }
+        Ok(Self {
+            layers,
+            params,
+            flops,
+        })
+    }
+}
+
+impl RefModel for Mlp {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let mut h = x.flatten_from(1)?;
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = l.forward(&h)?;
+            if i < last {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    }
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+    fn forward_flops_per_sample(&self) -> u64 {
+        self.flops
+    }
+}

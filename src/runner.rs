@@ -1,0 +1,329 @@
+//! The runner: from a validated plan to written run files.
+//!
+//! Owns: the order of a measured series (idle baseline, interleaved variants and seeds,
+//! cooldown, random start delay; measurement.md section 3), turning a training outcome into a
+//! run record, and writing it the moment the run ends so a crash loses nothing finished.
+//! Must not: parse argv (cli) or touch a meter outside the idle baseline and `train`.
+
+use crate::data::DatasetBundle;
+use crate::energy::{self, Meter, MeterProbe, Source};
+use crate::metrics;
+use crate::model::{self, SeededRng};
+use crate::results::{
+    self, EnergySummary, Flops, QualitySummary, ResultsDir, RunRecord, TimeSummary,
+};
+use crate::system::{self, SystemInfo};
+use crate::task::TaskSpec;
+use crate::train::{self, Observer, Prepared, Status, TrainOptions};
+use crate::variant::Variant;
+use candle_core::Device;
+use serde_json::json;
+use std::time::Duration;
+
+/// Everything a series needs, validated before anything trains.
+pub struct Plan {
+    pub task: TaskSpec,
+    pub data: DatasetBundle,
+    pub variants: Vec<Variant>,
+    pub seeds: Vec<u64>,
+    pub device: Device,
+    pub device_label: String,
+    pub results: ResultsDir,
+    pub idle_s: f64,
+    pub cooldown_s: f64,
+    pub stop_at_target: bool,
+}
+
+/// Idle power of the meter's components, measured before the series.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    pub mean_w: f64,
+    pub sd_w: f64,
+}
+
+pub struct Series {
+    pub records: Vec<RunRecord>,
+    pub idle: Option<Idle>,
+}
+
+/// Interleave variants across seeds, rotating the start so no variant always follows the
+/// same one (measurement.md section 3).
+pub fn order(variants: &[Variant], seeds: &[u64]) -> Vec<(Variant, u64)> {
+    let mut out = Vec::new();
+    for (i, &seed) in seeds.iter().enumerate() {
+        for k in 0..variants.len() {
+            out.push((variants[(i + k) % variants.len()].clone(), seed));
+        }
+    }
+    out
+}
+
+pub fn run_series(
+    plan: &Plan,
+    meter: &mut dyn Meter,
+    probes: &[MeterProbe],
+    mut observer_for: impl FnMut(&str) -> Box<dyn Observer>,
+    mut on_record: impl FnMut(&RunRecord),
+) -> anyhow::Result<Series> {
+    let accelerator = probes
+        .iter()
+        .find(|p| p.meter == "nvml" && p.available)
+        .map(|p| p.detail.clone());
+    let sys = system::collect(&plan.device_label, accelerator);
+    plan.results.write_system(&sys)?;
+    let prepared = train::prepare(&plan.task, &plan.data, &plan.device)?;
+
+    let idle = if plan.idle_s > 0.0 {
+        let b = energy::idle::measure_idle(meter, Duration::from_secs_f64(plan.idle_s))?;
+        Some(Idle {
+            mean_w: b.mean_w,
+            sd_w: b.sd_w,
+        })
+    } else {
+        None
+    };
+
+    let mut delay_rng = SeededRng::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        7,
+    );
+    let mut records = Vec::new();
+    for (i, (variant, seed)) in order(&plan.variants, &plan.seeds).into_iter().enumerate() {
+        if i > 0 && plan.cooldown_s > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(plan.cooldown_s));
+        }
+        // Random 0-100 ms start delay: decorrelates runs from periodic background activity.
+        std::thread::sleep(Duration::from_millis(delay_rng.below(101) as u64));
+        let label = format!("{} {} seed {seed}", plan.task.name, variant.name);
+        let mut obs = observer_for(&label);
+        let rec = run_one(plan, &prepared, &variant, seed, meter, &sys, idle.as_ref(), obs.as_mut())?;
+        on_record(&rec);
+        records.push(rec);
+    }
+    Ok(Series { records, idle })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    plan: &Plan,
+    p: &Prepared,
+    variant: &Variant,
+    seed: u64,
+    meter: &mut dyn Meter,
+    sys: &SystemInfo,
+    idle: Option<&Idle>,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<RunRecord> {
+    let spec = &plan.task;
+    let started_at = system::utc_now();
+    let run_id = results::run_id(&spec.name, &variant.name, seed, &sys.system_id);
+    let mut init_rng = SeededRng::new(seed, 0);
+    let model = model::build(&spec.model, p.input, p.classes, &mut init_rng, &plan.device)?;
+    let opts = TrainOptions {
+        seed,
+        stop_at_target: plan.stop_at_target,
+    };
+    let out = train::train(spec, p, model.as_ref(), &opts, meter, &plan.device, observer)?;
+    let window = out.window.clone().unwrap_or_else(|| energy::WindowReport {
+        duration_s: 0.0,
+        report: Default::default(),
+    });
+    let total_j = window.total_j();
+    let boundary = window
+        .report
+        .components
+        .iter()
+        .filter_map(|c| {
+            meter
+                .components()
+                .into_iter()
+                .find(|i| i.component == c.component)
+                .map(|i| i.boundary)
+        })
+        .reduce(|a, b| a.union(b))
+        .unwrap_or(meter.boundary());
+    let all_measured = !window.report.components.is_empty()
+        && window.report.components.iter().all(|c| c.source.is_measured());
+    let target = spec.target.value;
+    let hit = metrics::first_reaching(&out.curve, target).cloned();
+    let (ett_j, ttt_s) = match (&hit, out.status) {
+        (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
+        _ => (None, None),
+    };
+    let jpp = ett_j.and_then(|e| metrics::jpp(e, target, p.chance));
+    let sources: Vec<&str> = {
+        let mut s: Vec<&str> = window.report.components.iter().map(|c| c.source.as_str()).collect();
+        s.dedup();
+        s
+    };
+    let jpp_label = jpp.map(|j| {
+        format!(
+            "{j:.3} J/pp @ {:.2} % (c = {:.2} %, {}, {})",
+            100.0 * target,
+            100.0 * p.chance,
+            boundary.as_str(),
+            sources.join("+")
+        )
+    });
+    let final_value = out.curve.last().map(|c| c.value);
+    let best = out.curve.iter().map(|c| c.value).reduce(f64::max);
+    let fwd = model.forward_flops_per_sample();
+    let evals = out.curve.len() as f64;
+    let nominal = 3.0 * fwd as f64 * out.samples as f64 + evals * fwd as f64 * p.n_eval as f64;
+    let mut flags = window.report.flags.clone();
+    if idle.is_none() {
+        flags.push("no_idle_baseline".into());
+    }
+    if !all_measured {
+        flags.push("estimated".into());
+    }
+    flags.dedup();
+    let config = json!({
+        "task": spec,
+        "variant": variant,
+        "seed": seed,
+        "device": plan.device_label,
+        "stop_at_target": plan.stop_at_target,
+        "idle_s": plan.idle_s,
+        "cooldown_s": plan.cooldown_s,
+        "meter": meter.name(),
+        "init_seed_stream": 0,
+        "batch_order_seed_stream": 1,
+    });
+    let rec = RunRecord {
+        schema_version: results::SCHEMA_VERSION,
+        run_id: run_id.clone(),
+        task: spec.name.clone(),
+        seed,
+        variant: variant.clone(),
+        status: out.status,
+        error: out.error.clone(),
+        device: plan.device_label.clone(),
+        energy: EnergySummary {
+            total_j,
+            net_j: idle.map(|i| total_j - i.mean_w * window.duration_s),
+            boundary,
+            components: window.report.components.clone(),
+            idle_w: idle.map(|i| i.mean_w),
+            idle_sd_w: idle.map(|i| i.sd_w),
+            flags,
+            meter: meter.name().to_string(),
+            all_measured,
+            average_power_w: if window.duration_s > 0.0 {
+                total_j / window.duration_s
+            } else {
+                0.0
+            },
+            window_s: window.duration_s,
+        },
+        time: TimeSummary {
+            warmup_s: out.warmup_s,
+            train_s: out.train_s,
+            eval_s: out.eval_s,
+            total_s: window.duration_s,
+        },
+        quality: QualitySummary {
+            metric: train::metric_name(spec).into(),
+            target,
+            chance: p.chance,
+            chance_declared: spec.target.chance,
+            final_value,
+            best,
+            final_binomial_sd: final_value.map(|q| metrics::binomial_sd(q, p.eval_predictions)),
+            eval_predictions: p.eval_predictions,
+            ladder: metrics::ladder(&out.curve, target, p.chance),
+            curve: out.curve.clone(),
+        },
+        ett_j,
+        ttt_s,
+        jpp,
+        jpp_label,
+        quality_at_energy_budget: spec
+            .budget
+            .max_energy_j
+            .and_then(|b| metrics::quality_at_energy(&out.curve, b)),
+        samples: out.samples,
+        steps: out.steps,
+        epochs: out.epochs,
+        j_per_sample: (out.samples > 0).then(|| total_j / out.samples as f64),
+        flops: Flops {
+            nominal,
+            executed: nominal,
+            forward_per_sample: fwd,
+        },
+        model: json!({"kind": spec.model.kind(), "parameters": out.param_count}),
+        dataset: json!({
+            "name": plan.data.kind.as_str(),
+            "dir": plan.data.dir.display().to_string(),
+            "files": plan.data.files,
+            "train_samples": p.n_train,
+            "eval_samples": p.n_eval,
+            "classes": p.classes,
+        }),
+        config,
+        system: sys.clone(),
+        provenance: window.report.provenance.clone(),
+        started_at,
+        finished_at: system::utc_now(),
+    };
+    plan.results
+        .write_run(&rec, &out.events.0, &window.report.timeline)?;
+    Ok(rec)
+}
+
+/// True when an energy figure contains any estimated component.
+pub fn is_estimated(rec: &RunRecord) -> bool {
+    rec.energy
+        .components
+        .iter()
+        .any(|c| !c.source.is_measured() && c.source != Source::Unavailable)
+}
+
+/// One human line per finished run.
+pub fn summary_line(r: &RunRecord) -> String {
+    let src: Vec<&str> = r.energy.components.iter().map(|c| c.source.as_str()).collect();
+    let energy = format!(
+        "{:.1} J ({}, {})",
+        r.energy.total_j,
+        r.energy.boundary.as_str(),
+        src.join("+")
+    );
+    let q = r
+        .quality
+        .final_value
+        .map_or("-".into(), |q| format!("{:.2} %", 100.0 * q));
+    let tail = match (r.ett_j, r.ttt_s, &r.jpp_label) {
+        (Some(e), Some(t), Some(l)) => format!("ETT {e:.1} J, TTT {t:.1} s, JPP {l}"),
+        _ => format!(
+            "did not reach {:.2} % (best {})",
+            100.0 * r.quality.target,
+            r.quality.best.map_or("-".into(), |b| format!("{:.2} %", 100.0 * b))
+        ),
+    };
+    format!(
+        "{} {} seed {}: {} | final {q} | energy {energy} in {:.1} s | {tail}",
+        r.task,
+        r.variant.name,
+        r.seed,
+        r.status.as_str(),
+        r.time.total_s
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::variant::baseline;
+
+    #[test]
+    fn order_interleaves_and_rotates() {
+        let mut b = baseline();
+        b.name = "b".into();
+        let a = baseline();
+        let o = order(&[a.clone(), b.clone()], &[1, 2]);
+        let names: Vec<_> = o.iter().map(|(v, s)| format!("{}{s}", v.name)).collect();
+        assert_eq!(names, ["f321", "b1", "b2", "f322"]);
+    }
+}

@@ -1,0 +1,160 @@
+//! What machine and software produced a run (measurement.md section 5).
+//!
+//! Owns: reading CPU model, cores, memory, OS and kernel from /proc and /etc, the build-time
+//! software provenance, and the system id that run ids are derived from.
+//! Must not: probe meters (that is `energy::detect`).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    /// Stable short hash of the hardware class (CPU model, threads, memory, accelerator).
+    pub system_id: String,
+    pub hostname: String,
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    pub memory_gib: f64,
+    pub os: String,
+    pub kernel: String,
+    /// `cpu` or `cuda:i`, and its name where known.
+    pub device: String,
+    pub accelerator: Option<String>,
+    pub software: Software,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Software {
+    pub joulebench_version: String,
+    pub git_commit: String,
+    pub candle_version: String,
+    pub candle_features: Vec<String>,
+    pub rustc: String,
+    pub build_profile: String,
+    pub cargo_lock_fnv: String,
+}
+
+pub fn software() -> Software {
+    let mut features = Vec::new();
+    if cfg!(feature = "cuda") {
+        features.push("cuda".to_string());
+    }
+    Software {
+        joulebench_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("JB_GIT_COMMIT").to_string(),
+        candle_version: env!("JB_CANDLE_VERSION").to_string(),
+        candle_features: features,
+        rustc: env!("JB_RUSTC_VERSION").to_string(),
+        build_profile: env!("JB_PROFILE").to_string(),
+        cargo_lock_fnv: env!("JB_CARGO_LOCK_FNV").to_string(),
+    }
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn memory_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn os_name() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("PRETTY_NAME="))
+                .map(|l| l["PRETTY_NAME=".len()..].trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::OS.to_string())
+}
+
+pub fn collect(device: &str, accelerator: Option<String>) -> SystemInfo {
+    let cpu_model = cpu_model();
+    let logical_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory_gib = memory_kib().map_or(0.0, |k| k as f64 / (1024.0 * 1024.0));
+    let mut h = Sha256::new();
+    // Memory rounded to whole GiB so a few MiB reserved by the kernel do not change the id.
+    let ident = format!(
+        "{cpu_model}|{logical_cpus}|{:.0}|{device}|{}",
+        memory_gib,
+        accelerator.as_deref().unwrap_or("")
+    );
+    h.update(ident.as_bytes());
+    let system_id: String = h.finalize().iter().take(4).map(|b| format!("{b:02x}")).collect();
+    SystemInfo {
+        system_id,
+        hostname: read_trim("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
+        cpu_model,
+        logical_cpus,
+        memory_gib,
+        os: os_name(),
+        kernel: read_trim("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+        device: device.to_string(),
+        accelerator,
+        software: software(),
+    }
+}
+
+/// UTC timestamp `YYYY-MM-DDTHH:MM:SS.mmmZ` from the system clock.
+pub fn utc_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    utc_from_unix_ms(d.as_millis() as i64)
+}
+
+/// Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+pub fn utc_from_unix_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting_known_instants() {
+        assert_eq!(utc_from_unix_ms(0), "1970-01-01T00:00:00.000Z");
+        // 2024-02-29T12:34:56.789Z (leap day) = 1709210096789 ms.
+        assert_eq!(utc_from_unix_ms(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
+    }
+
+    #[test]
+    fn system_id_is_stable() {
+        assert_eq!(collect("cpu", None).system_id, collect("cpu", None).system_id);
+        assert_ne!(collect("cpu", None).system_id, collect("cuda:0", None).system_id);
+    }
+}

@@ -1,1 +1,2 @@
 //! joulebench
+pub mod data;

@@ -17,6 +17,7 @@ use crate::task::{Metric, OptimizerSpec, TaskSpec};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::time::Instant;
 
 /// Device-resident train and eval tensors of one task.
@@ -263,6 +264,39 @@ fn evaluate(model: &dyn RefModel, p: &Prepared, batch: usize) -> candle_core::Re
     })
 }
 
+/// AdamW over every parameter of `model`, with the task's hyperparameters.
+pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<AdamW> {
+    let OptimizerSpec::Adamw {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+    } = spec.optimizer;
+    AdamW::new(
+        model.params().vars(),
+        ParamsAdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        },
+    )
+}
+
+/// One optimizer step on one batch; returns the (device-resident) loss.
+pub fn train_step(
+    model: &dyn RefModel,
+    opt: &mut AdamW,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let loss = loss_of(model, x, y)?;
+    opt.backward_step(&loss)?;
+    Ok(loss)
+}
+
 fn loss_of(model: &dyn RefModel, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     let logits = model.forward_t(x, true)?;
     let classes = logits.dim(D::Minus1)?;
@@ -281,32 +315,21 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome, TrainError> {
     let mut events = EventLog::default();
-    let json = serde_json::json!;
     events.point("seed", json!(opts.seed), json!({}));
     events.point("global_batch_size", json!(spec.train.batch_size), json!({}));
-    let OptimizerSpec::Adamw {
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-    } = spec.optimizer;
+    let lr = match spec.optimizer {
+        OptimizerSpec::Adamw { lr, .. } => lr,
+    };
     events.point("opt_name", json!("adamw"), json!({}));
     events.point("opt_base_learning_rate", json!(lr), json!({}));
-    let mut opt = AdamW::new(
-        model.params().vars(),
-        ParamsAdamW {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        },
-    )?;
+    let mut opt = optimizer(spec, model)?;
     let bs = spec.train.batch_size.min(p.n_train.max(1));
     let steps_per_epoch = p.n_train / bs;
     if steps_per_epoch == 0 {
-        candle_core::bail!("training set of {} samples is smaller than one batch", p.n_train);
+        return Err(TrainError::Setup(candle_core::Error::Msg(format!(
+            "training set of {} samples is smaller than one batch",
+            p.n_train
+        ))));
     }
 
     // Warm-up: forward and backward on the first batch, gradients discarded, no update, so it
@@ -357,8 +380,7 @@ pub fn train(
                 let idx = Tensor::from_slice(&perm[b * bs..(b + 1) * bs], bs, device)?;
                 let x = p.train_x.index_select(&idx, 0)?;
                 let y = p.train_y.index_select(&idx, 0)?;
-                let loss = loss_of(model, &x, &y)?;
-                opt.backward_step(&loss)?;
+                let loss = train_step(model, &mut opt, &x, &y)?;
                 loss_sum = (&loss_sum + loss.detach())?;
                 loss_steps += 1;
                 step += 1;

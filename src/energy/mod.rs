@@ -16,7 +16,7 @@ pub mod rapl;
 pub mod units;
 pub mod window;
 
-pub use detect::{detect_meter, MeterChoice, MeterProbe};
+pub use detect::{detect_meter, probe_all, DetectOptions, MeterChoice, MeterProbe};
 pub use units::{Joules, Seconds, Watts};
 pub use window::{DeviceSync, MeasuredWindow, WindowReport};
 
@@ -159,7 +159,7 @@ pub enum MeterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{meter}: {0}", meter = .meter)]
+    #[error("{meter}: {message}")]
     Device { meter: &'static str, message: String },
     #[error("meter {0} used out of order: {1}")]
     Protocol(&'static str, &'static str),

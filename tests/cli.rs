@@ -1,0 +1,254 @@
+//! End-to-end tests of the `joulebench` binary: a real (seconds-long) training run on the
+//! shipped digits data, the run file read back from the consumer's side, and every bad input
+//! of issue 2 giving one line on stderr, exit code 2 and nothing half-written.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn jb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_joulebench"))
+        .args(args)
+        .env_remove("JOULEBENCH_DATA")
+        .env_remove("JOULEBENCH_MODELS")
+        .output()
+        .expect("spawn joulebench")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2, exactly one non-empty stderr line containing every `needle`.
+fn assert_usage_error(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {e}");
+    for n in needles {
+        assert!(e.contains(n), "missing {n:?} in: {e}");
+    }
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+fn run_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("runs"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const QUICK: &[&str] = &["--idle-s", "0", "--cooldown-s", "0", "--meter", "estimate"];
+
+#[test]
+fn digits_run_writes_a_complete_consistent_run_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("res");
+    let mut args = vec!["run", "--task", "digits-mlp", "--seed", "3", "--results"];
+    args.push(res.to_str().unwrap());
+    args.extend_from_slice(QUICK);
+    let o = jb(&args);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("digits-mlp f32 seed 3: ok"), "{out}");
+    assert!(out.contains("ESTIMATED"), "{out}");
+
+    let files = run_files(&res);
+    assert_eq!(files.len(), 1);
+    let r: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    // Every required key of interface.md.
+    for k in [
+        "schema_version", "run_id", "task", "seed", "variant", "status", "device", "energy",
+        "time", "quality", "ett_j", "ttt_s", "jpp", "samples", "steps", "flops", "config",
+    ] {
+        assert!(r.get(k).is_some(), "missing key {k}");
+    }
+    for k in ["precision", "sparsity", "pruning", "init", "data"] {
+        assert!(r["variant"].get(k).is_some(), "variant.{k}");
+    }
+    for k in ["total_j", "net_j", "boundary", "components", "idle_w", "flags"] {
+        assert!(r["energy"].get(k).is_some(), "energy.{k}");
+    }
+    for k in ["train_s", "eval_s", "total_s"] {
+        assert!(r["time"][k].as_f64().is_some(), "time.{k}");
+    }
+    for k in ["metric", "target", "chance", "final", "best", "curve"] {
+        assert!(r["quality"].get(k).is_some(), "quality.{k}");
+    }
+    assert_eq!(r["status"], "ok");
+    assert_eq!(r["device"], "cpu");
+    assert_eq!(r["energy"]["boundary"], "H");
+    let comps = r["energy"]["components"].as_array().unwrap();
+    assert!(comps.iter().any(|c| c["source"] == "estimated_tdp_load"), "{comps:?}");
+    for c in comps {
+        for k in ["component", "source", "energy_j", "sample_interval_ms"] {
+            assert!(c.get(k).is_some(), "component key {k}");
+        }
+    }
+    let flags: Vec<&str> = r["energy"]["flags"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(flags.contains(&"estimated") && flags.contains(&"no_idle_baseline"), "{flags:?}");
+
+    // ETT and JPP are consistent with the curve: ETT is the energy at the first eval >= T.
+    let t = r["quality"]["target"].as_f64().unwrap();
+    let c = r["quality"]["chance"].as_f64().unwrap();
+    let curve = r["quality"]["curve"].as_array().unwrap();
+    let first = curve.iter().find(|p| p["value"].as_f64().unwrap() >= t).unwrap();
+    let ett = r["ett_j"].as_f64().unwrap();
+    assert_eq!(ett, first["energy_j"].as_f64().unwrap());
+    assert_eq!(r["ttt_s"].as_f64().unwrap(), first["time_s"].as_f64().unwrap());
+    let jpp = r["jpp"].as_f64().unwrap();
+    assert!((jpp - ett / (100.0 * (t - c))).abs() < 1e-9 * jpp.max(1.0));
+    // Stopped at the first eval reaching T: it is the last point.
+    assert_eq!(curve.last().unwrap(), first);
+    assert!(ett > 0.0 && r["energy"]["total_j"].as_f64().unwrap() >= ett);
+    // Energy along the curve never decreases.
+    let e: Vec<f64> = curve.iter().map(|p| p["energy_j"].as_f64().unwrap()).collect();
+    assert!(e.windows(2).all(|w| w[1] >= w[0]), "{e:?}");
+    // Chance is the majority-class rate of the eval set, as declared for the shipped data.
+    assert!((c - r["quality"]["chance_declared"].as_f64().unwrap()).abs() < 0.02);
+
+    // The event log and power timeline exist and parse.
+    let id = r["run_id"].as_str().unwrap();
+    let log = std::fs::read_to_string(res.join("events").join(format!("{id}.mllog"))).unwrap();
+    let keys: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l.strip_prefix(":::MLLOG ").unwrap()).unwrap()["key"].as_str().unwrap().to_string())
+        .collect();
+    for k in ["seed", "run_start", "eval_accuracy", "run_stop"] {
+        assert!(keys.iter().any(|x| x == k), "mllog lacks {k}");
+    }
+    let power = std::fs::read_to_string(res.join("power").join(format!("{id}.csv"))).unwrap();
+    assert!(power.starts_with("t_s,component,energy_j,power_w\n"));
+    assert!(res.join("system.json").is_file());
+}
+
+#[test]
+fn same_seed_same_curve() {
+    // Every random number comes from the seeded host RNG: two runs of one seed agree exactly
+    // on quality (energy and time differ, they are measurements).
+    let tmp = tempfile::tempdir().unwrap();
+    let mut curves = Vec::new();
+    for i in 0..2 {
+        let res = tmp.path().join(format!("r{i}"));
+        let mut args = vec!["run", "--task", "digits-mlp", "--seed", "5", "--results"];
+        args.push(res.to_str().unwrap());
+        args.extend_from_slice(QUICK);
+        let o = jb(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let r: Value = serde_json::from_slice(&std::fs::read(&run_files(&res)[0]).unwrap()).unwrap();
+        let v: Vec<(u64, f64)> = r["quality"]["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["step"].as_u64().unwrap(), p["value"].as_f64().unwrap()))
+            .collect();
+        curves.push(v);
+    }
+    assert_eq!(curves[0], curves[1]);
+}
+
+fn bad(args: &[&str], needles: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("res");
+    let mut a: Vec<&str> = args.to_vec();
+    if !a.contains(&"--results") {
+        a.push("--results");
+        a.push(res.to_str().unwrap());
+    }
+    let o = jb(&a);
+    assert_usage_error(&o, needles);
+    assert!(run_files(&res).is_empty(), "a run file was written");
+}
+
+#[test]
+fn unknown_task_variant_meter() {
+    bad(&["run", "--task", "nope"], &["unknown task 'nope'", "mnist-mlp"]);
+    bad(&["run", "--task", "digits-mlp", "--variant", "fp8"], &["unknown variant 'fp8'", "f32"]);
+    bad(&["run", "--task", "digits-mlp", "--meter", "joulemeter"], &["joulemeter", "rapl"]);
+    bad(&["run", "--task", "digits-mlp", "--device", "tpu"], &["--device", "tpu"]);
+    bad(&["run", "--task", "digits-mlp", "--seeds", "0"], &["--seeds"]);
+}
+
+#[test]
+fn unavailable_meters_say_why() {
+    // These machines (and CI) have neither readable RAPL nor NVML; where they do, skip.
+    if Path::new("/sys/class/powercap/intel-rapl:0/energy_uj").exists() {
+        eprintln!("skip: this machine has RAPL");
+    } else {
+        bad(&["run", "--task", "digits-mlp", "--meter", "rapl", "--idle-s", "0"], &["rapl"]);
+    }
+    let o = jb(&["env", "--json"]);
+    let env: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let nvml = env["meters"].as_array().unwrap().iter().find(|m| m["meter"] == "nvml").cloned();
+    if nvml.is_some_and(|m| m["available"] == false) {
+        bad(&["run", "--task", "digits-mlp", "--meter", "nvml", "--idle-s", "0"], &["nvml"]);
+    } else {
+        eprintln!("skip: this machine has NVML");
+    }
+}
+
+#[test]
+fn bad_data_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Missing: an empty --data-dir.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    bad(&["run", "--task", "digits-mlp", "--data-dir", empty.to_str().unwrap()], &["digits"]);
+    // Corrupt: a gzip file full of garbage.
+    let corrupt = tmp.path().join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    let mut bytes = vec![0x1f, 0x8b, 8, 0];
+    bytes.extend(std::iter::repeat_n(0xAB, 500));
+    std::fs::write(corrupt.join("digits.csv.gz"), bytes).unwrap();
+    bad(&["run", "--task", "digits-mlp", "--data-dir", corrupt.to_str().unwrap()], &["digits.csv.gz"]);
+}
+
+#[test]
+fn bad_results_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plainfile");
+    std::fs::write(&file, b"x").unwrap();
+    let o = jb(&["run", "--task", "digits-mlp", "--results", file.to_str().unwrap()]);
+    assert_usage_error(&o, &["plainfile", "not a directory"]);
+    // /proc refuses new folders even to root.
+    let o = jb(&["run", "--task", "digits-mlp", "--results", "/proc/joulebench-results"]);
+    assert_usage_error(&o, &["/proc/joulebench-results"]);
+}
+
+#[test]
+fn malformed_task_toml_names_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp.toml"),
+    )
+    .unwrap();
+    std::fs::write(models.join("digits-mlp.toml"), shipped.replace("batch_size = 32", "batch_size = \"many\"")).unwrap();
+    bad(
+        &["run", "--task", "digits-mlp", "--models-dir", models.to_str().unwrap()],
+        &["digits-mlp.toml", "line"],
+    );
+    std::fs::write(models.join("digits-mlp.toml"), shipped.replace("[budget]", "[budget]\nmax_epoch = 3")).unwrap();
+    bad(
+        &["run", "--task", "digits-mlp", "--models-dir", models.to_str().unwrap()],
+        &["digits-mlp.toml", "max_epoch"],
+    );
+}
+
+#[test]
+fn list_and_env_work_on_a_fresh_clone() {
+    let o = jb(&["list", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tasks: Vec<&str> = v["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["digits-mlp", "mnist-cnn", "mnist-mlp", "text-charlm"]);
+    assert!(v["meters"].as_array().unwrap().len() >= 4);
+    let o = jb(&["env"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("estimate") && text.contains("rapl") && text.contains("nvml"), "{text}");
+}

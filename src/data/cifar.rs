@@ -88,7 +88,10 @@ mod tests {
         bytes[0] = 10;
         std::fs::write(&f, &bytes).unwrap();
         let err = load_cifar_bin(&[&f]).unwrap_err();
-        assert!(matches!(err, DataError::LabelOutOfRange { label: 10, .. }), "{err}");
+        assert!(
+            matches!(err, DataError::LabelOutOfRange { label: 10, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("record 0"), "{err}");
     }
 

@@ -165,7 +165,10 @@ mod tests {
         std::fs::write(&f, format!("{}\n{}\n", row(1, 2), bad)).unwrap();
         match load_digits_csv(&f).unwrap_err() {
             DataError::Csv {
-                line, column, value, ..
+                line,
+                column,
+                value,
+                ..
             } => {
                 assert_eq!((line, column, value.as_str()), (2, 1, "x"));
             }

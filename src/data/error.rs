@@ -52,7 +52,10 @@ pub enum DataError {
     },
 
     /// The first four bytes are not the expected magic number.
-    #[error("data file {}: bad magic: expected {expected:#010x} ({what}), found {found:#010x}", p(path))]
+    #[error(
+        "data file {}: bad magic: expected {expected:#010x} ({what}), found {found:#010x}",
+        p(path)
+    )]
     BadMagic {
         path: PathBuf,
         what: &'static str,

@@ -227,7 +227,10 @@ mod tests {
         v.extend_from_slice(&[1, 9, 10]);
         std::fs::write(&f, &v).unwrap();
         let err = load_idx_labels(&f).unwrap_err();
-        assert!(matches!(err, DataError::LabelOutOfRange { label: 10, .. }), "{err}");
+        assert!(
+            matches!(err, DataError::LabelOutOfRange { label: 10, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("label 2"), "{err}");
     }
 }

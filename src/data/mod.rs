@@ -33,15 +33,7 @@ pub const DATA_ENV: &str = "JOULEBENCH_DATA";
 
 /// Which dataset to load.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
@@ -367,7 +359,10 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(!s.is_empty());
         assert_eq!(s.sample_len(), 60);
-        assert_eq!(format!("{s:?}"), "ImageSet { len: 2, shape: [3, 4, 5], .. }");
+        assert_eq!(
+            format!("{s:?}"),
+            "ImageSet { len: 2, shape: [3, 4, 5], .. }"
+        );
     }
 
     #[test]

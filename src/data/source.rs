@@ -213,7 +213,9 @@ mod tests {
         let mut s = Source::open(&f, "x").unwrap();
         assert!(!s.is_gzip());
         assert_eq!(s.read_rest().unwrap(), vec![0x1f]);
-        let err = Source::open(&dir.path().join("nope"), "an IDX file").err().unwrap();
+        let err = Source::open(&dir.path().join("nope"), "an IDX file")
+            .err()
+            .unwrap();
         assert!(matches!(err, DataError::Missing { .. }));
         assert!(err.to_string().contains("expected an IDX file"));
     }

@@ -166,12 +166,18 @@ mod tests {
             DataError::NoTextFile { .. }
         ));
         std::fs::write(dir.path().join("a.txt"), "x").unwrap();
-        assert_eq!(find_text_file(dir.path()).unwrap(), dir.path().join("a.txt"));
+        assert_eq!(
+            find_text_file(dir.path()).unwrap(),
+            dir.path().join("a.txt")
+        );
         std::fs::write(dir.path().join("b.txt"), "y").unwrap();
         let err = find_text_file(dir.path()).unwrap_err();
         assert!(matches!(err, DataError::AmbiguousTextFile { count: 2, .. }));
         assert!(err.to_string().contains("a.txt, b.txt"), "{err}");
         std::fs::write(dir.path().join(TEXT_FILE), "z").unwrap();
-        assert_eq!(find_text_file(dir.path()).unwrap(), dir.path().join(TEXT_FILE));
+        assert_eq!(
+            find_text_file(dir.path()).unwrap(),
+            dir.path().join(TEXT_FILE)
+        );
     }
 }

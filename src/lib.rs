@@ -1,1 +1,3 @@
 //! joulebench
+
+pub mod energy;

@@ -6,6 +6,7 @@
 //! Must not: know about files, run files or tasks (`results` writes what this module returns).
 
 pub mod composite;
+pub mod cputime;
 pub mod detect;
 pub mod estimate;
 pub mod fake;
@@ -159,7 +160,7 @@ pub enum MeterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{meter}: {0}", meter = .meter)]
+    #[error("{meter}: {message}")]
     Device { meter: &'static str, message: String },
     #[error("meter {0} used out of order: {1}")]
     Protocol(&'static str, &'static str),
@@ -179,4 +180,26 @@ pub trait Meter: Send {
     /// Cumulative joules per component (same order as `components()`) since `start`.
     fn read(&mut self) -> Result<Vec<f64>, MeterError>;
     fn stop(&mut self) -> Result<MeterReport, MeterError>;
+}
+
+/// A boxed meter is a meter (so wrappers like `RecordingMeter` take `Box<dyn Meter>`).
+impl<M: Meter + ?Sized> Meter for Box<M> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn boundary(&self) -> Boundary {
+        (**self).boundary()
+    }
+    fn components(&self) -> Vec<ComponentInfo> {
+        (**self).components()
+    }
+    fn start(&mut self) -> Result<(), MeterError> {
+        (**self).start()
+    }
+    fn read(&mut self) -> Result<Vec<f64>, MeterError> {
+        (**self).read()
+    }
+    fn stop(&mut self) -> Result<MeterReport, MeterError> {
+        (**self).stop()
+    }
 }

@@ -4,14 +4,13 @@
 
 use joulebench::energy::composite::CompositeMeter;
 use joulebench::energy::cputime::ProcPaths;
+use joulebench::energy::cputime::SystemCpuTimes;
 use joulebench::energy::detect::{probe_all, DetectOptions, UnavailableMeter};
 use joulebench::energy::estimate::{CpuTimesReader, EstimateMeter, Tdp};
 use joulebench::energy::fake::{
-    new_call_log, FakeComponent, FakeMeter, ManualClock, RecordingMeter, RecordingSync,
-    ReplayMeter,
+    new_call_log, FakeComponent, FakeMeter, ManualClock, RecordingMeter, RecordingSync, ReplayMeter,
 };
 use joulebench::energy::idle::measure_idle_sliced;
-use joulebench::energy::cputime::SystemCpuTimes;
 use joulebench::energy::rapl::{self, RaplMeter, SysfsReader};
 use joulebench::energy::{
     detect_meter, Boundary, MeasuredWindow, Meter, MeterChoice, MeterError, Source,
@@ -162,9 +161,18 @@ fn rapl_counts_packages_and_dram_only() {
         .with_poll_interval(Duration::from_secs(3600))
         .with_proc_paths(None);
     let names: Vec<String> = m.components().into_iter().map(|c| c.component).collect();
-    assert_eq!(names, ["cpu:package-0", "cpu:package-1", "dram:0", "dram:1"]);
+    assert_eq!(
+        names,
+        ["cpu:package-0", "cpu:package-1", "dram:0", "dram:1"]
+    );
     let ignored = m.discovery().ignored.join("\n");
-    for needle in ["psys", "core", "uncore", "intel-rapl-mmio:0", "intel-rapl:3"] {
+    for needle in [
+        "psys",
+        "core",
+        "uncore",
+        "intel-rapl-mmio:0",
+        "intel-rapl:3",
+    ] {
         assert!(ignored.contains(needle), "{needle} not listed in {ignored}");
     }
 
@@ -257,13 +265,23 @@ fn rapl_flags_cpu_contention() {
     };
     // Others used 400 - 300 = 100 of 1000 ticks: 10 % > 5 %.
     let r = run(400, 300);
-    assert!(r.flags.contains(&"cpu_contended".to_string()), "{:?}", r.flags);
-    let others = r.provenance["cpu_others_fraction"].as_f64().expect("others");
+    assert!(
+        r.flags.contains(&"cpu_contended".to_string()),
+        "{:?}",
+        r.flags
+    );
+    let others = r.provenance["cpu_others_fraction"]
+        .as_f64()
+        .expect("others");
     let mine = r.provenance["cpu_harness_fraction"].as_f64().expect("mine");
     assert!((others - 0.1).abs() < 1e-12 && (mine - 0.3).abs() < 1e-12);
     // Others used 20 of 1000 ticks: 2 %, fine.
     let r = run(320, 300);
-    assert!(!r.flags.contains(&"cpu_contended".to_string()), "{:?}", r.flags);
+    assert!(
+        !r.flags.contains(&"cpu_contended".to_string()),
+        "{:?}",
+        r.flags
+    );
 }
 
 // ----------------------------------------------------------------------------------------
@@ -310,9 +328,16 @@ fn estimate_meter_integrates_the_formula() {
     let cpu = &r.components[0];
     assert_eq!(cpu.component, "cpu");
     assert_eq!(cpu.source, Source::EstimatedTdpLoad);
-    assert!(cpu.note.as_deref().is_some_and(|n| n.contains("--cpu-tdp-w")));
+    assert!(cpu
+        .note
+        .as_deref()
+        .is_some_and(|n| n.contains("--cpu-tdp-w")));
     // u = 0.5 on every interval: 21.25 W (CodeCarbon 3.3) times the window.
-    assert!((cpu.energy_j - 21.25 * t_end).abs() < 1e-9, "{}", cpu.energy_j);
+    assert!(
+        (cpu.energy_j - 21.25 * t_end).abs() < 1e-9,
+        "{}",
+        cpu.energy_j
+    );
     let dram = &r.components[1];
     assert_eq!(dram.source, Source::EstimatedConstant);
     assert!((dram.energy_j - 15.0 * t_end).abs() < 1e-9);
@@ -335,11 +360,23 @@ fn measured_window_synchronises_before_every_edge() {
     let calls = log.lock().expect("log").clone();
     assert_eq!(
         calls,
-        ["synchronize", "start", "synchronize", "read", "synchronize", "stop"]
+        [
+            "synchronize",
+            "start",
+            "synchronize",
+            "read",
+            "synchronize",
+            "stop"
+        ]
     );
     assert!(report.duration_s < 5.0);
     assert_eq!(
-        report.report.flags.iter().filter(|f| *f == "short_window").count(),
+        report
+            .report
+            .flags
+            .iter()
+            .filter(|f| *f == "short_window")
+            .count(),
         1
     );
 }
@@ -376,7 +413,12 @@ fn composite_merges_and_unions_boundaries() {
     .with_clock(Arc::new(clock.clone()))
     .with_flags(&["contaminated", "short_window"]);
     let host = FakeMeter::new(vec![
-        FakeComponent::new("cpu:package-0", Boundary::Host, Source::MeasuredCounter, 50.0),
+        FakeComponent::new(
+            "cpu:package-0",
+            Boundary::Host,
+            Source::MeasuredCounter,
+            50.0,
+        ),
         FakeComponent::new("dram:0", Boundary::Host, Source::MeasuredCounter, 5.0),
     ])
     .with_clock(Arc::new(clock.clone()))
@@ -412,8 +454,12 @@ fn idle_baseline_of_a_constant_meter() {
         FakeComponent::new("gpu:0", Boundary::Gpu, Source::MeasuredCounter, 40.0),
         FakeComponent::new("cpu", Boundary::Host, Source::MeasuredCounter, 2.0),
     ]);
-    let b = measure_idle_sliced(&mut m, Duration::from_millis(600), Duration::from_millis(100))
-        .expect("idle");
+    let b = measure_idle_sliced(
+        &mut m,
+        Duration::from_millis(600),
+        Duration::from_millis(100),
+    )
+    .expect("idle");
     // Energy and time come from two clocks read microseconds apart: 2 % is generous.
     assert!((b.mean_w - 42.0).abs() < 0.02 * 42.0, "{b:?}");
     assert_eq!(b.per_component_w.len(), 2);
@@ -436,8 +482,12 @@ fn idle_baseline_spread_of_a_varying_trace() {
         trace.push((t0 + 0.1 - 1e-6, w));
     }
     let mut m = ReplayMeter::new("gpu:0", Boundary::Gpu, Source::MeasuredCounter, trace);
-    let b = measure_idle_sliced(&mut m, Duration::from_millis(800), Duration::from_millis(100))
-        .expect("idle");
+    let b = measure_idle_sliced(
+        &mut m,
+        Duration::from_millis(800),
+        Duration::from_millis(100),
+    )
+    .expect("idle");
     assert!((b.mean_w - 20.0).abs() < 2.0, "{b:?}");
     assert!(b.sd_w > 3.0, "{b:?}");
 }
@@ -450,7 +500,10 @@ fn nvml_present() -> bool {
     joulebench::energy::nvml::init().is_ok()
 }
 
-fn no_rapl_opts(choice: MeterChoice, gpu_index: Option<usize>) -> (tempfile::TempDir, DetectOptions) {
+fn no_rapl_opts(
+    choice: MeterChoice,
+    gpu_index: Option<usize>,
+) -> (tempfile::TempDir, DetectOptions) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let opts = DetectOptions {
         choice,
@@ -474,7 +527,11 @@ fn detect_without_rapl_or_nvml_uses_the_labelled_estimate() {
     assert_eq!(names, ["nvml", "rapl", "estimate"]);
     let rapl = &probes[1];
     assert!(!rapl.available);
-    assert!(rapl.detail.contains("no powercap directory"), "{}", rapl.detail);
+    assert!(
+        rapl.detail.contains("no powercap directory"),
+        "{}",
+        rapl.detail
+    );
     assert!(probes[2].available);
     assert!(probes[2].detail.contains("TDP"), "{}", probes[2].detail);
     if !nvml_present() {
@@ -517,20 +574,35 @@ fn cuda_run_without_nvml_reports_gpu_unavailable() {
     let gpu = &r.components[0];
     // Never a TDP guess for the GPU.
     assert_eq!(gpu.energy_j, 0.0);
-    assert!(gpu.note.as_deref().is_some_and(|n| n.contains("not measured")));
-    assert!(r.flags.contains(&"gpu0_unavailable".to_string()), "{:?}", r.flags);
+    assert!(gpu
+        .note
+        .as_deref()
+        .is_some_and(|n| n.contains("not measured")));
+    assert!(
+        r.flags.contains(&"gpu0_unavailable".to_string()),
+        "{:?}",
+        r.flags
+    );
 }
 
 #[test]
 fn explicit_meters_that_are_unavailable_are_errors() {
     let (_tmp, opts) = no_rapl_opts(MeterChoice::Rapl, None);
     let e = detect_meter(&opts).err().expect("rapl must fail");
-    assert!(matches!(e, MeterError::Unavailable { meter: "rapl", .. }), "{e}");
+    assert!(
+        matches!(e, MeterError::Unavailable { meter: "rapl", .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("no powercap directory"));
 
     let (_tmp, opts) = no_rapl_opts(MeterChoice::Nvml, None);
-    let e = detect_meter(&opts).err().expect("nvml without a cuda device must fail");
-    assert!(matches!(e, MeterError::Unavailable { meter: "nvml", .. }), "{e}");
+    let e = detect_meter(&opts)
+        .err()
+        .expect("nvml without a cuda device must fail");
+    assert!(
+        matches!(e, MeterError::Unavailable { meter: "nvml", .. }),
+        "{e}"
+    );
 
     if !nvml_present() {
         let (_tmp, opts) = no_rapl_opts(MeterChoice::Nvml, Some(0));

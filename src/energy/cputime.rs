@@ -121,7 +121,8 @@ fn read(path: &Path) -> std::io::Result<String> {
 impl ProcPaths {
     pub fn read_system(&self) -> Result<SystemCpuTimes, String> {
         let text = read(&self.stat).map_err(|e| format!("{}: {e}", self.stat.display()))?;
-        parse_proc_stat(&text).ok_or_else(|| format!("{}: no parsable cpu line", self.stat.display()))
+        parse_proc_stat(&text)
+            .ok_or_else(|| format!("{}: no parsable cpu line", self.stat.display()))
     }
 
     pub fn read_self_ticks(&self) -> Result<u64, String> {

@@ -14,7 +14,15 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum MeterChoice {
@@ -118,16 +126,16 @@ impl Meter for UnavailableMeter {
 
 fn probe_nvml(opts: &DetectOptions) -> (Option<NvmlMeter>, MeterProbe) {
     let Some(i) = opts.gpu_index else {
-        let detail = match nvml::list_devices() {
-            Ok(d) if d.is_empty() => "NVML loaded but sees no device".to_string(),
-            Ok(d) => format!("{}; not used: training on CPU", d.join(", ")),
-            Err(e) => e.to_string(),
+        let (available, detail) = match nvml::list_devices() {
+            Ok(d) if d.is_empty() => (false, "NVML loaded but sees no device".to_string()),
+            Ok(d) => (true, format!("{}; not used: training on CPU", d.join(", "))),
+            Err(e) => (false, e.to_string()),
         };
         return (
             None,
             MeterProbe {
                 meter: "nvml",
-                available: !detail.starts_with("NVML loaded but") && !detail.contains("unavailable"),
+                available,
                 source: None,
                 boundary: None,
                 detail,
@@ -206,15 +214,17 @@ fn probe_estimate(opts: &DetectOptions) -> (Result<EstimateMeter, MeterError>, M
 
 /// Every meter's state, for `joulebench env`.
 pub fn probe_all(opts: &DetectOptions) -> Vec<MeterProbe> {
-    vec![probe_nvml(opts).1, probe_rapl(opts).1, probe_estimate(opts).1]
+    vec![
+        probe_nvml(opts).1,
+        probe_rapl(opts).1,
+        probe_estimate(opts).1,
+    ]
 }
 
 /// The meter for this run and the probes that explain the choice. An explicitly named meter
 /// that is unusable is an error carrying the reason; in auto mode missing hardware falls back
 /// to a labelled alternative.
-pub fn detect_meter(
-    opts: &DetectOptions,
-) -> Result<(Box<dyn Meter>, Vec<MeterProbe>), MeterError> {
+pub fn detect_meter(opts: &DetectOptions) -> Result<(Box<dyn Meter>, Vec<MeterProbe>), MeterError> {
     let (nvml_meter, nvml_probe) = probe_nvml(opts);
     let (rapl_meter, rapl_probe) = probe_rapl(opts);
     let (estimate_meter, estimate_probe) = probe_estimate(opts);

@@ -491,7 +491,11 @@ mod tests {
         );
         let f = resolve_tdp(None, &generic).expect("tdp");
         assert_eq!(f.watts, 8.0);
-        assert!(f.note.contains("4 W per logical thread (2 threads"), "{}", f.note);
+        assert!(
+            f.note.contains("4 W per logical thread (2 threads"),
+            "{}",
+            f.note
+        );
     }
 
     #[test]
@@ -513,6 +517,9 @@ mod tests {
         assert_eq!(dram_power_w(24_684_112), 15.0);
         // 4 GiB -> 1 DIMM -> 5 W -> floor 10 W.
         assert_eq!(dram_power_w(4 * 1024 * 1024), 10.0);
-        assert_eq!(parse_mem_total_kb("MemTotal:       24684112 kB\n"), Some(24_684_112));
+        assert_eq!(
+            parse_mem_total_kb("MemTotal:       24684112 kB\n"),
+            Some(24_684_112)
+        );
     }
 }

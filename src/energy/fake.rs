@@ -233,7 +233,12 @@ pub struct ReplayMeter {
 
 impl ReplayMeter {
     /// `trace` is sorted by time; `component.watts` is ignored.
-    pub fn new(component: &str, boundary: Boundary, source: Source, trace: Vec<(f64, f64)>) -> Self {
+    pub fn new(
+        component: &str,
+        boundary: Boundary,
+        source: Source,
+        trace: Vec<(f64, f64)>,
+    ) -> Self {
         let mut trace = trace;
         trace.sort_by(|a, b| a.0.total_cmp(&b.0));
         Self {
@@ -270,12 +275,18 @@ impl Meter for ReplayMeter {
             boundary: self.component.boundary,
             source: self.component.source,
             sample_interval_ms: 0.0,
-            note: Some(format!("replay of a {}-point power trace", self.trace.len())),
+            note: Some(format!(
+                "replay of a {}-point power trace",
+                self.trace.len()
+            )),
         }]
     }
     fn start(&mut self) -> Result<(), MeterError> {
         if self.started_s.is_some() {
-            return Err(MeterError::Protocol("replay", "start while a window is open"));
+            return Err(MeterError::Protocol(
+                "replay",
+                "start while a window is open",
+            ));
         }
         self.started_s = Some(self.clock.now_s());
         Ok(())

@@ -51,7 +51,11 @@ pub fn measure_idle_sliced(
             "idle duration and slice must be positive",
         ));
     }
-    let names: Vec<String> = meter.components().into_iter().map(|c| c.component).collect();
+    let names: Vec<String> = meter
+        .components()
+        .into_iter()
+        .map(|c| c.component)
+        .collect();
     meter.start()?;
     let origin = Instant::now();
     let mut slice_w = Vec::new();
@@ -85,10 +89,19 @@ pub fn measure_idle_sliced(
     let report = meter.stop()?;
     let duration_s = prev_t_s;
     let n = slice_w.len();
-    let mean_w = if duration_s > 0.0 { prev_j / duration_s } else { 0.0 };
+    let mean_w = if duration_s > 0.0 {
+        prev_j / duration_s
+    } else {
+        0.0
+    };
     let slice_mean = slice_w.iter().sum::<f64>() / n.max(1) as f64;
     let sd_w = if n > 1 {
-        (slice_w.iter().map(|w| (w - slice_mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        (slice_w
+            .iter()
+            .map(|w| (w - slice_mean).powi(2))
+            .sum::<f64>()
+            / (n - 1) as f64)
+            .sqrt()
     } else {
         0.0
     };
@@ -96,7 +109,16 @@ pub fn measure_idle_sliced(
         per_component_w: names
             .into_iter()
             .zip(last)
-            .map(|(c, j)| (c, if duration_s > 0.0 { j / duration_s } else { 0.0 }))
+            .map(|(c, j)| {
+                (
+                    c,
+                    if duration_s > 0.0 {
+                        j / duration_s
+                    } else {
+                        0.0
+                    },
+                )
+            })
             .collect(),
         mean_w,
         sd_w,

@@ -74,7 +74,10 @@ pub enum Source {
 
 impl Source {
     pub fn is_measured(self) -> bool {
-        matches!(self, Source::MeasuredCounter | Source::MeasuredPowerIntegrated)
+        matches!(
+            self,
+            Source::MeasuredCounter | Source::MeasuredPowerIntegrated
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -161,7 +164,10 @@ pub enum MeterError {
         source: std::io::Error,
     },
     #[error("{meter}: {message}")]
-    Device { meter: &'static str, message: String },
+    Device {
+        meter: &'static str,
+        message: String,
+    },
     #[error("meter {0} used out of order: {1}")]
     Protocol(&'static str, &'static str),
 }

@@ -245,9 +245,11 @@ pub fn gpu_window_energy(
 /// Bound on the edge error of integrating a trailing 1 s average: each edge can misattribute
 /// up to 1 s of the spread between the highest and lowest power seen.
 pub fn trailing_average_edge_bound_j(power: &[PowerReading]) -> f64 {
-    let (lo, hi) = power.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), r| {
-        (l.min(r.power_w), h.max(r.power_w))
-    });
+    let (lo, hi) = power
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), r| {
+            (l.min(r.power_w), h.max(r.power_w))
+        });
     if lo.is_finite() && hi.is_finite() {
         2.0 * POWER_USAGE_AVERAGE_S * (hi - lo)
     } else {
@@ -278,22 +280,29 @@ pub fn resolve_cuda_index(
     cuda_visible_devices: Option<&str>,
     cuda_index: usize,
 ) -> Result<NvmlDeviceRef, String> {
-    let Some(list) = cuda_visible_devices.map(str::trim).filter(|s| !s.is_empty()) else {
+    let Some(list) = cuda_visible_devices
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
         return u32::try_from(cuda_index)
             .map(NvmlDeviceRef::Index)
             .map_err(|_| format!("cuda:{cuda_index} is out of range"));
     };
     let entries: Vec<&str> = list.split(',').map(str::trim).collect();
     let entry = entries.get(cuda_index).ok_or_else(|| {
-        format!("cuda:{cuda_index} requested but CUDA_VISIBLE_DEVICES={list} lists {} device(s)",
-            entries.len())
+        format!(
+            "cuda:{cuda_index} requested but CUDA_VISIBLE_DEVICES={list} lists {} device(s)",
+            entries.len()
+        )
     })?;
     if let Ok(i) = entry.parse::<u32>() {
         Ok(NvmlDeviceRef::Index(i))
     } else if entry.starts_with("GPU-") || entry.starts_with("MIG-") {
         Ok(NvmlDeviceRef::Uuid((*entry).to_string()))
     } else {
-        Err(format!("cannot map CUDA_VISIBLE_DEVICES entry {entry:?} to an NVML device"))
+        Err(format!(
+            "cannot map CUDA_VISIBLE_DEVICES entry {entry:?} to an NVML device"
+        ))
     }
 }
 
@@ -483,7 +492,10 @@ pub fn list_devices() -> Result<Vec<String>, MeterError> {
         .map_err(|e| unavailable(format!("NVML device count failed: {e}")))?;
     Ok((0..n)
         .map(|i| match nvml.device_by_index(i) {
-            Ok(d) => format!("nvml {i}: {}", d.name().unwrap_or_else(|e| format!("? ({e})"))),
+            Ok(d) => format!(
+                "nvml {i}: {}",
+                d.name().unwrap_or_else(|e| format!("? ({e})"))
+            ),
             Err(e) => format!("nvml {i}: unreadable ({e})"),
         })
         .collect())
@@ -497,7 +509,10 @@ fn probe_device(nvml: &Nvml, r: NvmlDeviceRef, component: String) -> Result<Gpu,
     let second = device.total_energy_consumption();
     let (counter_usable, counter_note) = match (&first, &second) {
         (Ok(a), Ok(b)) if b >= a => (true, "energy counter usable".to_string()),
-        (Ok(a), Ok(b)) => (false, format!("energy counter went backwards ({a} -> {b} mJ)")),
+        (Ok(a), Ok(b)) => (
+            false,
+            format!("energy counter went backwards ({a} -> {b} mJ)"),
+        ),
         (Err(e), _) | (_, Err(e)) => (false, format!("no energy counter ({e})")),
     };
     let power_mode = if read_power(&device, PowerMode::FieldInstant, 0.0).is_ok() {
@@ -780,45 +795,74 @@ fn collect(s: &mut GpuSession, finish: bool) -> (Vec<CounterSample>, Vec<PowerRe
     };
     let mut counter = s.counter_edges.clone();
     if let Some(log) = counter_log {
-        counter.extend(log.samples.into_iter().map(|Timed { t_s, value }| CounterSample {
-            t_s,
-            energy_mj: value,
-        }));
+        counter.extend(
+            log.samples
+                .into_iter()
+                .map(|Timed { t_s, value }| CounterSample {
+                    t_s,
+                    energy_mj: value,
+                }),
+        );
     }
     counter.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
     let mut power = s.power_edges.clone();
     if let Some(log) = power_log {
-        power.extend(log.samples.into_iter().map(|Timed { t_s, value }| PowerReading {
-            t_s,
-            nvml_timestamp_us: value.0,
-            power_w: value.1,
-        }));
+        power.extend(
+            log.samples
+                .into_iter()
+                .map(|Timed { t_s, value }| PowerReading {
+                    t_s,
+                    nvml_timestamp_us: value.0,
+                    power_w: value.1,
+                }),
+        );
     }
     (counter, dedup_power(&power))
 }
 
-/// Power timeline rows: cumulative energy from the counter where usable, else the integral.
-fn timeline(
+/// Power timeline rows, built in one pass. With a counter: one row per counter sample with
+/// the cumulative counter energy (resets filled from the integral) and the latest power
+/// reading; without: one row per power reading with the running trapezoid integral.
+pub fn timeline(
     component: &str,
     counter: &[CounterSample],
     power: &[PowerReading],
     counter_usable: bool,
 ) -> Vec<PowerSample> {
-    let mut rows = Vec::with_capacity(power.len());
-    for (i, p) in power.iter().enumerate() {
-        let energy_j = if counter_usable {
-            let upto: Vec<CounterSample> =
-                counter.iter().copied().filter(|c| c.t_s <= p.t_s).collect();
-            counter_energy(&upto, &power[..=i]).energy_j
-        } else {
-            integrate_power(&power[..=i], 0.0, p.t_s).energy_j
+    let power = dedup_power(power);
+    let row = |t_s: f64, energy_j: f64, power_w: Option<f64>| PowerSample {
+        t_s,
+        component: component.to_string(),
+        energy_j,
+        power_w,
+    };
+    let mut rows = Vec::new();
+    if counter_usable && !counter.is_empty() {
+        let mut c = counter.to_vec();
+        c.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let latest_power = |t: f64| {
+            let i = power.partition_point(|p| p.t_s <= t);
+            (i > 0).then(|| power[i - 1].power_w)
         };
-        rows.push(PowerSample {
-            t_s: p.t_s,
-            component: component.to_string(),
-            energy_j,
-            power_w: Some(p.power_w),
-        });
+        let mut energy_j = 0.0;
+        rows.push(row(c[0].t_s, 0.0, latest_power(c[0].t_s)));
+        for w in c.windows(2) {
+            energy_j += counter_energy(w, &power).energy_j;
+            rows.push(row(w[1].t_s, energy_j, latest_power(w[1].t_s)));
+        }
+    } else {
+        let mut energy_j = 0.0;
+        let mut prev: Option<PowerReading> = None;
+        for p in &power {
+            if let Some(q) = prev {
+                energy_j += 0.5 * (q.power_w + p.power_w) * (p.t_s - q.t_s);
+            } else {
+                // Hold the first reading back to the window start, as integrate_power does.
+                energy_j += p.power_w * p.t_s.max(0.0);
+            }
+            rows.push(row(p.t_s, energy_j, Some(p.power_w)));
+            prev = Some(*p);
+        }
     }
     rows
 }
@@ -843,7 +887,11 @@ mod tests {
     fn trapezoid_known_trace() {
         // 100 W -> 200 W over 1 s, back to 100 W over 1 s: 150 + 150 J.
         let e = integrate_power(
-            &[p(0.0, None, 100.0), p(1.0, None, 200.0), p(2.0, None, 100.0)],
+            &[
+                p(0.0, None, 100.0),
+                p(1.0, None, 200.0),
+                p(2.0, None, 100.0),
+            ],
             0.0,
             2.0,
         );
@@ -890,7 +938,12 @@ mod tests {
     fn counter_reset_filled_from_integral_and_flagged() {
         let power: Vec<_> = (0..=40).map(|i| p(i as f64 * 0.1, None, 200.0)).collect();
         // 0-1 s: +200 J; 1-2 s: reset to 0 (would be -200,000 mJ); 2-4 s: +400 J.
-        let counter = [c(0.0, 1_000_000), c(1.0, 1_200_000), c(2.0, 5_000), c(4.0, 405_000)];
+        let counter = [
+            c(0.0, 1_000_000),
+            c(1.0, 1_200_000),
+            c(2.0, 5_000),
+            c(4.0, 405_000),
+        ];
         let e = gpu_window_energy(Some(&counter), &power, 4.0);
         assert_eq!(e.source, Source::MeasuredCounter);
         assert_eq!(e.resets, 1);
@@ -927,6 +980,21 @@ mod tests {
     }
 
     #[test]
+    fn timeline_is_cumulative_and_matches_totals() {
+        let power: Vec<_> = (0..=20).map(|i| p(i as f64 * 0.1, None, 100.0)).collect();
+        let counter = [c(0.0, 0), c(1.0, 100_000), c(1.5, 10), c(2.0, 50_010)];
+        let rows = timeline("gpu:0", &counter, &power, true);
+        assert_eq!(rows.len(), 4);
+        let total = gpu_window_energy(Some(&counter), &power, 2.0).energy_j;
+        // 100 J + 50 J filled over the reset + 50 J.
+        assert!((total - 200.0).abs() < 1e-9);
+        assert!((rows[3].energy_j - total).abs() < 1e-9);
+        assert!(rows.windows(2).all(|w| w[1].energy_j >= w[0].energy_j));
+        let rows = timeline("gpu:0", &[], &power, false);
+        assert!((rows[20].energy_j - 200.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn uuid_hash_is_16_hex() {
         let h = hash_uuid("GPU-12345678-1234-1234-1234-123456789abc");
         assert_eq!(h.len(), 16);
@@ -937,7 +1005,10 @@ mod tests {
     #[test]
     fn cuda_visible_devices_mapping() {
         assert_eq!(resolve_cuda_index(None, 1), Ok(NvmlDeviceRef::Index(1)));
-        assert_eq!(resolve_cuda_index(Some("2,3"), 0), Ok(NvmlDeviceRef::Index(2)));
+        assert_eq!(
+            resolve_cuda_index(Some("2,3"), 0),
+            Ok(NvmlDeviceRef::Index(2))
+        );
         assert_eq!(
             resolve_cuda_index(Some("GPU-abc"), 0),
             Ok(NvmlDeviceRef::Uuid("GPU-abc".into()))

@@ -195,7 +195,8 @@ mod tests {
     #[test]
     fn long_interval_stop_is_prompt() {
         let poller: Poller<()> =
-            Poller::spawn("slow", Duration::from_secs(5), Instant::now(), || Ok(())).expect("spawn");
+            Poller::spawn("slow", Duration::from_secs(5), Instant::now(), || Ok(()))
+                .expect("spawn");
         let asked = Instant::now();
         let log = poller.stop();
         assert!(asked.elapsed() < Duration::from_millis(200));

@@ -71,9 +71,7 @@ pub struct Discovery {
 pub fn permission_error(path: &Path) -> MeterError {
     MeterError::PermissionDenied {
         path: path.display().to_string(),
-        fix: format!(
-            "RAPL energy_uj is readable by root only since Linux 5.10; {PERMISSION_FIX}"
-        ),
+        fix: format!("RAPL energy_uj is readable by root only since Linux 5.10; {PERMISSION_FIX}"),
     }
 }
 
@@ -92,7 +90,11 @@ fn read_u64(reader: &dyn SysfsReader, path: &Path) -> Result<u64, MeterError> {
     let text = reader.read_to_string(path).map_err(|e| io_error(path, e))?;
     text.trim().parse::<u64>().map_err(|e| MeterError::Device {
         meter: METER,
-        message: format!("{}: not an integer ({e}): {:?}", path.display(), text.trim()),
+        message: format!(
+            "{}: not an integer ({e}): {:?}",
+            path.display(),
+            text.trim()
+        ),
     })
 }
 

@@ -17,7 +17,8 @@ pub mod rapl;
 pub mod units;
 pub mod window;
 
-pub use detect::{detect_meter, MeterChoice, MeterProbe};
+pub use detect::{detect_meter, probe_all, DetectOptions, MeterChoice, MeterProbe};
+pub use idle::{measure_idle, IdleBaseline};
 pub use units::{Joules, Seconds, Watts};
 pub use window::{DeviceSync, MeasuredWindow, WindowReport};
 

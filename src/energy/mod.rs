@@ -6,6 +6,7 @@
 //! Must not: know about files, run files or tasks (`results` writes what this module returns).
 
 pub mod composite;
+pub mod cputime;
 pub mod detect;
 pub mod estimate;
 pub mod fake;
@@ -17,6 +18,7 @@ pub mod units;
 pub mod window;
 
 pub use detect::{detect_meter, probe_all, DetectOptions, MeterChoice, MeterProbe};
+pub use idle::{measure_idle, IdleBaseline};
 pub use units::{Joules, Seconds, Watts};
 pub use window::{DeviceSync, MeasuredWindow, WindowReport};
 
@@ -73,7 +75,10 @@ pub enum Source {
 
 impl Source {
     pub fn is_measured(self) -> bool {
-        matches!(self, Source::MeasuredCounter | Source::MeasuredPowerIntegrated)
+        matches!(
+            self,
+            Source::MeasuredCounter | Source::MeasuredPowerIntegrated
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -160,7 +165,10 @@ pub enum MeterError {
         source: std::io::Error,
     },
     #[error("{meter}: {message}")]
-    Device { meter: &'static str, message: String },
+    Device {
+        meter: &'static str,
+        message: String,
+    },
     #[error("meter {0} used out of order: {1}")]
     Protocol(&'static str, &'static str),
 }
@@ -179,4 +187,26 @@ pub trait Meter: Send {
     /// Cumulative joules per component (same order as `components()`) since `start`.
     fn read(&mut self) -> Result<Vec<f64>, MeterError>;
     fn stop(&mut self) -> Result<MeterReport, MeterError>;
+}
+
+/// A boxed meter is a meter (so wrappers like `RecordingMeter` take `Box<dyn Meter>`).
+impl<M: Meter + ?Sized> Meter for Box<M> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn boundary(&self) -> Boundary {
+        (**self).boundary()
+    }
+    fn components(&self) -> Vec<ComponentInfo> {
+        (**self).components()
+    }
+    fn start(&mut self) -> Result<(), MeterError> {
+        (**self).start()
+    }
+    fn read(&mut self) -> Result<Vec<f64>, MeterError> {
+        (**self).read()
+    }
+    fn stop(&mut self) -> Result<MeterReport, MeterError> {
+        (**self).stop()
+    }
 }

@@ -88,9 +88,6 @@ impl<'a> MeasuredWindow<'a> {
         if duration_s < SHORT_WINDOW_S && !report.flags.iter().any(|f| f == "short_window") {
             report.flags.push("short_window".to_string());
         }
-        Ok(WindowReport {
-            duration_s,
-            report,
-        })
+        Ok(WindowReport { duration_s, report })
     }
 }

@@ -1,0 +1,453 @@
+//! Deterministic meters for tests and dry runs: constant watts, replay of a recorded power
+//! trace, and a recorder that logs the call order together with device synchronisation.
+//!
+//! Owns: fakes of the `Meter` and `DeviceSync` seams. Must not: be chosen by `detect_meter`
+//! or appear in a ranked result (their source says what they pretend to be, the meter name
+//! says `fake`/`replay`).
+
+use super::window::DeviceSync;
+use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
+use super::{PowerSample, Source};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+/// A time source in seconds; `WallClock` or a `ManualClock` a test advances.
+pub trait Clock: Send + Sync {
+    fn now_s(&self) -> f64;
+}
+
+/// Seconds since this clock was made.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock(Instant);
+
+impl Default for WallClock {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Clock for WallClock {
+    fn now_s(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<Mutex<f64>>);
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn advance(&self, dt_s: f64) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += dt_s;
+    }
+    pub fn set(&self, t_s: f64) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = t_s;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_s(&self) -> f64 {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One fake component drawing constant power.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeComponent {
+    pub component: String,
+    pub boundary: Boundary,
+    pub source: Source,
+    pub watts: f64,
+}
+
+impl FakeComponent {
+    pub fn new(component: &str, boundary: Boundary, source: Source, watts: f64) -> Self {
+        Self {
+            component: component.to_string(),
+            boundary,
+            source,
+            watts,
+        }
+    }
+}
+
+/// Constant power per component: energy = watts x elapsed time of its clock.
+pub struct FakeMeter {
+    components: Vec<FakeComponent>,
+    clock: Arc<dyn Clock>,
+    started_s: Option<f64>,
+    marks: Vec<f64>,
+    flags: Vec<String>,
+}
+
+impl FakeMeter {
+    pub fn new(components: Vec<FakeComponent>) -> Self {
+        Self {
+            components,
+            clock: Arc::new(WallClock::default()),
+            started_s: None,
+            marks: Vec::new(),
+            flags: Vec::new(),
+        }
+    }
+
+    /// One GPU component `gpu:0`, boundary G, source `measured_counter`, `watts` constant.
+    pub fn constant(watts: f64) -> Self {
+        Self::new(vec![FakeComponent::new(
+            "gpu:0",
+            Boundary::Gpu,
+            Source::MeasuredCounter,
+            watts,
+        )])
+    }
+
+    /// Drive time from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Flags every report will carry (to test flag merging).
+    pub fn with_flags(mut self, flags: &[&str]) -> Self {
+        self.flags = flags.iter().map(|f| f.to_string()).collect();
+        self
+    }
+
+    fn elapsed_s(&self) -> Result<f64, MeterError> {
+        let t0 = self
+            .started_s
+            .ok_or(MeterError::Protocol("fake", "used before start"))?;
+        Ok((self.clock.now_s() - t0).max(0.0))
+    }
+}
+
+impl Meter for FakeMeter {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn boundary(&self) -> Boundary {
+        self.components
+            .iter()
+            .map(|c| c.boundary)
+            .reduce(Boundary::union)
+            .unwrap_or(Boundary::Gpu)
+    }
+    fn components(&self) -> Vec<ComponentInfo> {
+        self.components
+            .iter()
+            .map(|c| ComponentInfo {
+                component: c.component.clone(),
+                boundary: c.boundary,
+                source: c.source,
+                sample_interval_ms: 0.0,
+                note: Some(format!("fake: constant {} W", c.watts)),
+            })
+            .collect()
+    }
+    fn start(&mut self) -> Result<(), MeterError> {
+        if self.started_s.is_some() {
+            return Err(MeterError::Protocol("fake", "start while a window is open"));
+        }
+        self.started_s = Some(self.clock.now_s());
+        self.marks = vec![0.0];
+        Ok(())
+    }
+    fn read(&mut self) -> Result<Vec<f64>, MeterError> {
+        let t = self.elapsed_s()?;
+        self.marks.push(t);
+        Ok(self.components.iter().map(|c| c.watts * t).collect())
+    }
+    fn stop(&mut self) -> Result<MeterReport, MeterError> {
+        let t = self.elapsed_s()?;
+        self.started_s = None;
+        self.marks.push(t);
+        let timeline = self
+            .marks
+            .iter()
+            .flat_map(|&m| {
+                self.components.iter().map(move |c| PowerSample {
+                    t_s: m,
+                    component: c.component.clone(),
+                    energy_j: c.watts * m,
+                    power_w: Some(c.watts),
+                })
+            })
+            .collect();
+        Ok(MeterReport {
+            components: self
+                .components
+                .iter()
+                .map(|c| ComponentEnergy {
+                    component: c.component.clone(),
+                    source: c.source,
+                    energy_j: c.watts * t,
+                    sample_interval_ms: 0.0,
+                    coverage: 1.0,
+                    counter_to_integral_ratio: None,
+                    note: Some("fake meter".into()),
+                })
+                .collect(),
+            flags: self.flags.clone(),
+            timeline,
+            provenance: serde_json::Map::new(),
+        })
+    }
+}
+
+/// Energy of a piecewise-linear power trace from 0 to `t_s`: trapezoids between points, the
+/// first value held before the trace and the last value held after it.
+pub fn trace_energy_j(trace: &[(f64, f64)], t_s: f64) -> f64 {
+    if trace.is_empty() || t_s <= 0.0 {
+        return 0.0;
+    }
+    let mut e = 0.0;
+    let (first_t, first_w) = trace[0];
+    e += first_w * first_t.clamp(0.0, t_s);
+    for w in trace.windows(2) {
+        let (t0, p0) = w[0];
+        let (t1, p1) = w[1];
+        if t_s <= t0 || t1 <= t0 {
+            continue;
+        }
+        let end = t1.min(t_s);
+        let p_end = p0 + (p1 - p0) * (end - t0) / (t1 - t0);
+        e += 0.5 * (p0 + p_end) * (end - t0);
+    }
+    let (last_t, last_w) = trace[trace.len() - 1];
+    if t_s > last_t {
+        e += last_w * (t_s - last_t.max(0.0));
+    }
+    e
+}
+
+/// Replays a recorded power trace `(t_s, watts)` of one component as energy.
+pub struct ReplayMeter {
+    component: FakeComponent,
+    trace: Vec<(f64, f64)>,
+    clock: Arc<dyn Clock>,
+    started_s: Option<f64>,
+}
+
+impl ReplayMeter {
+    /// `trace` is sorted by time; `component.watts` is ignored.
+    pub fn new(
+        component: &str,
+        boundary: Boundary,
+        source: Source,
+        trace: Vec<(f64, f64)>,
+    ) -> Self {
+        let mut trace = trace;
+        trace.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Self {
+            component: FakeComponent::new(component, boundary, source, 0.0),
+            trace,
+            clock: Arc::new(WallClock::default()),
+            started_s: None,
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn elapsed_s(&self) -> Result<f64, MeterError> {
+        let t0 = self
+            .started_s
+            .ok_or(MeterError::Protocol("replay", "used before start"))?;
+        Ok((self.clock.now_s() - t0).max(0.0))
+    }
+}
+
+impl Meter for ReplayMeter {
+    fn name(&self) -> &'static str {
+        "replay"
+    }
+    fn boundary(&self) -> Boundary {
+        self.component.boundary
+    }
+    fn components(&self) -> Vec<ComponentInfo> {
+        vec![ComponentInfo {
+            component: self.component.component.clone(),
+            boundary: self.component.boundary,
+            source: self.component.source,
+            sample_interval_ms: 0.0,
+            note: Some(format!(
+                "replay of a {}-point power trace",
+                self.trace.len()
+            )),
+        }]
+    }
+    fn start(&mut self) -> Result<(), MeterError> {
+        if self.started_s.is_some() {
+            return Err(MeterError::Protocol(
+                "replay",
+                "start while a window is open",
+            ));
+        }
+        self.started_s = Some(self.clock.now_s());
+        Ok(())
+    }
+    fn read(&mut self) -> Result<Vec<f64>, MeterError> {
+        Ok(vec![trace_energy_j(&self.trace, self.elapsed_s()?)])
+    }
+    fn stop(&mut self) -> Result<MeterReport, MeterError> {
+        let t = self.elapsed_s()?;
+        self.started_s = None;
+        let timeline = self
+            .trace
+            .iter()
+            .filter(|(ts, _)| *ts <= t)
+            .map(|&(ts, w)| PowerSample {
+                t_s: ts,
+                component: self.component.component.clone(),
+                energy_j: trace_energy_j(&self.trace, ts),
+                power_w: Some(w),
+            })
+            .collect();
+        Ok(MeterReport {
+            components: vec![ComponentEnergy {
+                component: self.component.component.clone(),
+                source: self.component.source,
+                energy_j: trace_energy_j(&self.trace, t),
+                sample_interval_ms: 0.0,
+                coverage: 1.0,
+                counter_to_integral_ratio: None,
+                note: Some("replayed trace".into()),
+            }],
+            flags: Vec::new(),
+            timeline,
+            provenance: serde_json::Map::new(),
+        })
+    }
+}
+
+/// Shared call log of `RecordingMeter` and `RecordingSync`.
+pub type CallLog = Arc<Mutex<Vec<String>>>;
+
+pub fn new_call_log() -> CallLog {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn log(call_log: &CallLog, entry: &str) {
+    call_log
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(entry.to_string());
+}
+
+/// Wraps a meter and logs `start`, `read`, `stop` (and `stop` errors pass through).
+pub struct RecordingMeter<M: Meter> {
+    inner: M,
+    log: CallLog,
+}
+
+impl<M: Meter> RecordingMeter<M> {
+    pub fn new(inner: M, log: CallLog) -> Self {
+        Self { inner, log }
+    }
+    pub fn into_inner(self) -> M {
+        self.inner
+    }
+}
+
+impl<M: Meter> Meter for RecordingMeter<M> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn boundary(&self) -> Boundary {
+        self.inner.boundary()
+    }
+    fn components(&self) -> Vec<ComponentInfo> {
+        self.inner.components()
+    }
+    fn start(&mut self) -> Result<(), MeterError> {
+        log(&self.log, "start");
+        self.inner.start()
+    }
+    fn read(&mut self) -> Result<Vec<f64>, MeterError> {
+        log(&self.log, "read");
+        self.inner.read()
+    }
+    fn stop(&mut self) -> Result<MeterReport, MeterError> {
+        log(&self.log, "stop");
+        self.inner.stop()
+    }
+}
+
+/// A `DeviceSync` that logs `synchronize` into the same log as a `RecordingMeter`.
+#[derive(Clone)]
+pub struct RecordingSync {
+    log: CallLog,
+}
+
+impl RecordingSync {
+    pub fn new(log: CallLog) -> Self {
+        Self { log }
+    }
+}
+
+impl DeviceSync for RecordingSync {
+    fn synchronize(&self) -> Result<(), MeterError> {
+        log(&self.log, "synchronize");
+        Ok(())
+    }
+}
+
+/// A `DeviceSync` for CPU-only code paths and tests: nothing to wait for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSync;
+
+impl DeviceSync for NoSync {
+    fn synchronize(&self) -> Result<(), MeterError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_is_watts_times_time() {
+        let clock = ManualClock::new();
+        let mut m = FakeMeter::new(vec![
+            FakeComponent::new("gpu:0", Boundary::Gpu, Source::MeasuredCounter, 250.0),
+            FakeComponent::new("cpu", Boundary::Host, Source::EstimatedTdpLoad, 40.0),
+        ])
+        .with_clock(Arc::new(clock.clone()));
+        assert_eq!(m.boundary(), Boundary::GpuHost);
+        m.start().expect("start");
+        clock.advance(2.0);
+        assert_eq!(m.read().expect("read"), vec![500.0, 80.0]);
+        clock.advance(1.0);
+        let r = m.stop().expect("stop");
+        assert_eq!(r.total_j(), 3.0 * 290.0);
+        assert!(m.read().is_err());
+    }
+
+    #[test]
+    fn replay_integrates_the_trace() {
+        let clock = ManualClock::new();
+        let mut m = ReplayMeter::new(
+            "gpu:0",
+            Boundary::Gpu,
+            Source::MeasuredPowerIntegrated,
+            vec![(0.0, 100.0), (1.0, 200.0), (2.0, 100.0)],
+        )
+        .with_clock(Arc::new(clock.clone()));
+        m.start().expect("start");
+        clock.advance(1.0);
+        assert!((m.read().expect("read")[0] - 150.0).abs() < 1e-9);
+        clock.advance(2.0);
+        // 300 J over the trace, then 100 W held for 1 s.
+        let r = m.stop().expect("stop");
+        assert!((r.total_j() - 400.0).abs() < 1e-9);
+        assert_eq!(r.timeline.len(), 3);
+        // 100 W -> 150 W over the first 0.5 s: mean 125 W x 0.5 s.
+        assert!((trace_energy_j(&[(0.0, 100.0), (1.0, 200.0)], 0.5) - 62.5).abs() < 1e-9);
+    }
+}

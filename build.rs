@@ -13,7 +13,8 @@ fn cmd(program: &str, args: &[&str]) -> Option<String> {
 fn main() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let rustc_v = cmd(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());
-    let commit = cmd("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let commit =
+        cmd("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     let dirty = cmd("git", &["status", "--porcelain", "--untracked-files=no"])
         .map(|s| if s.is_empty() { "" } else { "-dirty" })
         .unwrap_or("");

@@ -17,7 +17,11 @@ use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "joulebench", version, about = "Energy to reach a target accuracy: joules per accuracy point")]
+#[command(
+    name = "joulebench",
+    version,
+    about = "Energy to reach a target accuracy: joules per accuracy point"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -39,7 +43,7 @@ pub enum Command {
         cpu_tdp_w: Option<f64>,
     },
     /// Train a task under each variant and seed, measure, write run files, print a summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -115,16 +119,22 @@ pub fn parse_device(s: &str) -> Result<(Device, String), anyhow::Error> {
                 Some(rest) => rest
                     .strip_prefix(':')
                     .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| anyhow::anyhow!("--device '{s}': expected cpu, cuda or cuda:<index>"))?,
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--device '{s}': expected cpu, cuda or cuda:<index>")
+                    })?,
                 None => anyhow::bail!("--device '{s}': expected cpu, cuda or cuda:<index>"),
             };
             let dev = Device::new_cuda(idx).map_err(|e| {
                 let why = if cfg!(feature = "cuda") {
                     format!("{e}")
                 } else {
-                    "this binary was built without the `cuda` feature (see scripts/build-cuda.sh)".into()
+                    "this binary was built without the `cuda` feature (see scripts/build-cuda.sh)"
+                        .into()
                 };
-                anyhow::anyhow!("--device {s}: CUDA device {idx} unavailable: {}", why.replace('\n', " "))
+                anyhow::anyhow!(
+                    "--device {s}: CUDA device {idx} unavailable: {}",
+                    why.replace('\n', " ")
+                )
             })?;
             Ok((dev, format!("cuda:{idx}")))
         }
@@ -145,7 +155,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
-        Command::Run(args) => run_cmd(args),
+        Command::Run(args) => run_cmd(*args),
     }
 }
 
@@ -153,10 +163,22 @@ fn list(as_json: bool) -> Result<(), Failure> {
     let tasks = task::load_all(&task::default_models_dir()).map_err(usage)?;
     let variants = variant::catalog();
     let meters = [
-        ("auto", "NVML for the training GPU (+RAPL if readable), else RAPL, else the labelled estimate"),
-        ("nvml", "NVIDIA GPU energy counter plus integrated instant power (boundary G)"),
-        ("rapl", "CPU package and DRAM counters from /sys/class/powercap (boundary H)"),
-        ("estimate", "CodeCarbon's TDP x load formula: estimated_tdp_load, never ranked with measurements"),
+        (
+            "auto",
+            "NVML for the training GPU (+RAPL if readable), else RAPL, else the labelled estimate",
+        ),
+        (
+            "nvml",
+            "NVIDIA GPU energy counter plus integrated instant power (boundary G)",
+        ),
+        (
+            "rapl",
+            "CPU package and DRAM counters from /sys/class/powercap (boundary H)",
+        ),
+        (
+            "estimate",
+            "CodeCarbon's TDP x load formula: estimated_tdp_load, never ranked with measurements",
+        ),
     ];
     if as_json {
         let v = json!({
@@ -192,7 +214,11 @@ fn list(as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn detect_options(choice: MeterChoice, gpu_index: Option<usize>, cpu_tdp_w: Option<f64>) -> DetectOptions {
+fn detect_options(
+    choice: MeterChoice,
+    gpu_index: Option<usize>,
+    cpu_tdp_w: Option<f64>,
+) -> DetectOptions {
     DetectOptions {
         choice,
         gpu_index,
@@ -221,13 +247,22 @@ fn env(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&v).map_err(usage)?);
         return Ok(());
     }
-    println!("cpu:      {} ({} logical CPUs, {:.1} GiB)", sys.cpu_model, sys.logical_cpus, sys.memory_gib);
+    println!(
+        "cpu:      {} ({} logical CPUs, {:.1} GiB)",
+        sys.cpu_model, sys.logical_cpus, sys.memory_gib
+    );
     println!("os:       {} (kernel {})", sys.os, sys.kernel);
     println!(
         "device:   {device} (cuda feature {})",
         if cfg!(feature = "cuda") { "on" } else { "off" }
     );
-    println!("build:    joulebench {} {} candle {} {}", sys.software.joulebench_version, sys.software.git_commit, sys.software.candle_version, sys.software.build_profile);
+    println!(
+        "build:    joulebench {} {} candle {} {}",
+        sys.software.joulebench_version,
+        sys.software.git_commit,
+        sys.software.candle_version,
+        sys.software.build_profile
+    );
     println!("meters:");
     for p in &probes {
         let what = match (p.available, p.source) {
@@ -242,7 +277,10 @@ fn env(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
 
 fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     // Everything the user typed is validated here, before any training or meter start.
-    let models_dir = a.models_dir.clone().unwrap_or_else(task::default_models_dir);
+    let models_dir = a
+        .models_dir
+        .clone()
+        .unwrap_or_else(task::default_models_dir);
     let mut spec = task::find(&models_dir, &a.task).map_err(usage)?;
     if let Some(e) = a.max_epochs {
         if e == 0 {
@@ -267,12 +305,16 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     for (flag, v) in [("--idle-s", a.idle_s), ("--cooldown-s", a.cooldown_s)] {
         if !(v >= 0.0 && v.is_finite()) {
-            return Err(usage(anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {v}")));
+            return Err(usage(anyhow::anyhow!(
+                "{flag} must be a non-negative number of seconds, got {v}"
+            )));
         }
     }
     if let Some(t) = a.cpu_tdp_w {
         if !(t > 0.0 && t.is_finite()) {
-            return Err(usage(anyhow::anyhow!("--cpu-tdp-w must be positive, got {t}")));
+            return Err(usage(anyhow::anyhow!(
+                "--cpu-tdp-w must be positive, got {t}"
+            )));
         }
     }
     let (device, device_label) = match &a.device {
@@ -281,7 +323,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     let results = ResultsDir::open(&a.results).map_err(usage)?;
     let data = data::load(spec.dataset, a.data_dir.as_deref()).map_err(usage)?;
-    let gpu = device_label.strip_prefix("cuda:").and_then(|i| i.parse().ok());
+    let gpu = device_label
+        .strip_prefix("cuda:")
+        .and_then(|i| i.parse().ok());
     let (mut meter, probes) =
         energy::detect_meter(&detect_options(a.meter, gpu, a.cpu_tdp_w)).map_err(usage)?;
     let components: Vec<String> = meter
@@ -298,7 +342,10 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         results.root().display()
     );
     if a.idle_s > 0.0 {
-        eprintln!("joulebench: measuring idle power for {:.0} s (--idle-s 0 skips)", a.idle_s);
+        eprintln!(
+            "joulebench: measuring idle power for {:.0} s (--idle-s 0 skips)",
+            a.idle_s
+        );
     }
     let plan = Plan {
         task: spec,

@@ -38,13 +38,13 @@ impl ProgressObserver {
 impl Observer for ProgressObserver {
     fn on_start(&mut self, steps_per_epoch: usize, max_epochs: usize) {
         self.steps_per_epoch = steps_per_epoch.max(1);
-        self.bar
-            .set_length((steps_per_epoch * max_epochs) as u64);
+        self.bar.set_length((steps_per_epoch * max_epochs) as u64);
     }
     fn on_step(&mut self, step: usize, epoch: usize) {
         self.bar.set_position(step as u64);
         if step % self.steps_per_epoch == 1 || self.steps_per_epoch == 1 {
-            self.bar.set_message(format!("epoch {} {}", epoch + 1, self.last));
+            self.bar
+                .set_message(format!("epoch {} {}", epoch + 1, self.last));
         }
     }
     fn on_eval(&mut self, p: &CurvePoint, watts: f64) {
@@ -55,8 +55,11 @@ impl Observer for ProgressObserver {
             watts,
             p.energy_j
         );
-        self.bar
-            .set_message(format!("epoch {} {}", p.epoch.floor() as usize + 1, self.last));
+        self.bar.set_message(format!(
+            "epoch {} {}",
+            p.epoch.floor() as usize + 1,
+            self.last
+        ));
     }
     fn on_finish(&mut self) {
         self.bar.finish_and_clear();

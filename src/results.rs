@@ -139,7 +139,12 @@ pub fn run_id(task: &str, variant: &str, seed: u64, system_id: &str) -> String {
             })
             .collect()
     };
-    format!("{}--{}--seed-{seed}--{}", clean(task), clean(variant), clean(system_id))
+    format!(
+        "{}--{}--seed-{seed}--{}",
+        clean(task),
+        clean(variant),
+        clean(system_id)
+    )
 }
 
 /// A results folder checked to be a writable directory, with its subfolders made.
@@ -162,7 +167,9 @@ impl ResultsDir {
             std::fs::create_dir_all(root.join(sub))
                 .map_err(|e| err(format!("cannot create {sub:?}: {e}")))?;
         }
-        let probe = root.join("runs").join(format!(".write-probe-{}", std::process::id()));
+        let probe = root
+            .join("runs")
+            .join(format!(".write-probe-{}", std::process::id()));
         std::fs::write(&probe, b"probe").map_err(|e| err(format!("not writable: {e}")))?;
         let _ = std::fs::remove_file(&probe);
         Ok(Self {
@@ -259,7 +266,10 @@ pub fn power_csv(samples: &[PowerSample]) -> String {
     let mut s = String::from("t_s,component,energy_j,power_w\n");
     for p in samples {
         let w = p.power_w.map_or(String::new(), |w| format!("{w:.3}"));
-        s.push_str(&format!("{:.3},{},{:.4},{w}\n", p.t_s, p.component, p.energy_j));
+        s.push_str(&format!(
+            "{:.3},{},{:.4},{w}\n",
+            p.t_s, p.component, p.energy_j
+        ));
     }
     s
 }
@@ -273,7 +283,10 @@ mod tests {
         let id = run_id("mnist-mlp", "bf16-amp", 3, "ab12cd34");
         assert_eq!(id, "mnist-mlp--bf16-amp--seed-3--ab12cd34");
         let odd = run_id("my task/x", "mixed:0.5", 1, "Z");
-        assert!(!odd.contains('/') && !odd.contains(':') && !odd.contains(' '), "{odd}");
+        assert!(
+            !odd.contains('/') && !odd.contains(':') && !odd.contains(' '),
+            "{odd}"
+        );
     }
 
     #[test]

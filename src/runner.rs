@@ -98,7 +98,16 @@ pub fn run_series(
         std::thread::sleep(Duration::from_millis(delay_rng.below(101) as u64));
         let label = format!("{} {} seed {seed}", plan.task.name, variant.name);
         let mut obs = observer_for(&label);
-        let rec = run_one(plan, &prepared, &variant, seed, meter, &sys, idle.as_ref(), obs.as_mut())?;
+        let rec = run_one(
+            plan,
+            &prepared,
+            &variant,
+            seed,
+            meter,
+            &sys,
+            idle.as_ref(),
+            obs.as_mut(),
+        )?;
         on_record(&rec);
         records.push(rec);
     }
@@ -125,7 +134,15 @@ fn run_one(
         seed,
         stop_at_target: plan.stop_at_target,
     };
-    let out = train::train(spec, p, model.as_ref(), &opts, meter, &plan.device, observer)?;
+    let out = train::train(
+        spec,
+        p,
+        model.as_ref(),
+        &opts,
+        meter,
+        &plan.device,
+        observer,
+    )?;
     let window = out.window.clone().unwrap_or_else(|| energy::WindowReport {
         duration_s: 0.0,
         report: Default::default(),
@@ -145,7 +162,11 @@ fn run_one(
         .reduce(|a, b| a.union(b))
         .unwrap_or(meter.boundary());
     let all_measured = !window.report.components.is_empty()
-        && window.report.components.iter().all(|c| c.source.is_measured());
+        && window
+            .report
+            .components
+            .iter()
+            .all(|c| c.source.is_measured());
     let target = spec.target.value;
     let hit = metrics::first_reaching(&out.curve, target).cloned();
     let (ett_j, ttt_s) = match (&hit, out.status) {
@@ -154,7 +175,12 @@ fn run_one(
     };
     let jpp = ett_j.and_then(|e| metrics::jpp(e, target, p.chance));
     let sources: Vec<&str> = {
-        let mut s: Vec<&str> = window.report.components.iter().map(|c| c.source.as_str()).collect();
+        let mut s: Vec<&str> = window
+            .report
+            .components
+            .iter()
+            .map(|c| c.source.as_str())
+            .collect();
         s.dedup();
         s
     };
@@ -283,7 +309,12 @@ pub fn is_estimated(rec: &RunRecord) -> bool {
 
 /// One human line per finished run.
 pub fn summary_line(r: &RunRecord) -> String {
-    let src: Vec<&str> = r.energy.components.iter().map(|c| c.source.as_str()).collect();
+    let src: Vec<&str> = r
+        .energy
+        .components
+        .iter()
+        .map(|c| c.source.as_str())
+        .collect();
     let energy = format!(
         "{:.1} J ({}, {})",
         r.energy.total_j,
@@ -299,7 +330,9 @@ pub fn summary_line(r: &RunRecord) -> String {
         _ => format!(
             "did not reach {:.2} % (best {})",
             100.0 * r.quality.target,
-            r.quality.best.map_or("-".into(), |b| format!("{:.2} %", 100.0 * b))
+            r.quality
+                .best
+                .map_or("-".into(), |b| format!("{:.2} %", 100.0 * b))
         ),
     };
     format!(

@@ -51,7 +51,9 @@ pub fn software() -> Software {
 }
 
 fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 pub fn cpu_model() -> String {
@@ -95,7 +97,12 @@ pub fn collect(device: &str, accelerator: Option<String>) -> SystemInfo {
         accelerator.as_deref().unwrap_or("")
     );
     h.update(ident.as_bytes());
-    let system_id: String = h.finalize().iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let system_id: String = h
+        .finalize()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     SystemInfo {
         system_id,
         hostname: read_trim("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
@@ -149,12 +156,21 @@ mod tests {
     fn utc_formatting_known_instants() {
         assert_eq!(utc_from_unix_ms(0), "1970-01-01T00:00:00.000Z");
         // 2024-02-29T12:34:56.789Z (leap day) = 1709210096789 ms.
-        assert_eq!(utc_from_unix_ms(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
+        assert_eq!(
+            utc_from_unix_ms(1_709_210_096_789),
+            "2024-02-29T12:34:56.789Z"
+        );
     }
 
     #[test]
     fn system_id_is_stable() {
-        assert_eq!(collect("cpu", None).system_id, collect("cpu", None).system_id);
-        assert_ne!(collect("cpu", None).system_id, collect("cuda:0", None).system_id);
+        assert_eq!(
+            collect("cpu", None).system_id,
+            collect("cpu", None).system_id
+        );
+        assert_ne!(
+            collect("cpu", None).system_id,
+            collect("cuda:0", None).system_id
+        );
     }
 }

@@ -189,7 +189,10 @@ impl TaskSpec {
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.target;
         if !(t.value > 0.0 && t.value <= 1.0) {
-            return Err(format!("key 'target.value' must be in (0, 1], got {}", t.value));
+            return Err(format!(
+                "key 'target.value' must be in (0, 1], got {}",
+                t.value
+            ));
         }
         if !(0.0..1.0).contains(&t.chance) || t.chance >= t.value {
             return Err(format!(
@@ -219,7 +222,7 @@ impl TaskSpec {
         if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2)) {
             return Err("keys 'optimizer.beta1' and 'optimizer.beta2' must be in [0, 1)".into());
         }
-        if !(eps > 0.0) || weight_decay < 0.0 {
+        if eps.is_nan() || eps <= 0.0 || weight_decay < 0.0 {
             return Err("key 'optimizer.eps' must be > 0 and 'weight_decay' >= 0".into());
         }
         let text = matches!(self.model, ModelSpec::CharTransformer { .. });
@@ -291,7 +294,12 @@ pub fn find(dir: &Path, name: &str) -> Result<TaskSpec, TaskError> {
         return load_file(&path);
     }
     let valid = load_all(dir)
-        .map(|ts| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>().join(", "))
+        .map(|ts| {
+            ts.iter()
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_else(|e| format!("(none: {e})"));
     Err(TaskError::Unknown {
         name: name.to_string(),
@@ -351,13 +359,19 @@ max_epochs = 3
     #[test]
     fn wrong_type_and_semantic_errors_name_the_key() {
         let bad = GOOD.replace("value = 0.9", "value = \"high\"");
-        let e = parse_task(Path::new("t.toml"), &bad).unwrap_err().to_string();
+        let e = parse_task(Path::new("t.toml"), &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.toml") && e.contains("line"), "{e}");
         let bad = GOOD.replace("chance = 0.1", "chance = 0.95");
-        let e = parse_task(Path::new("t.toml"), &bad).unwrap_err().to_string();
+        let e = parse_task(Path::new("t.toml"), &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("target.chance"), "{e}");
         let bad = GOOD.replace("name = \"t\"", "name = \"u\"");
-        let e = parse_task(Path::new("t.toml"), &bad).unwrap_err().to_string();
+        let e = parse_task(Path::new("t.toml"), &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'name'"), "{e}");
     }
 

@@ -53,7 +53,11 @@ pub fn prepare(
             let n_eval = cap(test.len());
             let to_x = |v: &[f32], n: usize| Tensor::from_slice(v, (n, c, h, w), device);
             let to_y = |v: &[u8], n: usize| {
-                Tensor::from_vec(v[..n].iter().map(|&l| l as u32).collect::<Vec<_>>(), n, device)
+                Tensor::from_vec(
+                    v[..n].iter().map(|&l| l as u32).collect::<Vec<_>>(),
+                    n,
+                    device,
+                )
             };
             Ok(Prepared {
                 train_x: to_x(&train.images, train.len())?,
@@ -74,29 +78,27 @@ pub fn prepare(
                 _ => candle_core::bail!("text data needs a token model"),
             };
             let vocab = text.vocab.len();
-            let windows = |ids: &[u32], max: usize| -> candle_core::Result<(Tensor, Tensor, usize)> {
-                // Non-overlapping windows of context + 1: inputs are the first `context`
-                // characters, targets the same window shifted by one.
-                let n = (ids.len().saturating_sub(1) / context).min(max);
-                let mut x = Vec::with_capacity(n * context);
-                let mut y = Vec::with_capacity(n * context);
-                for i in 0..n {
-                    let s = i * context;
-                    x.extend_from_slice(&ids[s..s + context]);
-                    y.extend_from_slice(&ids[s + 1..s + context + 1]);
-                }
-                Ok((
-                    Tensor::from_vec(x, (n, context), device)?,
-                    Tensor::from_vec(y, (n, context), device)?,
-                    n,
-                ))
-            };
+            let windows =
+                |ids: &[u32], max: usize| -> candle_core::Result<(Tensor, Tensor, usize)> {
+                    // Non-overlapping windows of context + 1: inputs are the first `context`
+                    // characters, targets the same window shifted by one.
+                    let n = (ids.len().saturating_sub(1) / context).min(max);
+                    let mut x = Vec::with_capacity(n * context);
+                    let mut y = Vec::with_capacity(n * context);
+                    for i in 0..n {
+                        let s = i * context;
+                        x.extend_from_slice(&ids[s..s + context]);
+                        y.extend_from_slice(&ids[s + 1..s + context + 1]);
+                    }
+                    Ok((
+                        Tensor::from_vec(x, (n, context), device)?,
+                        Tensor::from_vec(y, (n, context), device)?,
+                        n,
+                    ))
+                };
             let (train_x, train_y, n_train) = windows(&text.train, usize::MAX)?;
             let (eval_x, eval_y, n_eval) = windows(&text.test, cap(usize::MAX))?;
-            let chance = majority_rate(
-                text.test[1..=n_eval * context].iter().copied(),
-                vocab,
-            );
+            let chance = majority_rate(text.test[1..=n_eval * context].iter().copied(), vocab);
             Ok(Prepared {
                 train_x,
                 train_y,
@@ -180,10 +182,20 @@ impl EventLog {
         self.push("POINT_IN_TIME", key, value, metadata)
     }
     pub fn interval(&mut self, key: &str, start: bool, metadata: serde_json::Value) {
-        let t = if start { "INTERVAL_START" } else { "INTERVAL_END" };
+        let t = if start {
+            "INTERVAL_START"
+        } else {
+            "INTERVAL_END"
+        };
         self.push(t, key, serde_json::Value::Null, metadata)
     }
-    fn push(&mut self, et: &'static str, key: &str, value: serde_json::Value, md: serde_json::Value) {
+    fn push(
+        &mut self,
+        et: &'static str,
+        key: &str,
+        value: serde_json::Value,
+        md: serde_json::Value,
+    ) {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -337,7 +349,11 @@ pub fn train(
     let warm = Instant::now();
     events.interval("warmup", true, json!({"steps": spec.train.warmup_steps}));
     for _ in 0..spec.train.warmup_steps {
-        let loss = loss_of(model, &p.train_x.narrow(0, 0, bs)?, &p.train_y.narrow(0, 0, bs)?)?;
+        let loss = loss_of(
+            model,
+            &p.train_x.narrow(0, 0, bs)?,
+            &p.train_y.narrow(0, 0, bs)?,
+        )?;
         drop(loss.backward()?);
     }
     device.synchronize()?;
@@ -414,7 +430,11 @@ pub fn train(
                     json!({"epoch_num": point.epoch, "step": step, "energy_j": mark.energy_j}),
                 );
                 events.interval("eval", false, json!({"step": step}));
-                let watts = if mark.t_s > 0.0 { mark.energy_j / mark.t_s } else { 0.0 };
+                let watts = if mark.t_s > 0.0 {
+                    mark.energy_j / mark.t_s
+                } else {
+                    0.0
+                };
                 observer.on_eval(&point, watts);
                 curve.push(point);
                 if !mean_loss.is_finite() {
@@ -438,7 +458,13 @@ pub fn train(
             epoch += 1;
         }
     };
-    if let Err(e) = body(&mut window, &mut events, &mut curve, &mut status, &mut eval_s) {
+    if let Err(e) = body(
+        &mut window,
+        &mut events,
+        &mut curve,
+        &mut status,
+        &mut eval_s,
+    ) {
         status = Status::Failed;
         error = Some(e.to_string());
     }

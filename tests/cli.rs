@@ -61,15 +61,37 @@ fn digits_run_writes_a_complete_consistent_run_file() {
     let r: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
     // Every required key of interface.md.
     for k in [
-        "schema_version", "run_id", "task", "seed", "variant", "status", "device", "energy",
-        "time", "quality", "ett_j", "ttt_s", "jpp", "samples", "steps", "flops", "config",
+        "schema_version",
+        "run_id",
+        "task",
+        "seed",
+        "variant",
+        "status",
+        "device",
+        "energy",
+        "time",
+        "quality",
+        "ett_j",
+        "ttt_s",
+        "jpp",
+        "samples",
+        "steps",
+        "flops",
+        "config",
     ] {
         assert!(r.get(k).is_some(), "missing key {k}");
     }
     for k in ["precision", "sparsity", "pruning", "init", "data"] {
         assert!(r["variant"].get(k).is_some(), "variant.{k}");
     }
-    for k in ["total_j", "net_j", "boundary", "components", "idle_w", "flags"] {
+    for k in [
+        "total_j",
+        "net_j",
+        "boundary",
+        "components",
+        "idle_w",
+        "flags",
+    ] {
         assert!(r["energy"].get(k).is_some(), "energy.{k}");
     }
     for k in ["train_s", "eval_s", "total_s"] {
@@ -82,30 +104,50 @@ fn digits_run_writes_a_complete_consistent_run_file() {
     assert_eq!(r["device"], "cpu");
     assert_eq!(r["energy"]["boundary"], "H");
     let comps = r["energy"]["components"].as_array().unwrap();
-    assert!(comps.iter().any(|c| c["source"] == "estimated_tdp_load"), "{comps:?}");
+    assert!(
+        comps.iter().any(|c| c["source"] == "estimated_tdp_load"),
+        "{comps:?}"
+    );
     for c in comps {
         for k in ["component", "source", "energy_j", "sample_interval_ms"] {
             assert!(c.get(k).is_some(), "component key {k}");
         }
     }
-    let flags: Vec<&str> = r["energy"]["flags"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
-    assert!(flags.contains(&"estimated") && flags.contains(&"no_idle_baseline"), "{flags:?}");
+    let flags: Vec<&str> = r["energy"]["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        flags.contains(&"estimated") && flags.contains(&"no_idle_baseline"),
+        "{flags:?}"
+    );
 
     // ETT and JPP are consistent with the curve: ETT is the energy at the first eval >= T.
     let t = r["quality"]["target"].as_f64().unwrap();
     let c = r["quality"]["chance"].as_f64().unwrap();
     let curve = r["quality"]["curve"].as_array().unwrap();
-    let first = curve.iter().find(|p| p["value"].as_f64().unwrap() >= t).unwrap();
+    let first = curve
+        .iter()
+        .find(|p| p["value"].as_f64().unwrap() >= t)
+        .unwrap();
     let ett = r["ett_j"].as_f64().unwrap();
     assert_eq!(ett, first["energy_j"].as_f64().unwrap());
-    assert_eq!(r["ttt_s"].as_f64().unwrap(), first["time_s"].as_f64().unwrap());
+    assert_eq!(
+        r["ttt_s"].as_f64().unwrap(),
+        first["time_s"].as_f64().unwrap()
+    );
     let jpp = r["jpp"].as_f64().unwrap();
     assert!((jpp - ett / (100.0 * (t - c))).abs() < 1e-9 * jpp.max(1.0));
     // Stopped at the first eval reaching T: it is the last point.
     assert_eq!(curve.last().unwrap(), first);
     assert!(ett > 0.0 && r["energy"]["total_j"].as_f64().unwrap() >= ett);
     // Energy along the curve never decreases.
-    let e: Vec<f64> = curve.iter().map(|p| p["energy_j"].as_f64().unwrap()).collect();
+    let e: Vec<f64> = curve
+        .iter()
+        .map(|p| p["energy_j"].as_f64().unwrap())
+        .collect();
     assert!(e.windows(2).all(|w| w[1] >= w[0]), "{e:?}");
     // Chance is the majority-class rate of the eval set, as declared for the shipped data.
     assert!((c - r["quality"]["chance_declared"].as_f64().unwrap()).abs() < 0.02);
@@ -115,7 +157,12 @@ fn digits_run_writes_a_complete_consistent_run_file() {
     let log = std::fs::read_to_string(res.join("events").join(format!("{id}.mllog"))).unwrap();
     let keys: Vec<String> = log
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l.strip_prefix(":::MLLOG ").unwrap()).unwrap()["key"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l.strip_prefix(":::MLLOG ").unwrap()).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     for k in ["seed", "run_start", "eval_accuracy", "run_stop"] {
         assert!(keys.iter().any(|x| x == k), "mllog lacks {k}");
@@ -138,7 +185,8 @@ fn same_seed_same_curve() {
         args.extend_from_slice(QUICK);
         let o = jb(&args);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let r: Value = serde_json::from_slice(&std::fs::read(&run_files(&res)[0]).unwrap()).unwrap();
+        let r: Value =
+            serde_json::from_slice(&std::fs::read(&run_files(&res)[0]).unwrap()).unwrap();
         let v: Vec<(u64, f64)> = r["quality"]["curve"]
             .as_array()
             .unwrap()
@@ -165,11 +213,26 @@ fn bad(args: &[&str], needles: &[&str]) {
 
 #[test]
 fn unknown_task_variant_meter() {
-    bad(&["run", "--task", "nope"], &["unknown task 'nope'", "mnist-mlp"]);
-    bad(&["run", "--task", "digits-mlp", "--variant", "fp8"], &["unknown variant 'fp8'", "f32"]);
-    bad(&["run", "--task", "digits-mlp", "--meter", "joulemeter"], &["joulemeter", "rapl"]);
-    bad(&["run", "--task", "digits-mlp", "--device", "tpu"], &["--device", "tpu"]);
-    bad(&["run", "--task", "digits-mlp", "--seeds", "0"], &["--seeds"]);
+    bad(
+        &["run", "--task", "nope"],
+        &["unknown task 'nope'", "mnist-mlp"],
+    );
+    bad(
+        &["run", "--task", "digits-mlp", "--variant", "fp8"],
+        &["unknown variant 'fp8'", "f32"],
+    );
+    bad(
+        &["run", "--task", "digits-mlp", "--meter", "joulemeter"],
+        &["joulemeter", "rapl"],
+    );
+    bad(
+        &["run", "--task", "digits-mlp", "--device", "tpu"],
+        &["--device", "tpu"],
+    );
+    bad(
+        &["run", "--task", "digits-mlp", "--seeds", "0"],
+        &["--seeds"],
+    );
 }
 
 #[test]
@@ -178,13 +241,40 @@ fn unavailable_meters_say_why() {
     if Path::new("/sys/class/powercap/intel-rapl:0/energy_uj").exists() {
         eprintln!("skip: this machine has RAPL");
     } else {
-        bad(&["run", "--task", "digits-mlp", "--meter", "rapl", "--idle-s", "0"], &["rapl"]);
+        bad(
+            &[
+                "run",
+                "--task",
+                "digits-mlp",
+                "--meter",
+                "rapl",
+                "--idle-s",
+                "0",
+            ],
+            &["rapl"],
+        );
     }
     let o = jb(&["env", "--json"]);
     let env: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let nvml = env["meters"].as_array().unwrap().iter().find(|m| m["meter"] == "nvml").cloned();
+    let nvml = env["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["meter"] == "nvml")
+        .cloned();
     if nvml.is_some_and(|m| m["available"] == false) {
-        bad(&["run", "--task", "digits-mlp", "--meter", "nvml", "--idle-s", "0"], &["nvml"]);
+        bad(
+            &[
+                "run",
+                "--task",
+                "digits-mlp",
+                "--meter",
+                "nvml",
+                "--idle-s",
+                "0",
+            ],
+            &["nvml"],
+        );
     } else {
         eprintln!("skip: this machine has NVML");
     }
@@ -196,14 +286,32 @@ fn bad_data_files() {
     // Missing: an empty --data-dir.
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    bad(&["run", "--task", "digits-mlp", "--data-dir", empty.to_str().unwrap()], &["digits"]);
+    bad(
+        &[
+            "run",
+            "--task",
+            "digits-mlp",
+            "--data-dir",
+            empty.to_str().unwrap(),
+        ],
+        &["digits"],
+    );
     // Corrupt: a gzip file full of garbage.
     let corrupt = tmp.path().join("corrupt");
     std::fs::create_dir(&corrupt).unwrap();
     let mut bytes = vec![0x1f, 0x8b, 8, 0];
     bytes.extend(std::iter::repeat_n(0xAB, 500));
     std::fs::write(corrupt.join("digits.csv.gz"), bytes).unwrap();
-    bad(&["run", "--task", "digits-mlp", "--data-dir", corrupt.to_str().unwrap()], &["digits.csv.gz"]);
+    bad(
+        &[
+            "run",
+            "--task",
+            "digits-mlp",
+            "--data-dir",
+            corrupt.to_str().unwrap(),
+        ],
+        &["digits.csv.gz"],
+    );
 }
 
 #[test]
@@ -211,10 +319,22 @@ fn bad_results_folders() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("plainfile");
     std::fs::write(&file, b"x").unwrap();
-    let o = jb(&["run", "--task", "digits-mlp", "--results", file.to_str().unwrap()]);
+    let o = jb(&[
+        "run",
+        "--task",
+        "digits-mlp",
+        "--results",
+        file.to_str().unwrap(),
+    ]);
     assert_usage_error(&o, &["plainfile", "not a directory"]);
     // /proc refuses new folders even to root.
-    let o = jb(&["run", "--task", "digits-mlp", "--results", "/proc/joulebench-results"]);
+    let o = jb(&[
+        "run",
+        "--task",
+        "digits-mlp",
+        "--results",
+        "/proc/joulebench-results",
+    ]);
     assert_usage_error(&o, &["/proc/joulebench-results"]);
 }
 
@@ -227,14 +347,34 @@ fn malformed_task_toml_names_file_and_key() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp.toml"),
     )
     .unwrap();
-    std::fs::write(models.join("digits-mlp.toml"), shipped.replace("batch_size = 32", "batch_size = \"many\"")).unwrap();
+    std::fs::write(
+        models.join("digits-mlp.toml"),
+        shipped.replace("batch_size = 32", "batch_size = \"many\""),
+    )
+    .unwrap();
     bad(
-        &["run", "--task", "digits-mlp", "--models-dir", models.to_str().unwrap()],
+        &[
+            "run",
+            "--task",
+            "digits-mlp",
+            "--models-dir",
+            models.to_str().unwrap(),
+        ],
         &["digits-mlp.toml", "line"],
     );
-    std::fs::write(models.join("digits-mlp.toml"), shipped.replace("[budget]", "[budget]\nmax_epoch = 3")).unwrap();
+    std::fs::write(
+        models.join("digits-mlp.toml"),
+        shipped.replace("[budget]", "[budget]\nmax_epoch = 3"),
+    )
+    .unwrap();
     bad(
-        &["run", "--task", "digits-mlp", "--models-dir", models.to_str().unwrap()],
+        &[
+            "run",
+            "--task",
+            "digits-mlp",
+            "--models-dir",
+            models.to_str().unwrap(),
+        ],
         &["digits-mlp.toml", "max_epoch"],
     );
 }
@@ -244,11 +384,22 @@ fn list_and_env_work_on_a_fresh_clone() {
     let o = jb(&["list", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let tasks: Vec<&str> = v["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(tasks, ["digits-mlp", "mnist-cnn", "mnist-mlp", "text-charlm"]);
+    let tasks: Vec<&str> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tasks,
+        ["digits-mlp", "mnist-cnn", "mnist-mlp", "text-charlm"]
+    );
     assert!(v["meters"].as_array().unwrap().len() >= 4);
     let o = jb(&["env"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("estimate") && text.contains("rapl") && text.contains("nvml"), "{text}");
+    assert!(
+        text.contains("estimate") && text.contains("rapl") && text.contains("nvml"),
+        "{text}"
+    );
 }

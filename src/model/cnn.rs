@@ -32,7 +32,13 @@ impl Cnn {
         let mut convs = Vec::new();
         for (i, &co) in channels.iter().enumerate() {
             let fan_in = ci * k * k;
-            let wt = params.uniform(&format!("conv{i}.weight"), &[co, ci, k, k], fan_in, rng, dev)?;
+            let wt = params.uniform(
+                &format!("conv{i}.weight"),
+                &[co, ci, k, k],
+                fan_in,
+                rng,
+                dev,
+            )?;
             let b = params.uniform(&format!("conv{i}.bias"), &[co], fan_in, rng, dev)?;
             convs.push(Conv2d::new(wt, Some(b), cfg));
             flops += (2 * fan_in * co * hh * ww) as u64;

@@ -40,9 +40,13 @@ pub fn build(
     device: &Device,
 ) -> Result<Box<dyn RefModel>> {
     match (spec, input) {
-        (ModelSpec::Mlp { hidden }, InputShape::Image { c, h, w }) => Ok(Box::new(
-            mlp::Mlp::new(c * h * w, hidden, classes, rng, device)?,
-        )),
+        (ModelSpec::Mlp { hidden }, InputShape::Image { c, h, w }) => Ok(Box::new(mlp::Mlp::new(
+            c * h * w,
+            hidden,
+            classes,
+            rng,
+            device,
+        )?)),
         (
             ModelSpec::Cnn {
                 channels,
@@ -80,10 +84,9 @@ pub fn build(
             rng,
             device,
         )?)),
-        (spec, input) => candle_core::bail!(
-            "model kind '{}' cannot take input {input:?}",
-            spec.kind()
-        ),
+        (spec, input) => {
+            candle_core::bail!("model kind '{}' cannot take input {input:?}", spec.kind())
+        }
     }
 }
 

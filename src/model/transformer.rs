@@ -71,14 +71,27 @@ impl CharTransformer {
                 proj: linear(&mut ps, &format!("{p}.proj"), d, d, rng, dev)?,
                 ln2: layer_norm(&mut ps, &format!("{p}.ln2"), d, dev)?,
                 ff_in: linear(&mut ps, &format!("{p}.ff_in"), d, cfg.ff_mult * d, rng, dev)?,
-                ff_out: linear(&mut ps, &format!("{p}.ff_out"), cfg.ff_mult * d, d, rng, dev)?,
+                ff_out: linear(
+                    &mut ps,
+                    &format!("{p}.ff_out"),
+                    cfg.ff_mult * d,
+                    d,
+                    rng,
+                    dev,
+                )?,
             });
         }
         let ln_f = layer_norm(&mut ps, "ln_f", d, dev)?;
         let head = linear(&mut ps, "head", d, cfg.vocab, rng, dev)?;
         let t = cfg.context;
         let mask: Vec<f32> = (0..t * t)
-            .map(|k| if k % t > k / t { f32::NEG_INFINITY } else { 0.0 })
+            .map(|k| {
+                if k % t > k / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, (t, t), dev)?;
         Ok(Self {
@@ -98,12 +111,28 @@ impl CharTransformer {
         let h = self.cfg.heads;
         let hd = d / h;
         let qkv = b.qkv.forward(x)?.reshape((bsz, t, 3, h, hd))?;
-        let q = qkv.narrow(2, 0, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-        let k = qkv.narrow(2, 1, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-        let v = qkv.narrow(2, 2, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
+        let q = qkv
+            .narrow(2, 0, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = qkv
+            .narrow(2, 1, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = qkv
+            .narrow(2, 2, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
         let scale = 1.0 / (hd as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?;
-        let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?.to_dtype(att.dtype())?;
+        let mask = self
+            .mask
+            .narrow(0, 0, t)?
+            .narrow(1, 0, t)?
+            .to_dtype(att.dtype())?;
         let att = att.broadcast_add(&mask)?;
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
@@ -118,7 +147,9 @@ impl RefModel for CharTransformer {
         let mut h = self.tok.forward(x)?.broadcast_add(&pos)?;
         for b in &self.blocks {
             h = (&h + self.attention(b, &b.ln1.forward(&h)?)?)?;
-            let ff = b.ff_out.forward(&b.ff_in.forward(&b.ln2.forward(&h)?)?.gelu_erf()?)?;
+            let ff = b
+                .ff_out
+                .forward(&b.ff_in.forward(&b.ln2.forward(&h)?)?.gelu_erf()?)?;
             h = (h + ff)?;
         }
         self.head.forward(&self.ln_f.forward(&h)?)
@@ -162,7 +193,14 @@ mod tests {
         let lb = m.forward_t(&b, false).unwrap();
         assert_eq!(la.dims(), &[1, 8, 11]);
         // Positions 0..4 see the same prefix: identical logits; position 4 differs.
-        let diff = (la - lb).unwrap().abs().unwrap().sum(2).unwrap().squeeze(0).unwrap();
+        let diff = (la - lb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum(2)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
         let diff = diff.to_vec1::<f32>().unwrap();
         assert!(diff[..4].iter().all(|d| *d < 1e-5), "{diff:?}");
         assert!(diff[4] > 1e-4, "{diff:?}");

@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn ladder_levels_and_hits() {
-        let c = [pt(1, 10.0, 0.3), pt(2, 20.0, 0.6), pt(3, 30.0, 0.95)];
+        let c = [pt(1, 10.0, 0.31), pt(2, 20.0, 0.6), pt(3, 30.0, 0.95)];
         let l = ladder(&c, 0.9, 0.1);
         let levels: Vec<f64> = l.iter().map(|r| r.level).collect();
         assert!((levels[0] - 0.3).abs() < 1e-12 && levels[3] == 0.9);

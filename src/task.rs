@@ -352,7 +352,7 @@ max_epochs = 3
             .to_string();
         assert!(e.contains("models/t.toml"), "{e}");
         assert!(e.contains("batchsize"), "{e}");
-        assert!(e.contains("line 19"), "{e}");
+        assert!(e.contains("line 18"), "{e}");
         assert!(!e.contains('\n'), "{e}");
     }
 

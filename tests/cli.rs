@@ -150,7 +150,7 @@ fn digits_run_writes_a_complete_consistent_run_file() {
         .collect();
     assert!(e.windows(2).all(|w| w[1] >= w[0]), "{e:?}");
     // Chance is the majority-class rate of the eval set, as declared for the shipped data.
-    assert!((c - r["quality"]["chance_declared"].as_f64().unwrap()).abs() < 0.02);
+    assert!((c - r["quality"]["chance_declared"].as_f64().unwrap()).abs() < 1e-4);
 
     // The event log and power timeline exist and parse.
     let id = r["run_id"].as_str().unwrap();

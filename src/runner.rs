@@ -148,17 +148,13 @@ fn run_one(
         report: Default::default(),
     });
     let total_j = window.total_j();
+    let infos = meter.components();
     let boundary = window
         .report
         .components
         .iter()
-        .filter_map(|c| {
-            meter
-                .components()
-                .into_iter()
-                .find(|i| i.component == c.component)
-                .map(|i| i.boundary)
-        })
+        .filter_map(|c| infos.iter().find(|i| i.component == c.component))
+        .map(|i| i.boundary)
         .reduce(|a, b| a.union(b))
         .unwrap_or(meter.boundary());
     let all_measured = !window.report.components.is_empty()
@@ -251,7 +247,7 @@ fn run_one(
             total_s: window.duration_s,
         },
         quality: QualitySummary {
-            metric: train::metric_name(spec).into(),
+            metric: spec.metric.as_str().into(),
             target,
             chance: p.chance,
             chance_declared: spec.target.chance,

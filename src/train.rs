@@ -13,7 +13,7 @@
 use crate::data::{DatasetBundle, Loaded};
 use crate::energy::{MeasuredWindow, Meter, MeterError, WindowReport};
 use crate::model::{InputShape, RefModel, SeededRng};
-use crate::task::{Metric, OptimizerSpec, TaskSpec};
+use crate::task::{OptimizerSpec, TaskSpec};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
@@ -490,14 +490,6 @@ pub fn train(
         events,
         param_count: model.params().count(),
     })
-}
-
-/// Metric label helper for run files.
-pub fn metric_name(spec: &TaskSpec) -> &'static str {
-    match spec.metric {
-        Metric::Accuracy => "accuracy",
-        Metric::NextCharAccuracy => "next-char-accuracy",
-    }
 }
 
 #[cfg(test)]

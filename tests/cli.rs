@@ -347,36 +347,16 @@ fn malformed_task_toml_names_file_and_key() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp.toml"),
     )
     .unwrap();
-    std::fs::write(
-        models.join("digits-mlp.toml"),
-        shipped.replace("batch_size = 32", "batch_size = \"many\""),
-    )
-    .unwrap();
-    bad(
-        &[
-            "run",
-            "--task",
-            "digits-mlp",
-            "--models-dir",
-            models.to_str().unwrap(),
-        ],
-        &["digits-mlp.toml", "line"],
-    );
-    std::fs::write(
-        models.join("digits-mlp.toml"),
-        shipped.replace("[budget]", "[budget]\nmax_epoch = 3"),
-    )
-    .unwrap();
-    bad(
-        &[
-            "run",
-            "--task",
-            "digits-mlp",
-            "--models-dir",
-            models.to_str().unwrap(),
-        ],
-        &["digits-mlp.toml", "max_epoch"],
-    );
+    let models_arg = models.to_str().unwrap();
+    let args = ["run", "--task", "digits-mlp", "--models-dir", models_arg];
+    let cases = [
+        ("batch_size = 32", "batch_size = \"many\"", "line"),
+        ("[budget]", "[budget]\nmax_epoch = 3", "max_epoch"),
+    ];
+    for (from, to, needle) in cases {
+        std::fs::write(models.join("digits-mlp.toml"), shipped.replace(from, to)).unwrap();
+        bad(&args, &["digits-mlp.toml", needle]);
+    }
 }
 
 #[test]

@@ -94,3 +94,64 @@ pub fn build(
 pub(crate) fn linear_flops(fan_in: usize, fan_out: usize) -> u64 {
     2 * (fan_in * fan_out) as u64 + fan_out as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    /// Every parameter of every reference model receives a non-zero gradient from the loss.
+    /// Catches ops that silently drop gradients (candle-nn's fused softmax and layer norm).
+    #[test]
+    fn every_parameter_gets_a_gradient() {
+        let dev = Device::Cpu;
+        let cases: Vec<(ModelSpec, InputShape, Tensor)> = vec![
+            (
+                ModelSpec::Mlp { hidden: vec![16] },
+                InputShape::Image { c: 1, h: 8, w: 8 },
+                Tensor::rand(0f32, 1., (4, 1, 8, 8), &dev).unwrap(),
+            ),
+            (
+                ModelSpec::Cnn {
+                    channels: [4, 8],
+                    kernel: 3,
+                    hidden: 16,
+                },
+                InputShape::Image { c: 1, h: 8, w: 8 },
+                Tensor::rand(0f32, 1., (4, 1, 8, 8), &dev).unwrap(),
+            ),
+            (
+                ModelSpec::CharTransformer {
+                    context: 8,
+                    d_model: 16,
+                    heads: 2,
+                    layers: 2,
+                    ff_mult: 2,
+                },
+                InputShape::Tokens {
+                    context: 8,
+                    vocab: 10,
+                },
+                Tensor::from_vec((0..32u32).map(|i| (i * 7) % 10).collect(), (4, 8), &dev)
+                    .unwrap(),
+            ),
+        ];
+        for (spec, input, x) in cases {
+            let m = build(&spec, input, 10, &mut SeededRng::new(1, 0), &dev).unwrap();
+            let logits = m.forward_t(&x, true).unwrap();
+            let n = logits.elem_count() / 10;
+            let y = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect(), n, &dev).unwrap();
+            let loss = candle_nn::loss::cross_entropy(&logits.reshape((n, 10)).unwrap(), &y)
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            for (name, var) in m.params().named() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{}: no gradient for {name}", spec.kind()));
+                assert_eq!(g.dtype(), DType::F32);
+                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(norm > 0.0, "{}: zero gradient for {name}", spec.kind());
+            }
+        }
+    }
+}

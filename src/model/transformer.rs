@@ -1,9 +1,15 @@
 //! A small decoder-only character transformer: token + learned position embeddings, pre-norm
 //! blocks of causal multi-head attention and a GELU MLP, a final norm and a vocabulary head.
+//!
+//! Only differentiable ops here: candle-nn 0.11's fused `ops::softmax_last_dim` and
+//! `ops::layer_norm` (which `LayerNorm::forward` calls on contiguous input) are recorded with
+//! `apply_op*_no_bwd`, so no gradient passes through them. Used in training they silently
+//! freeze everything below them: the model then learns only its head on random features and
+//! stalls at the unigram loss. `model::tests::every_parameter_gets_a_gradient` guards this.
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
-use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear};
+use candle_core::{Device, Module, Result, Tensor, D};
+use candle_nn::{Embedding, Linear};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -49,10 +55,22 @@ fn linear(
     Ok(Linear::new(w, Some(b)))
 }
 
+/// Layer norm built from differentiable tensor ops (see the module note).
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)
+    }
+}
+
 fn layer_norm(ps: &mut ParamStore, name: &str, d: usize, dev: &Device) -> Result<LayerNorm> {
-    let w = ps.constant(&format!("{name}.weight"), &[d], 1.0, dev)?;
-    let b = ps.constant(&format!("{name}.bias"), &[d], 0.0, dev)?;
-    Ok(LayerNorm::new(w, b, 1e-5))
+    let weight = ps.constant(&format!("{name}.weight"), &[d], 1.0, dev)?;
+    let bias = ps.constant(&format!("{name}.bias"), &[d], 0.0, dev)?;
+    Ok(LayerNorm { weight, bias })
 }
 
 impl CharTransformer {
@@ -134,7 +152,7 @@ impl CharTransformer {
             .narrow(1, 0, t)?
             .to_dtype(att.dtype())?;
         let att = att.broadcast_add(&mask)?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
         b.proj.forward(&y)
     }

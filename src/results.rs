@@ -90,6 +90,20 @@ pub struct Flops {
     pub forward_per_sample: u64,
 }
 
+/// One measured span inside a run's window (interface.md extra key `phases`): a pipeline such
+/// as dense training -> pruning -> recovery, or generator fit -> sampling -> training, is one
+/// window with marks between its phases, so the phases add up to the run's total.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// `train`, `prune`, `recover`, `generator-fit`, `sample`, ...
+    pub name: String,
+    /// Seconds since the window opened, at the phase's start and end.
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Energy of the phase alone (same boundary and sources as the run's energy).
+    pub energy_j: f64,
+}
+
 /// `runs/<run-id>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -102,6 +116,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub device: String,
     pub energy: EnergySummary,
+    /// Measured spans of the window, in order; they sum to `energy.total_j`.
+    #[serde(default)]
+    pub phases: Vec<Phase>,
     pub time: TimeSummary,
     pub quality: QualitySummary,
     pub ett_j: Option<f64>,

@@ -10,7 +10,7 @@ use crate::energy::{self, Meter, MeterProbe, Source};
 use crate::metrics;
 use crate::model::{self, SeededRng};
 use crate::results::{
-    self, EnergySummary, Flops, QualitySummary, ResultsDir, RunRecord, TimeSummary,
+    self, EnergySummary, Flops, Phase, QualitySummary, ResultsDir, RunRecord, TimeSummary,
 };
 use crate::system::{self, SystemInfo};
 use crate::task::TaskSpec;
@@ -240,6 +240,12 @@ fn run_one(
             },
             window_s: window.duration_s,
         },
+        phases: vec![Phase {
+            name: "train".into(),
+            start_s: 0.0,
+            end_s: window.duration_s,
+            energy_j: total_j,
+        }],
         time: TimeSummary {
             warmup_s: out.warmup_s,
             train_s: out.train_s,

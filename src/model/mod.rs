@@ -132,8 +132,7 @@ mod tests {
                     context: 8,
                     vocab: 10,
                 },
-                Tensor::from_vec((0..32u32).map(|i| (i * 7) % 10).collect(), (4, 8), &dev)
-                    .unwrap(),
+                Tensor::from_vec((0..32u32).map(|i| (i * 7) % 10).collect(), (4, 8), &dev).unwrap(),
             ),
         ];
         for (spec, input, x) in cases {
@@ -141,15 +140,21 @@ mod tests {
             let logits = m.forward_t(&x, true).unwrap();
             let n = logits.elem_count() / 10;
             let y = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect(), n, &dev).unwrap();
-            let loss = candle_nn::loss::cross_entropy(&logits.reshape((n, 10)).unwrap(), &y)
-                .unwrap();
+            let loss =
+                candle_nn::loss::cross_entropy(&logits.reshape((n, 10)).unwrap(), &y).unwrap();
             let grads = loss.backward().unwrap();
             for (name, var) in m.params().named() {
                 let g = grads
                     .get(var.as_tensor())
                     .unwrap_or_else(|| panic!("{}: no gradient for {name}", spec.kind()));
                 assert_eq!(g.dtype(), DType::F32);
-                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                let norm = g
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert!(norm > 0.0, "{}: zero gradient for {name}", spec.kind());
             }
         }

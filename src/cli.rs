@@ -7,7 +7,7 @@
 use crate::data::{self, DatasetKind};
 use crate::energy::{self, DetectOptions, MeterChoice};
 use crate::results::ResultsDir;
-use crate::runner::{self, Plan};
+use crate::runner::{self, Plan, TaskRun};
 use crate::task;
 use crate::train::Status;
 use crate::variant;
@@ -348,10 +348,8 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         );
     }
     let plan = Plan {
-        task: spec,
-        data,
-        variants,
-        seeds,
+        jobs: runner::order(0, &variants, &seeds),
+        tasks: vec![TaskRun { spec, data }],
         device,
         device_label,
         results,

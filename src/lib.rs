@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod data;
 pub mod energy;
+pub mod knee;
 pub mod metrics;
 pub mod model;
 pub mod progress;

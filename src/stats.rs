@@ -245,8 +245,16 @@ pub fn wilson(successes: f64, n: usize) -> Interval {
     let half = Z_95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
     // At 0 or n successes the bound is exactly 0 or 1; say so rather than 1 - 1e-16.
     Interval {
-        lo: if p <= 0.0 { 0.0 } else { (centre - half).max(0.0) },
-        hi: if p >= 1.0 { 1.0 } else { (centre + half).min(1.0) },
+        lo: if p <= 0.0 {
+            0.0
+        } else {
+            (centre - half).max(0.0)
+        },
+        hi: if p >= 1.0 {
+            1.0
+        } else {
+            (centre + half).min(1.0)
+        },
     }
 }
 

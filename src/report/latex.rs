@@ -35,7 +35,7 @@ pub fn escape(s: &str) -> String {
             '<' => o.push_str("\\textless{}"),
             '>' => o.push_str("\\textgreater{}"),
             '|' => o.push_str("\\textbar{}"),
-            '"' => o.push_str("\\textquotedbl{}"),
+            '"' => o.push_str("''"),
             '\u{ae}' => o.push_str("\\textregistered{}"),
             '\u{2122}' => o.push_str("\\texttrademark{}"),
             '\u{b0}' => o.push_str("\\textdegree{}"),

@@ -129,6 +129,8 @@ pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, 
             .x_desc("energy of the run (J)")
             .y_desc(format!("final {} (%)", task.metric))
             .label_style((FONT, 12))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(RGBColor(242, 242, 242))
             .draw()
             .map_err(err)?;
         chart
@@ -247,6 +249,8 @@ pub fn learning_curves(
             ))
             .y_desc(format!("{} (%)", task.metric))
             .label_style((FONT, 12))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(RGBColor(242, 242, 242))
             .draw()
             .map_err(err)?;
         for (level, name) in [(task.target, "T"), (task.chance, "c")] {
@@ -322,6 +326,8 @@ pub fn power_timeline(
             .x_desc("time since window start (s)")
             .y_desc(format!("power (W, boundary {boundary})"))
             .label_style((FONT, 12))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(RGBColor(242, 242, 242))
             .draw()
             .map_err(err)?;
         for (i, (component, pts)) in by_component.iter().enumerate() {

@@ -34,10 +34,10 @@ table{border-collapse:collapse;font-size:.85rem;background:#fff}\
 th,td{padding:.25rem .55rem;border-bottom:1px solid #ddd;white-space:nowrap}\
 th{background:#eee;text-align:left;border-bottom:2px solid #999}\
 td.r{text-align:right;font-variant-numeric:tabular-nums}\
-figure{margin:1rem 0;background:#fff;border:1px solid #ddd;padding:.5rem;display:inline-block;max-width:100%}\
+figure{margin:0;background:#fff;border:1px solid #ddd;padding:.5rem;flex:0 1 640px;max-width:100%}\
 figure svg{max-width:100%;height:auto;display:block}\
-figcaption{font-size:.85rem;color:#444;max-width:760px}\
-.charts{display:flex;flex-wrap:wrap;gap:1rem}";
+figcaption{font-size:.85rem;color:#444}\
+.charts{display:flex;flex-wrap:wrap;gap:1rem;margin:1rem 0}";
 
 /// The page, built through the shared markup template.
 pub struct Html {

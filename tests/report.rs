@@ -771,3 +771,47 @@ fn committed_results_folder_reports() {
     let md = std::fs::read_to_string(tmp.path().join("leaderboard.md")).unwrap();
     assert!(md.contains("2026-11-22-cpu-xeon-2core (2 runs)"), "{md}");
 }
+
+#[test]
+fn files_go_into_the_first_folder_named_and_folders_are_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let machines = tmp.path().join("machines");
+    copy_dir(Path::new(MACHINES), &machines);
+    let xeon = machines.join("xeon-rapl");
+    // The folder of machines, and one of its machines again: each run is read once.
+    let o = run(&[machines.to_str().unwrap(), xeon.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("already read"), "{}", o.stderr);
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
+    for name in ["leaderboard.md", "leaderboard.html", "emissions.csv"] {
+        assert!(
+            machines.join(name).is_file(),
+            "{name} in the folder named first"
+        );
+        assert!(!xeon.join(name).exists());
+    }
+    let md = std::fs::read_to_string(machines.join("leaderboard.md")).unwrap();
+    assert!(md.contains("xeon-rapl (23 runs)"));
+}
+
+#[test]
+fn unknown_keys_from_newer_branches_are_tolerated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&Path::new(MACHINES).join("a100-nvml"), &dir);
+    for e in std::fs::read_dir(dir.join("runs")).unwrap() {
+        let path = e.unwrap().path();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["inference"] = serde_json::json!({"j_per_1000_predictions": 0.4});
+        v["checkpoint"] = serde_json::json!({"origin": "external"});
+        v["plan_hash"] = "0123abcd".into();
+        v["variant"]["dtype_per_op_class"] = serde_json::json!({"matmul": "bf16"});
+        v["energy"]["gpu_temperature_c"] = serde_json::json!([40, 62]);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    let o = run(&[dir.to_str().unwrap(), "--format", "md"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.is_empty(), "{}", o.stderr);
+    assert!(o.stdout.contains("(6 runs)") && o.stdout.contains("saves energy"));
+}

@@ -117,6 +117,9 @@ pub fn resolve_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FolderError> {
             out.extend(children);
         }
     }
+    // A folder named twice (or inside a folder of machines also named) is read once.
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|f| seen.insert(f.canonicalize().unwrap_or_else(|_| f.clone())));
     Ok(out)
 }
 

@@ -75,7 +75,7 @@ pub struct ReportArgs {
     /// Results folders, one per machine (a folder of such folders works too). Default: results
     pub dirs: Vec<PathBuf>,
     /// Write only this format (to --out FILE, or stdout). Default: every file, into the first
-    /// results folder (or the --out folder), and the table on the terminal.
+    /// DIR given (or the --out folder), and the table on the terminal.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Output file with --format, else output folder.
@@ -344,7 +344,8 @@ pub fn command(args: ReportArgs) -> Result<i32, Failure> {
         }
         return Ok(0);
     }
-    let dir = args.out.clone().unwrap_or_else(|| folders[0].clone());
+    // The first folder the user named (for `results/`, the folder of machines itself).
+    let dir = args.out.clone().unwrap_or_else(|| dirs[0].clone());
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("creating {}: {e}", dir.display())))?;
     let mut written = Vec::new();

@@ -11,6 +11,7 @@ pub mod energy;
 pub mod knee;
 pub mod metrics;
 pub mod model;
+pub mod precision;
 pub mod progress;
 pub mod results;
 pub mod runner;

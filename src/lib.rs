@@ -5,6 +5,7 @@
 //! target accuracy (ETT) and joules per accuracy point (JPP). Data flows one way:
 //! `cli` (argv -> validated plan) -> `energy::detect` -> `runner` -> `train` -> `results`.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod energy;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod precision;
 pub mod progress;
+pub mod prune;
 pub mod results;
 pub mod runner;
 pub mod system;

@@ -514,13 +514,38 @@ impl StepHook for NoHook {}
 pub struct Stage<'h> {
     /// The most optimizer steps this stage may take.
     pub max_steps: usize,
-    /// End the stage at the first eval reaching T.
-    pub until_target: bool,
+    /// Which eval reaching T ends the stage.
+    pub until: Until,
     /// Whether its evals score the variant (see `CurvePoint::scored`).
     pub scored: bool,
+    /// Score the eval at the stage's last step even when `scored` is false (gradual pruning
+    /// reaches its final sparsity at its last step: that model is the pruned model).
+    pub score_last: bool,
     /// False for the throughput track: no evals at all.
     pub evaluate: bool,
     pub hook: &'h mut dyn StepHook,
+}
+
+/// Which eval reaching T ends a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Train the stage's whole budget.
+    Budget,
+    /// The first eval reaching T, scored or not (the dense model of a pruning pipeline).
+    AnyEval,
+    /// The first scored eval reaching T (the benchmark: ETT).
+    ScoredEval,
+}
+
+impl Until {
+    /// The benchmark's rule for a scored stage: stop at T, or trace the whole budget.
+    pub fn target_if(stop_at_target: bool) -> Until {
+        if stop_at_target {
+            Until::ScoredEval
+        } else {
+            Until::Budget
+        }
+    }
 }
 
 /// Why a stage ended.
@@ -656,6 +681,11 @@ impl<'a> Session<'a> {
         self.status
     }
 
+    /// Optimizer steps taken so far in this session (all stages).
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
     /// Seconds since `run_start`.
     pub fn elapsed_s(&self) -> f64 {
         self.window.elapsed_s()
@@ -736,8 +766,18 @@ impl<'a> Session<'a> {
         Ok(true)
     }
 
-    /// Evaluate now (on the clock and on the meter) and add the point to the curve.
-    pub fn eval_now(&mut self, model: &dyn RefModel, scored: bool) -> candle_core::Result<f64> {
+    /// Evaluate now (on the clock and on the meter) and add the point to the curve; its FLOPs
+    /// are forward passes over the eval set (`zeroed_fwd`: per-sample FLOPs of masked weights).
+    pub fn eval_now(
+        &mut self,
+        model: &dyn RefModel,
+        scored: bool,
+        zeroed_fwd: u64,
+    ) -> candle_core::Result<f64> {
+        let fwd = model.forward_flops_per_sample() as f64;
+        let n_eval = self.p.n_eval as f64;
+        self.flops_executed += fwd * n_eval;
+        self.flops_nominal += (fwd - zeroed_fwd as f64) * n_eval;
         let t_eval = Instant::now();
         let step = self.step;
         self.events.interval(
@@ -853,11 +893,9 @@ impl<'a> Session<'a> {
                 if self.step % every != 0 && !last {
                     continue;
                 }
-                // Evaluation: on the clock and on the meter; eval FLOPs are forward only.
-                let q = self.eval_now(model, stage.scored)?;
-                let n_eval = self.p.n_eval as f64;
-                self.flops_executed += fwd * n_eval;
-                self.flops_nominal += (fwd - zeroed) * n_eval;
+                // Evaluation: on the clock and on the meter.
+                let scored = stage.scored || (last && stage.score_last);
+                let q = self.eval_now(model, scored, zeroed as u64)?;
                 let point = self.curve.last().cloned();
                 if self.last_applied > 0
                     && point.as_ref().is_some_and(|p| !p.train_loss.is_finite())
@@ -865,7 +903,12 @@ impl<'a> Session<'a> {
                     self.status = Status::Diverged;
                     return Ok(StageEnd::Diverged);
                 }
-                if q >= target && stage.until_target {
+                let stop = match stage.until {
+                    Until::Budget => false,
+                    Until::AnyEval => true,
+                    Until::ScoredEval => scored,
+                };
+                if q >= target && stop {
                     return Ok(StageEnd::Target);
                 }
                 let (e, t) = point.map_or((0.0, 0.0), |p| (p.energy_j, self.window.elapsed_s()));
@@ -952,8 +995,9 @@ pub fn train(
     let steps = budget_steps(spec, data.n / batch_size(spec, data.n).max(1));
     let stage = Stage {
         max_steps: steps,
-        until_target: opts.stop_at_target,
+        until: Until::target_if(opts.stop_at_target),
         scored: true,
+        score_last: false,
         evaluate: true,
         hook: &mut NoHook,
     };

@@ -86,10 +86,7 @@ pub fn path_for(results_root: &Path, run_id: &str) -> PathBuf {
 /// Where the harness puts the f32 pretraining checkpoint of `task` for `seed` on a system:
 /// what a fine-tune of a task whose `finetune.source` is `task` looks for.
 pub fn pretrained_path(results_root: &Path, task: &str, seed: u64, system_id: &str) -> PathBuf {
-    path_for(
-        results_root,
-        &results::run_id(task, "f32", seed, system_id),
-    )
+    path_for(results_root, &results::run_id(task, "f32", seed, system_id))
 }
 
 pub fn sidecar_path(weights: &Path) -> PathBuf {
@@ -183,15 +180,14 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError>
             hint: "no such file".into(),
         });
     }
-    let tensors = candle_core::safetensors::load(path, device).map_err(|e| {
-        CheckpointError::Unreadable {
+    let tensors =
+        candle_core::safetensors::load(path, device).map_err(|e| CheckpointError::Unreadable {
             path: p.clone(),
             reason: format!(
                 "not a safetensors file ({})",
                 e.to_string().lines().next().unwrap_or("")
             ),
-        }
-    })?;
+        })?;
     let sha256 = crate::data::sha256_file(path).map_err(|e| CheckpointError::Unreadable {
         path: p.clone(),
         reason: e.to_string(),

@@ -21,3 +21,4 @@ pub mod system;
 pub mod task;
 pub mod train;
 pub mod variant;
+pub mod variant_run;

@@ -225,16 +225,21 @@ pub struct Structured {
 }
 
 fn get(map: &HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
-    map.get(name)
-        .cloned()
-        .ok_or_else(|| candle_core::Error::Msg(format!("structured pruning: no parameter '{name}'")))
+    map.get(name).cloned().ok_or_else(|| {
+        candle_core::Error::Msg(format!("structured pruning: no parameter '{name}'"))
+    })
 }
 
 /// The `keep` units of a layer with the largest L2 norm of incoming weights and bias (rows of
 /// `w` flattened past dim 0), in their original order.
 fn keep_by_norm(w: &Tensor, b: &Tensor, keep: usize) -> Result<Vec<u32>> {
     let rows = w.dim(0)?;
-    let sq = w.flatten_from(1)?.sqr()?.sum(1)?.add(&b.sqr()?)?.to_vec1::<f32>()?;
+    let sq = w
+        .flatten_from(1)?
+        .sqr()?
+        .sum(1)?
+        .add(&b.sqr()?)?
+        .to_vec1::<f32>()?;
     let mut idx: Vec<u32> = (0..rows as u32).collect();
     idx.sort_by(|a, b| sq[*b as usize].total_cmp(&sq[*a as usize]).then(a.cmp(b)));
     let mut kept: Vec<u32> = idx[..keep.clamp(1, rows)].to_vec();
@@ -361,7 +366,12 @@ mod tests {
         .unwrap();
         let mut masks = Masks::new(m.as_ref(), 0.5, Schedule::for_eval_cadence(10)).unwrap();
         assert_eq!(masks.prunable_elems(), 4 * 8 + 8 * 3);
-        let before: Vec<f32> = m.params().named()[0].1.flatten_all().unwrap().to_vec1().unwrap();
+        let before: Vec<f32> = m.params().named()[0]
+            .1
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         masks.prune_to(0.25).unwrap();
         assert_eq!(masks.sparsity(), 14.0 / 56.0);
         masks.prune_to(0.5).unwrap();
@@ -369,7 +379,12 @@ mod tests {
         // Every surviving weight is at least as large as every pruned one (globally).
         let mut kept = Vec::new();
         let mut pruned_orig = Vec::new();
-        let after: Vec<f32> = m.params().named()[0].1.flatten_all().unwrap().to_vec1().unwrap();
+        let after: Vec<f32> = m.params().named()[0]
+            .1
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for (a, b) in before.iter().zip(&after) {
             if *b == 0.0 {
                 pruned_orig.push(a.abs());

@@ -718,7 +718,13 @@ impl<'a> Session<'a> {
         }
         self.events
             .interval(name, true, json!({"energy_j": mark.energy_j}));
-        self.open_phase = Some((name.to_string(), mark.t_s, mark.energy_j));
+        // The first phase starts at `run_start`, so the phases add up to the window.
+        let start = if self.phases.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (mark.t_s, mark.energy_j)
+        };
+        self.open_phase = Some((name.to_string(), start.0, start.1));
         Ok(())
     }
 

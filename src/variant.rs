@@ -234,11 +234,11 @@ pub fn catalog() -> Vec<(Variant, &'static str)> {
         ("structured-50", "dense to T, remove 50 % of hidden units/channels by norm, rebuild smaller, recover to T"),
         ("finetune", "start from the source task's checkpoint (task key finetune.source, or --checkpoint)"),
         ("finetune-freeze-fc0", "finetune with layer fc0 loaded and frozen (not trained, no gradient below it)"),
-        ("synthetic-gaussian", "train on samples of a per-class diagonal Gaussian fitted to the real train set"),
-        ("synthetic-gmm", "train on samples of a per-class Gaussian mixture (EM) fitted to the real train set"),
-        ("synthetic-vae", "train on samples of a small class-conditional VAE fitted to the real train set"),
-        ("mixed-50-gmm", "half real training samples, half GMM samples"),
-        ("random-tensors", "random inputs and labels: throughput track (J/sample, J/step; never JPP, never ranked)"),
+        ("synthetic-gaussian", "train on samples of a per-class diagonal Gaussian fitted to the real train set [not runnable yet: needs the generators of the collapse branch]"),
+        ("synthetic-gmm", "train on samples of a per-class Gaussian mixture (EM) fitted to the real train set [not runnable yet: needs the generators of the collapse branch]"),
+        ("synthetic-vae", "train on samples of a small class-conditional VAE fitted to the real train set [not runnable yet: needs the generators of the collapse branch]"),
+        ("mixed-50-gmm", "half real training samples, half GMM samples [not runnable yet: needs the generators of the collapse branch]"),
+        ("random-tensors", "random inputs and labels: throughput track (J/sample, J/step; never JPP, never ranked) [not runnable yet: needs the generators of the collapse branch]"),
     ];
     presets
         .iter()

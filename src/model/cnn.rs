@@ -14,6 +14,7 @@ pub struct Cnn {
 }
 
 impl Cnn {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         (c, h, w): (usize, usize, usize),
         channels: [usize; 2],

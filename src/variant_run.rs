@@ -1,0 +1,530 @@
+//! Running one variant end to end: the pipeline its fields ask for, inside one measured window
+//! (`train::Session`), charged for its whole cost (measurement.md section 4).
+//!
+//! Owns: the checks a variant must pass before anything trains (`preflight`: applicability,
+//! backend support for the precision), and the pipelines: precision (the forward-pass policy,
+//! the f16 loss scaler and the TF32 switch for the whole window); unstructured pruning (dense
+//! training to T, gradual global magnitude pruning with masks re-applied after every step,
+//! recovery to T); structured pruning (dense training to T, removing units by norm, rebuilding a
+//! smaller dense model, recovery to T); fine-tuning (the model built from a checkpoint, optional
+//! frozen layers). Each pipeline is phases of one session, so its phases add up to the run's
+//! energy and the run's energy is the whole pipeline's.
+//! Must not: write run files or checkpoints (the runner does), parse variant names (`variant`),
+//! or implement a technique (`precision`, `prune`, `checkpoint`).
+//!
+//! Not yet here: synthetic and mixed data (the generators live on the `collapse` branch) and
+//! the random-tensors throughput track; `preflight` refuses them with that reason.
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::energy::Meter;
+use crate::model::{self, InputShape, ParamStore, RefModel, SeededRng};
+use crate::precision::{Amp, PrecisionError, Tf32Guard};
+use crate::prune::{self, Masks, Schedule};
+use crate::task::{ModelSpec, TaskSpec};
+use crate::train::{
+    self, NoHook, Observer, Prepared, Session, Stage, StageEnd, Status, TrainError, TrainOptions,
+    TrainOutcome, TrainSet, Until,
+};
+use crate::variant::{self, DataSource, Init, ModelFamily, Precision, Pruning, Variant};
+use candle_core::Device;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VariantRunError {
+    #[error(transparent)]
+    Variant(#[from] variant::VariantError),
+    #[error(transparent)]
+    Precision(#[from] PrecisionError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("variant '{name}' is not implemented yet: {reason}")]
+    NotImplemented { name: String, reason: String },
+}
+
+/// The model family of a task's model (what `variant::check_applicable` needs).
+pub fn family(spec: &ModelSpec) -> ModelFamily {
+    match spec {
+        ModelSpec::Mlp { .. } => ModelFamily::Mlp,
+        ModelSpec::Cnn { .. } => ModelFamily::Cnn,
+        ModelSpec::CharTransformer { .. } => ModelFamily::CharTransformer,
+    }
+}
+
+/// Everything that can be known to fail before training: the variant applies to the task, the
+/// device runs its precision, its data source is implemented. A usage error (exit 2).
+pub fn preflight(
+    spec: &TaskSpec,
+    v: &Variant,
+    device: &Device,
+    explicit_checkpoint: bool,
+) -> Result<(), VariantRunError> {
+    variant::check_applicable(
+        v,
+        &spec.name,
+        family(&spec.model),
+        spec.finetune.is_some(),
+        explicit_checkpoint,
+    )?;
+    Amp::for_precision(v.precision, device)?;
+    if v.data_source() != DataSource::Real {
+        return Err(VariantRunError::NotImplemented {
+            name: v.name.clone(),
+            reason: "synthetic, mixed and random-tensors data need the generators of the \
+                     `collapse` branch, not merged yet; use real data"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// For a series with `finetune` variants: the source task to pretrain (`[finetune] source`,
+/// found in `models_dir`), or none when `checkpoint` is given, which is then read and built
+/// into the task's model once here, so a missing, unreadable or mis-shaped checkpoint is a
+/// usage error before anything trains. The source must have the task's model and dataset.
+pub fn finetune_source(
+    spec: &TaskSpec,
+    variants: &[Variant],
+    checkpoint: Option<&std::path::Path>,
+    models_dir: &std::path::Path,
+    data: &crate::data::DatasetBundle,
+    device: &Device,
+) -> Result<Option<TaskSpec>, VariantRunError> {
+    let Some(v) = variants.iter().find(|v| v.init == Init::Finetune) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| {
+        VariantRunError::Variant(variant::VariantError::NotApplicable {
+            name: v.name.clone(),
+            task: spec.name.clone(),
+            reason,
+        })
+    };
+    if let Some(path) = checkpoint {
+        let c = crate::checkpoint::load(path, device)?;
+        let viewed = train::task_data(spec, data).map_err(|e| bad(e.to_string()))?;
+        let (input, classes) = train::input_of(spec, &viewed).map_err(|e| bad(e.to_string()))?;
+        let start = Start::Checkpoint(c);
+        for v in variants.iter().filter(|v| v.init == Init::Finetune) {
+            start_model(spec, input, classes, v, 0, &start, device)?;
+        }
+        return Ok(None);
+    }
+    let Some(ft) = &spec.finetune else {
+        return Err(bad(
+            "a fine-tune needs a checkpoint: this task has no [finetune] source; pass --checkpoint PATH".into(),
+        ));
+    };
+    let source = crate::task::find(models_dir, &ft.source).map_err(|e| {
+        bad(format!(
+            "its [finetune] source: {}",
+            e.to_string().lines().next().unwrap_or("")
+        ))
+    })?;
+    if source.model != spec.model || source.dataset != spec.dataset {
+        return Err(bad(format!(
+            "its [finetune] source '{}' has model {} on {} but the task has model {} on {}: the checkpoint's shapes would not match",
+            source.name,
+            serde_json::to_string(&source.model).unwrap_or_default(),
+            source.dataset.as_str(),
+            serde_json::to_string(&spec.model).unwrap_or_default(),
+            spec.dataset.as_str(),
+        )));
+    }
+    Ok(Some(source))
+}
+
+/// Where a run's model comes from.
+pub enum Start {
+    /// Seeded random initial weights (`init` stream 0 of the seed).
+    Scratch,
+    /// The weights of a checkpoint; the variant's `frozen` layers are constants.
+    Checkpoint(Checkpoint),
+}
+
+/// A finished variant run: the session's outcome and what the run file's `variant` object and
+/// `flops` need beyond it.
+pub struct VariantOutcome {
+    pub out: TrainOutcome,
+    /// The model the run ends with (smaller after structured pruning).
+    pub model: Box<dyn RefModel>,
+    pub checkpoint: Option<serde_json::Value>,
+    pub pruning_schedule: Option<serde_json::Value>,
+}
+
+/// Build the run's starting model: seeded, or from a checkpoint (shapes must match exactly;
+/// every frozen layer must exist).
+pub fn start_model(
+    spec: &TaskSpec,
+    input: InputShape,
+    classes: usize,
+    v: &Variant,
+    seed: u64,
+    start: &Start,
+    device: &Device,
+) -> Result<Box<dyn RefModel>, VariantRunError> {
+    let mut rng = SeededRng::new(seed, 0);
+    match start {
+        Start::Scratch => Ok(model::build(&spec.model, input, classes, &mut rng, device)
+            .map_err(TrainError::from)?),
+        Start::Checkpoint(c) => {
+            let shape_err = |reason: String| CheckpointError::Shape {
+                path: c.path.display().to_string(),
+                task: spec.name.clone(),
+                reason,
+            };
+            let params = ParamStore::from_tensors(c.tensors.clone(), v.frozen.clone());
+            let m = model::build_with(&spec.model, input, classes, params, &mut rng, device)
+                .map_err(|e| shape_err(e.to_string().lines().next().unwrap_or("").into()))?;
+            for layer in &v.frozen {
+                let found = m
+                    .params()
+                    .frozen()
+                    .iter()
+                    .any(|(n, _)| model::in_layer(n, layer));
+                if !found {
+                    let names: Vec<String> = m.params().all().into_iter().map(|(n, _)| n).collect();
+                    return Err(shape_err(format!(
+                        "freeze-{layer}: the model has no layer '{layer}'; its parameters: {}",
+                        names.join(", ")
+                    ))
+                    .into());
+                }
+            }
+            Ok(m)
+        }
+    }
+}
+
+/// Run `v` on the task in one measured window opened on `meter`.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    spec: &TaskSpec,
+    p: &Prepared,
+    v: &Variant,
+    opts: &TrainOptions,
+    start: Start,
+    meter: &mut dyn Meter,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<VariantOutcome, VariantRunError> {
+    let model = start_model(spec, p.input, p.classes, v, opts.seed, &start, device)?;
+    let checkpoint = match &start {
+        Start::Scratch => None,
+        Start::Checkpoint(c) => Some(c.describe()),
+    };
+    let amp = Amp::for_precision(v.precision, device)?;
+    // TF32 is a global cuBLAS switch: on for exactly this window, off after.
+    let _tf32 = Tf32Guard::new(v.precision == Precision::Tf32);
+    let mut opt = train::optimizer(spec, model.as_ref()).map_err(TrainError::from)?;
+    let data = TrainSet::real(p);
+    let budget = train::budget_steps(spec, data.n / train::batch_size(spec, data.n).max(1));
+    let mut s = Session::open(spec, p, opts, amp, model.as_ref(), meter, device, observer)?;
+    let (mut out, model, pruning_schedule) = match v.pruning {
+        Pruning::None => {
+            s.begin_phase(if v.init == Init::Finetune {
+                "finetune"
+            } else {
+                "train"
+            })?;
+            let stage = Stage {
+                max_steps: budget,
+                until: Until::target_if(opts.stop_at_target),
+                scored: true,
+                score_last: false,
+                evaluate: true,
+                hook: &mut NoHook,
+            };
+            if let Err(e) = s.train_stage(model.as_ref(), &data, &mut opt, stage) {
+                s.fail(e);
+            }
+            (s.finish()?, model, None)
+        }
+        Pruning::Unstructured => {
+            let (s, schedule) = unstructured(s, spec, v, opts, model.as_ref(), &data, budget)?;
+            (s.finish()?, model, Some(schedule))
+        }
+        Pruning::Structured => {
+            let (s, small, schedule) =
+                structured(s, spec, p, v, opts, model, opt, &data, budget, device)?;
+            (s.finish()?, small, Some(schedule))
+        }
+    };
+    // Never a run labelled bf16/f16 whose GEMMs all ran in f32.
+    if matches!(v.precision, Precision::Bf16Amp | Precision::F16Amp) && out.status != Status::Failed
+    {
+        let low = out
+            .precision_report
+            .as_ref()
+            .and_then(|r| r.get("matmul"))
+            .is_some_and(|m| m.contains("16"));
+        if !low {
+            out.status = Status::Failed;
+            out.error = Some(format!(
+                "precision {}: no GEMM ran in the low precision (report: {:?})",
+                v.precision.as_str(),
+                out.precision_report
+            ));
+        }
+    }
+    let pruning_schedule = pruning_schedule.map(|mut sch| {
+        let phase_j = |name: &str| -> f64 {
+            out.phases
+                .iter()
+                .filter(|ph| ph.name == name)
+                .map(|ph| ph.energy_j)
+                .sum()
+        };
+        sch["dense_train_j"] = json!(phase_j("dense-train"));
+        sch["prune_and_recover_j"] = json!(phase_j("prune") + phase_j("recover"));
+        sch["energy_note"] = json!(
+            "the run's energy is the whole pipeline (dense-train + prune + recover); \
+             prune_and_recover_j is the pruning part alone, same boundary and sources"
+        );
+        sch
+    });
+    Ok(VariantOutcome {
+        out,
+        model,
+        checkpoint,
+        pruning_schedule,
+    })
+}
+
+/// The dense model's stage: train to T (any eval), never scored.
+fn dense_stage(
+    s: &mut Session<'_>,
+    model: &dyn RefModel,
+    data: &TrainSet,
+    opt: &mut candle_nn::AdamW,
+    budget: usize,
+) -> Result<Option<StageEnd>, TrainError> {
+    s.begin_phase("dense-train")?;
+    let stage = Stage {
+        max_steps: budget,
+        until: Until::AnyEval,
+        scored: false,
+        score_last: false,
+        evaluate: true,
+        hook: &mut NoHook,
+    };
+    match s.train_stage(model, data, opt, stage) {
+        Ok(end) => Ok(Some(end)),
+        Err(e) => {
+            s.fail(e);
+            Ok(None)
+        }
+    }
+}
+
+/// Dense to T, gradual global magnitude pruning (cubic schedule), recovery to T with masks.
+fn unstructured<'a>(
+    mut s: Session<'a>,
+    spec: &TaskSpec,
+    v: &Variant,
+    opts: &TrainOptions,
+    model: &dyn RefModel,
+    data: &TrainSet,
+    budget: usize,
+) -> Result<(Session<'a>, serde_json::Value), VariantRunError> {
+    let mut opt = train::optimizer(spec, model).map_err(TrainError::from)?;
+    let dense = dense_stage(&mut s, model, data, &mut opt, budget)?;
+    if dense != Some(StageEnd::Target) {
+        return Ok((
+            s,
+            json!({"kind": "unstructured", "skipped": format!("the dense model did not reach T ({dense:?}): nothing pruned")}),
+        ));
+    }
+    let schedule = Schedule::for_eval_cadence(spec.train.eval_every_steps);
+    let mut masks = Masks::new(model, v.sparsity, schedule).map_err(TrainError::from)?;
+    let start_step = s.steps();
+    s.begin_phase("prune")?;
+    let stage = Stage {
+        max_steps: schedule.steps(),
+        until: Until::target_if(opts.stop_at_target),
+        scored: false,
+        score_last: true,
+        evaluate: true,
+        hook: &mut masks,
+    };
+    let end = match s.train_stage(model, data, &mut opt, stage) {
+        Ok(e) => e,
+        Err(e) => {
+            s.fail(e);
+            return Ok((s, masks.report(start_step)));
+        }
+    };
+    if end != StageEnd::Target && s.status() != Status::Ok {
+        s.begin_phase("recover")?;
+        let mut hook = prune::Frozen(&masks);
+        let stage = Stage {
+            max_steps: budget.saturating_sub(s.steps()),
+            until: Until::target_if(opts.stop_at_target),
+            scored: true,
+            score_last: false,
+            evaluate: true,
+            hook: &mut hook,
+        };
+        if let Err(e) = s.train_stage(model, data, &mut opt, stage) {
+            s.fail(e);
+        }
+    }
+    Ok((s, masks.report(start_step)))
+}
+
+/// Dense to T, remove units by norm, rebuild a smaller dense model, recovery to T.
+#[allow(clippy::too_many_arguments)]
+fn structured<'a>(
+    mut s: Session<'a>,
+    spec: &TaskSpec,
+    p: &Prepared,
+    v: &Variant,
+    opts: &TrainOptions,
+    model: Box<dyn RefModel>,
+    mut opt: candle_nn::AdamW,
+    data: &TrainSet,
+    budget: usize,
+    device: &Device,
+) -> Result<(Session<'a>, Box<dyn RefModel>, serde_json::Value), VariantRunError> {
+    let dense = dense_stage(&mut s, model.as_ref(), data, &mut opt, budget)?;
+    if dense != Some(StageEnd::Target) {
+        return Ok((
+            s,
+            model,
+            json!({"kind": "structured", "skipped": format!("the dense model did not reach T ({dense:?}): nothing pruned")}),
+        ));
+    }
+    s.begin_phase("prune")?;
+    let pruned =
+        prune::structured(&spec.model, model.as_ref(), v.sparsity).map_err(TrainError::from)?;
+    let small = model::build_with(
+        &pruned.spec,
+        p.input,
+        p.classes,
+        ParamStore::from_tensors(pruned.weights, vec![]),
+        &mut SeededRng::new(opts.seed, 0),
+        device,
+    )
+    .map_err(TrainError::from)?;
+    s.set_final_model(small.as_ref());
+    let mut report = pruned.report;
+    report["prune_step"] = json!(s.steps());
+    // The pruned model before any recovery is the variant's model: scored.
+    let q = s
+        .eval_now(small.as_ref(), true, 0)
+        .map_err(TrainError::from)?;
+    if q < spec.target.value || !opts.stop_at_target {
+        s.begin_phase("recover")?;
+        let mut opt = train::optimizer(spec, small.as_ref()).map_err(TrainError::from)?;
+        let stage = Stage {
+            max_steps: budget.saturating_sub(s.steps()),
+            until: Until::target_if(opts.stop_at_target),
+            scored: true,
+            score_last: false,
+            evaluate: true,
+            hook: &mut NoHook,
+        };
+        if let Err(e) = s.train_stage(small.as_ref(), data, &mut opt, stage) {
+            s.fail(e);
+        }
+    }
+    Ok((s, small, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::precision::Cast;
+    use crate::train::StepHook;
+    use candle_core::{DType, Tensor};
+
+    fn tiny() -> (Box<dyn RefModel>, Tensor, Tensor) {
+        let dev = Device::Cpu;
+        let m = model::build(
+            &ModelSpec::Mlp { hidden: vec![16] },
+            InputShape::Image { c: 1, h: 4, w: 4 },
+            3,
+            &mut SeededRng::new(5, 0),
+            &dev,
+        )
+        .unwrap();
+        let x = Tensor::rand(0f32, 1., (8, 1, 4, 4), &dev).unwrap();
+        let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1], &dev).unwrap();
+        (m, x, y)
+    }
+
+    /// AMP: the forward runs in bf16, the gradients arrive on the f32 masters as f32.
+    #[test]
+    fn amp_gradients_reach_the_f32_masters_as_f32() {
+        let (m, x, y) = tiny();
+        let cast = Cast::for_precision(Precision::Bf16Amp, &Device::Cpu).unwrap();
+        let (loss, grads) = train::grads_of(m.as_ref(), &cast, None, &x, &y).unwrap();
+        assert_eq!(loss.dtype(), DType::F32);
+        assert!(cast.ran_low_precision());
+        for (name, var) in m.params().named() {
+            assert_eq!(var.dtype(), DType::F32, "{name}");
+            let g = grads.get(var.as_tensor()).expect("a gradient");
+            assert_eq!(g.dtype(), DType::F32, "{name}");
+            let n = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(n > 0.0 && n.is_finite(), "{name}: {n}");
+        }
+    }
+
+    /// Masked weights are exactly zero after pruning and stay zero through optimizer steps
+    /// (AdamW's weight decay and momentum would move them; the hook re-applies the masks).
+    #[test]
+    fn masked_weights_stay_exactly_zero_through_training() {
+        let (m, x, y) = tiny();
+        let spec_opt = candle_nn::ParamsAdamW {
+            lr: 0.01,
+            ..Default::default()
+        };
+        let mut opt =
+            <candle_nn::AdamW as candle_nn::Optimizer>::new(m.params().vars(), spec_opt).unwrap();
+        let mut masks = Masks::new(m.as_ref(), 0.7, Schedule::for_eval_cadence(5)).unwrap();
+        masks.prune_to(0.7).unwrap();
+        let zeros = |m: &dyn RefModel| -> Vec<Vec<bool>> {
+            m.params()
+                .weights()
+                .iter()
+                .filter(|w| w.uses_per_sample > 0)
+                .map(|w| {
+                    let (_, v) = m
+                        .params()
+                        .named()
+                        .iter()
+                        .find(|(n, _)| *n == w.name)
+                        .unwrap();
+                    v.flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| *x == 0.0)
+                        .collect()
+                })
+                .collect()
+        };
+        let before = zeros(m.as_ref());
+        let n0: usize = before.iter().flatten().filter(|z| **z).count();
+        assert!(n0 as f64 >= 0.69 * masks.prunable_elems() as f64);
+        let mut hook = prune::Frozen(&masks);
+        for k in 1..=5 {
+            let _ = train::train_step(m.as_ref(), &mut opt, &x, &y).unwrap();
+            hook.after_step(k).unwrap();
+        }
+        let after = zeros(m.as_ref());
+        for (b, a) in before.iter().zip(&after) {
+            for (zb, za) in b.iter().zip(a) {
+                assert!(!zb || *za, "a pruned weight moved");
+            }
+        }
+    }
+}

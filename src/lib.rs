@@ -13,6 +13,7 @@ pub mod model;
 pub mod progress;
 pub mod results;
 pub mod runner;
+pub mod synth;
 pub mod system;
 pub mod task;
 pub mod train;

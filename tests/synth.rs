@@ -147,13 +147,13 @@ fn gaussian_on_digits_samples_the_clipped_model() {
     // its sd is at most the unclipped sd / sqrt(n). 5 sd over 640 checks.
     for (c, (m, _, _)) in class_moments(&s, 10).iter().enumerate() {
         let fit = g.class(c).unwrap();
-        for i in 0..64 {
-            let sd = fit.var[i].sqrt();
-            let want = clipped_normal_mean(fit.mean[i], sd);
+        assert_eq!(m.len(), 64);
+        for (i, ((got, mu), var)) in m.iter().zip(&fit.mean).zip(&fit.var).enumerate() {
+            let sd = var.sqrt();
+            let want = clipped_normal_mean(*mu, sd);
             assert!(
-                (m[i] - want).abs() < 5.0 * sd / (n as f64).sqrt() + 1e-9,
-                "class {c} pixel {i}: {} vs {want}",
-                m[i]
+                (got - want).abs() < 5.0 * sd / (n as f64).sqrt() + 1e-9,
+                "class {c} pixel {i}: {got} vs {want}"
             );
         }
     }

@@ -281,7 +281,9 @@ impl Generator for Gmm {
         if train.is_empty() {
             return Err(SynthError::NoData);
         }
-        if self.opts.components == 0 || !(self.opts.var_floor > 0.0) || !(self.opts.tol >= 0.0) {
+        let floor_ok = self.opts.var_floor > 0.0 && self.opts.var_floor.is_finite();
+        let tol_ok = self.opts.tol >= 0.0 && self.opts.tol.is_finite();
+        if self.opts.components == 0 || !floor_ok || !tol_ok {
             return Err(SynthError::InvalidOption(format!("{:?}", self.opts)));
         }
         let groups = by_class(train, classes)?;

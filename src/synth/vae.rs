@@ -237,7 +237,8 @@ impl Generator for Vae {
         if train.is_empty() {
             return Err(SynthError::NoData);
         }
-        if self.opts.batch_size == 0 || self.opts.iw_samples == 0 || !(self.opts.var_floor > 0.0) {
+        let floor_ok = self.opts.var_floor > 0.0 && self.opts.var_floor.is_finite();
+        if self.opts.batch_size == 0 || self.opts.iw_samples == 0 || !floor_ok {
             return Err(SynthError::InvalidOption(format!("{:?}", self.opts)));
         }
         let groups = by_class(train, classes)?;

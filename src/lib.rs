@@ -17,6 +17,7 @@ pub mod progress;
 pub mod prune;
 pub mod results;
 pub mod runner;
+pub mod synth;
 pub mod system;
 pub mod task;
 pub mod train;

@@ -243,12 +243,23 @@ fn run_one(
         seed,
         stop_at_target: plan.stop_at_target,
     };
+    // The real training images a generator is fitted to (synthetic and mixed data only).
+    let real_train = match variant.data_source() {
+        crate::variant::DataSource::Synthetic | crate::variant::DataSource::Mixed { .. } => {
+            match train::task_data(spec, &task.data)? {
+                crate::data::Loaded::Images { train, .. } => Some(train),
+                crate::data::Loaded::Text(_) => None,
+            }
+        }
+        _ => None,
+    };
     let vo = variant_run::run(
         spec,
         p,
         variant,
         &opts,
         start,
+        real_train.as_ref(),
         meter,
         &plan.device,
         observer,
@@ -313,6 +324,7 @@ fn run_one(
         .as_ref()
         .and_then(|s| serde_json::to_value(s).ok());
     variant.pruning_schedule = vo.pruning_schedule.clone();
+    variant.synthetic = vo.synthetic.clone();
     variant.checkpoint = vo.checkpoint.clone().map(|mut c| {
         // Incremental: this run's window. Cumulative: plus the energy that produced the
         // checkpoint, known only for a harness checkpoint.

@@ -104,6 +104,10 @@ pub struct Variant {
     /// Run level: the dynamic loss scale of an f16 run (trace summary, skipped steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<serde_json::Value>,
+    /// Run level: how the synthetic (or blended) training set was made (generator, counts,
+    /// fit and sample FLOPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<serde_json::Value>,
 }
 
 /// A named or composed variant that cannot be run.
@@ -139,6 +143,7 @@ pub fn baseline() -> Variant {
         pruning_schedule: None,
         precision_report: None,
         loss_scale: None,
+        synthetic: None,
     }
 }
 
@@ -172,6 +177,7 @@ impl Variant {
             pruning_schedule: None,
             precision_report: None,
             loss_scale: None,
+            synthetic: None,
             ..self.clone()
         }
     }
@@ -234,11 +240,11 @@ pub fn catalog() -> Vec<(Variant, &'static str)> {
         ("structured-50", "dense to T, remove 50 % of hidden units/channels by norm, rebuild smaller, recover to T"),
         ("finetune", "start from the source task's checkpoint (task key finetune.source, or --checkpoint)"),
         ("finetune-freeze-fc0", "finetune with layer fc0 loaded and frozen (not trained, no gradient below it)"),
-        ("synthetic-gaussian", "train on samples of a per-class diagonal Gaussian fitted to the real train set [not runnable yet: needs the generators of the collapse branch]"),
-        ("synthetic-gmm", "train on samples of a per-class Gaussian mixture (EM) fitted to the real train set [not runnable yet: needs the generators of the collapse branch]"),
-        ("synthetic-vae", "train on samples of a small class-conditional VAE fitted to the real train set [not runnable yet: needs the generators of the collapse branch]"),
-        ("mixed-50-gmm", "half real training samples, half GMM samples [not runnable yet: needs the generators of the collapse branch]"),
-        ("random-tensors", "random inputs and labels: throughput track (J/sample, J/step; never JPP, never ranked) [not runnable yet: needs the generators of the collapse branch]"),
+        ("synthetic-gaussian", "train on samples of a per-class diagonal Gaussian fitted to the real train set"),
+        ("synthetic-gmm", "train on samples of a per-class Gaussian mixture (EM) fitted to the real train set"),
+        ("synthetic-vae", "train on samples of a small class-conditional VAE fitted to the real train set"),
+        ("mixed-50-gmm", "half real training samples, half GMM samples"),
+        ("random-tensors", "random inputs and labels: throughput track (J/sample, J/step; never JPP, never ranked) [not runnable yet: the throughput track is not wired]"),
     ];
     presets
         .iter()

@@ -7,19 +7,23 @@
 //! training to T, gradual global magnitude pruning with masks re-applied after every step,
 //! recovery to T); structured pruning (dense training to T, removing units by norm, rebuilding a
 //! smaller dense model, recovery to T); fine-tuning (the model built from a checkpoint, optional
-//! frozen layers). Each pipeline is phases of one session, so its phases add up to the run's
+//! frozen layers); synthetic and mixed data (a generator of `synth` fitted to the real training
+//! images and sampled, both inside the window as phases `generator-fit` and `sample`, the
+//! classifier then trained on the synthetic (or blended) set and always evaluated on the real
+//! held-out set). Each pipeline is phases of one session, so its phases add up to the run's
 //! energy and the run's energy is the whole pipeline's.
 //! Must not: write run files or checkpoints (the runner does), parse variant names (`variant`),
 //! or implement a technique (`precision`, `prune`, `checkpoint`).
 //!
-//! Not yet here: synthetic and mixed data (the generators live on the `collapse` branch) and
-//! the random-tensors throughput track; `preflight` refuses them with that reason.
+//! Not yet here: the random-tensors throughput track; `preflight` refuses it with that reason.
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::data::ImageSet;
 use crate::energy::Meter;
 use crate::model::{self, InputShape, ParamStore, RefModel, SeededRng};
 use crate::precision::{Amp, PrecisionError, Tf32Guard};
 use crate::prune::{self, Masks, Schedule};
+use crate::synth::{self, GeneratorKind, SynthError};
 use crate::task::{ModelSpec, TaskSpec};
 use crate::train::{
     self, NoHook, Observer, Prepared, Session, Stage, StageEnd, Status, TrainError, TrainOptions,
@@ -39,6 +43,8 @@ pub enum VariantRunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error(transparent)]
+    Synth(#[from] SynthError),
     #[error("variant '{name}' is not implemented yet: {reason}")]
     NotImplemented { name: String, reason: String },
 }
@@ -68,11 +74,10 @@ pub fn preflight(
         explicit_checkpoint,
     )?;
     Amp::for_precision(v.precision, device)?;
-    if v.data_source() != DataSource::Real {
+    if v.data_source() == DataSource::Random {
         return Err(VariantRunError::NotImplemented {
             name: v.name.clone(),
-            reason: "synthetic, mixed and random-tensors data need the generators of the \
-                     `collapse` branch, not merged yet; use real data"
+            reason: "the random-tensors throughput track (J/sample, J/step) is not wired yet"
                 .into(),
         });
     }
@@ -151,6 +156,7 @@ pub struct VariantOutcome {
     pub model: Box<dyn RefModel>,
     pub checkpoint: Option<serde_json::Value>,
     pub pruning_schedule: Option<serde_json::Value>,
+    pub synthetic: Option<serde_json::Value>,
 }
 
 /// Build the run's starting model: seeded, or from a checkpoint (shapes must match exactly;
@@ -205,6 +211,7 @@ pub fn run(
     v: &Variant,
     opts: &TrainOptions,
     start: Start,
+    real_train: Option<&ImageSet>,
     meter: &mut dyn Meter,
     device: &Device,
     observer: &mut dyn Observer,
@@ -218,9 +225,38 @@ pub fn run(
     // TF32 is a global cuBLAS switch: on for exactly this window, off after.
     let _tf32 = Tf32Guard::new(v.precision == Precision::Tf32);
     let mut opt = train::optimizer(spec, model.as_ref()).map_err(TrainError::from)?;
-    let data = TrainSet::real(p);
-    let budget = train::budget_steps(spec, data.n / train::batch_size(spec, data.n).max(1));
+    let budget = train::budget_steps(spec, p.n_train / train::batch_size(spec, p.n_train).max(1));
     let mut s = Session::open(spec, p, opts, amp, model.as_ref(), meter, device, observer)?;
+    // The training set: the real one, or one made inside the window (fit, then sample).
+    let mut synthetic = None;
+    let data = match v.data_source() {
+        DataSource::Synthetic | DataSource::Mixed { .. } => {
+            let made = real_train
+                .ok_or_else(|| {
+                    candle_core::Error::Msg("synthetic data needs the real training images".into())
+                })
+                .map_err(SynthError::from)
+                .and_then(|real| synthetic_set(&mut s, spec, p, v, opts.seed, real, device));
+            match made {
+                Ok((set, report)) => {
+                    synthetic = Some(report);
+                    set
+                }
+                Err(e) => {
+                    s.fail(e);
+                    let out = s.finish()?;
+                    return Ok(VariantOutcome {
+                        out,
+                        model,
+                        checkpoint,
+                        pruning_schedule: None,
+                        synthetic,
+                    });
+                }
+            }
+        }
+        _ => TrainSet::real(p),
+    };
     let (mut out, model, pruning_schedule) = match v.pruning {
         Pruning::None => {
             s.begin_phase(if v.init == Init::Finetune {
@@ -289,7 +325,92 @@ pub fn run(
         model,
         checkpoint,
         pruning_schedule,
+        synthetic,
     })
+}
+
+/// Which real samples a run keeps and how many synthetic ones of each class it draws: per
+/// class, `round(real_fraction x n_c)` real samples (a seeded choice) and the rest synthetic,
+/// so the blend keeps the real training set's size and class balance.
+pub fn blend_plan(
+    real: &ImageSet,
+    classes: usize,
+    real_fraction: f64,
+    rng: &mut SeededRng,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &l) in real.labels.iter().enumerate() {
+        if let Some(c) = by_class.get_mut(l as usize) {
+            c.push(i);
+        }
+    }
+    let mut keep = Vec::new();
+    let mut counts = vec![0usize; classes];
+    for (c, idx) in by_class.iter_mut().enumerate() {
+        let k = ((real_fraction * idx.len() as f64).round() as usize).min(idx.len());
+        rng.shuffle(idx);
+        keep.extend_from_slice(&idx[..k]);
+        counts[c] = idx.len() - k;
+    }
+    keep.sort_unstable();
+    (keep, counts)
+}
+
+/// Fit the variant's generator to the real training images (phase `generator-fit`), sample the
+/// synthetic part (phase `sample`) and build the training tensors; FLOPs of both are counted.
+fn synthetic_set(
+    s: &mut Session<'_>,
+    spec: &TaskSpec,
+    p: &Prepared,
+    v: &Variant,
+    seed: u64,
+    real: &ImageSet,
+    device: &Device,
+) -> Result<(TrainSet, serde_json::Value), SynthError> {
+    let kind = GeneratorKind::parse(v.generator.as_deref().unwrap_or(""))?;
+    let real_fraction = match v.data_source() {
+        DataSource::Mixed { real_fraction } => real_fraction,
+        _ => 0.0,
+    };
+    let phase = |s: &mut Session<'_>, name: &str| {
+        s.begin_phase(name)
+            .map_err(|e| SynthError::Candle(candle_core::Error::Msg(e.to_string())))
+    };
+    phase(s, "generator-fit")?;
+    let mut gen = synth::build(kind);
+    gen.fit(real, p.classes, &mut SeededRng::new(seed, 11), device)?;
+    let fit_flops = gen.fit_flops();
+    s.add_flops(fit_flops);
+    phase(s, "sample")?;
+    let (keep, counts) = blend_plan(
+        real,
+        p.classes,
+        real_fraction,
+        &mut SeededRng::new(seed, 12),
+    );
+    let n_synth: usize = counts.iter().sum();
+    let mut set = gen.sample(&counts, &mut SeededRng::new(seed, 13), device)?;
+    let sample_flops = gen.sample_flops(n_synth);
+    s.add_flops(sample_flops);
+    let len = real.sample_len();
+    for &i in &keep {
+        set.images
+            .extend_from_slice(&real.images[i * len..(i + 1) * len]);
+        set.labels.push(real.labels[i]);
+    }
+    let n = set.len();
+    let (x, y) = train::images_to_tensors(spec, &set, n, device)?;
+    let report = json!({
+        "generator": kind.label(),
+        "generator_detail": gen.describe(),
+        "real_fraction": real_fraction,
+        "real_samples": keep.len(),
+        "synthetic_samples": n_synth,
+        "fit_flops": fit_flops,
+        "sample_flops": sample_flops,
+        "note": "the generator is fitted to the real training images and sampled inside the measured window (phases generator-fit and sample); the classifier trains on this set and is evaluated on the real held-out set",
+    });
+    Ok((TrainSet { x, y, n }, report))
 }
 
 /// The dense model's stage: train to T (any eval), never scored.
@@ -455,6 +576,29 @@ mod tests {
     }
 
     /// AMP: the forward runs in bf16, the gradients arrive on the f32 masters as f32.
+    /// A synthetic run's classifier never reads a real training image: with real fraction 0
+    /// the plan keeps none and draws every class's count from the generator; a blend keeps
+    /// the class balance.
+    #[test]
+    fn blend_plans_keep_class_counts_and_no_real_image_when_synthetic() {
+        let real = ImageSet {
+            images: (0..10 * 4).map(|i| i as f32 / 40.0).collect(),
+            labels: vec![0, 1, 1, 2, 2, 2, 0, 1, 2, 2],
+            shape: [1, 2, 2],
+        };
+        let (keep, counts) = blend_plan(&real, 3, 0.0, &mut SeededRng::new(1, 0));
+        assert!(keep.is_empty());
+        assert_eq!(counts, [2, 3, 5]);
+        let (keep, counts) = blend_plan(&real, 3, 0.5, &mut SeededRng::new(1, 0));
+        assert_eq!(counts, [1, 1, 2]); // round(0.5 x [2, 3, 5]) = [1, 2, 3] kept (half up)
+        assert_eq!(keep.len(), 6);
+        let mut kept_per_class = [0usize; 3];
+        for &i in &keep {
+            kept_per_class[real.labels[i] as usize] += 1;
+        }
+        assert_eq!(kept_per_class, [1, 2, 3]);
+    }
+
     #[test]
     fn amp_gradients_reach_the_f32_masters_as_f32() {
         let (m, x, y) = tiny();

@@ -1,6 +1,6 @@
 //! End-to-end tests of the variants through the `joulebench` binary on the shipped digits data
 //! (seconds each): mixed precision, unstructured and structured pruning, fine-tuning from a
-//! pretrained (or external) checkpoint, each charged for its whole pipeline in one window, and
+//! pretrained (or external) checkpoint, synthetic and mixed data, each charged for its whole pipeline in one window, and
 //! the bad inputs of issue 3 giving one line on stderr and exit code 2.
 
 use serde_json::Value;
@@ -193,6 +193,44 @@ fn finetune_pretrains_the_source_and_reports_cumulative_energy() {
     assert_eq!(r["variant"]["frozen"][0], "fc0");
 }
 
+#[test]
+fn synthetic_data_is_made_and_charged_inside_the_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run_variant(
+        tmp.path(),
+        "digits-mlp",
+        "synthetic-gaussian",
+        &["--max-epochs", "3"],
+    );
+    assert!(
+        r["status"] == "ok" || r["status"] == "dnf",
+        "{}",
+        r["error"]
+    );
+    assert_phases(&r, &["generator-fit", "sample", "train"]);
+    let syn = &r["variant"]["synthetic"];
+    assert_eq!(syn["real_samples"], 0, "{syn}");
+    assert_eq!(syn["synthetic_samples"], r["dataset"]["train_samples"]);
+    assert!(f(&syn["fit_flops"]) > 0.0 && f(&syn["sample_flops"]) > 0.0);
+    // The generator's FLOPs are part of the run's.
+    assert!(f(&r["flops"]["executed"]) > f(&syn["fit_flops"]) + f(&syn["sample_flops"]));
+    // Evaluated on the real held-out set, above chance: the generator learned the classes.
+    assert!(f(&r["quality"]["best"]) > 0.5, "{}", r["quality"]["best"]);
+
+    let m = run_variant(
+        tmp.path(),
+        "digits-mlp",
+        "mixed-50-gaussian",
+        &["--max-epochs", "2"],
+    );
+    let syn = &m["variant"]["synthetic"];
+    let n = m["dataset"]["train_samples"].as_u64().unwrap();
+    let real = syn["real_samples"].as_u64().unwrap();
+    assert_eq!(real + syn["synthetic_samples"].as_u64().unwrap(), n);
+    assert!((real as f64 - n as f64 / 2.0).abs() <= 10.0, "{syn}");
+    assert_eq!(m["variant"]["data"], "mixed:0.5");
+}
+
 fn assert_usage_error(o: &Output, needles: &[&str]) {
     let e = stderr(o);
     assert_eq!(o.status.code(), Some(2), "stderr: {e}");
@@ -220,6 +258,7 @@ fn impossible_variants_are_usage_errors() {
     assert_usage_error(&go(base("structured-100")), &["sparsity 1.0"]);
     assert_usage_error(&go(base("finetune")), &["--checkpoint"]);
     assert_usage_error(&go(base("tf32")), &["CUDA"]);
+    assert_usage_error(&go(base("synthetic-diffusion")), &["unknown generator"]);
     // A checkpoint whose shapes do not match the model.
     let bad = tmp.path().join("bad.safetensors");
     let t = candle_core::Tensor::zeros((3, 3), candle_core::DType::F32, &candle_core::Device::Cpu)

@@ -231,8 +231,9 @@ fn list(as_json: bool) -> Result<(), Failure> {
     }
     println!("variants:");
     for (v, d) in &variants {
-        println!("  {:<14} {d}", v.name);
+        println!("  {:<19} {d}", v.name);
     }
+    println!("  (or any composition: {})", variant::GRAMMAR);
     println!("meters:");
     for (n, d) in meters {
         println!("  {n:<14} {d}");

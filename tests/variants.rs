@@ -278,3 +278,32 @@ fn impossible_variants_are_usage_errors() {
         !res.join("runs").exists() || std::fs::read_dir(res.join("runs")).unwrap().count() == 0
     );
 }
+
+#[test]
+fn list_shows_every_preset_and_the_grammar() {
+    let o = jb(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in [
+        "bf16-amp",
+        "f16-amp",
+        "unstructured-90",
+        "structured-50",
+        "finetune-freeze-fc0",
+        "synthetic-vae",
+        "mixed-50-gmm",
+        "any composition",
+        "digits-hi-mlp",
+    ] {
+        assert!(out.contains(name), "{name} missing from: {out}");
+    }
+    let o = jb(&["list", "--json"]);
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = j["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"structured-50") && names.contains(&"synthetic-gmm"));
+}

@@ -509,6 +509,11 @@ pub fn summary_line(r: &RunRecord) -> String {
         .map_or("-".into(), |q| format!("{:.2} %", 100.0 * q));
     let tail = match (r.ett_j, r.ttt_s, &r.jpp_label) {
         (Some(e), Some(t), Some(l)) => format!("ETT {e:.1} J, TTT {t:.1} s, JPP {l}"),
+        _ if r.variant.data == "random" => format!(
+            "throughput track: {:.4} J/sample, {:.3} J/step (no target, never ranked)",
+            r.energy.total_j / r.samples.max(1) as f64,
+            r.energy.total_j / r.steps.max(1) as f64
+        ),
         _ => format!(
             "did not reach {:.2} % (best {})",
             100.0 * r.quality.target,

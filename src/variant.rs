@@ -244,7 +244,7 @@ pub fn catalog() -> Vec<(Variant, &'static str)> {
         ("synthetic-gmm", "train on samples of a per-class Gaussian mixture (EM) fitted to the real train set"),
         ("synthetic-vae", "train on samples of a small class-conditional VAE fitted to the real train set"),
         ("mixed-50-gmm", "half real training samples, half GMM samples"),
-        ("random-tensors", "random inputs and labels: throughput track (J/sample, J/step; never JPP, never ranked) [not runnable yet: the throughput track is not wired]"),
+        ("random-tensors", "random inputs and labels: throughput track (J/sample, J/step; never JPP, never ranked)"),
     ];
     presets
         .iter()

@@ -15,7 +15,8 @@
 //! Must not: write run files or checkpoints (the runner does), parse variant names (`variant`),
 //! or implement a technique (`precision`, `prune`, `checkpoint`).
 //!
-//! Not yet here: the random-tensors throughput track; `preflight` refuses it with that reason.
+//! The random-tensors throughput track (data `random`) trains one pass of the training set's
+//! size on random inputs and labels made inside the window, with no evals: J/sample and J/step.
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::data::ImageSet;
@@ -74,13 +75,6 @@ pub fn preflight(
         explicit_checkpoint,
     )?;
     Amp::for_precision(v.precision, device)?;
-    if v.data_source() == DataSource::Random {
-        return Err(VariantRunError::NotImplemented {
-            name: v.name.clone(),
-            reason: "the random-tensors throughput track (J/sample, J/step) is not wired yet"
-                .into(),
-        });
-    }
     Ok(())
 }
 
@@ -255,8 +249,24 @@ pub fn run(
                 }
             }
         }
-        _ => TrainSet::real(p),
+        DataSource::Random => {
+            // The throughput track: random inputs and labels of the task's shapes, made
+            // inside the window, one pass of the real training set's size, no evals.
+            s.begin_phase("generate")?;
+            let n = p.n_train;
+            let (x, y) = train::random_batch(
+                p.input,
+                p.classes,
+                n,
+                &mut SeededRng::new(opts.seed, 14),
+                device,
+            )
+            .map_err(TrainError::from)?;
+            TrainSet { x, y, n }
+        }
+        DataSource::Real => TrainSet::real(p),
     };
+    let random = v.data_source() == DataSource::Random;
     let (mut out, model, pruning_schedule) = match v.pruning {
         Pruning::None => {
             s.begin_phase(if v.init == Init::Finetune {
@@ -265,15 +275,21 @@ pub fn run(
                 "train"
             })?;
             let stage = Stage {
-                max_steps: budget,
+                max_steps: if random {
+                    data.n / train::batch_size(spec, data.n).max(1)
+                } else {
+                    budget
+                },
                 until: Until::target_if(opts.stop_at_target),
-                scored: true,
+                scored: !random,
                 score_last: false,
-                evaluate: true,
+                evaluate: !random,
                 hook: &mut NoHook,
             };
-            if let Err(e) = s.train_stage(model.as_ref(), &data, &mut opt, stage) {
-                s.fail(e);
+            match s.train_stage(model.as_ref(), &data, &mut opt, stage) {
+                Ok(_) if random => s.complete_without_target(),
+                Ok(_) => {}
+                Err(e) => s.fail(e),
             }
             (s.finish()?, model, None)
         }
@@ -303,6 +319,17 @@ pub fn run(
                 out.precision_report
             ));
         }
+    }
+    if random {
+        let total_j = out.window.as_ref().map_or(0.0, |w| w.total_j());
+        synthetic = Some(json!({
+            "track": "throughput (random-tensors)",
+            "samples": out.samples,
+            "steps": out.steps,
+            "j_per_sample": total_j / out.samples.max(1) as f64,
+            "j_per_step": total_j / out.steps.max(1) as f64,
+            "note": "random inputs and labels, one pass of the training set's size, no evals: J/sample and J/step only, never ETT or JPP, never ranked",
+        }));
     }
     let pruning_schedule = pruning_schedule.map(|mut sch| {
         let phase_j = |name: &str| -> f64 {

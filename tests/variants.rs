@@ -231,6 +231,19 @@ fn synthetic_data_is_made_and_charged_inside_the_window() {
     assert_eq!(m["variant"]["data"], "mixed:0.5");
 }
 
+#[test]
+fn random_tensors_is_a_throughput_track_with_no_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run_variant(tmp.path(), "digits-mlp", "random-tensors", &[]);
+    assert_eq!(r["status"], "ok", "{}", r["error"]);
+    assert!(r["ett_j"].is_null() && r["jpp"].is_null());
+    assert!(r["quality"]["curve"].as_array().unwrap().is_empty());
+    let t = &r["variant"]["synthetic"];
+    assert_eq!(t["steps"], r["steps"]);
+    assert!(f(&t["j_per_step"]) > 0.0 && f(&t["j_per_sample"]) > 0.0);
+    assert_phases(&r, &["generate", "train"]);
+}
+
 fn assert_usage_error(o: &Output, needles: &[&str]) {
     let e = stderr(o);
     assert_eq!(o.status.code(), Some(2), "stderr: {e}");

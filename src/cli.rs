@@ -11,6 +11,7 @@ use crate::runner::{self, Plan, TaskRun};
 use crate::task;
 use crate::train::Status;
 use crate::variant;
+use crate::variant_run;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -112,6 +113,10 @@ pub struct RunArgs {
     /// Print the run records as JSON lines instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// Weights (safetensors) every `finetune` variant starts from; without a joulebench
+    /// sidecar beside them they are recorded as `external`.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// A failure and its exit code.
@@ -229,8 +234,9 @@ fn list(as_json: bool) -> Result<(), Failure> {
     }
     println!("variants:");
     for (v, d) in &variants {
-        println!("  {:<14} {d}", v.name);
+        println!("  {:<19} {d}", v.name);
     }
+    println!("  (or any composition: {})", variant::GRAMMAR);
     println!("meters:");
     for (n, d) in meters {
         println!("  {n:<14} {d}");
@@ -347,6 +353,29 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     let results = ResultsDir::open(&a.results).map_err(usage)?;
     let data = data::load(spec.dataset, a.data_dir.as_deref()).map_err(usage)?;
+    for v in &variants {
+        variant_run::preflight(&spec, v, &device, a.checkpoint.is_some()).map_err(usage)?;
+    }
+    let finetune_source = match variant_run::finetune_source(
+        &spec,
+        &variants,
+        a.checkpoint.as_deref(),
+        &models_dir,
+        &data,
+        &device,
+    )
+    .map_err(usage)?
+    {
+        Some(s) => {
+            let d = data::load(s.dataset, a.data_dir.as_deref()).map_err(usage)?;
+            Some(Box::new(TaskRun {
+                spec: s,
+                data: d,
+                finetune_source: None,
+            }))
+        }
+        None => None,
+    };
     let gpu = device_label
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());
@@ -373,13 +402,18 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     }
     let plan = Plan {
         jobs: runner::order(0, &variants, &seeds),
-        tasks: vec![TaskRun { spec, data }],
+        tasks: vec![TaskRun {
+            spec,
+            data,
+            finetune_source,
+        }],
         device,
         device_label,
         results,
         idle_s: a.idle_s,
         cooldown_s: a.cooldown_s,
         stop_at_target: !a.full_budget,
+        checkpoint: a.checkpoint.clone(),
     };
     let as_json = a.json;
     let series = runner::run_series(

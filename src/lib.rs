@@ -5,18 +5,23 @@
 //! target accuracy (ETT) and joules per accuracy point (JPP). Data flows one way:
 //! `cli` (argv -> validated plan) -> `energy::detect` -> `runner` -> `train` -> `results`.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod energy;
 pub mod knee;
 pub mod metrics;
 pub mod model;
+pub mod precision;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod synth;
 pub mod system;
 pub mod task;
 pub mod train;
 pub mod variant;
+pub mod variant_run;

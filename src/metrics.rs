@@ -78,6 +78,8 @@ mod tests {
             time_s: energy_j / 10.0,
             value,
             train_loss: 0.0,
+            phase: "train".into(),
+            scored: true,
         }
     }
 

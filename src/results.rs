@@ -83,9 +83,11 @@ pub struct QualitySummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flops {
-    /// FLOPs the dense model would execute (3 x forward per trained sample + eval forwards).
+    /// FLOPs of the work counting only unpruned weights (3 x forward per trained sample, less
+    /// the frozen layers' backward, + eval forwards; measurement.md section 4).
     pub nominal: f64,
-    /// FLOPs the kernels actually executed (equal to nominal for dense models).
+    /// FLOPs the kernels actually executed (equal to nominal for dense models; more under
+    /// unstructured masks on dense kernels).
     pub executed: f64,
     pub forward_per_sample: u64,
 }

@@ -5,17 +5,19 @@
 //! run record, and writing it the moment the run ends so a crash loses nothing finished.
 //! Must not: parse argv (cli) or touch a meter outside the idle baseline and `train`.
 
+use crate::checkpoint;
 use crate::data::DatasetBundle;
 use crate::energy::{self, Meter, MeterProbe, Source};
 use crate::metrics;
-use crate::model::{self, SeededRng};
+use crate::model::SeededRng;
 use crate::results::{
     self, EnergySummary, Flops, Phase, QualitySummary, ResultsDir, RunRecord, TimeSummary,
 };
 use crate::system::{self, SystemInfo};
 use crate::task::TaskSpec;
 use crate::train::{self, Observer, Prepared, Status, TrainOptions};
-use crate::variant::Variant;
+use crate::variant::{Init, Variant};
+use crate::variant_run::{self, Start};
 use candle_core::Device;
 use serde_json::json;
 use std::time::Duration;
@@ -24,6 +26,8 @@ use std::time::Duration;
 pub struct TaskRun {
     pub spec: TaskSpec,
     pub data: DatasetBundle,
+    /// The task a `finetune` variant starts from (its `[finetune] source`), when one runs.
+    pub finetune_source: Option<Box<TaskRun>>,
 }
 
 /// One run to do: a task (index into `Plan::tasks`), a variant and a seed.
@@ -45,6 +49,9 @@ pub struct Plan {
     pub idle_s: f64,
     pub cooldown_s: f64,
     pub stop_at_target: bool,
+    /// `--checkpoint`: the weights every `finetune` job starts from (else the source task's
+    /// harness checkpoint, pretrained in this series when missing).
+    pub checkpoint: Option<std::path::PathBuf>,
 }
 
 /// Idle power of the meter's components, measured before the series.
@@ -121,6 +128,24 @@ pub fn run_series(
         }
         // Random 0-100 ms start delay: decorrelates runs from periodic background activity.
         std::thread::sleep(Duration::from_millis(delay_rng.below(101) as u64));
+        let start = if job.variant.init == Init::Finetune {
+            let (start, pre) = finetune_start(
+                plan,
+                task,
+                job.seed,
+                meter,
+                &sys,
+                idle.as_ref(),
+                &mut observer_for,
+            )?;
+            if let Some(pre) = pre {
+                on_record(&pre);
+                records.push(pre);
+            }
+            start
+        } else {
+            Start::Scratch
+        };
         let label = format!("{} {} seed {}", task.spec.name, job.variant.name, job.seed);
         let mut obs = observer_for(&label);
         let rec = run_one(
@@ -129,6 +154,8 @@ pub fn run_series(
             p,
             &job.variant,
             job.seed,
+            start,
+            None,
             meter,
             &sys,
             idle.as_ref(),
@@ -140,6 +167,61 @@ pub fn run_series(
     Ok(Series { records, idle })
 }
 
+/// The checkpoint a fine-tune job starts from: `--checkpoint`, or the source task's harness
+/// checkpoint for this seed, pretrained now (its own run, run file and measured window; the
+/// checkpoint's sidecar keeps that energy) when it does not exist yet.
+#[allow(clippy::too_many_arguments)]
+fn finetune_start(
+    plan: &Plan,
+    task: &TaskRun,
+    seed: u64,
+    meter: &mut dyn Meter,
+    sys: &SystemInfo,
+    idle: Option<&Idle>,
+    observer_for: &mut impl FnMut(&str) -> Box<dyn Observer>,
+) -> anyhow::Result<(Start, Option<RunRecord>)> {
+    if let Some(path) = &plan.checkpoint {
+        return Ok((
+            Start::Checkpoint(checkpoint::load(path, &plan.device)?),
+            None,
+        ));
+    }
+    let source = task.finetune_source.as_deref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "task {} has no [finetune] source and no --checkpoint was given",
+            task.spec.name
+        )
+    })?;
+    let path =
+        checkpoint::pretrained_path(plan.results.root(), &source.spec.name, seed, &sys.system_id);
+    let mut pre = None;
+    if !path.is_file() {
+        let sp = train::prepare(&source.spec, &source.data, &plan.device)?;
+        let label = format!(
+            "{} f32 seed {} (pretraining for {})",
+            source.spec.name, seed, task.spec.name
+        );
+        let mut obs = observer_for(&label);
+        pre = Some(run_one(
+            plan,
+            source,
+            &sp,
+            &crate::variant::baseline(),
+            seed,
+            Start::Scratch,
+            Some(&path),
+            meter,
+            sys,
+            idle,
+            obs.as_mut(),
+        )?);
+    }
+    Ok((
+        Start::Checkpoint(checkpoint::load(&path, &plan.device)?),
+        pre,
+    ))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     plan: &Plan,
@@ -147,6 +229,8 @@ fn run_one(
     p: &Prepared,
     variant: &Variant,
     seed: u64,
+    start: Start,
+    save_checkpoint: Option<&std::path::Path>,
     meter: &mut dyn Meter,
     sys: &SystemInfo,
     idle: Option<&Idle>,
@@ -155,21 +239,33 @@ fn run_one(
     let spec = &task.spec;
     let started_at = system::utc_now();
     let run_id = results::run_id(&spec.name, &variant.name, seed, &sys.system_id);
-    let mut init_rng = SeededRng::new(seed, 0);
-    let model = model::build(&spec.model, p.input, p.classes, &mut init_rng, &plan.device)?;
     let opts = TrainOptions {
         seed,
         stop_at_target: plan.stop_at_target,
     };
-    let out = train::train(
+    // The real training images a generator is fitted to (synthetic and mixed data only).
+    let real_train = match variant.data_source() {
+        crate::variant::DataSource::Synthetic | crate::variant::DataSource::Mixed { .. } => {
+            match train::task_data(spec, &task.data)? {
+                crate::data::Loaded::Images { train, .. } => Some(train),
+                crate::data::Loaded::Text(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let vo = variant_run::run(
         spec,
         p,
-        model.as_ref(),
+        variant,
         &opts,
+        start,
+        real_train.as_ref(),
         meter,
         &plan.device,
         observer,
     )?;
+    let out = vo.out;
+    let model = vo.model;
     let window = out.window.clone().unwrap_or_else(|| energy::WindowReport {
         duration_s: 0.0,
         report: Default::default(),
@@ -191,7 +287,9 @@ fn run_one(
             .iter()
             .all(|c| c.source.is_measured());
     let target = spec.target.value;
-    let hit = metrics::first_reaching(&out.curve, target).cloned();
+    // ETT, JPP, the ladder, final and best quality: the variant's own (scored) evals only.
+    let scored: Vec<train::CurvePoint> = out.curve.iter().filter(|c| c.scored).cloned().collect();
+    let hit = metrics::first_reaching(&scored, target).cloned();
     let (ett_j, ttt_s) = match (&hit, out.status) {
         (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
         _ => (None, None),
@@ -216,11 +314,28 @@ fn run_one(
             sources.join("+")
         )
     });
-    let final_value = out.curve.last().map(|c| c.value);
-    let best = out.curve.iter().map(|c| c.value).reduce(f64::max);
+    let final_value = scored.last().map(|c| c.value);
+    let best = scored.iter().map(|c| c.value).reduce(f64::max);
     let fwd = model.forward_flops_per_sample();
-    let evals = out.curve.len() as f64;
-    let nominal = 3.0 * fwd as f64 * out.samples as f64 + evals * fwd as f64 * p.n_eval as f64;
+    let mut variant = variant.clone();
+    variant.precision_report = out.precision_report.clone();
+    variant.loss_scale = out
+        .loss_scale
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok());
+    variant.pruning_schedule = vo.pruning_schedule.clone();
+    variant.synthetic = vo.synthetic.clone();
+    variant.checkpoint = vo.checkpoint.clone().map(|mut c| {
+        // Incremental: this run's window. Cumulative: plus the energy that produced the
+        // checkpoint, known only for a harness checkpoint.
+        let upstream = c["energy"]["cumulative_energy_j"]
+            .as_f64()
+            .or_else(|| c["energy"]["energy_j"].as_f64());
+        c["incremental_energy_j"] = json!(total_j);
+        c["cumulative_energy_j"] = json!(upstream.map(|u| u + total_j));
+        c
+    });
+    let variant = &variant;
     let mut flags = window.report.flags.clone();
     if idle.is_none() {
         flags.push("no_idle_baseline".into());
@@ -267,12 +382,16 @@ fn run_one(
             },
             window_s: window.duration_s,
         },
-        phases: vec![Phase {
-            name: "train".into(),
-            start_s: 0.0,
-            end_s: window.duration_s,
-            energy_j: total_j,
-        }],
+        phases: if out.phases.is_empty() {
+            vec![Phase {
+                name: "train".into(),
+                start_s: 0.0,
+                end_s: window.duration_s,
+                energy_j: total_j,
+            }]
+        } else {
+            out.phases.clone()
+        },
         time: TimeSummary {
             warmup_s: out.warmup_s,
             train_s: out.train_s,
@@ -288,7 +407,7 @@ fn run_one(
             best,
             final_binomial_sd: final_value.map(|q| metrics::binomial_sd(q, p.eval_predictions)),
             eval_predictions: p.eval_predictions,
-            ladder: metrics::ladder(&out.curve, target, p.chance),
+            ladder: metrics::ladder(&scored, target, p.chance),
             curve: out.curve.clone(),
         },
         ett_j,
@@ -298,14 +417,14 @@ fn run_one(
         quality_at_energy_budget: spec
             .budget
             .max_energy_j
-            .and_then(|b| metrics::quality_at_energy(&out.curve, b)),
+            .and_then(|b| metrics::quality_at_energy(&scored, b)),
         samples: out.samples,
         steps: out.steps,
         epochs: out.epochs,
         j_per_sample: (out.samples > 0).then(|| total_j / out.samples as f64),
         flops: Flops {
-            nominal,
-            executed: nominal,
+            nominal: out.flops_nominal,
+            executed: out.flops_executed,
             forward_per_sample: fwd,
         },
         model: json!({"kind": spec.model.kind(), "parameters": out.param_count}),
@@ -325,6 +444,40 @@ fn run_one(
     };
     plan.results
         .write_run(&rec, &out.events.0, &window.report.timeline)?;
+    if let Some(path) = save_checkpoint {
+        let sidecar = checkpoint::Sidecar {
+            format: checkpoint::SIDECAR_FORMAT.into(),
+            format_version: checkpoint::SIDECAR_VERSION,
+            run_id: rec.run_id.clone(),
+            task: rec.task.clone(),
+            variant: rec.variant.name.clone(),
+            seed,
+            status: rec.status.as_str().into(),
+            final_quality: rec.quality.final_value,
+            task_spec: serde_json::to_value(spec)?,
+            dataset: rec.dataset.clone(),
+            code: sys.software.clone(),
+            system_id: sys.system_id.clone(),
+            device: rec.device.clone(),
+            energy: checkpoint::CheckpointEnergy {
+                energy_j: total_j,
+                cumulative_energy_j: rec
+                    .variant
+                    .checkpoint
+                    .as_ref()
+                    .map_or(Some(total_j), |c| c["cumulative_energy_j"].as_f64()),
+                boundary: boundary.as_str().into(),
+                sources: sources.iter().map(|s| s.to_string()).collect(),
+                all_measured,
+                meter: meter.name().to_string(),
+                flags: rec.energy.flags.clone(),
+            },
+            weights_sha256: String::new(),
+            parameters: model.params().count(),
+            created_at: system::utc_now(),
+        };
+        checkpoint::save(path, model.params(), sidecar)?;
+    }
     Ok(rec)
 }
 
@@ -356,6 +509,11 @@ pub fn summary_line(r: &RunRecord) -> String {
         .map_or("-".into(), |q| format!("{:.2} %", 100.0 * q));
     let tail = match (r.ett_j, r.ttt_s, &r.jpp_label) {
         (Some(e), Some(t), Some(l)) => format!("ETT {e:.1} J, TTT {t:.1} s, JPP {l}"),
+        _ if r.variant.data == "random" => format!(
+            "throughput track: {:.4} J/sample, {:.3} J/step (no target, never ranked)",
+            r.energy.total_j / r.samples.max(1) as f64,
+            r.energy.total_j / r.steps.max(1) as f64
+        ),
         _ => format!(
             "did not reach {:.2} % (best {})",
             100.0 * r.quality.target,

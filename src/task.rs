@@ -1,9 +1,11 @@
 //! Reference tasks: the declarative specs in `models/*.toml` and their validation.
 //!
-//! Owns: parsing and validating a task file into a `TaskSpec` (model, dataset, batch size,
-//! optimizer with every hyperparameter, eval cadence, target T, chance c, budget).
+//! Owns: parsing and validating a task file into a `TaskSpec` (model, dataset and its derived
+//! view, batch size, optimizer with every hyperparameter, eval cadence, target T, chance c,
+//! budget, and the source task a fine-tune starts from).
 //! Must not: load data or build tensors (`prepare` and `model` do that).
 
+use crate::data::view::DataView;
 use crate::data::DatasetKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -31,6 +33,19 @@ pub struct TaskSpec {
     pub train: TrainSpec,
     pub target: TargetSpec,
     pub budget: BudgetSpec,
+    /// A derived view of the dataset (class filter, rotation, corpus part); absent: as loaded.
+    #[serde(default, skip_serializing_if = "DataView::is_identity")]
+    pub data: DataView,
+    /// The task whose checkpoint a `finetune` variant of this task starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneSpec {
+    /// Name of the source task (pretrained with `joulebench pretrain --task <source>`).
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +156,10 @@ pub struct BudgetSpec {
     pub max_energy_j: Option<f64>,
     #[serde(default)]
     pub max_time_s: Option<f64>,
+    /// Energy at which quality within a budget (Q@E) is read off every run's curve, for
+    /// variants that never reach T; defaults to `max_energy_j`. Does not stop a run.
+    #[serde(default)]
+    pub q_at_energy_j: Option<f64>,
 }
 
 /// The shipped task folder: `$JOULEBENCH_MODELS`, else `<crate>/models`, else `./models`.
@@ -225,6 +244,20 @@ impl TaskSpec {
         }
         if self.budget.max_epochs == 0 {
             return Err("key 'budget.max_epochs' must be at least 1".into());
+        }
+        if let Some(e) = self.budget.q_at_energy_j {
+            if !(e > 0.0 && e.is_finite()) {
+                return Err(format!(
+                    "key 'budget.q_at_energy_j' must be a positive number of joules, got {e}"
+                ));
+            }
+        }
+        self.data
+            .validate(self.dataset == DatasetKind::Text, crate::data::NUM_CLASSES)?;
+        if let Some(f) = &self.finetune {
+            if f.source == self.name {
+                return Err("key 'finetune.source' names the task itself".into());
+            }
         }
         let OptimizerSpec::Adamw {
             lr,

@@ -1,23 +1,35 @@
 //! The one training loop for every reference model, and the held-out evaluation.
 //!
-//! Owns: turning a loaded dataset into device tensors (`prepare`), seeded batch order, AdamW
-//! steps, evaluation on a fixed step cadence inside the measured window (on the clock and on
-//! the meter, as MLPerf requires), the stop decision (target, budget, divergence) and the event
-//! log of what happened when.
+//! Owns: turning a loaded dataset (through the task's data view) into device tensors
+//! (`prepare`), seeded batch order, the optimizer step (mixed precision and loss scaling
+//! through `precision`, a `StepHook` after every step for pruning masks), evaluation on a fixed
+//! step cadence inside the measured window (on the clock and on the meter, as MLPerf requires),
+//! the stop decision (target, budget, divergence), named phases of one window, executed and
+//! nominal FLOPs, and the event log of what happened when.
 //! Must not: write files or choose a meter; it is handed an opened meter and returns data.
+//!
+//! A run is one `Session`: one `MeasuredWindow` from `run_start` to `run_stop`. A pipeline
+//! (dense training, pruning, recovery; generator fit, sampling, training) is several `Stage`s
+//! and phases of that one session, so its phases add up to the run's energy.
 //!
 //! The loss never makes a host round-trip on an ordinary step: it is accumulated on the
 //! device and read once per eval (a per-step `to_scalar` stalls a GPU and skews energy;
-//! candle's mnist-training example does exactly that).
+//! candle's mnist-training example does exactly that). The one exception is f16 with dynamic
+//! loss scaling, which must know before each step whether a gradient overflowed (PyTorch's
+//! GradScaler reads the same flag on the host).
 
-use crate::data::{DatasetBundle, Loaded};
+use crate::data::{DatasetBundle, ImageSet, Loaded};
 use crate::energy::{MeasuredWindow, Meter, MeterError, WindowReport};
 use crate::model::{InputShape, RefModel, SeededRng};
+use crate::precision::{Amp, Cast, ScaleDecision, ScaleSummary};
+use crate::results::Phase;
 use crate::task::{OptimizerSpec, TaskSpec};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Device-resident train and eval tensors of one task.
@@ -36,6 +48,58 @@ pub struct Prepared {
     pub chance: f64,
 }
 
+/// The task's view of a loaded dataset (class filter, rotation, corpus part; see
+/// `data::view`): what every model of the task trains and evaluates on.
+pub fn task_data(spec: &TaskSpec, bundle: &DatasetBundle) -> candle_core::Result<Loaded> {
+    spec.data
+        .apply(&bundle.data)
+        .map_err(|e| candle_core::Error::Msg(format!("task {}: {e}", spec.name)))
+}
+
+/// What the task's model eats and how many classes it predicts, from the (viewed) data.
+pub fn input_of(spec: &TaskSpec, data: &Loaded) -> candle_core::Result<(InputShape, usize)> {
+    match data {
+        Loaded::Images { train, classes, .. } => {
+            let [c, h, w] = train.shape;
+            Ok((InputShape::Image { c, h, w }, *classes))
+        }
+        Loaded::Text(text) => match spec.model {
+            crate::task::ModelSpec::CharTransformer { context, .. } => Ok((
+                InputShape::Tokens {
+                    context,
+                    vocab: text.vocab.len(),
+                },
+                text.vocab.len(),
+            )),
+            _ => candle_core::bail!("text data needs a token model"),
+        },
+    }
+}
+
+/// The first `n` images of `set` as a standardised `(n, c, h, w)` tensor (the task's declared
+/// input mean and sd) and their labels as `u32`: the one place pixels become model inputs.
+pub fn images_to_tensors(
+    spec: &TaskSpec,
+    set: &ImageSet,
+    n: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let [c, h, w] = set.shape;
+    let (mean, sd) = match (spec.train.input_mean, spec.train.input_sd) {
+        (Some(m), Some(s)) => (m as f32, s as f32),
+        _ => (0.0, 1.0),
+    };
+    let x: Vec<f32> = set.images[..n * c * h * w]
+        .iter()
+        .map(|&p| (p - mean) / sd)
+        .collect();
+    let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
+    Ok((
+        Tensor::from_vec(x, (n, c, h, w), device)?,
+        Tensor::from_vec(y, n, device)?,
+    ))
+}
+
 /// Move a loaded dataset to the device in the shape the task's model eats.
 pub fn prepare(
     spec: &TaskSpec,
@@ -43,7 +107,7 @@ pub fn prepare(
     device: &Device,
 ) -> candle_core::Result<Prepared> {
     let cap = |n: usize| spec.train.eval_max_samples.map_or(n, |m| m.min(n));
-    match &bundle.data {
+    match &task_data(spec, bundle)? {
         Loaded::Images {
             train,
             test,
@@ -51,27 +115,14 @@ pub fn prepare(
         } => {
             let [c, h, w] = train.shape;
             let n_eval = cap(test.len());
-            let (mean, sd) = match (spec.train.input_mean, spec.train.input_sd) {
-                (Some(m), Some(s)) => (m as f32, s as f32),
-                _ => (0.0, 1.0),
-            };
-            let to_x = |v: &[f32], n: usize| {
-                let x: Vec<f32> = v.iter().map(|&p| (p - mean) / sd).collect();
-                Tensor::from_vec(x, (n, c, h, w), device)
-            };
-            let to_y = |v: &[u8], n: usize| {
-                Tensor::from_vec(
-                    v[..n].iter().map(|&l| l as u32).collect::<Vec<_>>(),
-                    n,
-                    device,
-                )
-            };
+            let (train_x, train_y) = images_to_tensors(spec, train, train.len(), device)?;
+            let (eval_x, eval_y) = images_to_tensors(spec, test, n_eval, device)?;
             Ok(Prepared {
-                train_x: to_x(&train.images, train.len())?,
-                train_y: to_y(&train.labels, train.len())?,
+                train_x,
+                train_y,
                 n_train: train.len(),
-                eval_x: to_x(&test.images[..n_eval * c * h * w], n_eval)?,
-                eval_y: to_y(&test.labels, n_eval)?,
+                eval_x,
+                eval_y,
                 n_eval,
                 eval_predictions: n_eval,
                 input: InputShape::Image { c, h, w },
@@ -149,6 +200,22 @@ pub struct CurvePoint {
     pub value: f64,
     /// Mean training loss over the steps since the previous eval.
     pub train_loss: f64,
+    /// The phase of the run this eval belongs to (`train`, `dense-train`, `recover`, ...).
+    #[serde(default = "default_phase")]
+    pub phase: String,
+    /// Whether this eval scores the variant: false for the dense model of a pruning pipeline
+    /// and during gradual pruning, whose quality is not the pruned model's. ETT, JPP, the
+    /// ladder, final and best quality are computed from scored evals only.
+    #[serde(default = "default_true")]
+    pub scored: bool,
+}
+
+fn default_phase() -> String {
+    "train".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,7 +315,18 @@ pub struct TrainOutcome {
     pub eval_s: f64,
     pub window: Option<WindowReport>,
     pub events: EventLog,
+    /// Parameters of the final model (smaller after structured pruning).
     pub param_count: usize,
+    /// Measured spans of the window, in order; they add up to the window's energy.
+    pub phases: Vec<Phase>,
+    /// FLOPs the kernels executed, and the nominal FLOPs counting only unpruned weights.
+    pub flops_executed: f64,
+    pub flops_nominal: f64,
+    /// Dtype per op class as observed (non-f32 precisions).
+    pub precision_report: Option<BTreeMap<String, String>>,
+    pub loss_scale: Option<ScaleSummary>,
+    /// Optimizer steps skipped by the loss scaler (inf/NaN gradients).
+    pub skipped_steps: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,12 +337,8 @@ pub enum TrainError {
     Meter(#[from] MeterError),
 }
 
-struct EvalResult {
-    value: f64,
-}
-
-/// Accuracy on the eval set, batched; one host read per eval.
-fn evaluate(model: &dyn RefModel, p: &Prepared, batch: usize) -> candle_core::Result<EvalResult> {
+/// Accuracy on the eval set, batched, always in f32; one host read per eval.
+pub fn evaluate(model: &dyn RefModel, p: &Prepared, batch: usize) -> candle_core::Result<f64> {
     let mut correct = Tensor::zeros((), DType::F32, p.eval_x.device())?;
     let bs = batch.max(256);
     let mut start = 0;
@@ -278,12 +352,11 @@ fn evaluate(model: &dyn RefModel, p: &Prepared, batch: usize) -> candle_core::Re
         start += len;
     }
     let c = correct.to_scalar::<f32>()? as f64;
-    Ok(EvalResult {
-        value: c / p.eval_predictions.max(1) as f64,
-    })
+    Ok(c / p.eval_predictions.max(1) as f64)
 }
 
-/// AdamW over every parameter of `model`, with the task's hyperparameters.
+/// AdamW over every trainable parameter of `model`, with the task's hyperparameters (frozen
+/// parameters are constants, not `Var`s, so they are not in it).
 pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<AdamW> {
     let OptimizerSpec::Adamw {
         lr,
@@ -304,26 +377,614 @@ pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<A
     )
 }
 
-/// One optimizer step on one batch; returns the (device-resident) loss.
+/// One f32 optimizer step on one batch; returns the (device-resident) loss.
 pub fn train_step(
     model: &dyn RefModel,
-    opt: &mut AdamW,
+    opt: &mut impl Optimizer,
     x: &Tensor,
     y: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let loss = loss_of(model, x, y)?;
-    opt.backward_step(&loss)?;
+    let (loss, grads) = grads_of(model, &Cast::f32(), None, x, y)?;
+    opt.step(&grads)?;
     Ok(loss)
 }
 
-fn loss_of(model: &dyn RefModel, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
-    let logits = model.forward_t(x, true)?;
+/// Cross-entropy of the model's f32 logits; the forward pass follows `cast`.
+pub fn loss_of(
+    model: &dyn RefModel,
+    cast: &Cast,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let logits = model.forward_cast(x, true, cast)?.to_dtype(DType::F32)?;
     let classes = logits.dim(D::Minus1)?;
     let logits = logits.reshape(((), classes))?;
     candle_nn::loss::cross_entropy(&logits, &y.flatten_all()?)
 }
 
-/// Train `model` on `p` inside one measured window opened on `meter`.
+/// Forward (under `cast`), f32 loss, backward of the loss times `scale` (dynamic loss
+/// scaling), and the gradients divided by `scale` again: what the optimizer steps with. The
+/// gradients of the f32 master `Var`s are f32 whatever the forward dtype (`to_dtype` is an
+/// autograd op). Returns the unscaled loss.
+pub fn grads_of(
+    model: &dyn RefModel,
+    cast: &Cast,
+    scale: Option<f64>,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<(Tensor, GradStore)> {
+    let loss = loss_of(model, cast, x, y)?;
+    let Some(scale) = scale else {
+        let grads = loss.backward()?;
+        return Ok((loss, grads));
+    };
+    let mut grads = (&loss * scale)?.backward()?;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.remove(var.as_tensor()) {
+            grads.insert(var.as_tensor(), (g * (1.0 / scale))?);
+        }
+    }
+    Ok((loss, grads))
+}
+
+/// True when every gradient of `model` is finite (one host read).
+pub fn grads_finite(model: &dyn RefModel, grads: &GradStore) -> candle_core::Result<bool> {
+    let mut total: Option<Tensor> = None;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let s = g.to_dtype(DType::F32)?.abs()?.sum_all()?;
+            total = Some(match total {
+                Some(t) => (t + s)?,
+                None => s,
+            });
+        }
+    }
+    Ok(match total {
+        Some(t) => t.to_scalar::<f32>()?.is_finite(),
+        None => true,
+    })
+}
+
+/// `n` random inputs of the model's input shape (standard normal pixels, uniform tokens) and
+/// uniform random labels, drawn from the seeded host RNG: warm-up batches and the throughput
+/// track.
+pub fn random_batch(
+    input: InputShape,
+    classes: usize,
+    n: usize,
+    rng: &mut SeededRng,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    match input {
+        InputShape::Image { c, h, w } => {
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
+            let y: Vec<u32> = (0..n).map(|_| rng.below(classes) as u32).collect();
+            Ok((
+                Tensor::from_vec(x, (n, c, h, w), device)?,
+                Tensor::from_vec(y, n, device)?,
+            ))
+        }
+        InputShape::Tokens { context, vocab } => {
+            let x: Vec<u32> = (0..n * context).map(|_| rng.below(vocab) as u32).collect();
+            let y: Vec<u32> = (0..n * context).map(|_| rng.below(vocab) as u32).collect();
+            Ok((
+                Tensor::from_vec(x, (n, context), device)?,
+                Tensor::from_vec(y, (n, context), device)?,
+            ))
+        }
+    }
+}
+
+/// The training set a classifier learns from in one run: the real one, a synthetic one made
+/// inside the window, a blend, or random tensors.
+pub struct TrainSet {
+    pub x: Tensor,
+    pub y: Tensor,
+    pub n: usize,
+}
+
+impl TrainSet {
+    pub fn real(p: &Prepared) -> TrainSet {
+        TrainSet {
+            x: p.train_x.clone(),
+            y: p.train_y.clone(),
+            n: p.n_train,
+        }
+    }
+}
+
+/// What a stage does to the model after every applied optimizer step (pruning masks).
+pub trait StepHook {
+    /// `stage_step` counts the stage's optimizer steps from 1.
+    fn after_step(&mut self, _stage_step: usize) -> candle_core::Result<()> {
+        Ok(())
+    }
+    /// Forward FLOPs per sample spent on weights that are pruned to zero (the dense kernels
+    /// execute them; the nominal count leaves them out).
+    fn zeroed_forward_flops(&self) -> u64 {
+        0
+    }
+}
+
+/// A stage with nothing to do between steps.
+pub struct NoHook;
+impl StepHook for NoHook {}
+
+/// One stretch of training inside the session's window.
+pub struct Stage<'h> {
+    /// The most optimizer steps this stage may take.
+    pub max_steps: usize,
+    /// Which eval reaching T ends the stage.
+    pub until: Until,
+    /// Whether its evals score the variant (see `CurvePoint::scored`).
+    pub scored: bool,
+    /// Score the eval at the stage's last step even when `scored` is false (gradual pruning
+    /// reaches its final sparsity at its last step: that model is the pruned model).
+    pub score_last: bool,
+    /// False for the throughput track: no evals at all.
+    pub evaluate: bool,
+    pub hook: &'h mut dyn StepHook,
+}
+
+/// Which eval reaching T ends a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Train the stage's whole budget.
+    Budget,
+    /// The first eval reaching T, scored or not (the dense model of a pruning pipeline).
+    AnyEval,
+    /// The first scored eval reaching T (the benchmark: ETT).
+    ScoredEval,
+}
+
+impl Until {
+    /// The benchmark's rule for a scored stage: stop at T, or trace the whole budget.
+    pub fn target_if(stop_at_target: bool) -> Until {
+        if stop_at_target {
+            Until::ScoredEval
+        } else {
+            Until::Budget
+        }
+    }
+}
+
+/// Why a stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageEnd {
+    Target,
+    Steps,
+    EnergyBudget,
+    TimeBudget,
+    Diverged,
+}
+
+/// The steps the task's budget allows for a training set of `steps_per_epoch` batches.
+pub fn budget_steps(spec: &TaskSpec, steps_per_epoch: usize) -> usize {
+    spec.budget
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(spec.budget.max_epochs.saturating_mul(steps_per_epoch))
+}
+
+/// The batch size of a task on a training set of `n` samples.
+pub fn batch_size(spec: &TaskSpec, n: usize) -> usize {
+    spec.train.batch_size.min(n.max(1))
+}
+
+/// One run: one measured window, its phases, stages, evals and counters.
+pub struct Session<'a> {
+    spec: &'a TaskSpec,
+    p: &'a Prepared,
+    device: &'a Device,
+    observer: &'a mut dyn Observer,
+    window: MeasuredWindow<'a>,
+    amp: Amp,
+    clock: Instant,
+    order_rng: SeededRng,
+    events: EventLog,
+    curve: Vec<CurvePoint>,
+    phases: Vec<Phase>,
+    /// The open phase: name, start time and cumulative energy at its start.
+    open_phase: Option<(String, f64, f64)>,
+    step: usize,
+    samples: usize,
+    epochs: f64,
+    eval_s: f64,
+    warmup_s: f64,
+    loss_sum: Tensor,
+    loss_steps: usize,
+    /// Applied steps between the last two evals.
+    last_applied: usize,
+    skipped: usize,
+    flops_executed: f64,
+    flops_nominal: f64,
+    status: Status,
+    error: Option<String>,
+    param_count: usize,
+}
+
+impl<'a> Session<'a> {
+    /// Warm up on `model` (forward and backward of random batches, gradients discarded, no
+    /// update: kernels and allocator warm, nothing the seed decides is touched and no training
+    /// image is read), then open the measured window: `run_start`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        spec: &'a TaskSpec,
+        p: &'a Prepared,
+        opts: &TrainOptions,
+        amp: Amp,
+        model: &dyn RefModel,
+        meter: &'a mut dyn Meter,
+        device: &'a Device,
+        observer: &'a mut dyn Observer,
+    ) -> Result<Session<'a>, TrainError> {
+        let mut events = EventLog::default();
+        events.point("seed", json!(opts.seed), json!({}));
+        events.point("global_batch_size", json!(spec.train.batch_size), json!({}));
+        let OptimizerSpec::Adamw { lr, .. } = spec.optimizer;
+        events.point("opt_name", json!("adamw"), json!({}));
+        events.point("opt_base_learning_rate", json!(lr), json!({}));
+        let bs = batch_size(spec, p.n_train);
+        let warm = Instant::now();
+        events.interval("warmup", true, json!({"steps": spec.train.warmup_steps}));
+        let mut warm_rng = SeededRng::new(opts.seed, 9);
+        let scale = amp.scaler.as_ref().map(|s| s.scale());
+        for _ in 0..spec.train.warmup_steps {
+            let (x, y) = random_batch(p.input, p.classes, bs, &mut warm_rng, device)?;
+            drop(grads_of(model, &amp.cast, scale, &x, &y)?);
+        }
+        device.synchronize()?;
+        events.interval("warmup", false, json!({}));
+        let warmup_s = warm.elapsed().as_secs_f64();
+        observer.on_start(p.n_train / bs.max(1), spec.budget.max_epochs);
+        let window = MeasuredWindow::open(meter, device)?;
+        events.interval("run_start", true, json!({}));
+        Ok(Session {
+            spec,
+            p,
+            device,
+            observer,
+            window,
+            amp,
+            clock: Instant::now(),
+            order_rng: SeededRng::new(opts.seed, 1),
+            events,
+            curve: Vec::new(),
+            phases: Vec::new(),
+            open_phase: None,
+            step: 0,
+            samples: 0,
+            epochs: 0.0,
+            eval_s: 0.0,
+            warmup_s,
+            loss_sum: Tensor::zeros((), DType::F32, device)?,
+            loss_steps: 0,
+            last_applied: 0,
+            skipped: 0,
+            flops_executed: 0.0,
+            flops_nominal: 0.0,
+            status: Status::Dnf,
+            error: None,
+            param_count: model.params().count(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.device
+    }
+
+    pub fn events(&mut self) -> &mut EventLog {
+        &mut self.events
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Optimizer steps taken so far in this session (all stages).
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// Seconds since `run_start`.
+    pub fn elapsed_s(&self) -> f64 {
+        self.window.elapsed_s()
+    }
+
+    /// The throughput track: a run with no target is complete when its steps are done.
+    pub fn complete_without_target(&mut self) {
+        if self.status == Status::Dnf {
+            self.status = Status::Ok;
+        }
+    }
+
+    /// The model the run ends with (after structured pruning, a smaller one).
+    pub fn set_final_model(&mut self, model: &dyn RefModel) {
+        self.param_count = model.params().count();
+    }
+
+    /// Close the open phase (if any) at a mark and open `name`.
+    pub fn begin_phase(&mut self, name: &str) -> Result<(), TrainError> {
+        let mark = self.window.mark()?;
+        if let Some((prev, start_s, start_j)) = self.open_phase.take() {
+            self.events
+                .interval(&prev, false, json!({"energy_j": mark.energy_j}));
+            self.phases.push(Phase {
+                name: prev,
+                start_s,
+                end_s: mark.t_s,
+                energy_j: mark.energy_j - start_j,
+            });
+        }
+        self.events
+            .interval(name, true, json!({"energy_j": mark.energy_j}));
+        // The first phase starts at `run_start`, so the phases add up to the window.
+        let start = if self.phases.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (mark.t_s, mark.energy_j)
+        };
+        self.open_phase = Some((name.to_string(), start.0, start.1));
+        Ok(())
+    }
+
+    /// Add work done outside the training loop (fitting a generator, sampling) to the FLOP
+    /// counts: executed and nominal alike.
+    pub fn add_flops(&mut self, flops: f64) {
+        self.flops_executed += flops;
+        self.flops_nominal += flops;
+    }
+
+    fn phase_name(&self) -> String {
+        self.open_phase
+            .as_ref()
+            .map_or_else(default_phase, |(n, _, _)| n.clone())
+    }
+
+    /// One optimizer step on one batch. False when the loss scaler skipped it.
+    fn step<O: Optimizer>(
+        &mut self,
+        model: &dyn RefModel,
+        opt: &mut O,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> candle_core::Result<bool> {
+        let scale = self.amp.scaler.as_ref().map(|s| s.scale());
+        let (loss, grads) = grads_of(model, &self.amp.cast, scale, x, y)?;
+        if self.amp.scaler.is_some() {
+            let finite = grads_finite(model, &grads)?;
+            let step = self.step + 1;
+            if let Some(s) = self.amp.scaler.as_mut() {
+                if s.update(step, !finite) == ScaleDecision::Skip {
+                    self.skipped += 1;
+                    self.events.point(
+                        "loss_scale_backoff",
+                        json!(s.scale()),
+                        json!({"step": step}),
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        opt.step(&grads)?;
+        self.loss_sum = (&self.loss_sum + loss.detach())?;
+        self.loss_steps += 1;
+        Ok(true)
+    }
+
+    /// Evaluate now (on the clock and on the meter) and add the point to the curve; its FLOPs
+    /// are forward passes over the eval set (`zeroed_fwd`: per-sample FLOPs of masked weights).
+    pub fn eval_now(
+        &mut self,
+        model: &dyn RefModel,
+        scored: bool,
+        zeroed_fwd: u64,
+    ) -> candle_core::Result<f64> {
+        let fwd = model.forward_flops_per_sample() as f64;
+        let n_eval = self.p.n_eval as f64;
+        self.flops_executed += fwd * n_eval;
+        self.flops_nominal += (fwd - zeroed_fwd as f64) * n_eval;
+        let t_eval = Instant::now();
+        let step = self.step;
+        self.events.interval(
+            "eval",
+            true,
+            json!({"epoch_num": self.epochs, "step": step}),
+        );
+        let bs = batch_size(self.spec, self.p.n_train);
+        let q = evaluate(model, self.p, bs)?;
+        // With no step applied since the previous eval (right after a structural prune, or
+        // every step skipped by the loss scaler) the previous mean is carried over.
+        let mean_loss = if self.loss_steps > 0 {
+            self.loss_sum.to_scalar::<f32>()? as f64 / self.loss_steps as f64
+        } else {
+            self.curve.last().map_or(0.0, |p| p.train_loss)
+        };
+        self.last_applied = self.loss_steps;
+        self.loss_sum = Tensor::zeros((), DType::F32, self.device)?;
+        self.loss_steps = 0;
+        let mark = self
+            .window
+            .mark()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        self.eval_s += t_eval.elapsed().as_secs_f64();
+        let point = CurvePoint {
+            step,
+            epoch: self.epochs,
+            energy_j: mark.energy_j,
+            time_s: self.clock.elapsed().as_secs_f64(),
+            value: q,
+            train_loss: mean_loss,
+            phase: self.phase_name(),
+            scored,
+        };
+        self.events.point(
+            "eval_accuracy",
+            json!(q),
+            json!({"epoch_num": point.epoch, "step": step, "energy_j": mark.energy_j,
+                   "phase": point.phase, "scored": scored}),
+        );
+        self.events.interval("eval", false, json!({"step": step}));
+        let watts = if mark.t_s > 0.0 {
+            mark.energy_j / mark.t_s
+        } else {
+            0.0
+        };
+        self.observer.on_eval(&point, watts);
+        if scored && q >= self.spec.target.value && self.status != Status::Ok {
+            self.status = Status::Ok;
+            self.events
+                .point("target_reached", json!(q), json!({"step": step}));
+        }
+        self.curve.push(point);
+        Ok(q)
+    }
+
+    /// Train `model` on `data` with `opt` for one stage.
+    pub fn train_stage<O: Optimizer>(
+        &mut self,
+        model: &dyn RefModel,
+        data: &TrainSet,
+        opt: &mut O,
+        stage: Stage,
+    ) -> candle_core::Result<StageEnd> {
+        let bs = batch_size(self.spec, data.n);
+        let steps_per_epoch = data.n / bs;
+        if steps_per_epoch == 0 {
+            candle_core::bail!(
+                "training set of {} samples is smaller than one batch",
+                data.n
+            );
+        }
+        let fwd = model.forward_flops_per_sample() as f64;
+        let frozen_prefix = model.params().frozen_prefix_flops() as f64;
+        let target = self.spec.target.value;
+        let budget = self.spec.budget.clone();
+        let every = self.spec.train.eval_every_steps;
+        let mut perm: Vec<u32> = (0..data.n as u32).collect();
+        let mut done = 0usize;
+        if stage.max_steps == 0 {
+            return Ok(StageEnd::Steps);
+        }
+        loop {
+            self.order_rng.shuffle(&mut perm);
+            self.events.interval(
+                "epoch",
+                true,
+                json!({"epoch_num": self.epochs.floor() + 1.0}),
+            );
+            for b in 0..steps_per_epoch {
+                let idx = Tensor::from_slice(&perm[b * bs..(b + 1) * bs], bs, self.device)?;
+                let x = data.x.index_select(&idx, 0)?;
+                let y = data.y.index_select(&idx, 0)?;
+                let applied = self.step(model, opt, &x, &y)?;
+                done += 1;
+                self.step += 1;
+                self.samples += bs;
+                self.epochs += 1.0 / steps_per_epoch as f64;
+                if applied {
+                    stage.hook.after_step(done)?;
+                }
+                let zeroed = stage.hook.zeroed_forward_flops() as f64;
+                self.flops_executed += (3.0 * fwd - 2.0 * frozen_prefix) * bs as f64;
+                self.flops_nominal += (3.0 * (fwd - zeroed) - 2.0 * frozen_prefix) * bs as f64;
+                self.observer.on_step(self.step, self.epochs as usize);
+                let last = done >= stage.max_steps;
+                if !stage.evaluate {
+                    if last {
+                        return Ok(StageEnd::Steps);
+                    }
+                    continue;
+                }
+                if self.step % every != 0 && !last {
+                    continue;
+                }
+                // Evaluation: on the clock and on the meter.
+                let scored = stage.scored || (last && stage.score_last);
+                let q = self.eval_now(model, scored, zeroed as u64)?;
+                let point = self.curve.last().cloned();
+                if self.last_applied > 0
+                    && point.as_ref().is_some_and(|p| !p.train_loss.is_finite())
+                {
+                    self.status = Status::Diverged;
+                    return Ok(StageEnd::Diverged);
+                }
+                let stop = match stage.until {
+                    Until::Budget => false,
+                    Until::AnyEval => true,
+                    Until::ScoredEval => scored,
+                };
+                if q >= target && stop {
+                    return Ok(StageEnd::Target);
+                }
+                let (e, t) = point.map_or((0.0, 0.0), |p| (p.energy_j, self.window.elapsed_s()));
+                if budget.max_energy_j.is_some_and(|m| e >= m) {
+                    return Ok(StageEnd::EnergyBudget);
+                }
+                if budget.max_time_s.is_some_and(|m| t >= m) {
+                    return Ok(StageEnd::TimeBudget);
+                }
+                if last {
+                    return Ok(StageEnd::Steps);
+                }
+            }
+            self.events
+                .interval("epoch", false, json!({"epoch_num": self.epochs.floor()}));
+        }
+    }
+
+    /// Record a failure (the run file says `failed` with this text).
+    pub fn fail(&mut self, e: impl std::fmt::Display) {
+        self.status = Status::Failed;
+        self.error = Some(e.to_string());
+    }
+
+    /// Close the last phase and the window: `run_stop`.
+    pub fn finish(mut self) -> Result<TrainOutcome, TrainError> {
+        let train_wall_s = self.clock.elapsed().as_secs_f64();
+        let report = self.window.close()?;
+        if let Some((name, start_s, start_j)) = self.open_phase.take() {
+            self.events.interval(&name, false, json!({}));
+            self.phases.push(Phase {
+                name,
+                start_s,
+                end_s: report.duration_s,
+                energy_j: report.total_j() - start_j,
+            });
+        }
+        self.observer.on_finish();
+        self.events.interval(
+            "run_stop",
+            false,
+            json!({"status": self.status.as_str(), "steps": self.step}),
+        );
+        let precision_report = (!self.amp.cast.is_f32() || self.amp.cast.ran_low_precision())
+            .then(|| self.amp.cast.report());
+        Ok(TrainOutcome {
+            status: self.status,
+            error: self.error,
+            curve: self.curve,
+            steps: self.step,
+            samples: self.samples,
+            epochs: self.epochs,
+            warmup_s: self.warmup_s,
+            train_s: train_wall_s - self.eval_s,
+            eval_s: self.eval_s,
+            window: Some(report),
+            events: self.events,
+            param_count: self.param_count,
+            phases: self.phases,
+            flops_executed: self.flops_executed,
+            flops_nominal: self.flops_nominal,
+            precision_report,
+            loss_scale: self.amp.scaler.as_ref().map(|s| s.summary()),
+            skipped_steps: self.skipped,
+        })
+    }
+}
+
+/// Train `model` on the real training set in one stage (the plain f32 run), inside one
+/// measured window opened on `meter`.
 pub fn train(
     spec: &TaskSpec,
     p: &Prepared,
@@ -333,170 +994,23 @@ pub fn train(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome, TrainError> {
-    let mut events = EventLog::default();
-    events.point("seed", json!(opts.seed), json!({}));
-    events.point("global_batch_size", json!(spec.train.batch_size), json!({}));
-    let lr = match spec.optimizer {
-        OptimizerSpec::Adamw { lr, .. } => lr,
-    };
-    events.point("opt_name", json!("adamw"), json!({}));
-    events.point("opt_base_learning_rate", json!(lr), json!({}));
     let mut opt = optimizer(spec, model)?;
-    let bs = spec.train.batch_size.min(p.n_train.max(1));
-    let steps_per_epoch = p.n_train / bs;
-    if steps_per_epoch == 0 {
-        return Err(TrainError::Setup(candle_core::Error::Msg(format!(
-            "training set of {} samples is smaller than one batch",
-            p.n_train
-        ))));
-    }
-
-    // Warm-up: forward and backward on the first batch, gradients discarded, no update, so it
-    // changes nothing the seed decides. Timed and logged, not measured.
-    let warm = Instant::now();
-    events.interval("warmup", true, json!({"steps": spec.train.warmup_steps}));
-    for _ in 0..spec.train.warmup_steps {
-        let loss = loss_of(
-            model,
-            &p.train_x.narrow(0, 0, bs)?,
-            &p.train_y.narrow(0, 0, bs)?,
-        )?;
-        drop(loss.backward()?);
-    }
-    device.synchronize()?;
-    events.interval("warmup", false, json!({}));
-    let warmup_s = warm.elapsed().as_secs_f64();
-
-    let mut order_rng = SeededRng::new(opts.seed, 1);
-    let target = spec.target.value;
-    let budget = &spec.budget;
-    let max_steps = budget
-        .max_steps
-        .unwrap_or(usize::MAX)
-        .min(budget.max_epochs.saturating_mul(steps_per_epoch));
-    let mut curve: Vec<CurvePoint> = Vec::new();
-    let mut status = Status::Dnf;
-    let mut error = None;
-    let mut eval_s = 0.0;
-    let mut step = 0usize;
-    let mut loss_sum = Tensor::zeros((), DType::F32, device)?;
-    let mut loss_steps = 0usize;
-    observer.on_start(steps_per_epoch, budget.max_epochs);
-
-    let mut window = MeasuredWindow::open(meter, device)?;
-    events.interval("run_start", true, json!({}));
-    let run_clock = Instant::now();
-
-    // The step loop; `Ok(true)` means a stop condition fired.
-    let mut body = |window: &mut MeasuredWindow,
-                    events: &mut EventLog,
-                    curve: &mut Vec<CurvePoint>,
-                    status: &mut Status,
-                    eval_s: &mut f64|
-     -> candle_core::Result<()> {
-        let mut epoch = 0usize;
-        let mut perm: Vec<u32> = (0..p.n_train as u32).collect();
-        loop {
-            order_rng.shuffle(&mut perm);
-            events.interval("epoch", true, json!({"epoch_num": epoch + 1}));
-            for b in 0..steps_per_epoch {
-                let idx = Tensor::from_slice(&perm[b * bs..(b + 1) * bs], bs, device)?;
-                let x = p.train_x.index_select(&idx, 0)?;
-                let y = p.train_y.index_select(&idx, 0)?;
-                let loss = train_step(model, &mut opt, &x, &y)?;
-                loss_sum = (&loss_sum + loss.detach())?;
-                loss_steps += 1;
-                step += 1;
-                observer.on_step(step, epoch);
-                let last = step >= max_steps;
-                if step % spec.train.eval_every_steps != 0 && !last {
-                    continue;
-                }
-                // Evaluation: on the clock and on the meter.
-                let t_eval = Instant::now();
-                events.interval("eval", true, json!({"epoch_num": epoch + 1, "step": step}));
-                let q = evaluate(model, p, bs)?.value;
-                let mean_loss = loss_sum.to_scalar::<f32>()? as f64 / loss_steps.max(1) as f64;
-                loss_sum = Tensor::zeros((), DType::F32, device)?;
-                loss_steps = 0;
-                let mark = window
-                    .mark()
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                *eval_s += t_eval.elapsed().as_secs_f64();
-                let point = CurvePoint {
-                    step,
-                    epoch: step as f64 / steps_per_epoch as f64,
-                    energy_j: mark.energy_j,
-                    time_s: run_clock.elapsed().as_secs_f64(),
-                    value: q,
-                    train_loss: mean_loss,
-                };
-                events.point(
-                    "eval_accuracy",
-                    json!(q),
-                    json!({"epoch_num": point.epoch, "step": step, "energy_j": mark.energy_j}),
-                );
-                events.interval("eval", false, json!({"step": step}));
-                let watts = if mark.t_s > 0.0 {
-                    mark.energy_j / mark.t_s
-                } else {
-                    0.0
-                };
-                observer.on_eval(&point, watts);
-                curve.push(point);
-                if !mean_loss.is_finite() {
-                    *status = Status::Diverged;
-                    return Ok(());
-                }
-                if q >= target && *status != Status::Ok {
-                    *status = Status::Ok;
-                    events.point("target_reached", json!(q), json!({"step": step}));
-                    if opts.stop_at_target {
-                        return Ok(());
-                    }
-                }
-                let over_energy = budget.max_energy_j.is_some_and(|e| mark.energy_j >= e);
-                let over_time = budget.max_time_s.is_some_and(|t| mark.t_s >= t);
-                if last || over_energy || over_time {
-                    return Ok(());
-                }
-            }
-            events.interval("epoch", false, json!({"epoch_num": epoch + 1}));
-            epoch += 1;
-        }
+    let data = TrainSet::real(p);
+    let mut s = Session::open(spec, p, opts, Amp::f32(), model, meter, device, observer)?;
+    s.begin_phase("train")?;
+    let steps = budget_steps(spec, data.n / batch_size(spec, data.n).max(1));
+    let stage = Stage {
+        max_steps: steps,
+        until: Until::target_if(opts.stop_at_target),
+        scored: true,
+        score_last: false,
+        evaluate: true,
+        hook: &mut NoHook,
     };
-    if let Err(e) = body(
-        &mut window,
-        &mut events,
-        &mut curve,
-        &mut status,
-        &mut eval_s,
-    ) {
-        status = Status::Failed;
-        error = Some(e.to_string());
+    if let Err(e) = s.train_stage(model, &data, &mut opt, stage) {
+        s.fail(e);
     }
-    let train_wall_s = run_clock.elapsed().as_secs_f64();
-    let report = window.close()?;
-    observer.on_finish();
-    events.interval(
-        "run_stop",
-        false,
-        json!({"status": status.as_str(), "steps": step}),
-    );
-    Ok(TrainOutcome {
-        status,
-        error,
-        curve,
-        steps: step,
-        samples: step * bs,
-        epochs: step as f64 / steps_per_epoch as f64,
-        warmup_s,
-        train_s: train_wall_s - eval_s,
-        eval_s,
-        window: Some(report),
-        events,
-        param_count: model.params().count(),
-    })
+    s.finish()
 }
 
 #[cfg(test)]

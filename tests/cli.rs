@@ -372,7 +372,14 @@ fn list_and_env_work_on_a_fresh_clone() {
         .collect();
     assert_eq!(
         tasks,
-        ["digits-mlp", "mnist-cnn", "mnist-mlp", "text-charlm"]
+        [
+            "digits-hi-mlp",
+            "digits-lo-mlp",
+            "digits-mlp",
+            "mnist-cnn",
+            "mnist-mlp",
+            "text-charlm"
+        ]
     );
     assert!(v["meters"].as_array().unwrap().len() >= 4);
     let o = jb(&["env"]);

@@ -14,6 +14,7 @@ pub mod error;
 pub mod idx;
 mod source;
 pub mod text;
+pub mod view;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,8 @@
 //! blocks, then a hidden dense layer and the classifier.
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
-use candle_core::{Device, Module, Result, Tensor};
+use crate::precision::Cast;
+use candle_core::{Device, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear};
 
 pub struct Cnn {
@@ -13,16 +14,17 @@ pub struct Cnn {
 }
 
 impl Cnn {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         (c, h, w): (usize, usize, usize),
         channels: [usize; 2],
         k: usize,
         hidden: usize,
         classes: usize,
+        mut params: ParamStore,
         rng: &mut SeededRng,
         dev: &Device,
     ) -> Result<Self> {
-        let mut params = ParamStore::default();
         let cfg = Conv2dConfig {
             padding: k / 2,
             ..Default::default()
@@ -42,6 +44,7 @@ impl Cnn {
             let b = params.uniform(&format!("conv{i}.bias"), &[co], fan_in, rng, dev)?;
             convs.push(Conv2d::new(wt, Some(b), cfg));
             flops += (2 * fan_in * co * hh * ww) as u64;
+            params.set_uses(&format!("conv{i}.weight"), (hh * ww) as u64);
             (ci, hh, ww) = (co, hh / 2, ww / 2);
         }
         let flat = ci * hh * ww;
@@ -68,13 +71,13 @@ impl Cnn {
 }
 
 impl RefModel for Cnn {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+    fn forward_cast(&self, x: &Tensor, _train: bool, cast: &Cast) -> Result<Tensor> {
         let mut h = x.clone();
         for c in &self.conv {
-            h = c.forward(&h)?.relu()?.max_pool2d(2)?;
+            h = cast.activation(cast.conv2d(c, &h)?.relu()?.max_pool2d(2)?);
         }
-        let h = self.fc[0].forward(&h.flatten_from(1)?)?.relu()?;
-        self.fc[1].forward(&h)
+        let h = cast.activation(cast.linear(&self.fc[0], &h.flatten_from(1)?)?.relu()?);
+        cast.to_f32(&cast.linear(&self.fc[1], &h)?)
     }
     fn params(&self) -> &ParamStore {
         &self.params

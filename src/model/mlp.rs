@@ -1,7 +1,8 @@
 //! Multi-layer perceptron on flattened inputs.
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
-use candle_core::{Device, Module, Result, Tensor};
+use crate::precision::Cast;
+use candle_core::{Device, Result, Tensor};
 use candle_nn::Linear;
 
 pub struct Mlp {
@@ -15,10 +16,10 @@ impl Mlp {
         inputs: usize,
         hidden: &[usize],
         classes: usize,
+        mut params: ParamStore,
         rng: &mut SeededRng,
         dev: &Device,
     ) -> Result<Self> {
-        let mut params = ParamStore::default();
         let mut layers = Vec::new();
         let mut flops = 0;
         let widths: Vec<usize> = std::iter::once(inputs)
@@ -41,16 +42,16 @@ impl Mlp {
 }
 
 impl RefModel for Mlp {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+    fn forward_cast(&self, x: &Tensor, _train: bool, cast: &Cast) -> Result<Tensor> {
         let mut h = x.flatten_from(1)?;
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
-            h = l.forward(&h)?;
+            h = cast.linear(l, &h)?;
             if i < last {
-                h = h.relu()?;
+                h = cast.activation(h.relu()?);
             }
         }
-        Ok(h)
+        cast.to_f32(&h)
     }
     fn params(&self) -> &ParamStore {
         &self.params

@@ -1,7 +1,8 @@
 //! Reference models behind one trait, so there is one training loop for all of them.
 //!
-//! Owns: building a model from a `ModelSpec`, seeded parameter initialisation on the host,
-//! analytic FLOP counts, and saving/loading parameters as safetensors.
+//! Owns: building a model from a `ModelSpec` (seeded parameter initialisation on the host, or
+//! given tensors with optional frozen layers), the forward pass under a `precision::Cast`
+//! policy, analytic FLOP counts, and saving parameters as safetensors.
 //! Must not: train, measure or evaluate (that is `train`).
 
 mod cnn;
@@ -9,16 +10,22 @@ mod mlp;
 mod params;
 mod transformer;
 
-pub use params::{ParamStore, SeededRng};
+pub use params::{in_layer, ParamStore, SeededRng, WeightInfo};
 
+use crate::precision::Cast;
 use crate::task::ModelSpec;
 use candle_core::{Device, Result, Tensor};
 
 /// A reference model: logits from inputs.
 pub trait RefModel {
-    /// Forward pass. `train` toggles training-only behaviour (none of the shipped models has
-    /// dropout or batch norm, so both give the same logits today).
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// Forward pass in f32. `train` toggles training-only behaviour (none of the shipped models
+    /// has dropout or batch norm, so both give the same logits today).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_cast(x, train, &Cast::f32())
+    }
+    /// Forward pass with GEMMs, convolutions and f32-only ops dispatched through `cast`
+    /// (mixed precision); the logits come back in f32.
+    fn forward_cast(&self, x: &Tensor, train: bool, cast: &Cast) -> Result<Tensor>;
     /// Every trainable parameter.
     fn params(&self) -> &ParamStore;
     /// Multiply-adds x 2 of one forward pass over one sample (text: one window).
@@ -32,10 +39,43 @@ pub enum InputShape {
     Tokens { context: usize, vocab: usize },
 }
 
+/// A model with seeded random initial weights.
 pub fn build(
     spec: &ModelSpec,
     input: InputShape,
     classes: usize,
+    rng: &mut SeededRng,
+    device: &Device,
+) -> Result<Box<dyn RefModel>> {
+    build_with(spec, input, classes, ParamStore::default(), rng, device)
+}
+
+/// A model whose parameters come from `params` (see `ParamStore::from_tensors`); given tensors
+/// the model does not use are an error, so a checkpoint of another architecture never loads.
+pub fn build_with(
+    spec: &ModelSpec,
+    input: InputShape,
+    classes: usize,
+    params: ParamStore,
+    rng: &mut SeededRng,
+    device: &Device,
+) -> Result<Box<dyn RefModel>> {
+    let m = build_inner(spec, input, classes, params, rng, device)?;
+    let unused = m.params().unused_given();
+    if !unused.is_empty() {
+        candle_core::bail!(
+            "the given weights have parameters the model lacks: {}",
+            unused.join(", ")
+        );
+    }
+    Ok(m)
+}
+
+fn build_inner(
+    spec: &ModelSpec,
+    input: InputShape,
+    classes: usize,
+    params: ParamStore,
     rng: &mut SeededRng,
     device: &Device,
 ) -> Result<Box<dyn RefModel>> {
@@ -44,6 +84,7 @@ pub fn build(
             c * h * w,
             hidden,
             classes,
+            params,
             rng,
             device,
         )?)),
@@ -60,6 +101,7 @@ pub fn build(
             *kernel,
             *hidden,
             classes,
+            params,
             rng,
             device,
         )?)),
@@ -81,6 +123,7 @@ pub fn build(
                 layers: *layers,
                 ff_mult: *ff_mult,
             },
+            params,
             rng,
             device,
         )?)),

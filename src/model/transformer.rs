@@ -8,6 +8,7 @@
 //! stalls at the unigram loss. `model::tests::every_parameter_gets_a_gradient` guards this.
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
+use crate::precision::Cast;
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear};
 
@@ -74,8 +75,7 @@ fn layer_norm(ps: &mut ParamStore, name: &str, d: usize, dev: &Device) -> Result
 }
 
 impl CharTransformer {
-    pub fn new(cfg: Config, rng: &mut SeededRng, dev: &Device) -> Result<Self> {
-        let mut ps = ParamStore::default();
+    pub fn new(cfg: Config, mut ps: ParamStore, rng: &mut SeededRng, dev: &Device) -> Result<Self> {
         let d = cfg.d_model;
         // Embeddings: U(-1/sqrt(d), 1/sqrt(d)) keeps the residual stream at unit scale.
         let tok = Embedding::new(ps.uniform("tok.weight", &[cfg.vocab, d], d, rng, dev)?, d);
@@ -101,6 +101,16 @@ impl CharTransformer {
         }
         let ln_f = layer_norm(&mut ps, "ln_f", d, dev)?;
         let head = linear(&mut ps, "head", d, cfg.vocab, rng, dev)?;
+        // FLOP bookkeeping: every linear weight works once per token of the window; the
+        // embedding tables are lookups.
+        for w in ps.weights() {
+            let uses = if w.name.starts_with("tok.") || w.name.starts_with("pos.") {
+                0
+            } else {
+                cfg.context as u64
+            };
+            ps.set_uses(&w.name, uses);
+        }
         let t = cfg.context;
         let mask: Vec<f32> = (0..t * t)
             .map(|k| {
@@ -124,53 +134,47 @@ impl CharTransformer {
         })
     }
 
-    fn attention(&self, b: &Block, x: &Tensor) -> Result<Tensor> {
+    fn attention(&self, b: &Block, x: &Tensor, cast: &Cast) -> Result<Tensor> {
         let (bsz, t, d) = x.dims3()?;
         let h = self.cfg.heads;
         let hd = d / h;
-        let qkv = b.qkv.forward(x)?.reshape((bsz, t, 3, h, hd))?;
-        let q = qkv
-            .narrow(2, 0, 1)?
-            .squeeze(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = qkv
-            .narrow(2, 1, 1)?
-            .squeeze(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = qkv
-            .narrow(2, 2, 1)?
-            .squeeze(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let qkv = cast.linear(&b.qkv, x)?.reshape((bsz, t, 3, h, hd))?;
+        let part = |i: usize| -> Result<Tensor> {
+            qkv.narrow(2, i, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?;
-        let mask = self
-            .mask
-            .narrow(0, 0, t)?
-            .narrow(1, 0, t)?
-            .to_dtype(att.dtype())?;
-        let att = att.broadcast_add(&mask)?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
-        b.proj.forward(&y)
+        let att = (cast.matmul(&q, &k.t()?)? * scale)?;
+        let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
+        // Masking and softmax in f32 (autocast's rule: exp overflows in half precision).
+        let att = cast.f32_op("softmax", &att, |a| {
+            candle_nn::ops::softmax(&a.broadcast_add(&mask)?, D::Minus1)
+        })?;
+        let y = cast
+            .matmul(&att, &v)?
+            .transpose(1, 2)?
+            .reshape((bsz, t, d))?;
+        cast.to_f32(&cast.linear(&b.proj, &y)?)
     }
 }
 
 impl RefModel for CharTransformer {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+    fn forward_cast(&self, x: &Tensor, _train: bool, cast: &Cast) -> Result<Tensor> {
         let (_, t) = x.dims2()?;
         let pos = self.pos.narrow(0, 0, t)?;
         let mut h = self.tok.forward(x)?.broadcast_add(&pos)?;
         for b in &self.blocks {
-            h = (&h + self.attention(b, &b.ln1.forward(&h)?)?)?;
-            let ff = b
-                .ff_out
-                .forward(&b.ff_in.forward(&b.ln2.forward(&h)?)?.gelu_erf()?)?;
-            h = (h + ff)?;
+            let a = cast.f32_op("layer_norm", &h, |h| b.ln1.forward(h))?;
+            h = (&h + self.attention(b, &a, cast)?)?;
+            let n = cast.f32_op("layer_norm", &h, |h| b.ln2.forward(h))?;
+            let ff = cast.activation(cast.linear(&b.ff_in, &n)?.gelu_erf()?);
+            h = (h + cast.to_f32(&cast.linear(&b.ff_out, &ff)?)?)?;
         }
-        self.head.forward(&self.ln_f.forward(&h)?)
+        let n = cast.f32_op("layer_norm", &h, |h| self.ln_f.forward(h))?;
+        cast.to_f32(&cast.linear(&self.head, &n)?)
     }
     fn params(&self) -> &ParamStore {
         &self.params
@@ -204,7 +208,8 @@ mod tests {
             layers: 2,
             ff_mult: 2,
         };
-        let m = CharTransformer::new(cfg, &mut SeededRng::new(3, 0), &dev).unwrap();
+        let m = CharTransformer::new(cfg, ParamStore::default(), &mut SeededRng::new(3, 0), &dev)
+            .unwrap();
         let a = Tensor::new(&[[1u32, 2, 3, 4, 5, 6, 7, 8]], &dev).unwrap();
         let b = Tensor::new(&[[1u32, 2, 3, 4, 9, 9, 9, 9]], &dev).unwrap();
         let la = m.forward_t(&a, false).unwrap();

@@ -1,0 +1,245 @@
+//! Derived views of a loaded dataset, declared by a task file's `[data]` table: keep some
+//! classes, rotate every image, train on one part of a corpus. Fine-tune task pairs are built
+//! from them (digits 0-4 then 5-9; MNIST then MNIST rotated; the first half of the Austen
+//! training text then the second).
+//!
+//! Owns: the view's keys, their validation, and applying them to host data.
+//! Must not: read files (the loaders do) or build tensors (`train::prepare` does).
+
+use super::{ImageSet, Loaded, TextSet};
+use serde::{Deserialize, Serialize};
+
+/// A task's `[data]` table. Every key is optional; an absent table is the dataset as loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataView {
+    /// Keep only samples with these labels, in the train and the test split. Labels keep their
+    /// values, so the classifier keeps the dataset's full width (a 10-way head for digits 5-9):
+    /// a checkpoint of the complementary classes then loads with identical shapes.
+    #[serde(default)]
+    pub classes: Option<Vec<u8>>,
+    /// Rotate every image (train and test) counter-clockwise by 90, 180 or 270 degrees: an
+    /// exact, deterministic pixel permutation (no interpolation).
+    #[serde(default)]
+    pub rotate_deg: Option<u32>,
+    /// Text: train on part `[k, n]` (1-based) of `n` equal consecutive parts of the training
+    /// text; the held-out test text is unchanged.
+    #[serde(default)]
+    pub text_part: Option<[usize; 2]>,
+}
+
+impl DataView {
+    pub fn is_identity(&self) -> bool {
+        self == &DataView::default()
+    }
+
+    /// Checks that do not need the data; the message names the key.
+    pub fn validate(&self, is_text: bool, classes: usize) -> Result<(), String> {
+        if let Some(cs) = &self.classes {
+            if is_text {
+                return Err("key 'data.classes' applies to image datasets only".into());
+            }
+            if cs.is_empty() {
+                return Err("key 'data.classes' is empty".into());
+            }
+            if let Some(c) = cs.iter().find(|&&c| usize::from(c) >= classes) {
+                return Err(format!(
+                    "key 'data.classes' has class {c}; the dataset has classes 0..{}",
+                    classes - 1
+                ));
+            }
+            let mut sorted = cs.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != cs.len() {
+                return Err("key 'data.classes' lists a class twice".into());
+            }
+        }
+        if let Some(r) = self.rotate_deg {
+            if is_text {
+                return Err("key 'data.rotate_deg' applies to image datasets only".into());
+            }
+            if ![90, 180, 270].contains(&r) {
+                return Err(format!(
+                    "key 'data.rotate_deg' must be 90, 180 or 270, got {r}"
+                ));
+            }
+        }
+        if let Some([k, n]) = self.text_part {
+            if !is_text {
+                return Err("key 'data.text_part' applies to the text dataset only".into());
+            }
+            if n == 0 || k == 0 || k > n {
+                return Err(format!(
+                    "key 'data.text_part' is [k, n] with 1 <= k <= n, got [{k}, {n}]"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The view of `data` (a copy; the loaded data is left as it is).
+    pub fn apply(&self, data: &Loaded) -> Result<Loaded, String> {
+        match data {
+            Loaded::Images {
+                train,
+                test,
+                classes,
+            } => {
+                let f = |s: &ImageSet| -> Result<ImageSet, String> {
+                    let mut s = match &self.classes {
+                        Some(cs) => filter_classes(s, cs),
+                        None => s.clone(),
+                    };
+                    if let Some(r) = self.rotate_deg {
+                        s = rotate(&s, r / 90)?;
+                    }
+                    Ok(s)
+                };
+                Ok(Loaded::Images {
+                    train: f(train)?,
+                    test: f(test)?,
+                    classes: *classes,
+                })
+            }
+            Loaded::Text(t) => {
+                let mut t = t.clone();
+                if let Some([k, n]) = self.text_part {
+                    t = text_part(&t, k, n);
+                }
+                Ok(Loaded::Text(t))
+            }
+        }
+    }
+}
+
+/// The samples whose label is in `keep`, in their original order.
+pub fn filter_classes(s: &ImageSet, keep: &[u8]) -> ImageSet {
+    let per = s.sample_len();
+    let mut out = ImageSet {
+        images: Vec::new(),
+        labels: Vec::new(),
+        shape: s.shape,
+    };
+    for (img, &l) in s.images.chunks_exact(per.max(1)).zip(&s.labels) {
+        if keep.contains(&l) {
+            out.images.extend_from_slice(img);
+            out.labels.push(l);
+        }
+    }
+    out
+}
+
+/// Every image rotated counter-clockwise by `quarter_turns` x 90 degrees.
+pub fn rotate(s: &ImageSet, quarter_turns: u32) -> Result<ImageSet, String> {
+    let [c, h, w] = s.shape;
+    let q = quarter_turns % 4;
+    if q % 2 == 1 && h != w {
+        return Err(format!(
+            "rotating {h}x{w} images by 90 or 270 degrees needs square images"
+        ));
+    }
+    let per = c * h * w;
+    let mut images = vec![0f32; s.images.len()];
+    for (src, dst) in s.images.chunks_exact(per).zip(images.chunks_exact_mut(per)) {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    // Counter-clockwise: the pixel at (y, x) moves to (w-1-x, y) for 90.
+                    let (ny, nx) = match q {
+                        0 => (y, x),
+                        1 => (w - 1 - x, y),
+                        2 => (h - 1 - y, w - 1 - x),
+                        _ => (x, h - 1 - y),
+                    };
+                    dst[ch * h * w + ny * w + nx] = src[ch * h * w + y * w + x];
+                }
+            }
+        }
+    }
+    Ok(ImageSet {
+        images,
+        labels: s.labels.clone(),
+        shape: s.shape,
+    })
+}
+
+/// Part `k` (1-based) of `n` equal consecutive parts of the training text.
+pub fn text_part(t: &TextSet, k: usize, n: usize) -> TextSet {
+    let len = t.train.len();
+    let lo = len * (k - 1) / n;
+    let hi = len * k / n;
+    TextSet {
+        vocab: t.vocab.clone(),
+        train: t.train[lo..hi].to_vec(),
+        test: t.test.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> ImageSet {
+        // Two 1x2x2 images: labels 3 and 7.
+        ImageSet {
+            images: vec![1., 2., 3., 4., 5., 6., 7., 8.],
+            labels: vec![3, 7],
+            shape: [1, 2, 2],
+        }
+    }
+
+    #[test]
+    fn filter_keeps_labels_and_order() {
+        let f = filter_classes(&set(), &[7]);
+        assert_eq!(f.labels, [7]);
+        assert_eq!(f.images, [5., 6., 7., 8.]);
+    }
+
+    #[test]
+    fn rotation_is_counter_clockwise_and_four_turns_is_identity() {
+        // [[1, 2], [3, 4]] rotated 90 degrees counter-clockwise is [[2, 4], [1, 3]].
+        let r = rotate(&set(), 1).unwrap();
+        assert_eq!(&r.images[..4], &[2., 4., 1., 3.]);
+        let mut x = set();
+        for _ in 0..4 {
+            x = rotate(&x, 1).unwrap();
+        }
+        assert_eq!(x, set());
+        assert_eq!(rotate(&set(), 2).unwrap().images[..4], [4., 3., 2., 1.]);
+    }
+
+    #[test]
+    fn text_parts_tile_the_training_text() {
+        let t = TextSet {
+            vocab: vec!['a', 'b'],
+            train: (0..11).map(|i| i % 2).collect(),
+            test: vec![0, 1],
+        };
+        let a = text_part(&t, 1, 2);
+        let b = text_part(&t, 2, 2);
+        assert_eq!(a.train.len() + b.train.len(), 11);
+        assert_eq!([a.train, b.train].concat(), t.train);
+        assert_eq!(a.test, t.test);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let v = DataView {
+            classes: Some(vec![1, 1]),
+            ..Default::default()
+        };
+        assert!(v.validate(false, 10).unwrap_err().contains("twice"));
+        let v = DataView {
+            rotate_deg: Some(45),
+            ..Default::default()
+        };
+        assert!(v.validate(false, 10).unwrap_err().contains("rotate_deg"));
+        let v = DataView {
+            text_part: Some([3, 2]),
+            ..Default::default()
+        };
+        assert!(v.validate(true, 10).unwrap_err().contains("text_part"));
+        assert!(v.validate(false, 10).is_err());
+    }
+}

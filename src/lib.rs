@@ -5,6 +5,7 @@
 //! target accuracy (ETT) and joules per accuracy point (JPP). Data flows one way:
 //! `cli` (argv -> validated plan) -> `energy::detect` -> `runner` -> `train` -> `results`.
 
+pub mod carbon;
 pub mod cli;
 pub mod data;
 pub mod energy;

@@ -15,7 +15,9 @@
 //! written beside the figure.
 
 pub mod csvline;
+pub mod embodied;
 pub mod region;
+pub mod schedule;
 
 use serde::{Deserialize, Serialize};
 

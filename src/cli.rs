@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Print the run records as JSON lines instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// Also measure inference energy of each trained model (J per 1,000 predictions at batch 1
+    /// and 1024, own measured windows after training, not in ETT): about 15-45 s more per run.
+    #[arg(long)]
+    pub inference: bool,
 }
 
 /// A failure and its exit code.
@@ -358,6 +362,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         idle_s: a.idle_s,
         cooldown_s: a.cooldown_s,
         stop_at_target: !a.full_budget,
+        inference: a
+            .inference
+            .then(crate::inference::InferenceOptions::default),
     };
     let as_json = a.json;
     let series = runner::run_series(
@@ -370,6 +377,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
                 println!("{}", serde_json::to_string(rec).unwrap_or_default());
             } else {
                 println!("{}", runner::summary_line(rec));
+                if let Some(inf) = &rec.inference {
+                    println!("  {}", inf.summary());
+                }
             }
         },
     )

@@ -9,6 +9,7 @@ pub mod carbon;
 pub mod cli;
 pub mod data;
 pub mod energy;
+pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod progress;

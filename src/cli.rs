@@ -44,6 +44,9 @@ pub enum Command {
     },
     /// Train a task under each variant and seed, measure, write run files, print a summary.
     Run(Box<RunArgs>),
+    /// Carbon (operational and embodied), inference energy and break-even per run, from result
+    /// folders: derived figures, a separate table from the joule ranking.
+    Footprint(Box<crate::carbon::footprint::FootprintArgs>),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -160,6 +163,9 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
+        Command::Footprint(args) => crate::carbon::footprint::run_command(&args)
+            .map(|_| 0)
+            .map_err(usage),
     }
 }
 

@@ -310,12 +310,20 @@ impl BreakEven {
     }
 }
 
+/// A prediction count: whole numbers with thousands separators, scientific from 1e12.
 fn human_count(n: f64) -> String {
-    if n >= 1e6 {
-        format!("{n:.3e}")
-    } else {
-        format!("{:.0}", n.ceil())
+    if n >= 1e12 {
+        return format!("{n:.3e}");
     }
+    let digits = format!("{:.0}", n.ceil());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// N* = (ETT_variant - ETT_baseline) / (e_baseline - e_variant), energies per prediction in J.
@@ -406,12 +414,20 @@ mod tests {
         );
         assert!(BreakEven::PaysBackAfter { predictions: 2.0e6 }
             .describe()
-            .contains("2.000e6"));
+            .contains("2,000,000"));
         assert!(BreakEven::PaysBackAfter {
             predictions: 1234.2
         }
         .describe()
-        .contains("1235"));
+        .contains("1,235"));
+        assert!(BreakEven::PaysBackAfter { predictions: 999.0 }
+            .describe()
+            .contains("999 "));
+        assert!(BreakEven::PaysBackAfter {
+            predictions: 2.5e12
+        }
+        .describe()
+        .contains("2.500e12"));
     }
 
     #[test]

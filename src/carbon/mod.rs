@@ -5,8 +5,9 @@
 //! `kg CO2e = kWh x PUE x g CO2e/kWh / 1000`, the shipped region table
 //! (`data/carbon/grid-intensity.csv`, every row with its source and year), embodied
 //! (manufacturing) carbon amortised per device-hour (`embodied`), and the emissions of a run
-//! for each start hour of an hourly intensity series (`schedule`).
-//! Must not: measure energy, read run files or rank anything. Carbon is derived from the
+//! for each start hour of an hourly intensity series (`schedule`), and the `footprint` table
+//! over result folders (the only part that reads run files).
+//! Must not: measure energy, write run files or rank anything. Carbon is derived from the
 //! measured joules and is never mixed into the joule ranking.
 //!
 //! No silent geolocation: the intensity is what the user gave (`--grid-intensity`), a region
@@ -16,6 +17,7 @@
 
 pub mod csvline;
 pub mod embodied;
+pub mod footprint;
 pub mod region;
 pub mod schedule;
 

@@ -7,7 +7,7 @@
 use crate::data::{self, DatasetKind};
 use crate::energy::{self, DetectOptions, MeterChoice};
 use crate::results::ResultsDir;
-use crate::runner::{self, Plan};
+use crate::runner::{self, Plan, TaskRun};
 use crate::task;
 use crate::train::Status;
 use crate::variant;
@@ -47,6 +47,28 @@ pub enum Command {
     /// Carbon (operational and embodied), inference energy and break-even per run, from result
     /// folders: derived figures, a separate table from the joule ranking.
     Footprint(Box<crate::carbon::footprint::FootprintArgs>),
+    /// Leaderboard (md, csv, json, LaTeX, HTML, emissions.csv) from results folders.
+    Report(crate::report::ReportArgs),
+    /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
+    Target(TargetArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// The task whose reference runs to read.
+    #[arg(long)]
+    pub task: String,
+    /// Results folders holding `run --full-budget` runs of the task (f32 baseline).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Grid the target is rounded down to, in percentage points.
+    #[arg(long, default_value_t = 0.5)]
+    pub grid_pp: f64,
+    /// Write the aligned curves (`step,epoch,seed_*,mean,sd`) to this CSV file.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -166,6 +188,8 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Footprint(args) => crate::carbon::footprint::run_command(&args)
             .map(|_| 0)
             .map_err(usage),
+        Command::Report(args) => crate::report::command(args),
+        Command::Target(args) => target_cmd(args).map(|_| 0),
     }
 }
 
@@ -358,10 +382,8 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         );
     }
     let plan = Plan {
-        task: spec,
-        data,
-        variants,
-        seeds,
+        jobs: runner::order(0, &variants, &seeds),
+        tasks: vec![TaskRun { spec, data }],
         device,
         device_label,
         results,
@@ -400,4 +422,96 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     }
     let all_ok = series.records.iter().all(|r| r.status == Status::Ok);
     Ok(if all_ok { 0 } else { 1 })
+}
+
+/// Read the task's full-budget f32 runs, choose T by the knee, print (and write) the evidence.
+fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
+    if !(a.grid_pp > 0.0 && a.grid_pp <= 10.0) {
+        return Err(usage(anyhow::anyhow!(
+            "--grid-pp must be in (0, 10] percentage points, got {}",
+            a.grid_pp
+        )));
+    }
+    let mut curves = Vec::new();
+    for dir in &a.dirs {
+        let runs = dir.join("runs");
+        let entries = std::fs::read_dir(&runs)
+            .map_err(|e| usage(anyhow::anyhow!("results folder {}: {e}", runs.display())))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let rec: crate::results::RunRecord = match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("joulebench: skipping {}: {e}", path.display());
+                    continue;
+                }
+            };
+            let full_budget = rec.config.get("stop_at_target") == Some(&json!(false));
+            if rec.task != a.task || rec.variant != variant::baseline() || !full_budget {
+                continue;
+            }
+            if rec.status == Status::Failed || rec.status == Status::Diverged {
+                eprintln!(
+                    "joulebench: skipping {} (status {})",
+                    path.display(),
+                    rec.status.as_str()
+                );
+                continue;
+            }
+            curves.push(crate::knee::SeedCurve {
+                seed: rec.seed,
+                points: rec
+                    .quality
+                    .curve
+                    .iter()
+                    .map(|p| (p.step, p.epoch, p.value))
+                    .collect(),
+            });
+        }
+    }
+    curves.sort_by_key(|c| c.seed);
+    if curves.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "no full-budget f32 runs of task '{}' in {}: make them with `joulebench run --task {} --seeds 10 --full-budget`",
+            a.task,
+            a.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            a.task
+        )));
+    }
+    let aligned = crate::knee::align(&curves).map_err(usage)?;
+    let choice = crate::knee::choose_target(&aligned, a.grid_pp).map_err(usage)?;
+    if let Some(path) = &a.csv {
+        crate::results::write_atomic(path, aligned.to_csv().as_bytes()).map_err(usage)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&choice).map_err(usage)?);
+        return Ok(());
+    }
+    let mut steps: Vec<usize> = choice.steps_to_target.iter().map(|s| s.1).collect();
+    steps.sort_unstable();
+    println!(
+        "{}: {} seeds; knee of the mean curve at step {} (epoch {:.2}), quality {:.2} %; plateau {:.2} %",
+        a.task,
+        choice.seeds,
+        choice.knee_step,
+        choice.knee_epoch,
+        100.0 * choice.knee_quality,
+        100.0 * choice.plateau_quality
+    );
+    println!(
+        "target T = {:.2} % (knee quality rounded down to {} pp, reached by every seed): steps to T median {}, min {}, max {}",
+        100.0 * choice.target,
+        a.grid_pp,
+        steps[steps.len() / 2],
+        steps[0],
+        steps[steps.len() - 1]
+    );
+    Ok(())
 }

@@ -20,12 +20,25 @@ use candle_core::Device;
 use serde_json::json;
 use std::time::Duration;
 
-/// Everything a series needs, validated before anything trains.
-pub struct Plan {
-    pub task: TaskSpec,
+/// One task of a series: its spec and its loaded (checksum-verified) data.
+pub struct TaskRun {
+    pub spec: TaskSpec,
     pub data: DatasetBundle,
-    pub variants: Vec<Variant>,
-    pub seeds: Vec<u64>,
+}
+
+/// One run to do: a task (index into `Plan::tasks`), a variant and a seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub task: usize,
+    pub variant: Variant,
+    pub seed: u64,
+}
+
+/// Everything a series needs, validated before anything trains. `jobs` are run in the order
+/// given (`order` interleaves variants across seeds; a sweep may randomise).
+pub struct Plan {
+    pub tasks: Vec<TaskRun>,
+    pub jobs: Vec<Job>,
     pub device: Device,
     pub device_label: String,
     pub results: ResultsDir,
@@ -48,13 +61,17 @@ pub struct Series {
     pub idle: Option<Idle>,
 }
 
-/// Interleave variants across seeds, rotating the start so no variant always follows the
-/// same one (measurement.md section 3).
-pub fn order(variants: &[Variant], seeds: &[u64]) -> Vec<(Variant, u64)> {
+/// The jobs of one task: variants interleaved across seeds, rotating the start so no variant
+/// always follows the same one (measurement.md section 3).
+pub fn order(task: usize, variants: &[Variant], seeds: &[u64]) -> Vec<Job> {
     let mut out = Vec::new();
     for (i, &seed) in seeds.iter().enumerate() {
         for k in 0..variants.len() {
-            out.push((variants[(i + k) % variants.len()].clone(), seed));
+            out.push(Job {
+                task,
+                variant: variants[(i + k) % variants.len()].clone(),
+                seed,
+            });
         }
     }
     out
@@ -73,7 +90,8 @@ pub fn run_series(
         .map(|p| p.detail.clone());
     let sys = system::collect(&plan.device_label, accelerator);
     plan.results.write_system(&sys)?;
-    let prepared = train::prepare(&plan.task, &plan.data, &plan.device)?;
+    // Device tensors of each task, made when its first job comes (a sweep mixes tasks).
+    let mut prepared: Vec<Option<Prepared>> = plan.tasks.iter().map(|_| None).collect();
 
     let idle = if plan.idle_s > 0.0 {
         let b = energy::idle::measure_idle(meter, Duration::from_secs_f64(plan.idle_s))?;
@@ -92,19 +110,27 @@ pub fn run_series(
         7,
     );
     let mut records = Vec::new();
-    for (i, (variant, seed)) in order(&plan.variants, &plan.seeds).into_iter().enumerate() {
+    for (i, job) in plan.jobs.iter().enumerate() {
+        let task = plan.tasks.get(job.task).ok_or_else(|| {
+            anyhow::anyhow!("job {i} names task {} of {}", job.task, plan.tasks.len())
+        })?;
+        let p = match &mut prepared[job.task] {
+            Some(p) => p,
+            slot => slot.insert(train::prepare(&task.spec, &task.data, &plan.device)?),
+        };
         if i > 0 && plan.cooldown_s > 0.0 {
             std::thread::sleep(Duration::from_secs_f64(plan.cooldown_s));
         }
         // Random 0-100 ms start delay: decorrelates runs from periodic background activity.
         std::thread::sleep(Duration::from_millis(delay_rng.below(101) as u64));
-        let label = format!("{} {} seed {seed}", plan.task.name, variant.name);
+        let label = format!("{} {} seed {}", task.spec.name, job.variant.name, job.seed);
         let mut obs = observer_for(&label);
         let rec = run_one(
             plan,
-            &prepared,
-            &variant,
-            seed,
+            task,
+            p,
+            &job.variant,
+            job.seed,
             meter,
             &sys,
             idle.as_ref(),
@@ -119,6 +145,7 @@ pub fn run_series(
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     plan: &Plan,
+    task: &TaskRun,
     p: &Prepared,
     variant: &Variant,
     seed: u64,
@@ -127,7 +154,7 @@ fn run_one(
     idle: Option<&Idle>,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<RunRecord> {
-    let spec = &plan.task;
+    let spec = &task.spec;
     let started_at = system::utc_now();
     let run_id = results::run_id(&spec.name, &variant.name, seed, &sys.system_id);
     let mut init_rng = SeededRng::new(seed, 0);
@@ -299,9 +326,9 @@ fn run_one(
         },
         model: json!({"kind": spec.model.kind(), "parameters": out.param_count}),
         dataset: json!({
-            "name": plan.data.kind.as_str(),
-            "dir": plan.data.dir.display().to_string(),
-            "files": plan.data.files,
+            "name": task.data.kind.as_str(),
+            "dir": task.data.dir.display().to_string(),
+            "files": task.data.files,
             "train_samples": p.n_train,
             "eval_samples": p.n_eval,
             "classes": p.classes,
@@ -374,8 +401,11 @@ mod tests {
         let mut b = baseline();
         b.name = "b".into();
         let a = baseline();
-        let o = order(&[a.clone(), b.clone()], &[1, 2]);
-        let names: Vec<_> = o.iter().map(|(v, s)| format!("{}{s}", v.name)).collect();
+        let o = order(0, &[a.clone(), b.clone()], &[1, 2]);
+        let names: Vec<_> = o
+            .iter()
+            .map(|j| format!("{}{}", j.variant.name, j.seed))
+            .collect();
         assert_eq!(names, ["f321", "b1", "b2", "f322"]);
     }
 }

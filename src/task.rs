@@ -106,6 +106,13 @@ pub struct TrainSpec {
     /// Warm-up steps (forward + backward, no update) before `run_start`, not measured.
     #[serde(default = "default_warmup")]
     pub warmup_steps: usize,
+    /// Image inputs are fed as (x - input_mean) / input_sd, x in [0, 1]. Declared constants
+    /// (with their origin in the task file), never computed from the data at run time, so a
+    /// run on synthetic data never reads the real training set to normalise.
+    #[serde(default)]
+    pub input_mean: Option<f64>,
+    #[serde(default)]
+    pub input_sd: Option<f64>,
 }
 
 fn default_warmup() -> usize {
@@ -205,6 +212,16 @@ impl TaskSpec {
         }
         if self.train.eval_every_steps == 0 {
             return Err("key 'train.eval_every_steps' must be at least 1".into());
+        }
+        match (self.train.input_mean, self.train.input_sd) {
+            (None, None) => {}
+            (Some(m), Some(sd)) if m.is_finite() && sd.is_finite() && sd > 0.0 => {}
+            _ => {
+                return Err(
+                    "keys 'train.input_mean' and 'train.input_sd' go together, with input_sd > 0"
+                        .into(),
+                )
+            }
         }
         if self.budget.max_epochs == 0 {
             return Err("key 'budget.max_epochs' must be at least 1".into());
@@ -373,6 +390,35 @@ max_epochs = 3
             .unwrap_err()
             .to_string();
         assert!(e.contains("'name'"), "{e}");
+    }
+
+    #[test]
+    fn input_standardisation_keys_go_together() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "eval_every_steps = 10",
+                &format!("eval_every_steps = 10\n{extra}"),
+            )
+        };
+        let t = parse_task(
+            Path::new("t.toml"),
+            &with("input_mean = 0.1\ninput_sd = 0.3"),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.train.input_mean, t.train.input_sd),
+            (Some(0.1), Some(0.3))
+        );
+        for bad in [
+            "input_mean = 0.1",
+            "input_sd = 0.3",
+            "input_mean = 0.1\ninput_sd = 0.0",
+        ] {
+            let e = parse_task(Path::new("t.toml"), &with(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("train.input_sd") && e.contains("t.toml"), "{e}");
+        }
     }
 
     #[test]

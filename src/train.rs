@@ -51,7 +51,14 @@ pub fn prepare(
         } => {
             let [c, h, w] = train.shape;
             let n_eval = cap(test.len());
-            let to_x = |v: &[f32], n: usize| Tensor::from_slice(v, (n, c, h, w), device);
+            let (mean, sd) = match (spec.train.input_mean, spec.train.input_sd) {
+                (Some(m), Some(s)) => (m as f32, s as f32),
+                _ => (0.0, 1.0),
+            };
+            let to_x = |v: &[f32], n: usize| {
+                let x: Vec<f32> = v.iter().map(|&p| (p - mean) / sd).collect();
+                Tensor::from_vec(x, (n, c, h, w), device)
+            };
             let to_y = |v: &[u8], n: usize| {
                 Tensor::from_vec(
                     v[..n].iter().map(|&l| l as u32).collect::<Vec<_>>(),

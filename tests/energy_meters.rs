@@ -288,10 +288,12 @@ fn rapl_flags_cpu_contention() {
 // Estimate
 // ----------------------------------------------------------------------------------------
 
-/// Every read advances the machine by 100 ticks, `busy` of them busy.
+/// Every read advances the machine by 100 ticks, `busy` of them busy; when `own` is set, this
+/// process used `own` of every 100 ticks.
 struct ScriptedCpu {
     busy: u64,
     reads: AtomicU64,
+    own: Option<u64>,
 }
 
 impl CpuTimesReader for ScriptedCpu {
@@ -301,6 +303,45 @@ impl CpuTimesReader for ScriptedCpu {
             busy_ticks: n * self.busy,
             total_ticks: n * 100,
         })
+    }
+    fn read_self_ticks(&self) -> Result<u64, String> {
+        let own = self.own.ok_or("no per-process times")?;
+        Ok(self.reads.load(Ordering::SeqCst) * own)
+    }
+}
+
+#[test]
+fn estimate_meter_flags_other_processes_load() {
+    // Machine 50 % busy; the harness uses 10 % (others 40 %: contended) or all 50 % (not).
+    for (own, contended) in [(10, true), (50, false)] {
+        let mut m = EstimateMeter::with_parts(
+            Tdp {
+                watts: 100.0,
+                note: "TDP 100 W from --cpu-tdp-w (user)".into(),
+            },
+            15.0,
+            "15 W constant".into(),
+            Arc::new(ScriptedCpu {
+                busy: 50,
+                reads: AtomicU64::new(0),
+                own: Some(own),
+            }),
+            Duration::from_millis(20),
+        );
+        m.start().expect("start");
+        std::thread::sleep(Duration::from_millis(100));
+        let r = m.stop().expect("stop");
+        assert_eq!(
+            r.flags.contains(&"cpu_contended".to_string()),
+            contended,
+            "{:?}",
+            r.flags
+        );
+        let others = r.provenance["cpu_others_fraction"].as_f64().unwrap();
+        assert!(
+            (others - (50 - own) as f64 / 100.0).abs() < 1e-9,
+            "{others}"
+        );
     }
 }
 
@@ -316,6 +357,7 @@ fn estimate_meter_integrates_the_formula() {
         Arc::new(ScriptedCpu {
             busy: 50,
             reads: AtomicU64::new(0),
+            own: None,
         }),
         Duration::from_millis(20),
     );

@@ -5,7 +5,7 @@
 //! integration of the formula. Must not: call itself a measurement (sources are
 //! `estimated_tdp_load` and `estimated_constant`), or estimate a GPU.
 
-use super::cputime::{utilisation, ProcPaths, SystemCpuTimes};
+use super::cputime::{cpu_share, utilisation, ProcPaths, SystemCpuTimes};
 use super::poller::Poller;
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
@@ -177,15 +177,25 @@ pub fn dram_power_w(mem_total_kb: u64) -> f64 {
 /// Source of machine-wide CPU times; injectable for tests.
 pub trait CpuTimesReader: Send + Sync {
     fn read(&self) -> Result<SystemCpuTimes, String>;
+    /// This process's CPU ticks, for the harness's share of the machine (measurement.md
+    /// section 2: the utilisation is machine-wide, so other processes raise the estimate).
+    fn read_self_ticks(&self) -> Result<u64, String> {
+        Err("this reader has no per-process CPU time".into())
+    }
 }
 
 impl CpuTimesReader for ProcPaths {
     fn read(&self) -> Result<SystemCpuTimes, String> {
         self.read_system()
     }
+    fn read_self_ticks(&self) -> Result<u64, String> {
+        ProcPaths::read_self_ticks(self)
+    }
 }
 
 struct Trace {
+    /// (own ticks, machine times) when the window opened.
+    start: Option<(u64, SystemCpuTimes)>,
     last: Option<SystemCpuTimes>,
     last_t_s: f64,
     /// (t_s, utilisation over the interval ending there)
@@ -228,6 +238,10 @@ impl Shared {
         }
         integrate_cpu_estimate_j(self.tdp_w, &tr.points)
     }
+}
+
+fn read_share_point(r: &dyn CpuTimesReader) -> Option<(u64, SystemCpuTimes)> {
+    Some((r.read_self_ticks().ok()?, r.read().ok()?))
 }
 
 /// Components `cpu` (`estimated_tdp_load`) and `dram` (`estimated_constant`), boundary H.
@@ -344,6 +358,7 @@ impl Meter for EstimateMeter {
             origin,
             tdp_w: self.tdp.watts,
             trace: Mutex::new(Trace {
+                start: read_share_point(self.reader.as_ref()),
                 last: self.reader.read().ok(),
                 last_t_s: 0.0,
                 points: Vec::new(),
@@ -417,6 +432,24 @@ impl Meter for EstimateMeter {
             "estimate_formula".into(),
             json!("CodeCarbon 3.3: P = TDP * (0.1 + 0.9 * u^3)"),
         );
+        // Machine-wide utilisation charges other processes' load to this run: say how much.
+        match (tr.start, read_share_point(self.reader.as_ref())) {
+            (Some((s0, y0)), Some((s1, y1))) => {
+                if let Some(share) = cpu_share(s0, s1, y0, y1) {
+                    provenance.insert("cpu_harness_fraction".into(), json!(share.harness_fraction));
+                    provenance.insert("cpu_others_fraction".into(), json!(share.others_fraction));
+                    if share.contended() {
+                        flags.push("cpu_contended".to_string());
+                    }
+                }
+            }
+            _ => {
+                provenance.insert(
+                    "cpu_share".into(),
+                    json!("unknown: per-process CPU time unreadable"),
+                );
+            }
+        }
         if tr.read_errors > 0 {
             flags.push("cpu_utilisation_unavailable".to_string());
             provenance.insert("cpu_utilisation_read_errors".into(), json!(tr.read_errors));

@@ -30,10 +30,7 @@ fn report_from(paths: &[&str], carbon: CarbonSettings) -> Report {
 fn fixtures() -> Report {
     report_from(
         &[MACHINES],
-        CarbonSettings {
-            grid_intensity_g_per_kwh: Some(400.0),
-            pue: 1.2,
-        },
+        CarbonSettings::from_flags(Some(400.0), None, Some(1.2)).expect("valid carbon flags"),
     )
 }
 

@@ -265,9 +265,15 @@ pub fn kwh(energy_j: f64) -> f64 {
     energy_j / J_PER_KWH
 }
 
+/// kg CO2e of facility energy already multiplied by the PUE: kWh x (g CO2e/kWh) / 1000.
+/// The one place a kWh figure becomes carbon (`operational_kg`, `report`'s emissions.csv).
+pub fn kg_co2e_of_kwh(kwh_with_pue: f64, intensity: &GridIntensity) -> f64 {
+    kwh_with_pue * intensity.g_co2e_per_kwh / 1000.0
+}
+
 /// Operational emissions: kg CO2e = kWh x PUE x (g CO2e/kWh) / 1000.
 pub fn operational_kg(energy_j: f64, pue: Pue, intensity: &GridIntensity) -> f64 {
-    kwh(energy_j) * pue.value * intensity.g_co2e_per_kwh / 1000.0
+    kg_co2e_of_kwh(kwh(energy_j) * pue.value, intensity)
 }
 
 #[cfg(test)]

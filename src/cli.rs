@@ -45,6 +45,9 @@ pub enum Command {
     },
     /// Train a task under each variant and seed, measure, write run files, print a summary.
     Run(Box<RunArgs>),
+    /// Carbon (operational and embodied), inference energy and break-even per run, from result
+    /// folders: derived figures, a separate table from the joule ranking.
+    Footprint(Box<crate::carbon::footprint::FootprintArgs>),
     /// Leaderboard (md, csv, json, LaTeX, HTML, emissions.csv) from results folders.
     Report(crate::report::ReportArgs),
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
@@ -117,6 +120,9 @@ pub struct RunArgs {
     /// sidecar beside them they are recorded as `external`.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// Also measure inference energy of each trained model (J per 1,000 predictions at batch 1
+    /// and 1024, own measured windows after training, not in ETT): about 15-45 s more per run.
+    pub inference: bool,
 }
 
 /// A failure and its exit code.
@@ -183,6 +189,9 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
+        Command::Footprint(args) => crate::carbon::footprint::run_command(&args)
+            .map(|_| 0)
+            .map_err(usage),
         Command::Report(args) => crate::report::command(args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
     }
@@ -414,6 +423,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         cooldown_s: a.cooldown_s,
         stop_at_target: !a.full_budget,
         checkpoint: a.checkpoint.clone(),
+        inference: a
+            .inference
+            .then(crate::inference::InferenceOptions::default),
     };
     let as_json = a.json;
     let series = runner::run_series(
@@ -426,6 +438,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
                 println!("{}", serde_json::to_string(rec).unwrap_or_default());
             } else {
                 println!("{}", runner::summary_line(rec));
+                if let Some(inf) = &rec.inference {
+                    println!("  {}", inf.summary());
+                }
             }
         },
     )

@@ -5,10 +5,12 @@
 //! target accuracy (ETT) and joules per accuracy point (JPP). Data flows one way:
 //! `cli` (argv -> validated plan) -> `energy::detect` -> `runner` -> `train` -> `results`.
 
+pub mod carbon;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod energy;
+pub mod inference;
 pub mod knee;
 pub mod metrics;
 pub mod model;

@@ -142,6 +142,10 @@ pub struct RunRecord {
     pub provenance: serde_json::Map<String, serde_json::Value>,
     pub started_at: String,
     pub finished_at: String,
+    /// Inference energy of the trained model (`run --inference`), measured after training in
+    /// its own windows, never part of ETT; absent when not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<crate::inference::InferenceReport>,
 }
 
 /// `<task>--<variant>--seed-<seed>--<system-id>`: filesystem-safe, stable across reruns on

@@ -52,6 +52,8 @@ pub struct Plan {
     /// `--checkpoint`: the weights every `finetune` job starts from (else the source task's
     /// harness checkpoint, pretrained in this series when missing).
     pub checkpoint: Option<std::path::PathBuf>,
+    /// Measure inference energy of each trained model (`run --inference`).
+    pub inference: Option<crate::inference::InferenceOptions>,
 }
 
 /// Idle power of the meter's components, measured before the series.
@@ -266,6 +268,20 @@ fn run_one(
     )?;
     let out = vo.out;
     let model = vo.model;
+    let inference = plan
+        .inference
+        .as_ref()
+        .filter(|_| matches!(out.status, Status::Ok | Status::Dnf))
+        .map(|o| {
+            crate::inference::measure_or_note(
+                model.as_ref(),
+                p,
+                meter,
+                &plan.device,
+                idle.map(|i| i.mean_w),
+                o,
+            )
+        });
     let window = out.window.clone().unwrap_or_else(|| energy::WindowReport {
         duration_s: 0.0,
         report: Default::default(),
@@ -441,6 +457,7 @@ fn run_one(
         provenance: window.report.provenance.clone(),
         started_at,
         finished_at: system::utc_now(),
+        inference,
     };
     plan.results
         .write_run(&rec, &out.events.0, &window.report.timeline)?;

@@ -7,13 +7,21 @@
 //! leaderboard files beside it). Units as CodeCarbon writes them: energies in kWh already
 //! multiplied by the PUE, powers in W (not multiplied), duration in s, emissions in kg CO2e,
 //! emissions_rate in kg/s, RAM in GB, water in L (WUE 0: unknown, as CodeCarbon's default).
-//! kg CO2e = kWh x PUE x grid intensity / 1000 (measurement.md section 6); the intensity comes
-//! only from the user (`--grid-intensity`, gCO2e/kWh): without it the two emissions columns
-//! hold the words `intensity not given` instead of a number (no silent default).
-//! Must not: geolocate, or add columns.
+//! kg CO2e = kWh x PUE x grid intensity / 1000 (measurement.md section 6), computed by
+//! `crate::carbon` (the one place that does it); the intensity comes only from the user
+//! (`--grid-intensity` in gCO2e/kWh, or `--region` from the shipped table, which also fills
+//! `country_name`/`country_iso_code` or `region`): without either, the two emissions columns
+//! hold the words `intensity not given` instead of a number, because CodeCarbon's columns
+//! have no place for the FALLBACK label that must travel with the world average.
+//!
+//! Also here: `footprint.md` / `footprint.csv`, the carbon and inference table of
+//! `crate::carbon::footprint` over the report's runs, separate from the joule ranking.
+//! Must not: geolocate, add columns to emissions.csv, or compute carbon itself.
 
 use super::csv::field;
-use super::{ExportError, Exporter, Report};
+use super::{CarbonSettings, ExportError, Exporter, Report};
+use crate::carbon::footprint::{self, FootprintOptions, RunInput};
+use crate::carbon::{kg_co2e_of_kwh, kwh as kwh_of_j, GridIntensity};
 use crate::results::RunRecord;
 
 pub struct EmissionsExporter;
@@ -63,8 +71,6 @@ pub const COLUMNS: [&str; 38] = [
 /// What the emissions columns say when no grid intensity was given.
 pub const NOT_GIVEN: &str = "intensity not given";
 
-pub const J_PER_KWH: f64 = 3.6e6;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     Cpu,
@@ -102,7 +108,32 @@ fn timestamp(finished_at: &str) -> String {
         .to_string()
 }
 
-pub fn row(r: &RunRecord, grid_intensity_g_per_kwh: Option<f64>, pue: f64) -> Vec<String> {
+/// CodeCarbon's `country_name`, `country_iso_code` and `region` for an intensity from the
+/// shipped table, as CodeCarbon writes them: a three-letter code is a country (ISO 3166-1
+/// alpha-3); `US-XX` is a state of the United States (region: the state's name in lower case),
+/// `SE1`-`SE4` and `NO1`-`NO5` are Swedish and Norwegian bidding zones (region: the zone).
+/// Empty for a user-given value and the fallback (joulebench never geolocates).
+fn place(i: &GridIntensity) -> [String; 3] {
+    let (Some(code), Some(name), false) = (&i.region, &i.region_name, i.fallback) else {
+        return Default::default();
+    };
+    let s = |x: &str| x.to_string();
+    if code == "US-EGRID" {
+        [s("United States"), s("USA"), String::new()]
+    } else if code.starts_with("US-") {
+        let state = name.trim_end_matches(" (US state)").to_lowercase();
+        [s("United States"), s("USA"), state]
+    } else if code.starts_with("SE") && code.len() == 3 {
+        [s("Sweden"), s("SWE"), code.clone()]
+    } else if code.starts_with("NO") && code.len() == 3 && code != "NOR" {
+        [s("Norway"), s("NOR"), code.clone()]
+    } else {
+        [name.clone(), code.clone(), String::new()]
+    }
+}
+
+pub fn row(r: &RunRecord, carbon: &CarbonSettings) -> Vec<String> {
+    let pue = carbon.pue.value;
     let duration = r.energy.window_s;
     let power = |p: Part| {
         if duration > 0.0 {
@@ -111,16 +142,16 @@ pub fn row(r: &RunRecord, grid_intensity_g_per_kwh: Option<f64>, pue: f64) -> Ve
             "0".into()
         }
     };
-    let kwh = |p: Part| energy_j(r, p) / J_PER_KWH * pue;
+    let kwh = |p: Part| kwh_of_j(energy_j(r, p)) * pue;
     let total_kwh = kwh(Part::Cpu) + kwh(Part::Gpu) + kwh(Part::Ram);
-    let (emissions, rate) = match grid_intensity_g_per_kwh {
-        Some(g) => {
-            let kg = total_kwh * g / 1000.0;
-            let rate = if duration > 0.0 { kg / duration } else { 0.0 };
-            (kg.to_string(), rate.to_string())
-        }
-        None => (NOT_GIVEN.to_string(), NOT_GIVEN.to_string()),
+    let (emissions, rate) = if carbon.intensity.fallback {
+        (NOT_GIVEN.to_string(), NOT_GIVEN.to_string())
+    } else {
+        let kg = kg_co2e_of_kwh(total_kwh, &carbon.intensity);
+        let rate = if duration > 0.0 { kg / duration } else { 0.0 };
+        (kg.to_string(), rate.to_string())
     };
+    let [country_name, country_iso_code, region] = place(&carbon.intensity);
     let gpu_components = r
         .energy
         .components
@@ -153,9 +184,9 @@ pub fn row(r: &RunRecord, grid_intensity_g_per_kwh: Option<f64>, pue: f64) -> Ve
         kwh(Part::Ram).to_string(),
         total_kwh.to_string(),
         "0".into(),
-        String::new(),
-        String::new(),
-        String::new(),
+        country_name,
+        country_iso_code,
+        region,
         String::new(),
         String::new(),
         r.system.os.clone(),
@@ -184,11 +215,7 @@ impl Exporter for EmissionsExporter {
         let mut out = COLUMNS.join(",");
         out.push('\n');
         for run in report.runs.values() {
-            let cells = row(
-                &run.record,
-                report.carbon.grid_intensity_g_per_kwh,
-                report.carbon.pue,
-            );
+            let cells = row(&run.record, &report.carbon);
             debug_assert_eq!(cells.len(), COLUMNS.len());
             let cells: Vec<String> = cells.iter().map(|c| field(c)).collect();
             out.push_str(&cells.join(","));
@@ -198,6 +225,55 @@ impl Exporter for EmissionsExporter {
     }
     fn file_name(&self) -> &'static str {
         "emissions.csv"
+    }
+}
+
+/// `footprint.md` / `footprint.csv`: `crate::carbon::footprint` over every run of the report,
+/// with the report's intensity and PUE (embodied carbon and when-to-train need flags only
+/// `joulebench footprint` has; the file says so).
+pub enum FootprintExporter {
+    Md,
+    Csv,
+}
+
+impl FootprintExporter {
+    pub fn footprint(report: &Report) -> footprint::Footprint {
+        let inputs: Vec<RunInput> = report
+            .runs
+            .values()
+            .map(|run| RunInput {
+                record: &run.record,
+                timeline: report.timelines.get(&run.record.run_id).map(Vec::as_slice),
+            })
+            .collect();
+        let opts = FootprintOptions {
+            intensity: report.carbon.intensity.clone(),
+            pue: report.carbon.pue,
+            embodied: Default::default(),
+            series: None,
+            baseline: None,
+        };
+        let mut f = footprint::compute(&inputs, &opts);
+        f.generated_by = report.leaderboard.generated_by.clone();
+        f.notes.push("embodied carbon (--embodied-kg/--device-name with --lifetime-years), when to train (--intensity-csv) and another --baseline: `joulebench footprint` over the same folders".into());
+        f
+    }
+}
+
+impl Exporter for FootprintExporter {
+    fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
+        let f = Self::footprint(report);
+        let format = match self {
+            FootprintExporter::Md => footprint::Format::Md,
+            FootprintExporter::Csv => footprint::Format::Csv,
+        };
+        Ok(footprint::render(&f, format).into_bytes())
+    }
+    fn file_name(&self) -> &'static str {
+        match self {
+            FootprintExporter::Md => "footprint.md",
+            FootprintExporter::Csv => "footprint.csv",
+        }
     }
 }
 
@@ -212,5 +288,19 @@ mod tests {
         assert_eq!(part("dram:0"), Part::Ram);
         assert_eq!(part("gpu:0"), Part::Gpu);
         assert_eq!(timestamp("2026-11-22T07:19:01.899Z"), "2026-11-22T07:19:01");
+    }
+
+    #[test]
+    fn regions_fill_codecarbons_place_columns() {
+        let at = |r: &str| place(&crate::carbon::region::lookup(r).unwrap());
+        assert_eq!(at("FRA"), ["France", "FRA", ""]);
+        assert_eq!(at("US-CA"), ["United States", "USA", "california"]);
+        assert_eq!(at("US-EGRID"), ["United States", "USA", ""]);
+        assert_eq!(at("SE3"), ["Sweden", "SWE", "SE3"]);
+        assert_eq!(at("NO1"), ["Norway", "NOR", "NO1"]);
+        assert_eq!(at("NOR"), ["Norway", "NOR", ""]);
+        let none: [String; 3] = Default::default();
+        assert_eq!(place(&GridIntensity::world_average()), none);
+        assert_eq!(place(&GridIntensity::user(300.0).unwrap()), none);
     }
 }

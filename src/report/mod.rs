@@ -42,19 +42,25 @@ pub enum Format {
     Html,
     /// emissions.csv (CodeCarbon's 38 columns)
     Emissions,
+    /// footprint.md: carbon, inference energy and break-even per run (a separate table)
+    Footprint,
+    /// footprint.csv: the same, one row per run
+    FootprintCsv,
     /// the terminal table
     Text,
 }
 
 impl Format {
     /// Every file `report` writes when no `--format` is given.
-    pub const FILES: [Format; 6] = [
+    pub const FILES: [Format; 8] = [
         Format::Md,
         Format::Csv,
         Format::Json,
         Format::Latex,
         Format::Html,
         Format::Emissions,
+        Format::Footprint,
+        Format::FootprintCsv,
     ];
 
     pub fn exporter(self) -> Box<dyn Exporter> {
@@ -65,6 +71,8 @@ impl Format {
             Format::Latex => Box::new(latex::LatexExporter),
             Format::Html => Box::new(html::HtmlExporter),
             Format::Emissions => Box::new(emissions::EmissionsExporter),
+            Format::Footprint => Box::new(emissions::FootprintExporter::Md),
+            Format::FootprintCsv => Box::new(emissions::FootprintExporter::Csv),
             Format::Text => Box::new(TextExporter),
         }
     }
@@ -81,30 +89,50 @@ pub struct ReportArgs {
     /// Output file with --format, else output folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Grid carbon intensity in gCO2e/kWh for emissions.csv (no default: without it the
-    /// emissions columns are left empty and say so).
-    #[arg(long)]
+    /// Grid carbon intensity in gCO2e/kWh for emissions.csv and footprint.* (without it or
+    /// --region, emissions.csv says "intensity not given" and footprint.* use the world
+    /// average labelled FALLBACK).
+    #[arg(long, allow_negative_numbers = true)]
     pub grid_intensity: Option<f64>,
-    /// Power usage effectiveness of the facility for emissions.csv (>= 1; default 1.0, written
-    /// on every row).
+    /// A region of the shipped intensity table, as in `joulebench footprint --region`.
     #[arg(long)]
+    pub region: Option<String>,
+    /// Power usage effectiveness of the facility for emissions.csv and footprint.* (>= 1;
+    /// default 1.0, written on every row).
+    #[arg(long, allow_negative_numbers = true)]
     pub pue: Option<f64>,
 }
 
-/// Carbon accounting inputs for `emissions.csv` (measurement.md section 6).
+/// Carbon accounting inputs (measurement.md section 6), resolved by `crate::carbon`, which
+/// alone turns kWh into kg CO2e.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CarbonSettings {
-    /// gCO2e per kWh; `None` = not given (no silent default).
-    pub grid_intensity_g_per_kwh: Option<f64>,
-    pub pue: f64,
+    /// From `--grid-intensity` or `--region`; neither gives the world average with
+    /// `fallback` set (emissions.csv then writes "intensity not given").
+    pub intensity: crate::carbon::GridIntensity,
+    pub pue: crate::carbon::Pue,
 }
 
 impl Default for CarbonSettings {
     fn default() -> Self {
         CarbonSettings {
-            grid_intensity_g_per_kwh: None,
-            pue: 1.0,
+            intensity: crate::carbon::GridIntensity::world_average(),
+            pue: crate::carbon::Pue::default(),
         }
+    }
+}
+
+impl CarbonSettings {
+    /// From the flags, checked exactly as `joulebench footprint` checks them.
+    pub fn from_flags(
+        grid_intensity: Option<f64>,
+        region: Option<&str>,
+        pue: Option<f64>,
+    ) -> Result<Self, crate::carbon::CarbonError> {
+        Ok(CarbonSettings {
+            intensity: crate::carbon::resolve(grid_intensity, region)?,
+            pue: crate::carbon::Pue::from_flag(pue)?,
+        })
     }
 }
 
@@ -256,6 +284,9 @@ pub fn generated_by(args: &ReportArgs) -> String {
     if let Some(g) = args.grid_intensity {
         cmd.push(format!("--grid-intensity {g}"));
     }
+    if let Some(r) = &args.region {
+        cmd.push(format!("--region {r}"));
+    }
     if let Some(p) = args.pue {
         cmd.push(format!("--pue {p}"));
     }
@@ -275,6 +306,8 @@ fn format_name(f: Format) -> &'static str {
         Format::Latex => "latex",
         Format::Html => "html",
         Format::Emissions => "emissions",
+        Format::Footprint => "footprint",
+        Format::FootprintCsv => "footprint-csv",
         Format::Text => "text",
     }
 }
@@ -289,18 +322,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 
 /// The `report` command.
 pub fn command(args: ReportArgs) -> Result<i32, Failure> {
-    if let Some(g) = args.grid_intensity {
-        if !(g.is_finite() && g >= 0.0) {
-            return Err(usage(format!(
-                "--grid-intensity must be a non-negative number of gCO2e/kWh, got {g}"
-            )));
-        }
-    }
-    if let Some(p) = args.pue {
-        if !(p.is_finite() && p >= 1.0) {
-            return Err(usage(format!("--pue must be at least 1.0, got {p}")));
-        }
-    }
+    let carbon = CarbonSettings::from_flags(args.grid_intensity, args.region.as_deref(), args.pue)
+        .map_err(|e| Failure::Usage(e.into()))?;
     let dirs = if args.dirs.is_empty() {
         vec![PathBuf::from("results")]
     } else {
@@ -328,10 +351,6 @@ pub fn command(args: ReportArgs) -> Result<i32, Failure> {
             names.join(", ")
         )));
     }
-    let carbon = CarbonSettings {
-        grid_intensity_g_per_kwh: args.grid_intensity,
-        pue: args.pue.unwrap_or(1.0),
-    };
     let mut issues = Vec::new();
     let report = Report::build(loaded, &generated_by(&args), carbon, &mut issues);
     for issue in issues
@@ -374,9 +393,10 @@ pub fn command(args: ReportArgs) -> Result<i32, Failure> {
     let (text, _) = export(Format::Text)?;
     print!("{}", String::from_utf8_lossy(&text));
     eprintln!("joulebench: wrote {}", written.join(", "));
-    if report.carbon.grid_intensity_g_per_kwh.is_none() {
+    if report.carbon.intensity.fallback {
         eprintln!(
-            "joulebench: note: emissions.csv has no emissions figures: no --grid-intensity given (gCO2e/kWh)"
+            "joulebench: note: no --grid-intensity or --region: emissions.csv has no emissions figures, footprint.* use the world average {} g CO2e/kWh labelled FALLBACK",
+            crate::carbon::WORLD_AVERAGE_G_PER_KWH
         );
     }
     Ok(0)

@@ -1,0 +1,73 @@
+//! One CSV line into fields (RFC 4180 quoting, no line breaks inside fields): enough for the
+//! shipped tables and for users' hourly intensity exports, strict about malformed quoting.
+
+/// Split `line` on commas; `"a, b"` is one field and `""` inside quotes is a literal quote.
+pub fn split(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                _ => field.push(c),
+            }
+        } else {
+            match c {
+                ',' => {
+                    out.push(std::mem::take(&mut field));
+                    was_quoted = false;
+                }
+                '"' if field.trim().is_empty() && !was_quoted => {
+                    field.clear();
+                    quoted = true;
+                    was_quoted = true;
+                }
+                '"' => return Err(format!("stray quote in field {}", out.len() + 1)),
+                _ if was_quoted && !c.is_whitespace() => {
+                    return Err(format!(
+                        "text after a closing quote in field {}",
+                        out.len() + 1
+                    ))
+                }
+                _ => field.push(c),
+            }
+        }
+    }
+    if quoted {
+        return Err(format!("unterminated quote in field {}", out.len() + 1));
+    }
+    out.push(field);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn splits_plain_and_quoted_fields() {
+        assert_eq!(split("a,b,,c").unwrap(), ["a", "b", "", "c"]);
+        assert_eq!(
+            split(r#"SE3,"Sweden (South, Stockholm)",27.0"#).unwrap(),
+            ["SE3", "Sweden (South, Stockholm)", "27.0"]
+        );
+        assert_eq!(split(r#""say ""hi""",x"#).unwrap(), [r#"say "hi""#, "x"]);
+        assert_eq!(split("").unwrap(), [""]);
+    }
+
+    #[test]
+    fn rejects_malformed_quoting() {
+        assert!(split(r#""open,b"#).unwrap_err().contains("unterminated"));
+        assert!(split(r#"a"b,c"#).unwrap_err().contains("stray"));
+        assert!(split(r#""a"b,c"#)
+            .unwrap_err()
+            .contains("after a closing quote"));
+    }
+}

@@ -8,8 +8,10 @@
 pub mod cli;
 pub mod data;
 pub mod energy;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod progress;
 pub mod results;
 pub mod runner;

@@ -15,6 +15,7 @@ pub mod optim;
 pub mod progress;
 pub mod results;
 pub mod runner;
+pub mod speed;
 pub mod system;
 pub mod task;
 pub mod train;

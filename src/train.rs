@@ -13,9 +13,10 @@
 use crate::data::{DatasetBundle, Loaded};
 use crate::energy::{MeasuredWindow, Meter, MeterError, WindowReport};
 use crate::model::{InputShape, RefModel, SeededRng};
+use crate::optim::FusedAdamW;
 use crate::task::{OptimizerSpec, TaskSpec};
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Instant;
@@ -276,8 +277,9 @@ fn evaluate(model: &dyn RefModel, p: &Prepared, batch: usize) -> candle_core::Re
     })
 }
 
-/// AdamW over every parameter of `model`, with the task's hyperparameters.
-pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<AdamW> {
+/// AdamW over every parameter of `model`, with the task's hyperparameters (fused, in place:
+/// `optim`; same update as candle-nn's `AdamW`).
+pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<FusedAdamW> {
     let OptimizerSpec::Adamw {
         lr,
         beta1,
@@ -285,7 +287,7 @@ pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<A
         eps,
         weight_decay,
     } = spec.optimizer;
-    AdamW::new(
+    FusedAdamW::new(
         model.params().vars(),
         ParamsAdamW {
             lr,
@@ -298,9 +300,9 @@ pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<A
 }
 
 /// One optimizer step on one batch; returns the (device-resident) loss.
-pub fn train_step(
+pub fn train_step<O: Optimizer>(
     model: &dyn RefModel,
-    opt: &mut AdamW,
+    opt: &mut O,
     x: &Tensor,
     y: &Tensor,
 ) -> candle_core::Result<Tensor> {
@@ -309,11 +311,21 @@ pub fn train_step(
     Ok(loss)
 }
 
-fn loss_of(model: &dyn RefModel, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+/// Forward pass and mean cross-entropy of one batch.
+pub fn loss_of(model: &dyn RefModel, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     let logits = model.forward_t(x, true)?;
     let classes = logits.dim(D::Minus1)?;
     let logits = logits.reshape(((), classes))?;
     candle_nn::loss::cross_entropy(&logits, &y.flatten_all()?)
+}
+
+/// Mean of scalar device losses: one stack, one sum, one host read.
+fn mean_of(losses: &[Tensor]) -> candle_core::Result<f64> {
+    if losses.is_empty() {
+        return Ok(0.0);
+    }
+    let sum = Tensor::stack(losses, 0)?.to_dtype(DType::F32)?.sum_all()?;
+    Ok(sum.to_scalar::<f32>()? as f64 / losses.len() as f64)
 }
 
 /// Train `model` on `p` inside one measured window opened on `meter`.
@@ -372,8 +384,9 @@ pub fn train(
     let mut error = None;
     let mut eval_s = 0.0;
     let mut step = 0usize;
-    let mut loss_sum = Tensor::zeros((), DType::F32, device)?;
-    let mut loss_steps = 0usize;
+    // Detached per-step losses since the last eval: summed on the device once per eval, so an
+    // ordinary step adds no device op and no host read.
+    let mut losses: Vec<Tensor> = Vec::with_capacity(spec.train.eval_every_steps);
     observer.on_start(steps_per_epoch, budget.max_epochs);
 
     let mut window = MeasuredWindow::open(meter, device)?;
@@ -391,14 +404,16 @@ pub fn train(
         let mut perm: Vec<u32> = (0..p.n_train as u32).collect();
         loop {
             order_rng.shuffle(&mut perm);
+            // The epoch's order goes to the device once; each step gathers its batch through a
+            // view of it (no per-step index upload).
+            let order = Tensor::from_slice(&perm, perm.len(), device)?;
             events.interval("epoch", true, json!({"epoch_num": epoch + 1}));
             for b in 0..steps_per_epoch {
-                let idx = Tensor::from_slice(&perm[b * bs..(b + 1) * bs], bs, device)?;
+                let idx = order.narrow(0, b * bs, bs)?;
                 let x = p.train_x.index_select(&idx, 0)?;
                 let y = p.train_y.index_select(&idx, 0)?;
                 let loss = train_step(model, &mut opt, &x, &y)?;
-                loss_sum = (&loss_sum + loss.detach())?;
-                loss_steps += 1;
+                losses.push(loss.detach());
                 step += 1;
                 observer.on_step(step, epoch);
                 let last = step >= max_steps;
@@ -409,9 +424,8 @@ pub fn train(
                 let t_eval = Instant::now();
                 events.interval("eval", true, json!({"epoch_num": epoch + 1, "step": step}));
                 let q = evaluate(model, p, bs)?.value;
-                let mean_loss = loss_sum.to_scalar::<f32>()? as f64 / loss_steps.max(1) as f64;
-                loss_sum = Tensor::zeros((), DType::F32, device)?;
-                loss_steps = 0;
+                let mean_loss = mean_of(&losses)?;
+                losses.clear();
                 let mark = window
                     .mark()
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;

@@ -3,7 +3,9 @@
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear};
+// CPU kernels with their own backward (im2col conv, fused ReLU + max-pool); on other devices
+// they run candle's ops. See kernels.
+use crate::kernels::{self, Conv2d, Linear};
 
 pub struct Cnn {
     conv: [Conv2d; 2],
@@ -23,10 +25,6 @@ impl Cnn {
         dev: &Device,
     ) -> Result<Self> {
         let mut params = ParamStore::default();
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            ..Default::default()
-        };
         let mut flops = 0u64;
         let (mut ci, mut hh, mut ww) = (c, h, w);
         let mut convs = Vec::new();
@@ -40,7 +38,7 @@ impl Cnn {
                 dev,
             )?;
             let b = params.uniform(&format!("conv{i}.bias"), &[co], fan_in, rng, dev)?;
-            convs.push(Conv2d::new(wt, Some(b), cfg));
+            convs.push(Conv2d::new(wt, b, k / 2, 1));
             flops += (2 * fan_in * co * hh * ww) as u64;
             (ci, hh, ww) = (co, hh / 2, ww / 2);
         }
@@ -71,9 +69,9 @@ impl RefModel for Cnn {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for c in &self.conv {
-            h = c.forward(&h)?.relu()?.max_pool2d(2)?;
+            h = kernels::relu_max_pool2d(&c.forward(&h)?)?;
         }
-        let h = self.fc[0].forward(&h.flatten_from(1)?)?.relu()?;
+        let h = kernels::relu(&self.fc[0].forward(&h.flatten_from(1)?)?)?;
         self.fc[1].forward(&h)
     }
     fn params(&self) -> &ParamStore {

@@ -2,7 +2,8 @@
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::Linear;
+// The CPU-fused dense layer (same API as candle_nn::Linear; see kernels).
+use crate::kernels::{self, Linear};
 
 pub struct Mlp {
     layers: Vec<Linear>,
@@ -47,7 +48,7 @@ impl RefModel for Mlp {
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
             if i < last {
-                h = h.relu()?;
+                h = kernels::relu(&h)?;
             }
         }
         Ok(h)

@@ -9,6 +9,11 @@ the task's lr, betas, eps and weight decay) and initial distribution (U(-1/sqrt(
 that both see the same background load; each round reports the median step time over its
 timed steps (after warm-up), and the ratio is taken per round and summarised by its median.
 
+Both sides also report CPU time per step (process-wide, all threads, mean over the timed steps:
+joulebench from /proc/self/task/*/schedstat, PyTorch from time.process_time()). On a loaded
+machine wall time mostly measures the neighbours; with --threads 1 the CPU-time ratio is the
+work ratio, the closest a shared machine gets to a quiet one.
+
 A step is: gather a batch from a seeded random permutation, forward, cross-entropy, backward,
 AdamW step (PyTorch: zero_grad(set_to_none=True) first).
 
@@ -101,7 +106,10 @@ def torch_steps(torch, spec, device, steps, warmup, data):
     per_epoch = x_all.shape[0] // bs
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = []
+    cpu0 = None
     for i in range(warmup + steps):
+        if i == warmup:
+            cpu0 = time.process_time()
         b = i % per_epoch
         sync()
         t0 = time.perf_counter()
@@ -114,7 +122,7 @@ def torch_steps(torch, spec, device, steps, warmup, data):
         sync()
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), (time.process_time() - cpu0) * 1e3 / steps
 
 
 def candle_steps(exe, task, device, steps, warmup):
@@ -180,17 +188,24 @@ def main():
         rounds = []
         for r in range(a.rounds):
             c = candle_steps(a.joulebench, task, device, a.steps, a.warmup)
-            t = torch_steps(torch, spec, device, a.steps, a.warmup, data)
+            t, t_cpu = torch_steps(torch, spec, device, a.steps, a.warmup, data)
+            c_cpu = c.get("cpu_ms_per_step") or float("nan")
             rounds.append({"candle_ms": c["median_ms"], "torch_ms": t,
-                           "ratio": c["median_ms"] / t, "candle_split": c})
-            print(f"  {task} round {r + 1}: joulebench {c['median_ms']:.2f} ms, "
-                  f"PyTorch {t:.2f} ms, ratio {c['median_ms'] / t:.2f}", file=sys.stderr)
+                           "ratio": c["median_ms"] / t, "candle_cpu_ms": c_cpu,
+                           "torch_cpu_ms": t_cpu, "cpu_ratio": c_cpu / t_cpu,
+                           "load": os.getloadavg()[0], "candle_split": c})
+            print(f"  {task} round {r + 1}: joulebench {c['median_ms']:.2f} ms "
+                  f"(CPU {c_cpu:.2f}), PyTorch {t:.2f} ms (CPU {t_cpu:.2f}), ratio "
+                  f"{c['median_ms'] / t:.2f} (CPU {c_cpu / t_cpu:.2f})", file=sys.stderr)
         row = {
             "task": task,
             "batch": spec["train"]["batch_size"],
             "candle_ms": statistics.median(x["candle_ms"] for x in rounds),
             "torch_ms": statistics.median(x["torch_ms"] for x in rounds),
             "ratio": statistics.median(x["ratio"] for x in rounds),
+            "candle_cpu_ms": statistics.median(x["candle_cpu_ms"] for x in rounds),
+            "torch_cpu_ms": statistics.median(x["torch_cpu_ms"] for x in rounds),
+            "cpu_ratio": statistics.median(x["cpu_ratio"] for x in rounds),
             "rounds": rounds,
         }
         rows.append(row)
@@ -198,10 +213,14 @@ def main():
     print(f"machine: {info['cpu']} ({info['logical_cpus']} logical CPUs), {device}, "
           f"torch {info['torch']} ({info['torch_threads']} threads), load "
           f"{info['load_before'][0]:.2f} -> {info['load_after'][0]:.2f}")
-    print(f"{'task':<12} {'batch':>5} {'joulebench ms':>14} {'PyTorch ms':>11} {'ratio':>6}")
+    print("wall: medians of per-round medians; CPU: medians of per-round means (all threads); "
+          "ratios: medians of per-round ratios")
+    print(f"{'task':<12} {'batch':>5} {'joulebench ms':>14} {'PyTorch ms':>11} {'ratio':>6} "
+          f"{'jb CPU ms':>10} {'pt CPU ms':>10} {'CPU ratio':>9}")
     for r in rows:
         print(f"{r['task']:<12} {r['batch']:>5} {r['candle_ms']:>14.2f} {r['torch_ms']:>11.2f} "
-              f"{r['ratio']:>6.2f}")
+              f"{r['ratio']:>6.2f} {r['candle_cpu_ms']:>10.2f} {r['torch_cpu_ms']:>10.2f} "
+              f"{r['cpu_ratio']:>9.2f}")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"machine": info, "steps": a.steps, "warmup": a.warmup,

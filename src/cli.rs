@@ -44,7 +44,7 @@ pub enum Command {
     },
     /// Train a task under each variant and seed, measure, write run files, print a summary.
     Run(Box<RunArgs>),
-    /// Training speed and the harness's own overhead (no run files; see README "Training speed").
+    /// Training speed and the harness's own overhead (no run files; see README "Speed").
     Speed(crate::speed::SpeedArgs),
 }
 

@@ -5,7 +5,7 @@
 //! whole `train::train` runs with the meter's poller and the progress bar on against off,
 //! interleaved, with resident memory sampled at every epoch.
 //! Must not: write run files or report energy; these are speed numbers, printed (README
-//! "Training speed" and results/2026-11-23-cpu-speed say how they were taken).
+//! "Speed" and results/speed/README.md say how they were taken).
 
 use crate::data;
 use crate::energy::estimate::EstimateMeter;
@@ -87,6 +87,12 @@ pub struct StepTiming {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub optimizer_ms: f64,
+    /// CPU time of the whole process (all threads) over the timed steps divided by their
+    /// number: a mean, not a median. With one thread it is the step's work, little affected by
+    /// other processes' load (which inflates wall time); NaN where /proc is unreadable.
+    /// Resolution: scheduler ticks (see `threads_cpu_ns`), so only meaningful when the timed
+    /// steps add up to tens of milliseconds or more.
+    pub cpu_ms_per_step: f64,
     pub rayon_threads: usize,
     pub candle_num_threads: Option<String>,
 }
@@ -194,7 +200,11 @@ fn time_with<O: Optimizer>(
     let (mut total, mut gather, mut fwd, mut bwd, mut upd) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let mut cpu0 = None;
     for i in 0..warmup + steps {
+        if i == warmup {
+            cpu0 = threads_cpu_ns();
+        }
         let b = i % per_epoch;
         device.synchronize()?;
         let t0 = Instant::now();
@@ -219,6 +229,10 @@ fn time_with<O: Optimizer>(
             upd.push(ms(t3));
         }
     }
+    let cpu_ms_per_step = match (cpu0, threads_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e6 / steps as f64,
+        _ => f64::NAN,
+    };
     Ok(StepTiming {
         task: spec.name.clone(),
         device: device_label.to_string(),
@@ -233,6 +247,7 @@ fn time_with<O: Optimizer>(
         forward_ms: median(&mut fwd),
         backward_ms: median(&mut bwd),
         optimizer_ms: median(&mut upd),
+        cpu_ms_per_step,
         rayon_threads: rayon::current_num_threads(),
         candle_num_threads: std::env::var("CANDLE_NUM_THREADS").ok(),
     })
@@ -248,6 +263,37 @@ pub fn rss_kib() -> Option<(u64, u64)> {
             .and_then(|v| v.parse().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time of this process's live threads in nanoseconds: the sum of the first field of
+/// /proc/self/task/*/schedstat (nanosecond resolution; threads that have exited are not
+/// counted, so use it across code whose threads persist, such as the rayon pool). The kernel
+/// updates a running thread's figure at scheduler ticks (1-4 ms), so it is meaningful over
+/// tens of milliseconds or more: average over many steps, never read one short step.
+pub fn threads_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// CPU time (user + system, all threads) this process has used, in seconds, from
+/// /proc/self/stat (`utime` + `stime`, in USER_HZ = 100 ticks per second on Linux: 10 ms
+/// resolution). Under contention wall time mostly measures the neighbours; CPU time is what
+/// the harness itself costs.
+pub fn process_cpu_s() -> Option<f64> {
+    parse_cpu_s(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+fn parse_cpu_s(stat: &str) -> Option<f64> {
+    // The command name (field 2) is parenthesised and may hold spaces: split after its `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After `)`: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// A terminal that formats everything a bar draws and throws it away.
@@ -328,6 +374,12 @@ pub struct OverheadReport {
     pub off_s: Vec<f64>,
     pub on_median_s: f64,
     pub off_median_s: f64,
+    /// CPU seconds (all threads) of this process during each run, in run order.
+    pub on_cpu_s: Vec<f64>,
+    pub off_cpu_s: Vec<f64>,
+    /// on / off - 1 of the median CPU seconds: the harness's own cost, little affected by
+    /// other processes' load.
+    pub cpu_overhead: f64,
     /// on / off - 1, from the medians.
     pub overhead: f64,
     /// Median of the per-pair ratios on/off - 1 (pairs run back to back).
@@ -350,6 +402,8 @@ pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result
         stop_at_target: false,
     };
     let (mut on_s, mut off_s, mut rss, mut steps) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut on_cpu, mut off_cpu) = (Vec::new(), Vec::new());
+    let cpu = || process_cpu_s().unwrap_or(f64::NAN);
     let mut meter_on = String::new();
     for i in 0..reps {
         let order = if i % 2 == 0 {
@@ -378,12 +432,15 @@ pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result
                     epoch: None,
                     rss: Vec::new(),
                 };
+                let c = cpu();
                 t = Instant::now();
                 out = train::train(spec, &p, m.as_ref(), &opts, &mut meter, device, &mut obs)?;
                 on_s.push(t.elapsed().as_secs_f64());
+                on_cpu.push(cpu() - c);
                 rss = obs.rss;
             } else {
                 let mut meter = FakeMeter::constant(0.0);
+                let c = cpu();
                 t = Instant::now();
                 out = train::train(
                     spec,
@@ -395,6 +452,7 @@ pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result
                     &mut NoObserver,
                 )?;
                 off_s.push(t.elapsed().as_secs_f64());
+                off_cpu.push(cpu() - c);
             }
             steps = out.steps;
         }
@@ -402,6 +460,8 @@ pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result
     let mut paired: Vec<f64> = on_s.iter().zip(&off_s).map(|(a, b)| a / b - 1.0).collect();
     let (mut a, mut b) = (on_s.clone(), off_s.clone());
     let (on_m, off_m) = (median(&mut a), median(&mut b));
+    let (mut a, mut b) = (on_cpu.clone(), off_cpu.clone());
+    let (on_cpu_m, off_cpu_m) = (median(&mut a), median(&mut b));
     let growth = match (rss.get(1), rss.last()) {
         (Some(s), Some(e)) => e.0 as i64 - s.0 as i64,
         _ => 0,
@@ -415,6 +475,9 @@ pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result
         off_s,
         on_median_s: on_m,
         off_median_s: off_m,
+        on_cpu_s: on_cpu,
+        off_cpu_s: off_cpu,
+        cpu_overhead: on_cpu_m / off_cpu_m - 1.0,
         overhead: on_m / off_m - 1.0,
         paired_overhead: median(&mut paired),
         rss_per_epoch_kib: rss,
@@ -451,7 +514,7 @@ pub fn run(a: SpeedArgs) -> Result<i32, crate::cli::Failure> {
                 println!(
                     "{} on {} (batch {}, {:?} AdamW, {} threads): median {:.3} ms/step \
                      [p10 {:.3}, p90 {:.3}] = gather {:.3} + forward {:.3} + backward {:.3} + \
-                     optimizer {:.3} ms",
+                     optimizer {:.3} ms; CPU {:.3} ms/step (mean, all threads)",
                     t.task,
                     t.device,
                     t.batch,
@@ -463,7 +526,8 @@ pub fn run(a: SpeedArgs) -> Result<i32, crate::cli::Failure> {
                     t.gather_ms,
                     t.forward_ms,
                     t.backward_ms,
-                    t.optimizer_ms
+                    t.optimizer_ms,
+                    t.cpu_ms_per_step
                 );
             }
             Ok(0)
@@ -491,8 +555,8 @@ pub fn run(a: SpeedArgs) -> Result<i32, crate::cli::Failure> {
             } else {
                 println!(
                     "{}: {} epochs, {} steps, {} pairs: on {:.3} s, off {:.3} s (medians): \
-                     overhead {:+.2} % (paired {:+.2} %); meter on: {}; RSS {} -> {} KiB over \
-                     epochs (growth {} KiB), peak {} KiB",
+                     overhead {:+.2} % (paired {:+.2} %); CPU time overhead {:+.2} %; meter on: \
+                     {}; RSS {} -> {} KiB over epochs (growth {} KiB), peak {} KiB",
                     r.task,
                     r.epochs,
                     r.steps,
@@ -501,6 +565,7 @@ pub fn run(a: SpeedArgs) -> Result<i32, crate::cli::Failure> {
                     r.off_median_s,
                     100.0 * r.overhead,
                     100.0 * r.paired_overhead,
+                    100.0 * r.cpu_overhead,
                     r.meter_on,
                     r.rss_per_epoch_kib.first().map_or(0, |x| x.0),
                     r.rss_per_epoch_kib.last().map_or(0, |x| x.0),
@@ -527,6 +592,23 @@ mod tests {
     }
 
     #[test]
+    fn cpu_time_parses_stat_with_spaces_in_the_name() {
+        let stat = "42 (a b) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3";
+        assert_eq!(parse_cpu_s(stat), Some(3.0));
+        assert_eq!(parse_cpu_s("42 (x) R 1"), None);
+        assert!(process_cpu_s().expect("/proc/self/stat") >= 0.0);
+        // schedstat advances at scheduler ticks: spin until it does (bounded), it must.
+        let a = threads_cpu_ns().expect("/proc/self/task");
+        let t = Instant::now();
+        let mut x = 0u64;
+        while threads_cpu_ns().expect("/proc/self/task") == a && t.elapsed().as_secs() < 5 {
+            x = (0..100_000u64).fold(x, |x, i| x.wrapping_mul(31).wrapping_add(i));
+        }
+        std::hint::black_box(x);
+        assert!(threads_cpu_ns().expect("/proc/self/task") > a);
+    }
+
+    #[test]
     fn rss_is_readable_on_linux() {
         let (rss, hwm) = rss_kib().expect("/proc/self/status");
         assert!(rss > 0 && hwm >= rss);
@@ -539,5 +621,6 @@ mod tests {
         assert_eq!(t.steps, 3);
         assert!(t.median_ms > 0.0 && t.forward_ms > 0.0 && t.optimizer_ms > 0.0);
         assert!(t.p10_ms <= t.median_ms && t.median_ms <= t.p90_ms);
+        assert!(t.cpu_ms_per_step >= 0.0, "readable, not NaN");
     }
 }

@@ -12,9 +12,7 @@ use joulebench::energy::fake::FakeMeter;
 use joulebench::energy::poller::Poller;
 use joulebench::energy::{rapl, Meter, PowerSample};
 use joulebench::results::{self, ResultsDir, RunRecord};
-use joulebench::runner::{self, Plan};
-use joulebench::train::{Event, NoObserver, Observer};
-use joulebench::{data, task, variant};
+use joulebench::train::Event;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -79,38 +77,18 @@ fn bench_poller(c: &mut Criterion) {
     g.finish();
 }
 
-/// One real run record (digits-mlp, one epoch, fake meter) with its events, and a power
-/// timeline of one hour at 1 s for 3 components (10,800 rows).
-fn real_record(dir: &Path) -> (RunRecord, Vec<Event>, Vec<PowerSample>) {
-    let spec = {
-        let mut s = task::find(&task::default_models_dir(), "digits-mlp").expect("task");
-        s.budget.max_epochs = 1;
-        s
-    };
-    let plan = Plan {
-        data: data::load(spec.dataset, None).expect("data"),
-        task: spec,
-        variants: vec![variant::baseline()],
-        seeds: vec![1],
-        device: Device::Cpu,
-        device_label: "cpu".into(),
-        results: ResultsDir::open(dir).expect("results"),
-        idle_s: 0.0,
-        cooldown_s: 0.0,
-        stop_at_target: false,
-    };
-    let mut meter = FakeMeter::constant(50.0);
-    let series = runner::run_series(
-        &plan,
-        &mut meter,
-        &[],
-        |_| Box::new(NoObserver) as Box<dyn Observer>,
-        |_| {},
+/// A real run record and its events: the committed reference run of `mnist-mlp`
+/// (`results/2026-11-22-cpu-xeon-2core`), and a power timeline of one hour at 1 s for 3
+/// components (10,800 rows).
+fn real_record() -> (RunRecord, Vec<Event>, Vec<PowerSample>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/2026-11-22-cpu-xeon-2core");
+    let id = "mnist-mlp--f32--seed-1--fa11d6a3";
+    let rec: RunRecord = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("runs").join(format!("{id}.json"))).expect("run file"),
     )
-    .expect("run");
-    let rec = series.records.into_iter().next().expect("record");
-    let text = std::fs::read_to_string(dir.join("events").join(format!("{}.mllog", rec.run_id)))
-        .expect("mllog");
+    .expect("run record");
+    let text =
+        std::fs::read_to_string(dir.join("events").join(format!("{id}.mllog"))).expect("mllog");
     let events: Vec<Event> = text
         .lines()
         .map(|l| {
@@ -144,7 +122,7 @@ fn real_record(dir: &Path) -> (RunRecord, Vec<Event>, Vec<PowerSample>) {
 
 fn bench_exporters(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (rec, events, timeline) = real_record(&tmp.path().join("setup"));
+    let (rec, events, timeline) = real_record();
     let out = ResultsDir::open(&tmp.path().join("out")).expect("out");
     let mut g = c.benchmark_group("exporters");
     g.sample_size(30);

@@ -1,35 +1,112 @@
-//! One training step per reference task (f32, batch from the task file), on the CPU.
-//! Speed is measured here, never asserted in tests. Run: `cargo bench --bench train_step`.
+//! One training step per reference task and precision variant, on the CPU (batch from the
+//! task file; batch gather, forward, backward, optimizer). Speed is measured here, never
+//! asserted in tests. Run: `cargo bench --bench train_step`. Rows: `train_step/<variant>/<task>`.
+//!
+//! The reference (candle-nn's AdamW on the same kernels) is the `train_step_candle_adamw` group,
+//! so the fused optimizer's gain is read off the same run.
 
 use candle_core::{Device, Tensor};
-use criterion::{criterion_group, criterion_main, Criterion};
-use joulebench::{data, model, task, train};
+use candle_nn::Optimizer;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use joulebench::{data, model, task, train, variant};
+
+const TASKS: [&str; 4] = ["digits-mlp", "mnist-mlp", "mnist-cnn", "text-charlm"];
+
+/// Precision variants benched. bf16-amp is a one-line addition ("bf16-amp") once the
+/// `variants` branch makes `train_step` honour `Variant::precision`.
+const VARIANTS: &[&str] = &["f32"];
+
+struct Setup {
+    m: Box<dyn model::RefModel>,
+    spec: task::TaskSpec,
+    order: Tensor,
+    x: Tensor,
+    y: Tensor,
+    n_batches: usize,
+}
+
+fn setup(name: &str, dev: &Device) -> Setup {
+    let spec = task::find(&task::default_models_dir(), name).expect("shipped task");
+    let bundle = data::load(spec.dataset, None).expect("shipped data");
+    let p = train::prepare(&spec, &bundle, dev).expect("prepare");
+    let m = model::build(
+        &spec.model,
+        p.input,
+        p.classes,
+        &mut model::SeededRng::new(1, 0),
+        dev,
+    )
+    .expect("model");
+    let mut perm: Vec<u32> = (0..p.n_train as u32).collect();
+    model::SeededRng::new(1, 1).shuffle(&mut perm);
+    let bs = spec.train.batch_size;
+    Setup {
+        m,
+        n_batches: p.n_train / bs,
+        order: Tensor::from_slice(&perm, perm.len(), dev).expect("order"),
+        x: p.train_x,
+        y: p.train_y,
+        spec,
+    }
+}
+
+/// A step as `train::train` runs it: gather the next batch through the epoch's order, step.
+fn step<O: Optimizer>(s: &Setup, opt: &mut O, b: &mut usize) -> f32 {
+    let bs = s.spec.train.batch_size;
+    let idx = s.order.narrow(0, (*b % s.n_batches) * bs, bs).expect("idx");
+    *b += 1;
+    let x = s.x.index_select(&idx, 0).expect("x");
+    let y = s.y.index_select(&idx, 0).expect("y");
+    let loss = train::train_step(s.m.as_ref(), opt, &x, &y).expect("step");
+    // Forces completion (the CPU backend is synchronous; on CUDA this is the sync point).
+    loss.to_scalar::<f32>().expect("scalar")
+}
 
 fn bench_tasks(c: &mut Criterion) {
     let dev = Device::Cpu;
-    let dir = task::default_models_dir();
-    let mut group = c.benchmark_group("train_step_f32");
+    for v in VARIANTS {
+        let _variant = variant::parse(v).expect("known variant");
+        let mut group = c.benchmark_group(format!("train_step/{v}"));
+        group.sample_size(20);
+        for name in TASKS {
+            let s = setup(name, &dev);
+            let mut opt = train::optimizer(&s.spec, s.m.as_ref()).expect("optimizer");
+            let mut b = 0;
+            group.bench_function(BenchmarkId::from_parameter(name), |bch| {
+                bch.iter(|| step(&s, &mut opt, &mut b))
+            });
+        }
+        group.finish();
+    }
+    let mut group = c.benchmark_group("train_step_candle_adamw/f32");
     group.sample_size(20);
-    for name in ["digits-mlp", "mnist-mlp", "mnist-cnn", "text-charlm"] {
-        let spec = task::find(&dir, name).expect("shipped task");
-        let bundle = data::load(spec.dataset, None).expect("shipped data");
-        let p = train::prepare(&spec, &bundle, &dev).expect("prepare");
-        let mut rng = model::SeededRng::new(1, 0);
-        let m = model::build(&spec.model, p.input, p.classes, &mut rng, &dev).expect("model");
-        let mut opt = train::optimizer(&spec, m.as_ref()).expect("optimizer");
-        let bs = spec.train.batch_size;
-        let x = p.train_x.narrow(0, 0, bs).expect("batch");
-        let y = p.train_y.narrow(0, 0, bs).expect("batch");
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let loss: Tensor = train::train_step(m.as_ref(), &mut opt, &x, &y).expect("step");
-                // Force completion of the step (the CPU backend is synchronous; on CUDA this
-                // would be the synchronisation point).
-                loss.to_scalar::<f32>().expect("scalar")
-            })
+    for name in ["mnist-mlp", "mnist-cnn"] {
+        let s = setup(name, &dev);
+        let p = adamw_params(&s.spec);
+        let mut opt = candle_nn::AdamW::new(s.m.params().vars(), p).expect("optimizer");
+        let mut b = 0;
+        group.bench_function(BenchmarkId::from_parameter(name), |bch| {
+            bch.iter(|| step(&s, &mut opt, &mut b))
         });
     }
     group.finish();
+}
+
+fn adamw_params(spec: &task::TaskSpec) -> candle_nn::ParamsAdamW {
+    let task::OptimizerSpec::Adamw {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+    } = spec.optimizer;
+    candle_nn::ParamsAdamW {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+    }
 }
 
 criterion_group!(benches, bench_tasks);

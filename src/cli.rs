@@ -52,6 +52,8 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
     Target(TargetArgs),
+    /// Training speed and the harness's own overhead (no run files; see README "Speed").
+    Speed(crate::speed::SpeedArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -194,6 +196,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             .map_err(usage),
         Command::Report(args) => crate::report::command(args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
+        Command::Speed(args) => crate::speed::run(args),
     }
 }
 

@@ -16,7 +16,9 @@
 
 use crate::variant::Precision;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear};
+// The layers are the CPU-kernel ones (see kernels); on other dtypes and devices they run
+// candle's ops, so casting their weights gives the low-precision GEMM or convolution.
+use crate::kernels::{Conv2d, Linear};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,8 +174,8 @@ impl Cast {
             c.forward(x)?
         } else {
             let w = c.weight().to_dtype(dt)?;
-            let b = c.bias().map(|b| b.to_dtype(dt)).transpose()?;
-            Conv2d::new(w, b, *c.config()).forward(&x.to_dtype(dt)?)?
+            let b = c.bias().to_dtype(dt)?;
+            Conv2d::new(w, b, c.padding(), c.stride()).forward(&x.to_dtype(dt)?)?
         };
         self.note("conv2d", y.dtype());
         Ok(y)

@@ -16,11 +16,17 @@ pub struct ProgressObserver {
 impl ProgressObserver {
     /// A bar on stderr, or a hidden one when stderr is not a terminal.
     pub fn new(label: String) -> Self {
-        let bar = if std::io::stderr().is_terminal() {
-            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
         } else {
-            ProgressBar::hidden()
+            ProgressDrawTarget::hidden()
         };
+        Self::with_target(label, target)
+    }
+
+    /// A bar drawn to `target` (the overhead measurement draws to a sink terminal).
+    pub fn with_target(label: String, target: ProgressDrawTarget) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), target);
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {elapsed} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())

@@ -21,12 +21,13 @@
 use crate::data::{DatasetBundle, ImageSet, Loaded};
 use crate::energy::{MeasuredWindow, Meter, MeterError, WindowReport};
 use crate::model::{InputShape, RefModel, SeededRng};
+use crate::optim::FusedAdamW;
 use crate::precision::{Amp, Cast, ScaleDecision, ScaleSummary};
 use crate::results::Phase;
 use crate::task::{OptimizerSpec, TaskSpec};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -356,8 +357,9 @@ pub fn evaluate(model: &dyn RefModel, p: &Prepared, batch: usize) -> candle_core
 }
 
 /// AdamW over every trainable parameter of `model`, with the task's hyperparameters (frozen
-/// parameters are constants, not `Var`s, so they are not in it).
-pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<AdamW> {
+/// parameters are constants, not `Var`s, so they are not in it). Fused and in place (`optim`;
+/// the same update as candle-nn's `AdamW`).
+pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<FusedAdamW> {
     let OptimizerSpec::Adamw {
         lr,
         beta1,
@@ -365,7 +367,7 @@ pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<A
         eps,
         weight_decay,
     } = spec.optimizer;
-    AdamW::new(
+    FusedAdamW::new(
         model.params().vars(),
         ParamsAdamW {
             lr,
@@ -873,8 +875,11 @@ impl<'a> Session<'a> {
                 true,
                 json!({"epoch_num": self.epochs.floor() + 1.0}),
             );
+            // The epoch's order goes to the device once; each step gathers its batch through a
+            // view of it (no per-step index upload).
+            let order = Tensor::from_slice(&perm, perm.len(), self.device)?;
             for b in 0..steps_per_epoch {
-                let idx = Tensor::from_slice(&perm[b * bs..(b + 1) * bs], bs, self.device)?;
+                let idx = order.narrow(0, b * bs, bs)?;
                 let x = data.x.index_select(&idx, 0)?;
                 let y = data.y.index_select(&idx, 0)?;
                 let applied = self.step(model, opt, &x, &y)?;

@@ -445,7 +445,7 @@ fn dense_stage(
     s: &mut Session<'_>,
     model: &dyn RefModel,
     data: &TrainSet,
-    opt: &mut candle_nn::AdamW,
+    opt: &mut crate::optim::FusedAdamW,
     budget: usize,
 ) -> Result<Option<StageEnd>, TrainError> {
     s.begin_phase("dense-train")?;
@@ -530,7 +530,7 @@ fn structured<'a>(
     v: &Variant,
     opts: &TrainOptions,
     model: Box<dyn RefModel>,
-    mut opt: candle_nn::AdamW,
+    mut opt: crate::optim::FusedAdamW,
     data: &TrainSet,
     budget: usize,
     device: &Device,
@@ -658,7 +658,8 @@ mod tests {
             ..Default::default()
         };
         let mut opt =
-            <candle_nn::AdamW as candle_nn::Optimizer>::new(m.params().vars(), spec_opt).unwrap();
+            <crate::optim::FusedAdamW as candle_nn::Optimizer>::new(m.params().vars(), spec_opt)
+                .unwrap();
         let mut masks = Masks::new(m.as_ref(), 0.7, Schedule::for_eval_cadence(5)).unwrap();
         masks.prune_to(0.7).unwrap();
         let zeros = |m: &dyn RefModel| -> Vec<Vec<bool>> {

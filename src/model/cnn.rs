@@ -4,7 +4,9 @@
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
 use crate::precision::Cast;
 use candle_core::{Device, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear};
+// CPU kernels with their own backward (im2col conv, fused ReLU + max-pool); on other devices
+// and dtypes they run candle's ops. See kernels.
+use crate::kernels::{self, Conv2d, Linear};
 
 pub struct Cnn {
     conv: [Conv2d; 2],
@@ -25,10 +27,6 @@ impl Cnn {
         rng: &mut SeededRng,
         dev: &Device,
     ) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            ..Default::default()
-        };
         let mut flops = 0u64;
         let (mut ci, mut hh, mut ww) = (c, h, w);
         let mut convs = Vec::new();
@@ -42,7 +40,7 @@ impl Cnn {
                 dev,
             )?;
             let b = params.uniform(&format!("conv{i}.bias"), &[co], fan_in, rng, dev)?;
-            convs.push(Conv2d::new(wt, Some(b), cfg));
+            convs.push(Conv2d::new(wt, b, k / 2, 1));
             flops += (2 * fan_in * co * hh * ww) as u64;
             params.set_uses(&format!("conv{i}.weight"), (hh * ww) as u64);
             (ci, hh, ww) = (co, hh / 2, ww / 2);
@@ -74,9 +72,11 @@ impl RefModel for Cnn {
     fn forward_cast(&self, x: &Tensor, _train: bool, cast: &Cast) -> Result<Tensor> {
         let mut h = x.clone();
         for c in &self.conv {
-            h = cast.activation(cast.conv2d(c, &h)?.relu()?.max_pool2d(2)?);
+            h = cast.activation(kernels::relu_max_pool2d(&cast.conv2d(c, &h)?)?);
         }
-        let h = cast.activation(cast.linear(&self.fc[0], &h.flatten_from(1)?)?.relu()?);
+        let h = cast.activation(kernels::relu(
+            &cast.linear(&self.fc[0], &h.flatten_from(1)?)?,
+        )?);
         cast.to_f32(&cast.linear(&self.fc[1], &h)?)
     }
     fn params(&self) -> &ParamStore {

@@ -3,7 +3,8 @@
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
 use crate::precision::Cast;
 use candle_core::{Device, Result, Tensor};
-use candle_nn::Linear;
+// The CPU-fused dense layer (same API as candle_nn::Linear; see kernels).
+use crate::kernels::{self, Linear};
 
 pub struct Mlp {
     layers: Vec<Linear>,
@@ -48,7 +49,7 @@ impl RefModel for Mlp {
         for (i, l) in self.layers.iter().enumerate() {
             h = cast.linear(l, &h)?;
             if i < last {
-                h = cast.activation(h.relu()?);
+                h = cast.activation(kernels::relu(&h)?);
             }
         }
         cast.to_f32(&h)

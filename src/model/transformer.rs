@@ -8,9 +8,10 @@
 //! stalls at the unigram loss. `model::tests::every_parameter_gets_a_gradient` guards this.
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
+use crate::kernels::Linear;
 use crate::precision::Cast;
 use candle_core::{Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Linear};
+use candle_nn::Embedding;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {

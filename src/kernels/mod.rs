@@ -1,0 +1,206 @@
+//! CPU training kernels with their own backward passes, as candle custom ops.
+//!
+//! Owns: the layers whose candle 0.11 CPU implementation dominated a training step (profiled
+//! in README "Speed"): a dense layer that fuses its bias and skips the input gradient
+//! nobody asked for (`linear`), an im2col + GEMM convolution whose input and kernel gradients
+//! are GEMMs too (`conv`), and single-pass ReLU and ReLU + 2x2 max-pool (`act`). Each public
+//! function takes and returns ordinary `Tensor`s and records a candle backward op (`bwd`), so
+//! autograd, `GradStore` and the optimizers work unchanged.
+//! Must not: change what a model computes. On other devices every function falls back to the
+//! candle ops it replaces; on the CPU a dtype a kernel cannot run is an error naming the dtype
+//! and the kernel, never a silent conversion. Unit tests beside each kernel compare values and
+//! gradients with candle's own ops (and so with candle's autograd) within stated tolerances.
+//!
+//! Supported on the CPU: f32 and f64 (GEMM by the `gemm` crate, the one candle uses).
+//! Threads: the kernels split the batch over the rayon pool (its size is `RAYON_NUM_THREADS`,
+//! default one per core) and run each GEMM single-threaded inside a split.
+
+mod act;
+mod conv;
+mod linear;
+
+pub use act::{relu, relu_max_pool2d};
+pub use conv::{conv2d, Conv2d};
+pub use linear::Linear;
+
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
+
+/// The element types the CPU kernels run (gemm has kernels for both).
+pub(crate) trait Elem: candle_core::WithDType {}
+impl Elem for f32 {}
+impl Elem for f64 {}
+
+/// Why a kernel refuses a dtype.
+pub(crate) fn unsupported(kernel: &str, dtype: DType) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "{kernel}: dtype {dtype:?} is not supported by the CPU kernel (f32 and f64 only; \
+         candle 0.11 has no bf16 CPU GEMM either): cast to f32 first"
+    ))
+}
+
+/// The contiguous slice a layout covers.
+pub(crate) fn slice<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+/// Run `f` on a CPU tensor's contiguous data (the tensor is made contiguous first).
+pub(crate) fn with_cpu<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>,
+) -> Result<R> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => f(c, l),
+        _ => candle_core::bail!("{what}: expected a CPU tensor"),
+    }
+}
+
+/// Whether the CPU kernels handle `t` (CPU device, f32 or f64).
+pub fn cpu_kernel_dtype(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// gemm parallelism inside a kernel split: none (the split itself is the parallelism).
+pub(crate) const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
+
+/// Parallelism for one large GEMM issued outside any split.
+pub(crate) fn gemm_threads() -> gemm::Parallelism {
+    let n = rayon::current_num_threads();
+    if n > 1 {
+        gemm::Parallelism::Rayon(n)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// A strided matrix operand: data, row stride, column stride.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `dst (m x n, row-major, row stride dst_rs) (+)= lhs (m x k) * rhs (k x n)`.
+///
+/// Bounds are checked here once so the unsafe GEMM call cannot read or write out of range.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into<T: Elem>(
+    dst: &mut [T],
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    accumulate: bool,
+    par: gemm::Parallelism,
+) -> Result<()> {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if last(m, n, dst_rs, 1) > dst.len()
+        || last(m, k, lhs.rs, lhs.cs) > lhs.data.len()
+        || last(k, n, rhs.rs, rhs.cs) > rhs.data.len()
+    {
+        candle_core::bail!("gemm: operand out of bounds ({m}x{n}x{k})");
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.iter_mut().for_each(|d| *d = T::zero());
+        }
+        return Ok(());
+    }
+    // SAFETY: every index the GEMM touches is within the slices (checked above), and dst does
+    // not alias lhs or rhs (it is a distinct &mut).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests_util {
+    use candle_core::{DType, Device, Tensor};
+
+    /// Deterministic values in [-1, 1) of the given shape (f32, CPU).
+    pub fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// `a` equals `b` up to reassociation of `k`-term sums: |a - b| <= 2 k u max|b|, with u the
+    /// unit roundoff of the dtype (Higham's gamma_k bound for a k-term dot product, the terms
+    /// bounded by the output's scale). Different summation orders (GEMM blocking, im2col
+    /// versus direct convolution) are the only expected difference.
+    pub fn assert_close(a: &Tensor, b: &Tensor, k: usize, what: &str) {
+        assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+        let u = match b.dtype() {
+            DType::F64 => f64::EPSILON / 2.0,
+            _ => f32::EPSILON as f64 / 2.0,
+        };
+        let a = a
+            .to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let b = b
+            .to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let scale = b.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-30);
+        let tol = 2.0 * k.max(1) as f64 * u * scale;
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f64, f64::max);
+        assert!(
+            worst <= tol,
+            "{what}: max |diff| {worst:e} > tolerance {tol:e} (k = {k}, scale {scale:e})"
+        );
+    }
+}

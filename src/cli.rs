@@ -44,6 +44,8 @@ pub enum Command {
     },
     /// Train a task under each variant and seed, measure, write run files, print a summary.
     Run(Box<RunArgs>),
+    /// Model collapse: recursive synthetic-data generations and the energy they waste.
+    Collapse(Box<crate::collapse::CollapseArgs>),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -156,6 +158,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
+        Command::Collapse(args) => crate::collapse::run_cmd(*args),
     }
 }
 

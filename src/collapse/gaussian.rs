@@ -115,10 +115,10 @@ pub struct GaussianReport {
     pub mix_fresh_fixed_point_var: Option<f64>,
 }
 
-/// psi(x), x > 0: recurrence to x >= 6, then the asymptotic series (error below 1e-12).
+/// psi(x), x > 0: recurrence to x >= 10, then the asymptotic series (error below 1e-12).
 pub fn digamma(mut x: f64) -> f64 {
     let mut r = 0.0;
-    while x < 6.0 {
+    while x < 10.0 {
         r -= 1.0 / x;
         x += 1.0;
     }
@@ -126,10 +126,10 @@ pub fn digamma(mut x: f64) -> f64 {
     r + x.ln() - 0.5 / x - x2 * (1.0 / 12.0 - x2 * (1.0 / 120.0 - x2 / 252.0))
 }
 
-/// psi'(x), x > 0: recurrence to x >= 6, then the asymptotic series.
+/// psi'(x), x > 0: recurrence to x >= 10, then the asymptotic series (error below 1e-12).
 pub fn trigamma(mut x: f64) -> f64 {
     let mut r = 0.0;
-    while x < 6.0 {
+    while x < 10.0 {
         r += 1.0 / (x * x);
         x += 1.0;
     }

@@ -129,7 +129,7 @@ pub struct CollapseArgs {
     #[arg(long, default_value_t = 20.0)]
     pub detect_ll_drop: f64,
     /// digits: detector threshold, drop of k-NN recall of real test images.
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.25)]
     pub detect_recall_drop: f64,
     /// digits: detector threshold, drop of accuracy in points.
     #[arg(long, default_value_t = 5.0)]

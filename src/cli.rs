@@ -72,6 +72,8 @@ pub struct TargetArgs {
     pub csv: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Model collapse: recursive synthetic-data generations and the energy they waste.
+    Collapse(Box<crate::collapse::CollapseArgs>),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -197,6 +199,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Report(args) => crate::report::command(args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
         Command::Speed(args) => crate::speed::run(args),
+        Command::Collapse(args) => crate::collapse::run_cmd(*args),
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod carbon;
 pub mod checkpoint;
 pub mod cli;
+pub mod collapse;
 pub mod data;
 pub mod energy;
 pub mod inference;

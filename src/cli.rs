@@ -44,6 +44,9 @@ pub enum Command {
     },
     /// Train a task under each variant and seed, measure, write run files, print a summary.
     Run(Box<RunArgs>),
+    /// Compare the GPU energy of a results folder's runs with an independent NVML trace
+    /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
+    Crosscheck(crate::crosscheck::CrosscheckArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -156,6 +159,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
+        Command::Crosscheck(a) => crate::crosscheck::command(&a).map_err(usage),
     }
 }
 

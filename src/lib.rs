@@ -6,6 +6,7 @@
 //! `cli` (argv -> validated plan) -> `energy::detect` -> `runner` -> `train` -> `results`.
 
 pub mod cli;
+pub mod crosscheck;
 pub mod data;
 pub mod energy;
 pub mod metrics;

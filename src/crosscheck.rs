@@ -22,7 +22,7 @@ pub const DEFAULT_TOLERANCE: f64 = 0.02;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrosscheckError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: String,
         #[source]
@@ -38,7 +38,7 @@ pub enum CrosscheckError {
     Results { path: String, reason: String },
     #[error("--tolerance must be a fraction in (0, 1), got {0}")]
     Tolerance(f64),
-    #[error("writing the report: {0}")]
+    #[error("writing the cross-check report")]
     Write(#[from] crate::results::ResultsError),
 }
 
@@ -409,7 +409,11 @@ pub fn check_run(run: &Value, mllog: Option<&str>, trace: &Trace, tolerance: f64
         }
         _ => None,
     };
-    out.ratio_to_reader_integral = r.integral_j.filter(|i| *i > 0.0).map(|i| jb / i);
+    // Only over a covered window: a partial integral would read as a large disagreement.
+    out.ratio_to_reader_integral = r
+        .integral_j
+        .filter(|i| covered && *i > 0.0 && r.power_coverage > 0.99)
+        .map(|i| jb / i);
     match basis {
         Some((reader_j, name)) => {
             let ratio = jb / reader_j;
@@ -679,6 +683,7 @@ mod tests {
         let late = check_run(&run_json(3000.0, 10.0), Some(&mllog_at(1001.0)), &t, 0.02);
         assert_eq!(late.verdict, Verdict::NotCovered);
         assert_eq!(late.ratio, None);
+        assert_eq!(late.ratio_to_reader_integral, None);
         let mut other = run_json(1200.0, 4.0);
         other["provenance"]["gpu:0"]["uuid_sha256_16"] = json!("ffff");
         let o = check_run(&other, Some(&mllog_at(1000.5)), &t, 0.02);

@@ -4,7 +4,7 @@
 //! checked by scripts/build-cuda.sh --check (docs/gpu.md), not here: CI has no CUDA toolkit.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture() -> PathBuf {
@@ -137,4 +137,68 @@ fn a_cpu_build_asked_for_cuda_says_how_to_get_it() {
             "{err}"
         );
     }
+}
+
+/// scripts/gpu-run.sh's setup errors on a machine without a GPU: one line, exit 2, before
+/// anything runs. A fake pack (a stand-in binary with the pack's layout) exercises unpacking,
+/// the checksum and the driver checks.
+#[test]
+fn gpu_run_script_setup_errors_are_one_line_and_exit_2() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu-run.sh");
+    let gpu_run = |args: &[&str]| {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let last = err.trim_end().lines().last().unwrap_or("").to_string();
+        assert!(last.starts_with("gpu-run.sh: error: "), "{args:?}: {err}");
+        last
+    };
+    assert!(gpu_run(&["--bogus"]).contains("unknown argument '--bogus'"));
+    assert!(gpu_run(&["--seeds", "0"]).contains("--seeds '0'"));
+    assert!(gpu_run(&["--pack", "/no/such/pack.tar.gz"]).contains("/no/such/pack.tar.gz"));
+
+    // A pack whose binary needs no CUDA library: unpacks, verifies, then stops at the driver.
+    let tmp = tempfile::tempdir().unwrap();
+    let stage = tmp.path().join("joulebench-cuda-sm90");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::copy("/bin/true", stage.join("joulebench")).unwrap();
+    std::fs::write(stage.join("BUILD-INFO.txt"), "git_commit: test\n").unwrap();
+    let sums = Command::new("sha256sum")
+        .args(["joulebench", "BUILD-INFO.txt"])
+        .current_dir(&stage)
+        .output()
+        .unwrap();
+    std::fs::write(stage.join("SHA256SUMS"), &sums.stdout).unwrap();
+    let pack = tmp.path().join("joulebench-cuda-sm90.tar.gz");
+    let tar = |p: &Path| {
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(tmp.path())
+            .arg("-czf")
+            .arg(p)
+            .arg("joulebench-cuda-sm90")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    tar(&pack);
+    std::fs::remove_dir_all(&stage).unwrap();
+    let pack_s = pack.to_str().unwrap();
+    let err = gpu_run(&["--pack", pack_s, "--check"]);
+    if Path::new("/usr/bin/nvidia-smi").exists() {
+        eprintln!("this machine has nvidia-smi: skipping the no-driver assertion ({err})");
+    } else {
+        assert!(err.contains("nvidia-smi not found"), "{err}");
+    }
+    // A pack whose binary does not match its SHA256SUMS is refused.
+    std::fs::write(stage.join("joulebench"), b"#!/bin/sh\n").unwrap();
+    tar(&pack);
+    std::fs::remove_dir_all(&stage).unwrap();
+    let err = gpu_run(&["--pack", pack_s, "--check"]);
+    assert!(err.contains("does not match its SHA256SUMS"), "{err}");
 }

@@ -129,7 +129,13 @@ pub fn parse_device(s: &str) -> Result<(Device, String), anyhow::Error> {
             };
             let dev = Device::new_cuda(idx).map_err(|e| {
                 let why = if cfg!(feature = "cuda") {
-                    format!("{e}")
+                    // candle appends a backtrace when RUST_BACKTRACE is set: keep the cause.
+                    let cause = e.to_string().lines().next().unwrap_or_default().to_string();
+                    if cause.contains("CUDA_ERROR_STUB_LIBRARY") {
+                        format!("{cause}: libcuda.so.1 is the link stub, not the NVIDIA driver")
+                    } else {
+                        cause
+                    }
                 } else {
                     "this binary was built without the `cuda` feature (see scripts/build-cuda.sh)"
                         .into()

@@ -1,5 +1,7 @@
 //! Build-time provenance for run files: git commit, rustc, profile, Cargo.lock hash, candle
 //! version. Nothing here can fail the build: unknown values are recorded as "unknown".
+//! With the `cuda` feature it also gives the binary a run path, so a GPU machine finds the CUDA
+//! libraries without `LD_LIBRARY_PATH` (see scripts/build-cuda.sh and README "GPU").
 
 use std::process::Command;
 
@@ -40,8 +42,26 @@ fn main() {
         "cargo:rustc-env=JB_PROFILE={}",
         std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into())
     );
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        cuda_rpath();
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
+}
+
+/// Run path of the CUDA binary (binaries only; a CPU build is untouched): next to the binary
+/// and its `lib/` (the pack from scripts/build-cuda.sh), then the standard toolkit folders.
+/// `LD_LIBRARY_PATH` still wins (new dtags write RUNPATH, which it overrides, not RPATH), so
+/// scripts/gpu-run.sh can point at PyTorch's CUDA 13 libraries where /usr/local/cuda lacks one.
+fn cuda_rpath() {
+    let dirs = [
+        "$ORIGIN",
+        "$ORIGIN/lib",
+        "/usr/local/cuda/lib64",
+        "/usr/local/cuda/targets/x86_64-linux/lib",
+    ];
+    println!("cargo:rustc-link-arg-bins=-Wl,--enable-new-dtags");
+    println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{}", dirs.join(":"));
 }

@@ -74,6 +74,9 @@ pub struct TargetArgs {
     pub json: bool,
     /// Model collapse: recursive synthetic-data generations and the energy they waste.
     Collapse(Box<crate::collapse::CollapseArgs>),
+    /// Compare the GPU energy of a results folder's runs with an independent NVML trace
+    /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
+    Crosscheck(crate::crosscheck::CrosscheckArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -163,7 +166,13 @@ pub fn parse_device(s: &str) -> Result<(Device, String), anyhow::Error> {
             };
             let dev = Device::new_cuda(idx).map_err(|e| {
                 let why = if cfg!(feature = "cuda") {
-                    format!("{e}")
+                    // candle appends a backtrace when RUST_BACKTRACE is set: keep the cause.
+                    let cause = e.to_string().lines().next().unwrap_or_default().to_string();
+                    if cause.contains("CUDA_ERROR_STUB_LIBRARY") {
+                        format!("{cause}: libcuda.so.1 is the link stub, not the NVIDIA driver")
+                    } else {
+                        cause
+                    }
                 } else {
                     "this binary was built without the `cuda` feature (see scripts/build-cuda.sh)"
                         .into()
@@ -200,6 +209,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Target(args) => target_cmd(args).map(|_| 0),
         Command::Speed(args) => crate::speed::run(args),
         Command::Collapse(args) => crate::collapse::run_cmd(*args),
+        Command::Crosscheck(a) => crate::crosscheck::command(&a).map_err(usage),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod carbon;
 pub mod checkpoint;
 pub mod cli;
 pub mod collapse;
+pub mod crosscheck;
 pub mod data;
 pub mod energy;
 pub mod inference;

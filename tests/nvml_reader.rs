@@ -1,0 +1,171 @@
+//! The independent NVML reader (scripts/nvml-reader.py) against the Rust side that reads its
+//! trace (`joulebench crosscheck`), end to end, without a GPU: the reader runs on a fake
+//! `pynvml` (tests/fixtures/fake-pynvml) drawing a constant 300 W. Skips cleanly where no
+//! python3 is installed. The real reader on a real GPU is run by scripts/gpu-run.sh.
+
+use joulebench::crosscheck::{Trace, Verdict};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> Option<&'static str> {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("python3 not found: skipping the nvml-reader.py tests");
+    }
+    ok.then_some("python3")
+}
+
+fn reader(py: &str, out: &Path) -> Command {
+    let mut c = Command::new(py);
+    c.arg(root().join("scripts/nvml-reader.py"))
+        .arg("--out")
+        .arg(out)
+        .arg("--interval-ms")
+        .arg("20")
+        .env("PYTHONPATH", root().join("tests/fixtures/fake-pynvml"))
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn wait_for(path: &Path, min_rows: usize) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.lines().count() >= min_rows + 2) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "the reader wrote fewer than {min_rows} rows to {} in 20 s",
+        path.display()
+    );
+}
+
+#[test]
+fn trace_from_the_reader_parses_and_cross_checks_a_run() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let trace_path = tmp.path().join("trace.csv");
+    let stop = tmp.path().join("stop");
+    let child = reader(py, &trace_path)
+        .arg("--stop-file")
+        .arg(&stop)
+        .spawn()
+        .unwrap();
+    wait_for(&trace_path, 5);
+    // A "run" whose measured window opens now and lasts 0.5 s, as joulebench would log it.
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(&stop, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let trace = Trace::read(&trace_path).unwrap();
+    assert_eq!(trace.meta["name"], "Fake H100");
+    assert_eq!(trace.meta["power_source"], "nvml_field_186_power_instant");
+    assert_eq!(trace.end.as_ref().unwrap()["stopped_by"], "stop_file");
+    assert!(trace.samples.len() >= 20, "{} samples", trace.samples.len());
+    assert!(trace
+        .samples
+        .windows(2)
+        .all(|w| w[1].energy_mj >= w[0].energy_mj && w[1].t_unix_s > w[0].t_unix_s));
+
+    let res = tmp.path().join("results");
+    std::fs::create_dir_all(res.join("runs")).unwrap();
+    std::fs::create_dir_all(res.join("events")).unwrap();
+    let id = "mnist-mlp--f32--seed-1--fake";
+    // joulebench's side: 300 W x 0.5 s = 150 J (what a perfect meter would have read).
+    let run = json!({
+        "run_id": id, "status": "ok", "device": "cuda:0",
+        "energy": {"window_s": 0.5, "components": [
+            {"component": "gpu:0", "source": "measured_counter", "energy_j": 150.0,
+             "counter_to_integral_ratio": 1.0}]},
+        "provenance": {"gpu:0": {"uuid_sha256_16": trace.meta["uuid_sha256_16"]}}
+    });
+    std::fs::write(
+        res.join(format!("runs/{id}.json")),
+        serde_json::to_vec(&run).unwrap(),
+    )
+    .unwrap();
+    let ev = json!({"time_ms": start_ms, "event_type": "INTERVAL_START", "key": "run_start", "value": null, "metadata": {}});
+    std::fs::write(
+        res.join(format!("events/{id}.mllog")),
+        format!(":::MLLOG {ev}\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_joulebench"))
+        .arg("crosscheck")
+        .arg("--trace")
+        .arg(&trace_path)
+        .arg(&res)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(res.join("crosscheck.json")).unwrap()).unwrap();
+    let r = &report["runs"][0];
+    assert_eq!(r["verdict"], json!(Verdict::Agree));
+    // The fake's counter is exact to the millisecond (0.3 J at 300 W); the window is aligned
+    // from the millisecond MLLOG stamp: 0.3 J more, 0.4 % of 150 J at worst.
+    let ratio = r["ratio"].as_f64().unwrap();
+    assert!((ratio - 1.0).abs() < 0.01, "ratio {ratio}: {stdout}");
+}
+
+#[test]
+fn a_killed_reader_leaves_a_usable_trace_and_bad_setups_exit_2() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let trace_path = tmp.path().join("trace.csv");
+    let mut child = reader(py, &trace_path).spawn().unwrap();
+    wait_for(&trace_path, 5);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let trace = Trace::read(&trace_path).unwrap();
+    assert!(trace.samples.len() >= 5);
+    assert_eq!(trace.end, None);
+
+    // NVML missing: one line, exit 2.
+    let out = reader(py, &tmp.path().join("t2.csv"))
+        .env("FAKE_NVML_FAIL", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("NVML could not be initialised"), "{err}");
+    // A CUDA ordinal CUDA_VISIBLE_DEVICES does not list.
+    let out = reader(py, &tmp.path().join("t3.csv"))
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .arg("--cuda-index")
+        .arg("1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CUDA_VISIBLE_DEVICES=0 lists 1"));
+}

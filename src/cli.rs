@@ -54,6 +54,11 @@ pub enum Command {
     Target(TargetArgs),
     /// Training speed and the harness's own overhead (no run files; see README "Speed").
     Speed(crate::speed::SpeedArgs),
+    /// Model collapse: recursive synthetic-data generations and the energy they waste.
+    Collapse(Box<crate::collapse::CollapseArgs>),
+    /// Compare the GPU energy of a results folder's runs with an independent NVML trace
+    /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
+    Crosscheck(crate::crosscheck::CrosscheckArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -72,11 +77,6 @@ pub struct TargetArgs {
     pub csv: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
-    /// Model collapse: recursive synthetic-data generations and the energy they waste.
-    Collapse(Box<crate::collapse::CollapseArgs>),
-    /// Compare the GPU energy of a results folder's runs with an independent NVML trace
-    /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
-    Crosscheck(crate::crosscheck::CrosscheckArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]

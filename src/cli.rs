@@ -44,6 +44,8 @@ pub enum Command {
     },
     /// Train a task under each variant and seed, measure, write run files, print a summary.
     Run(Box<RunArgs>),
+    /// Leaderboard (md, csv, json, LaTeX, HTML, emissions.csv) from results folders.
+    Report(crate::report::ReportArgs),
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
     Target(TargetArgs),
 }
@@ -177,6 +179,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
+        Command::Report(args) => crate::report::command(args),
     }
 }
 

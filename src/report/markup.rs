@@ -1,0 +1,433 @@
+//! One document template, three markups: Markdown, the terminal table and HTML write the same
+//! headings, tables and notes (hyperfine's `MarkupExporter` idea), so they can never disagree.
+//!
+//! Owns: the order and content of the leaderboard's sections and table columns, and the
+//! Markdown and plain-text markups. HTML implements [`Markup`] in `html.rs`.
+//! Must not: compute statistics or read files.
+
+use super::format::{self as f, ESTIMATED_WARNING};
+use super::model::{Leaderboard, RankTable, TaskBoard};
+use crate::stats::Verdict;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// A table: header cells, alignment per column, rows of plain-text cells.
+pub struct Table {
+    pub header: Vec<&'static str>,
+    pub align: Vec<Align>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// The drawing primitives of a document. Text given to a markup is plain text: each markup
+/// escapes it for its medium.
+pub trait Markup {
+    /// The first line: says the file was generated, and by what.
+    fn generated(&mut self, by: &str);
+    fn heading(&mut self, level: u8, text: &str);
+    fn paragraph(&mut self, text: &str);
+    /// A sentence that must not be missed (estimated energy).
+    fn warning(&mut self, text: &str);
+    fn table(&mut self, table: &Table);
+    fn bullets(&mut self, items: &[String]);
+    /// An SVG chart; only HTML draws it.
+    fn figure(&mut self, _caption: &str, _svg: &str) {}
+}
+
+/// Charts for one table: (caption, svg) pairs. HTML passes a real one; others pass none.
+pub type ChartFn<'a> = dyn Fn(&TaskBoard, &RankTable) -> Vec<(String, String)> + 'a;
+
+/// Write the whole leaderboard through `m`.
+pub fn render<M: Markup>(lb: &Leaderboard, m: &mut M, charts: Option<&ChartFn>) {
+    m.generated(&lb.generated_by);
+    m.heading(1, "joulebench leaderboard");
+    let folders: Vec<String> = lb
+        .folders
+        .iter()
+        .map(|x| format!("{} ({} runs)", x.path, x.runs))
+        .collect();
+    m.paragraph(&format!("Results folders: {}.", folders.join(", ")));
+    m.paragraph(&format!(
+        "ETT = energy from run start to the end of the first evaluation reaching the target T (evaluation on the meter); JPP = ETT / (100 (T - c)). \
+         Medians with {:.0} % percentile-bootstrap CIs ({} resamples, fixed seed); olympic mean drops the minimum and the maximum (one DNF counts as the maximum, two invalidate it); \
+         CV over runs that reached T; outliers by Tukey fences, flagged and never dropped. \
+         Change in ETT vs the f32 baseline on the same system, paired by seed: {}. P(better): {}. \
+         Verdicts need every paired seed to reach T and the CI to clear the +-{:.0} % noise threshold.",
+        100.0 * lb.statistics.confidence,
+        lb.statistics.bootstrap_resamples,
+        lb.statistics.change,
+        lb.statistics.p_better,
+        100.0 * lb.statistics.noise_threshold,
+    ));
+    if lb.tasks.is_empty() {
+        m.paragraph("No runs to report.");
+    }
+    for task in &lb.tasks {
+        m.heading(2, &f::task_title(task));
+        for table in &task.tables {
+            m.heading(3, &format!("{}: {}", task.task, f::table_title(table)));
+            if table.energy == super::model::EnergyClass::Estimated {
+                m.warning(ESTIMATED_WARNING);
+            }
+            m.paragraph(&format!(
+                "Boundary {} ({}). Sources: {}.",
+                table.boundary,
+                f::boundary_name(&table.boundary),
+                table.sources.join(", ")
+            ));
+            m.heading(4, "Systems (f32 baseline), ranked by median ETT");
+            if table.systems.is_empty() {
+                m.paragraph("No system has baseline runs in this table.");
+            } else {
+                m.table(&systems_table(task, table));
+            }
+            m.heading(4, "Variants, compared with the baseline on the same system");
+            m.table(&variants_table(task, table));
+            let notes = notes(table);
+            if !notes.is_empty() {
+                m.paragraph("Runs that did not reach the target:");
+                m.bullets(&notes);
+            }
+            if !table.phases.is_empty() {
+                m.heading(4, "Phases (measured spans of the window)");
+                m.table(&phases_table(table));
+            }
+            if let Some(charts) = charts {
+                for (caption, svg) in charts(task, table) {
+                    m.figure(&caption, &svg);
+                }
+            }
+        }
+    }
+    if !lb.skipped.is_empty() {
+        m.heading(2, "Skipped");
+        m.bullets(&lb.skipped);
+    }
+}
+
+fn median_with_ci(s: &super::model::GroupStats) -> String {
+    format!(
+        "{} {}",
+        f::joules(s.median_ett_j),
+        f::ci_joules(s.median_ett_ci_j)
+    )
+}
+
+fn olympic(s: &super::model::GroupStats) -> String {
+    match (s.olympic_mean_ett_j, &s.olympic_mean_note) {
+        (Some(v), _) => f::num4(v),
+        (None, Some(n)) => format!("- ({n})"),
+        (None, None) => "-".into(),
+    }
+}
+
+fn final_quality(s: &super::model::GroupStats) -> String {
+    match (s.mean_final_quality, s.sd_final_quality) {
+        (Some(m), Some(sd)) => format!("{:.2} +- {:.2} %", 100.0 * m, 100.0 * sd),
+        (Some(m), None) => format!("{:.2} %", 100.0 * m),
+        _ => "-".into(),
+    }
+}
+
+pub fn systems_table(task: &TaskBoard, table: &RankTable) -> Table {
+    use Align::*;
+    Table {
+        header: vec![
+            "rank",
+            "system",
+            "system id",
+            "device",
+            "N",
+            "k/N",
+            "median ETT J [95 % CI]",
+            "olympic mean J",
+            "CV",
+            "JPP",
+            "TTT",
+            "final quality",
+        ],
+        align: vec![
+            Right, Left, Left, Left, Right, Right, Right, Right, Right, Right, Right, Right,
+        ],
+        rows: table
+            .systems
+            .iter()
+            .map(|s| {
+                vec![
+                    s.rank.map_or("-".into(), |r| r.to_string()),
+                    s.system.label.clone(),
+                    s.system.id.clone(),
+                    s.system.device.clone(),
+                    s.stats.runs.to_string(),
+                    format!("{}/{}", s.stats.converged, s.stats.runs),
+                    median_with_ci(&s.stats),
+                    olympic(&s.stats),
+                    f::cv(s.stats.cv_ett),
+                    f::jpp_label(s.stats.median_jpp_j_per_pp, task, table),
+                    f::seconds(s.stats.median_ttt_s),
+                    final_quality(&s.stats),
+                ]
+            })
+            .collect(),
+    }
+}
+
+pub fn verdict_cell(v: Verdict, reason: &str) -> String {
+    format!("{} ({reason})", v.as_str())
+}
+
+pub fn variants_table(task: &TaskBoard, table: &RankTable) -> Table {
+    use Align::*;
+    Table {
+        header: vec![
+            "system",
+            "variant",
+            "N",
+            "k/N",
+            "median ETT J [95 % CI]",
+            "olympic mean J",
+            "CV",
+            "outliers",
+            "JPP",
+            "change in ETT [95 % CI]",
+            "P(better) [95 % CI]",
+            "verdict",
+        ],
+        align: vec![
+            Left, Left, Right, Right, Right, Right, Right, Left, Right, Right, Right, Left,
+        ],
+        rows: table
+            .variants
+            .iter()
+            .map(|v| {
+                let outliers: Vec<String> = v
+                    .stats
+                    .run_list
+                    .iter()
+                    .filter_map(|r| {
+                        r.outlier.map(|side| {
+                            format!(
+                                "seed {} {}",
+                                r.seed,
+                                match side {
+                                    crate::stats::OutlierSide::Low => "low",
+                                    crate::stats::OutlierSide::High => "high",
+                                }
+                            )
+                        })
+                    })
+                    .collect();
+                let (chg, pb, verdict) = match &v.comparison {
+                    Some(c) => (
+                        format!("{} {}", f::change(c.change), f::ci_change(c.change_ci)),
+                        format!("{} {}", f::prob(c.p_better), f::ci_prob(c.p_better_ci)),
+                        verdict_cell(c.verdict, &c.reason),
+                    ),
+                    None if v.baseline => ("baseline".into(), "-".into(), "-".into()),
+                    None => ("no baseline".into(), "-".into(), "-".into()),
+                };
+                vec![
+                    format!("{} [{}]", v.system.label, v.system.id),
+                    f::variant_label(&v.variant),
+                    v.stats.runs.to_string(),
+                    format!("{}/{}", v.stats.converged, v.stats.runs),
+                    median_with_ci(&v.stats),
+                    olympic(&v.stats),
+                    f::cv(v.stats.cv_ett),
+                    if outliers.is_empty() {
+                        "-".into()
+                    } else {
+                        outliers.join(", ")
+                    },
+                    f::jpp_label(v.stats.median_jpp_j_per_pp, task, table),
+                    chg,
+                    pb,
+                    verdict,
+                ]
+            })
+            .collect(),
+    }
+}
+
+pub fn notes(table: &RankTable) -> Vec<String> {
+    table
+        .variants
+        .iter()
+        .flat_map(|v| {
+            v.stats.notes.iter().map(move |n| {
+                format!(
+                    "{} [{}], {}: {n}",
+                    v.variant.name, v.system.id, v.system.label
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn phases_table(table: &RankTable) -> Table {
+    use Align::*;
+    Table {
+        header: vec![
+            "system id",
+            "variant",
+            "phase",
+            "runs",
+            "median energy J",
+            "share of run",
+            "median duration",
+        ],
+        align: vec![Left, Left, Left, Right, Right, Right, Right],
+        rows: table
+            .phases
+            .iter()
+            .map(|p| {
+                vec![
+                    p.system_id.clone(),
+                    p.variant.clone(),
+                    p.phase.clone(),
+                    p.runs.to_string(),
+                    f::num4(p.median_energy_j),
+                    format!("{:.1} %", 100.0 * p.median_share),
+                    f::seconds(Some(p.median_duration_s)),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// GitHub-flavoured Markdown.
+#[derive(Default)]
+pub struct Markdown {
+    pub out: String,
+}
+
+fn md_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '|' | '*' | '_' | '`' | '<' | '>' | '[' | ']') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+impl Markup for Markdown {
+    fn generated(&mut self, by: &str) {
+        self.out.push_str(&format!(
+            "<!-- generated by {} -->\n",
+            by.replace("--", "- -")
+        ));
+    }
+    fn heading(&mut self, level: u8, text: &str) {
+        self.out.push('\n');
+        self.out.push_str(&"#".repeat(level as usize));
+        self.out.push(' ');
+        self.out.push_str(&md_escape(text));
+        self.out.push('\n');
+    }
+    fn paragraph(&mut self, text: &str) {
+        self.out.push('\n');
+        self.out.push_str(&md_escape(text));
+        self.out.push('\n');
+    }
+    fn warning(&mut self, text: &str) {
+        self.out.push_str(&format!("\n**{}**\n", md_escape(text)));
+    }
+    fn table(&mut self, t: &Table) {
+        self.out.push('\n');
+        let cells: Vec<String> = t.header.iter().map(|h| md_escape(h)).collect();
+        self.out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        let seps: Vec<&str> = t
+            .align
+            .iter()
+            .map(|a| match a {
+                Align::Left => ":--",
+                Align::Right => "--:",
+            })
+            .collect();
+        self.out.push_str(&format!("|{}|\n", seps.join("|")));
+        for row in &t.rows {
+            let cells: Vec<String> = row.iter().map(|c| md_escape(c)).collect();
+            self.out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+    }
+    fn bullets(&mut self, items: &[String]) {
+        self.out.push('\n');
+        for i in items {
+            self.out.push_str(&format!("- {}\n", md_escape(i)));
+        }
+    }
+}
+
+/// Plain text for the terminal: underlined headings, space-aligned columns.
+#[derive(Default)]
+pub struct Text {
+    pub out: String,
+}
+
+impl Markup for Text {
+    fn generated(&mut self, _by: &str) {}
+    fn heading(&mut self, level: u8, text: &str) {
+        self.out.push('\n');
+        self.out.push_str(text);
+        self.out.push('\n');
+        if level <= 3 {
+            let ch = if level <= 2 { "=" } else { "-" };
+            self.out.push_str(&ch.repeat(text.chars().count()));
+            self.out.push('\n');
+        }
+    }
+    fn paragraph(&mut self, text: &str) {
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+    fn warning(&mut self, text: &str) {
+        self.out.push_str(&format!("!! {text}\n"));
+    }
+    fn table(&mut self, t: &Table) {
+        let n = t.header.len();
+        let mut widths: Vec<usize> = t.header.iter().map(|h| h.chars().count()).collect();
+        for row in &t.rows {
+            for (i, c) in row.iter().enumerate().take(n) {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| -> String {
+            let parts: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let pad = widths[i].saturating_sub(c.chars().count());
+                    match t.align[i] {
+                        Align::Left => format!("{c}{}", " ".repeat(pad)),
+                        Align::Right => format!("{}{c}", " ".repeat(pad)),
+                    }
+                })
+                .collect();
+            format!("{}\n", parts.join("  ").trim_end())
+        };
+        self.out.push_str(&line(t.header.clone()));
+        self.out.push_str(&line(
+            widths
+                .iter()
+                .map(|w| "-".repeat(*w))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        ));
+        for row in &t.rows {
+            self.out
+                .push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+    }
+    fn bullets(&mut self, items: &[String]) {
+        for i in items {
+            self.out.push_str(&format!("  - {i}\n"));
+        }
+    }
+}

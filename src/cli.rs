@@ -178,8 +178,8 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
-        Command::Target(args) => target_cmd(args).map(|_| 0),
         Command::Report(args) => crate::report::command(args),
+        Command::Target(args) => target_cmd(args).map(|_| 0),
     }
 }
 

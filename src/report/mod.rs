@@ -127,38 +127,35 @@ impl Report {
         carbon: CarbonSettings,
         issues: &mut Vec<LoadIssue>,
     ) -> Report {
-        let mut skipped: Vec<String> = loaded.issues.iter().map(|i| i.to_string()).collect();
         issues.extend(loaded.issues.iter().cloned());
-        let leaderboard = model::build(
-            &loaded.runs,
-            generated_by,
-            loaded.folders.clone(),
-            Vec::new(),
-        );
+        let skipped = loaded.issues.iter().map(|i| i.to_string()).collect();
+        let mut leaderboard =
+            model::build(&loaded.runs, generated_by, loaded.folders.clone(), skipped);
         let runs: BTreeMap<String, LoadedRun> = loaded
             .runs
             .into_iter()
             .map(|r| (r.record.run_id.clone(), r))
             .collect();
         let mut timelines = BTreeMap::new();
-        for table in leaderboard.tasks.iter().flat_map(|t| &t.tables) {
-            let Some(id) = &table.timeline_run else {
-                continue;
-            };
-            let Some(run) = runs.get(id) else { continue };
+        let wanted: Vec<String> = leaderboard
+            .tasks
+            .iter()
+            .flat_map(|t| &t.tables)
+            .filter_map(|t| t.timeline_run.clone())
+            .collect();
+        for id in wanted {
+            let Some(run) = runs.get(&id) else { continue };
             match load::read_timeline(run) {
                 Ok(Some(t)) => {
-                    timelines.insert(id.clone(), t);
+                    timelines.insert(id, t);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    skipped.push(e.to_string());
+                    leaderboard.skipped.push(e.to_string());
                     issues.push(e);
                 }
             }
         }
-        let mut leaderboard = leaderboard;
-        leaderboard.skipped = skipped;
         Report {
             leaderboard,
             runs,
@@ -224,6 +221,25 @@ impl Exporter for JsonExporter {
     fn file_name(&self) -> &'static str {
         "leaderboard.json"
     }
+}
+
+/// The terminal table of the results folders `dirs` (for `sweep` to print when it ends), and
+/// the files it skipped.
+pub fn leaderboard_text(
+    dirs: &[PathBuf],
+    generated_by: &str,
+) -> Result<(String, Vec<LoadIssue>), load::FolderError> {
+    let folders = load::resolve_folders(dirs)?;
+    let mut issues = Vec::new();
+    let report = Report::build(
+        load::load(&folders),
+        generated_by,
+        CarbonSettings::default(),
+        &mut issues,
+    );
+    let mut m = markup::Text::default();
+    markup::render(&report.leaderboard, &mut m, None);
+    Ok((m.out, issues))
 }
 
 /// "joulebench 0.1.0 (git abc1234): joulebench report results/a results/b".

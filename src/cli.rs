@@ -48,6 +48,10 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
     Target(TargetArgs),
+    /// Tasks x variants x seeds of a suite or plan, resumable and shardable (`sweep plan`, `sweep emit`).
+    Sweep(Box<crate::sweep::SweepArgs>),
+    /// Gather shard results folders into one, de-duplicated by run id; report missing runs.
+    Merge(crate::sweep::MergeArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -164,7 +168,7 @@ pub fn parse_device(s: &str) -> Result<(Device, String), anyhow::Error> {
 }
 
 /// cuda:0 when a GPU is usable, else the CPU.
-fn default_device() -> (Device, String) {
+pub fn default_device() -> (Device, String) {
     if cfg!(feature = "cuda") {
         if let Ok(d) = Device::new_cuda(0) {
             return (d, "cuda:0".into());
@@ -180,6 +184,8 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Run(args) => run_cmd(*args),
         Command::Report(args) => crate::report::command(args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
+        Command::Sweep(args) => crate::sweep::command(*args),
+        Command::Merge(args) => crate::sweep::merge_cmd(args),
     }
 }
 
@@ -238,7 +244,7 @@ fn list(as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn detect_options(
+pub fn detect_options(
     choice: MeterChoice,
     gpu_index: Option<usize>,
     cpu_tdp_w: Option<f64>,

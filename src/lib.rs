@@ -16,6 +16,7 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod sweep;
 pub mod system;
 pub mod task;
 pub mod train;

@@ -257,7 +257,9 @@ fn shards_merge_into_the_one_process_result_and_conflicts_are_refused() {
     // Repeatable: nothing new, nothing duplicated.
     let o = merge(&m, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).contains("0 runs copied, 2 duplicates skipped"));
+    assert!(
+        text(&o.stdout).contains("0 runs copied (0 replacing an older copy), 2 duplicates skipped")
+    );
     assert_eq!(runs(&m).len(), 2);
 
     // A missing run: exit 1 and the --array= list to resubmit.
@@ -357,7 +359,8 @@ fn emit_prints_engine_glue() {
         "#SBATCH --output=/shared/r/logs/%A_%a.out",
         "--dependency=afterany:",
         "--shard-count \"$SHARDS\"",
-        "/shared/r/shards/$SLURM_ARRAY_TASK_ID",
+        "RESULTS='/shared/r'",
+        "$RESULTS/shards/$SLURM_ARRAY_TASK_ID",
     ] {
         assert!(s.contains(needle), "missing {needle} in:\n{s}");
     }

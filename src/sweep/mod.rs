@@ -225,28 +225,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         .and_then(|i| i.parse().ok());
     let (mut meter, probes) =
         energy::detect_meter(&cli::detect_options(a.meter, gpu, a.cpu_tdp_w)).map_err(usage)?;
-    let (si, sc) = shard.unwrap_or((0, 1));
-    let in_shard = file.shard(si, sc).len();
-    let seeds = file.entries.iter().map(|e| e.seed).max().unwrap_or(0);
-    eprintln!(
-        "joulebench: sweep '{}' (plan {}), {} runs{}, {} order, on {device_label}, meter {}, boundary {}, results in {}",
-        file.name,
-        run::short(&file.hash),
-        file.entries.len(),
-        match shard {
-            Some((i, n)) => format!(", shard {i} of {n}: {in_shard} runs"),
-            None => String::new(),
-        },
-        file.settings.order.as_str(),
-        meter.name(),
-        meter.boundary().as_str(),
-        results.root().display()
-    );
-    if seeds < 10 {
-        eprintln!(
-            "joulebench: N = {seeds} seeds per variant: too few for a confidence interval worth citing (the standard suite runs 10)"
-        );
-    }
+    let (meter_name, boundary) = (meter.name().to_string(), meter.boundary().as_str());
     let runner_plan = Plan {
         tasks,
         jobs: Vec::new(),
@@ -260,6 +239,32 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
     let scheduler = engine::scheduler_info(&engine::ProcessEnv, shard);
     let mut session =
         runner::Session::new(&runner_plan, meter.as_mut(), &probes).map_err(Failure::Runtime)?;
+    let (si, sc) = shard.unwrap_or((0, 1));
+    let results_root = results.root().display().to_string();
+    let device_shown = runner_plan.device_label.clone();
+    let announce = || {
+        let in_shard = file.shard(si, sc).len();
+        let seeds = file.entries.iter().map(|e| e.seed).max().unwrap_or(0);
+        eprintln!(
+        "joulebench: sweep '{}' (plan {}), {} runs{}, {} order, on {device_shown}, meter {}, boundary {}, results in {}",
+        file.name,
+        run::short(&file.hash),
+        file.entries.len(),
+        match shard {
+            Some((i, n)) => format!(", shard {i} of {n}: {in_shard} runs"),
+            None => String::new(),
+        },
+        file.settings.order.as_str(),
+        meter_name,
+        boundary,
+        results_root
+    );
+        if seeds < 10 {
+            eprintln!(
+            "joulebench: N = {seeds} seeds per variant: too few for a confidence interval worth citing (the standard suite runs 10)"
+        );
+        }
+    };
     let as_json = a.json;
     let out = run::run_shard(
         &file,
@@ -268,6 +273,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         &mut session,
         &scheduler,
         a.retry_failed,
+        announce,
         |label| Box::new(crate::progress::ProgressObserver::new(label.to_string())),
         |rec| {
             if as_json {
@@ -277,7 +283,13 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
             }
         },
     )
-    .map_err(Failure::Runtime)?;
+    .map_err(|e| {
+        if e.downcast_ref::<run::SweepError>().is_some() {
+            Failure::Usage(e)
+        } else {
+            Failure::Runtime(e)
+        }
+    })?;
     let idle = session.idle().cloned();
     drop(session);
     let ok = out

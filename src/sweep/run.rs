@@ -160,6 +160,7 @@ pub fn run_shard(
     session: &mut Session,
     scheduler: &SchedulerInfo,
     retry_failed: bool,
+    announce: impl FnOnce(),
     mut observer_for: impl FnMut(&str) -> Box<dyn Observer>,
     mut on_record: impl FnMut(&RunRecord),
 ) -> anyhow::Result<ShardOutcome> {
@@ -208,6 +209,9 @@ pub fn run_shard(
             _ => todo.push((e, job, run_id, path)),
         }
     }
+    // The folder is this plan's: say what runs now (before this, a foreign folder is refused
+    // with one line).
+    announce();
     if todo.is_empty() {
         return Ok(out);
     }

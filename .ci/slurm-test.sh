@@ -169,7 +169,7 @@ merge_id=$(echo "$submitted" | sed -n 's/^array job \([0-9]*\), merge job \([0-9
 wait_jobs 600 "$array_id,$merge_id"
 grep -q "4 of 4 entries present" "$w/res/logs/merge-$merge_id.out" || fail "merge after resubmit incomplete"
 sums_after=$(cd "$w/res/shards" && sha256sum */runs/*.json)
-changed=$(diff <(echo "$sums_before") <(echo "$sums_after") | grep '^>' | awk '{print $3}' | cut -d/ -f1 | sort | xargs)
+changed=$( (diff <(echo "$sums_before") <(echo "$sums_after") || true) | grep '^>' | awk '{print $3}' | cut -d/ -f1 | sort | xargs)
 [ "$changed" = "1 3" ] || fail "recomputed shards '$changed', expected exactly '1 3'"
 say "resubmit recomputed exactly shards $changed; the others untouched"
 
@@ -182,16 +182,20 @@ until [ "$(squeue -h -j "$job" -o %T 2>/dev/null | head -1)" = RUNNING ]; do
   [ $SECONDS -lt $deadline ] || fail "task never ran"
   sleep 0.2
 done
-sleep 2
 scancel "$job"
 wait_jobs 120 "$job"
-if ls "$w"/res/shards/2/runs/ | grep -v '^\.' | grep -q '\.json$'; then
-  fail "a run file exists after scancel (the task was expected to be killed mid-run)"
-fi
+# digits-mlp trains in about a second, so the task may have finished before the cancel
+# reached it: either way there must be no partial run file (only complete, readable ones).
 set +e
-"$jb" merge "$w"/res/shards/{0,1,2,3} --into "$w/check2" --plan "$w/plan.json" --shard-count 4 | grep -q "resubmit: --array=2"
-rc=$?
+out=$("$jb" merge "$w"/res/shards/{0,1,2,3} --into "$w/check2" --plan "$w/plan.json" --shard-count 4 2>&1)
 set -e
-[ $rc = 0 ] || fail "merge did not name shard 2 after scancel"
-say "scancel mid-run left no partial run file; merge names --array=2"
+echo "$out"
+if echo "$out" | grep -q "not a run file"; then fail "a partial run file after scancel"; fi
+if echo "$out" | grep -q "resubmit: --array=2"; then
+  say "scancel mid-run left no run file; merge names --array=2"
+elif echo "$out" | grep -q "4 of 4 entries present"; then
+  say "the task finished before scancel reached it; its run file is complete"
+else
+  fail "unexpected merge result after scancel"
+fi
 say "PASSED"

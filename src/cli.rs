@@ -59,6 +59,10 @@ pub enum Command {
     /// Compare the GPU energy of a results folder's runs with an independent NVML trace
     /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
     Crosscheck(crate::crosscheck::CrosscheckArgs),
+    /// Tasks x variants x seeds of a suite or plan, resumable and shardable (`sweep plan`, `sweep emit`).
+    Sweep(Box<crate::sweep::SweepArgs>),
+    /// Gather shard results folders into one, de-duplicated by run id; report missing runs.
+    Merge(crate::sweep::MergeArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -188,7 +192,7 @@ pub fn parse_device(s: &str) -> Result<(Device, String), anyhow::Error> {
 }
 
 /// cuda:0 when a GPU is usable, else the CPU.
-fn default_device() -> (Device, String) {
+pub fn default_device() -> (Device, String) {
     if cfg!(feature = "cuda") {
         if let Ok(d) = Device::new_cuda(0) {
             return (d, "cuda:0".into());
@@ -210,6 +214,8 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Speed(args) => crate::speed::run(args),
         Command::Collapse(args) => crate::collapse::run_cmd(*args),
         Command::Crosscheck(a) => crate::crosscheck::command(&a).map_err(usage),
+        Command::Sweep(args) => crate::sweep::command(*args),
+        Command::Merge(args) => crate::sweep::merge_cmd(args),
     }
 }
 
@@ -269,7 +275,7 @@ fn list(as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn detect_options(
+pub fn detect_options(
     choice: MeterChoice,
     gpu_index: Option<usize>,
     cpu_tdp_w: Option<f64>,

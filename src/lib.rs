@@ -26,6 +26,7 @@ pub mod results;
 pub mod runner;
 pub mod speed;
 pub mod stats;
+pub mod sweep;
 pub mod synth;
 pub mod system;
 pub mod task;

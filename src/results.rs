@@ -146,6 +146,81 @@ pub struct RunRecord {
     /// its own windows, never part of ETT; absent when not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inference: Option<crate::inference::InferenceReport>,
+    /// The sweep plan this run belongs to; null for a plain `joulebench run`. A rerun of the
+    /// same plan skips a run whose file carries the same plan hash and entry id.
+    #[serde(default)]
+    pub plan: Option<PlanRef>,
+    /// The engine that started the process (Slurm, Kubernetes, GNU parallel, none) and the host.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerInfo>,
+    /// Who else used the machine during the run: energy is only attributable with isolation.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+}
+
+/// A run's place in a sweep plan (`joulebench sweep plan`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRef {
+    /// Content hash of the whole plan.
+    pub hash: String,
+    /// Content hash of the run's canonical spec (task spec, variant, seed, needs).
+    pub entry_id: String,
+    /// Position of the entry in the plan's sorted list (shard = index mod shard count).
+    pub index: usize,
+    /// The suite or config the plan came from.
+    pub name: String,
+    /// `randomised` or `interleaved`, the seed of the order, and this run's place in it.
+    pub order: String,
+    pub order_seed: u64,
+    pub position: usize,
+}
+
+/// The engine a run's process was started by, read from its environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerInfo {
+    /// `slurm`, `kubernetes`, `gnu-parallel` or `none`.
+    pub engine: String,
+    /// Slurm `SLURM_JOB_ID`; Kubernetes: the pod name.
+    pub job_id: Option<String>,
+    /// Slurm `SLURM_ARRAY_JOB_ID`; Kubernetes: the Job name where known.
+    pub array_job_id: Option<String>,
+    /// Slurm `SLURM_ARRAY_TASK_ID`, Kubernetes `JOB_COMPLETION_INDEX`, parallel `PARALLEL_SEQ`.
+    pub task_id: Option<String>,
+    pub host: String,
+    pub shard_index: Option<u64>,
+    pub shard_count: Option<u64>,
+    /// The engine's allocation as it describes it (CPUs, GPUs, partition, node list).
+    #[serde(default)]
+    pub allocation: std::collections::BTreeMap<String, String>,
+}
+
+/// Co-tenancy of a run (measurement.md section 2: RAPL is machine-wide, GPU counters are
+/// per board): other processes at the start and end, and the meter's own window figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// `isolated` (nothing else seen), `shared` (others seen: the energy includes their load
+    /// on machine-wide meters) or `unknown` (nothing could be read).
+    pub verdict: String,
+    /// This process's and everything else's share of the machine's CPU time over the window.
+    pub cpu_harness_fraction: Option<f64>,
+    pub cpu_others_fraction: Option<f64>,
+    pub cpu_contended: bool,
+    /// Other compute processes NVML saw on the run's GPU at the window's start or end.
+    pub gpu_other_compute_pids: Vec<u32>,
+    pub gpu_contaminated: bool,
+    pub start: Option<CoTenancy>,
+    pub end: Option<CoTenancy>,
+}
+
+/// Other processes on the machine at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoTenancy {
+    /// 1-minute load average.
+    pub load_1m: Option<f64>,
+    /// Runnable (state R) processes other than this one.
+    pub runnable_others: Option<usize>,
+    /// Names of up to 8 of them.
+    pub examples: Vec<String>,
 }
 
 /// `<task>--<variant>--seed-<seed>--<system-id>`: filesystem-safe, stable across reruns on
@@ -200,12 +275,29 @@ impl ResultsDir {
         })
     }
 
+    /// Another folder's files, for reading (`merge`): nothing is created or checked.
+    pub fn existing(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     pub fn run_path(&self, run_id: &str) -> PathBuf {
         self.root.join("runs").join(format!("{run_id}.json"))
+    }
+
+    /// A run's files in the order they are written: event log, power timeline, run file
+    /// (the run file last, so it exists only when the others do).
+    pub fn run_files(&self, run_id: &str) -> [PathBuf; 3] {
+        [
+            self.root.join("events").join(format!("{run_id}.mllog")),
+            self.root.join("power").join(format!("{run_id}.csv")),
+            self.run_path(run_id),
+        ]
     }
 
     /// Write the timeline and event log, then the run file: each atomically.
@@ -216,15 +308,9 @@ impl ResultsDir {
         timeline: &[PowerSample],
     ) -> Result<PathBuf, ResultsError> {
         let id = &record.run_id;
-        write_atomic(
-            &self.root.join("events").join(format!("{id}.mllog")),
-            mllog(events).as_bytes(),
-        )?;
-        write_atomic(
-            &self.root.join("power").join(format!("{id}.csv")),
-            power_csv(timeline).as_bytes(),
-        )?;
-        let path = self.run_path(id);
+        let [events_path, power_path, path] = self.run_files(id);
+        write_atomic(&events_path, mllog(events).as_bytes())?;
+        write_atomic(&power_path, power_csv(timeline).as_bytes())?;
         let json = serde_json::to_vec_pretty(record).map_err(|source| ResultsError::Encode {
             what: format!("run {id}"),
             source,
@@ -254,8 +340,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
         source,
     };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+    // A name no other writer can hold (pid + a per-process counter + clock), created with
+    // O_EXCL: two processes on two hosts sharing a folder never write the same temp file.
+    let (tmp, mut f) = loop {
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", temp_nonce()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(werr(e)),
+        }
+    };
     f.write_all(bytes).map_err(werr)?;
     f.sync_all().map_err(werr)?;
     drop(f);
@@ -263,6 +361,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
         let _ = std::fs::remove_file(&tmp);
         werr(e)
     })
+}
+
+/// `<pid>-<counter>-<nanos>`: unique per process and call.
+fn temp_nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Whether a file name is one of `write_atomic`'s temp files for `name`
+/// (`.<name>.<nonce>.tmp`): stale ones are left by a killed writer.
+pub fn is_temp_for(file_name: &str, name: &str) -> bool {
+    file_name
+        .strip_prefix('.')
+        .and_then(|r| r.strip_prefix(name))
+        .and_then(|r| r.strip_prefix('.'))
+        .is_some_and(|r| r.ends_with(".tmp") && !r[..r.len() - 4].contains('.'))
 }
 
 /// `:::MLLOG {json}` lines, as MLPerf's mllog package writes them.
@@ -332,6 +451,20 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"{\"x\":1}");
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn temp_names_are_recognised_only_for_their_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("a--b.json");
+        // What write_atomic would create for this path.
+        let name = format!(".a--b.json.{}.tmp", temp_nonce());
+        assert!(is_temp_for(&name, "a--b.json"), "{name}");
+        assert!(!is_temp_for(&name, "a--b.js"));
+        assert!(!is_temp_for(".a--b.json.x.y.tmp", "a--b.json"));
+        assert!(!is_temp_for("a--b.json", "a--b.json"));
+        write_atomic(&p, b"1").unwrap();
+        assert_ne!(temp_nonce(), temp_nonce());
     }
 
     #[test]

@@ -84,73 +84,152 @@ pub fn order(task: usize, variants: &[Variant], seeds: &[u64]) -> Vec<Job> {
     out
 }
 
-pub fn run_series(
-    plan: &Plan,
-    meter: &mut dyn Meter,
-    probes: &[MeterProbe],
-    mut observer_for: impl FnMut(&str) -> Box<dyn Observer>,
-    mut on_record: impl FnMut(&RunRecord),
-) -> anyhow::Result<Series> {
-    let accelerator = probes
-        .iter()
-        .find(|p| p.meter == "nvml" && p.available)
-        .map(|p| p.detail.clone());
-    let sys = system::collect(&plan.device_label, accelerator);
-    plan.results.write_system(&sys)?;
+/// What a run file records beyond the run itself: its place in a sweep plan and the engine
+/// that started the process (`sweep::engine`). Default: no plan, scheduler read from the
+/// environment by the session.
+#[derive(Debug, Clone, Default)]
+pub struct RunExtras {
+    pub plan: Option<results::PlanRef>,
+    pub scheduler: Option<results::SchedulerInfo>,
+}
+
+/// A measured series in progress (measurement.md section 3): the system read once, the idle
+/// baseline once, then runs one at a time with a cooldown between them and a random start
+/// delay. `run_series` drives it over a plan's jobs; `sweep` drives it over the runs of a
+/// shard that are not finished yet.
+pub struct Session<'a> {
+    plan: &'a Plan,
+    meter: &'a mut dyn Meter,
+    sys: SystemInfo,
     // Device tensors of each task, made when its first job comes (a sweep mixes tasks).
-    let mut prepared: Vec<Option<Prepared>> = plan.tasks.iter().map(|_| None).collect();
+    prepared: Vec<Option<Prepared>>,
+    idle: Option<Idle>,
+    delay_rng: SeededRng,
+    runs: usize,
+    // Runs made to pretrain a fine-tune's source, not yet handed to the caller.
+    pretraining: Vec<RunRecord>,
+}
 
-    let idle = if plan.idle_s > 0.0 {
-        let b = energy::idle::measure_idle(meter, Duration::from_secs_f64(plan.idle_s))?;
-        Some(Idle {
-            mean_w: b.mean_w,
-            sd_w: b.sd_w,
+impl<'a> Session<'a> {
+    /// Read the system and write `system.json`; nothing is measured yet.
+    pub fn new(
+        plan: &'a Plan,
+        meter: &'a mut dyn Meter,
+        probes: &[MeterProbe],
+    ) -> anyhow::Result<Self> {
+        let accelerator = probes
+            .iter()
+            .find(|p| p.meter == "nvml" && p.available)
+            .map(|p| p.detail.clone());
+        let sys = system::collect(&plan.device_label, accelerator);
+        plan.results.write_system(&sys)?;
+        Ok(Self {
+            prepared: plan.tasks.iter().map(|_| None).collect(),
+            plan,
+            meter,
+            sys,
+            idle: None,
+            delay_rng: SeededRng::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+                7,
+            ),
+            runs: 0,
+            pretraining: Vec::new(),
         })
-    } else {
-        None
-    };
+    }
 
-    let mut delay_rng = SeededRng::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-        7,
-    );
-    let mut records = Vec::new();
-    for (i, job) in plan.jobs.iter().enumerate() {
-        let task = plan.tasks.get(job.task).ok_or_else(|| {
-            anyhow::anyhow!("job {i} names task {} of {}", job.task, plan.tasks.len())
-        })?;
-        let p = match &mut prepared[job.task] {
-            Some(p) => p,
-            slot => slot.insert(train::prepare(&task.spec, &task.data, &plan.device)?),
-        };
-        if i > 0 && plan.cooldown_s > 0.0 {
+    pub fn system(&self) -> &SystemInfo {
+        &self.sys
+    }
+
+    /// The run id a job gets on this system.
+    pub fn run_id(&self, job: &Job) -> anyhow::Result<String> {
+        let task = self.task(job)?;
+        Ok(results::run_id(
+            &task.spec.name,
+            &job.variant.name,
+            job.seed,
+            &self.sys.system_id,
+        ))
+    }
+
+    fn task(&self, job: &Job) -> anyhow::Result<&'a TaskRun> {
+        let plan: &'a Plan = self.plan;
+        plan.tasks
+            .get(job.task)
+            .ok_or_else(|| anyhow::anyhow!("job names task {} of {}", job.task, plan.tasks.len()))
+    }
+
+    /// The idle baseline of the series (once; skipped when `idle_s` is 0).
+    pub fn measure_idle(&mut self) -> anyhow::Result<Option<Idle>> {
+        if self.idle.is_none() && self.plan.idle_s > 0.0 {
+            let b =
+                energy::idle::measure_idle(self.meter, Duration::from_secs_f64(self.plan.idle_s))?;
+            self.idle = Some(Idle {
+                mean_w: b.mean_w,
+                sd_w: b.sd_w,
+            });
+        }
+        Ok(self.idle.clone())
+    }
+
+    pub fn idle(&self) -> Option<&Idle> {
+        self.idle.as_ref()
+    }
+
+    /// The runs that pretrained a fine-tune's source since the last call (their run files are
+    /// already written), in the order they ran.
+    pub fn take_pretraining(&mut self) -> Vec<RunRecord> {
+        std::mem::take(&mut self.pretraining)
+    }
+
+    /// Cooldown after the previous run, random start delay, train, write the run file.
+    pub fn run_job(
+        &mut self,
+        job: &Job,
+        extras: &RunExtras,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<RunRecord> {
+        let plan: &'a Plan = self.plan;
+        let task = self.task(job)?;
+        if self.prepared[job.task].is_none() {
+            self.prepared[job.task] = Some(train::prepare(&task.spec, &task.data, &plan.device)?);
+        }
+        if self.runs > 0 && plan.cooldown_s > 0.0 {
             std::thread::sleep(Duration::from_secs_f64(plan.cooldown_s));
         }
         // Random 0-100 ms start delay: decorrelates runs from periodic background activity.
-        std::thread::sleep(Duration::from_millis(delay_rng.below(101) as u64));
+        std::thread::sleep(Duration::from_millis(self.delay_rng.below(101) as u64));
+        self.runs += 1;
+        let mut extras = extras.clone();
+        if extras.scheduler.is_none() {
+            extras.scheduler = Some(crate::sweep::engine::scheduler_info(
+                &crate::sweep::engine::ProcessEnv,
+                None,
+            ));
+        }
         let start = if job.variant.init == Init::Finetune {
             let (start, pre) = finetune_start(
                 plan,
                 task,
                 job.seed,
-                meter,
-                &sys,
-                idle.as_ref(),
-                &mut observer_for,
+                self.meter,
+                &self.sys,
+                self.idle.as_ref(),
+                observer,
+                &extras,
             )?;
-            if let Some(pre) = pre {
-                on_record(&pre);
-                records.push(pre);
-            }
+            self.pretraining.extend(pre);
             start
         } else {
             Start::Scratch
         };
-        let label = format!("{} {} seed {}", task.spec.name, job.variant.name, job.seed);
-        let mut obs = observer_for(&label);
-        let rec = run_one(
+        let p = self.prepared[job.task]
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("task {} not prepared", job.task))?;
+        run_one(
             plan,
             task,
             p,
@@ -158,15 +237,42 @@ pub fn run_series(
             job.seed,
             start,
             None,
-            meter,
-            &sys,
-            idle.as_ref(),
-            obs.as_mut(),
-        )?;
+            self.meter,
+            &self.sys,
+            self.idle.as_ref(),
+            observer,
+            &extras,
+        )
+    }
+}
+
+pub fn run_series(
+    plan: &Plan,
+    meter: &mut dyn Meter,
+    probes: &[MeterProbe],
+    mut observer_for: impl FnMut(&str) -> Box<dyn Observer>,
+    mut on_record: impl FnMut(&RunRecord),
+) -> anyhow::Result<Series> {
+    let mut session = Session::new(plan, meter, probes)?;
+    session.measure_idle()?;
+    let mut records = Vec::new();
+    for job in &plan.jobs {
+        let task = session.task(job)?;
+        let label = format!("{} {} seed {}", task.spec.name, job.variant.name, job.seed);
+        let mut obs = observer_for(&label);
+        let rec = session.run_job(job, &RunExtras::default(), obs.as_mut())?;
+        // A fine-tune's source, pretrained in this series: its own run, written before.
+        for pre in session.take_pretraining() {
+            on_record(&pre);
+            records.push(pre);
+        }
         on_record(&rec);
         records.push(rec);
     }
-    Ok(Series { records, idle })
+    Ok(Series {
+        records,
+        idle: session.idle,
+    })
 }
 
 /// The checkpoint a fine-tune job starts from: `--checkpoint`, or the source task's harness
@@ -180,7 +286,8 @@ fn finetune_start(
     meter: &mut dyn Meter,
     sys: &SystemInfo,
     idle: Option<&Idle>,
-    observer_for: &mut impl FnMut(&str) -> Box<dyn Observer>,
+    observer: &mut dyn Observer,
+    extras: &RunExtras,
 ) -> anyhow::Result<(Start, Option<RunRecord>)> {
     if let Some(path) = &plan.checkpoint {
         return Ok((
@@ -199,11 +306,11 @@ fn finetune_start(
     let mut pre = None;
     if !path.is_file() {
         let sp = train::prepare(&source.spec, &source.data, &plan.device)?;
-        let label = format!(
-            "{} f32 seed {} (pretraining for {})",
-            source.spec.name, seed, task.spec.name
-        );
-        let mut obs = observer_for(&label);
+        // The source's own run: no sweep plan entry (the plan names the fine-tune).
+        let extras = RunExtras {
+            plan: None,
+            scheduler: extras.scheduler.clone(),
+        };
         pre = Some(run_one(
             plan,
             source,
@@ -215,7 +322,8 @@ fn finetune_start(
             meter,
             sys,
             idle,
-            obs.as_mut(),
+            observer,
+            &extras,
         )?);
     }
     Ok((
@@ -237,9 +345,11 @@ fn run_one(
     sys: &SystemInfo,
     idle: Option<&Idle>,
     observer: &mut dyn Observer,
+    extras: &RunExtras,
 ) -> anyhow::Result<RunRecord> {
     let spec = &task.spec;
     let started_at = system::utc_now();
+    let co_tenancy_start = crate::sweep::engine::co_tenancy_now();
     let run_id = results::run_id(&spec.name, &variant.name, seed, &sys.system_id);
     let opts = TrainOptions {
         seed,
@@ -458,6 +568,13 @@ fn run_one(
         started_at,
         finished_at: system::utc_now(),
         inference,
+        plan: extras.plan.clone(),
+        scheduler: extras.scheduler.clone(),
+        isolation: Some(crate::sweep::engine::assess(
+            &window.report,
+            Some(co_tenancy_start),
+            Some(crate::sweep::engine::co_tenancy_now()),
+        )),
     };
     plan.results
         .write_run(&rec, &out.events.0, &window.report.timeline)?;

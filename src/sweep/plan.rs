@@ -1,0 +1,505 @@
+//! Suites and frozen plans (scale-out.md "plan, then freeze").
+//!
+//! Owns: the suite files (`models/suite-<name>.toml`, or a user's TOML), expanding a suite into
+//! a plan (entries sorted by task, variant and seed, each with a content-hash id; the measured
+//! execution order; one hash over it all), reading a plan file back with its hash checked, and
+//! which entries a shard runs (entry k belongs to shard k mod N).
+//! Must not: train, measure or write run files (`sweep::run` does).
+
+use crate::task::{self, TaskSpec};
+use crate::variant::{self, Variant};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// The plan file format version: bumped when the plan layout or the entry-id recipe changes.
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("suite '{name}' not found: no {path}; valid suites: {valid}")]
+    UnknownSuite {
+        name: String,
+        path: String,
+        valid: String,
+    },
+    #[error("{path}: {message}")]
+    Suite { path: String, message: String },
+    #[error("plan file {path}: {message}")]
+    Plan { path: String, message: String },
+    #[error(
+        "plan file {path}: hash mismatch (recorded {recorded}, content gives {computed}): the file was edited by hand or damaged; make a new one with `joulebench sweep plan`"
+    )]
+    HashMismatch {
+        path: String,
+        recorded: String,
+        computed: String,
+    },
+    #[error("{0}")]
+    Task(#[from] task::TaskError),
+    #[error("{0}")]
+    Variant(#[from] variant::VariantError),
+}
+
+/// The order runs are executed in (measurement.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Per task, variants interleaved across seeds with a rotating start (`runner::order`).
+    #[default]
+    Interleaved,
+    /// A seeded shuffle of every run of the plan.
+    Randomised,
+}
+
+impl Order {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Interleaved => "interleaved",
+            Order::Randomised => "randomised",
+        }
+    }
+}
+
+/// `variants = "all"` (every variant this build implements) or a list of names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NameList {
+    All(String),
+    Names(Vec<String>),
+}
+
+/// A suite file: which tasks, variants and seeds, and how the series is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    pub name: String,
+    pub description: String,
+    /// Task names (in the models folder) or `"all"`.
+    pub tasks: NameList,
+    pub variants: NameList,
+    /// Seeds 1..=seeds.
+    pub seeds: u64,
+    #[serde(default)]
+    pub order: Order,
+    #[serde(default = "default_order_seed")]
+    pub order_seed: u64,
+    /// Idle baseline before the series and pause between runs, in seconds.
+    pub idle_s: f64,
+    pub cooldown_s: f64,
+    /// Override of every task's epoch budget (quick suites).
+    #[serde(default)]
+    pub max_epochs: Option<usize>,
+}
+
+fn default_order_seed() -> u64 {
+    1
+}
+
+/// Shipped suite names, from `models/suite-*.toml`.
+pub fn suite_names(models_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models_dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let n = e.file_name().to_str()?.to_string();
+                    Some(n.strip_prefix("suite-")?.strip_suffix(".toml")?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A shipped suite by name.
+pub fn find_suite(models_dir: &Path, name: &str) -> Result<Suite, PlanError> {
+    let path = models_dir.join(format!("suite-{name}.toml"));
+    if !path.is_file() {
+        return Err(PlanError::UnknownSuite {
+            name: name.into(),
+            path: path.display().to_string(),
+            valid: suite_names(models_dir).join(", "),
+        });
+    }
+    load_suite(&path)
+}
+
+/// A suite from any TOML file.
+pub fn load_suite(path: &Path) -> Result<Suite, PlanError> {
+    let err = |message: String| PlanError::Suite {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let suite: Suite = toml::from_str(&text).map_err(|e| err(e.to_string().replace('\n', " ")))?;
+    if suite.seeds == 0 {
+        return Err(err("seeds must be at least 1".into()));
+    }
+    for (key, v) in [("idle_s", suite.idle_s), ("cooldown_s", suite.cooldown_s)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(err(format!(
+                "{key} must be a non-negative number of seconds, got {v}"
+            )));
+        }
+    }
+    if suite.max_epochs == Some(0) {
+        return Err(err("max_epochs must be at least 1".into()));
+    }
+    for list in [&suite.tasks, &suite.variants] {
+        if let NameList::All(s) = list {
+            if s != "all" {
+                return Err(err(format!(
+                    "expected \"all\" or a list of names, got \"{s}\""
+                )));
+            }
+        }
+    }
+    Ok(suite)
+}
+
+/// Settings every run of a plan shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub idle_s: f64,
+    pub cooldown_s: f64,
+    pub stop_at_target: bool,
+    pub order: Order,
+    pub order_seed: u64,
+}
+
+/// One run of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Position in the sorted list: shard = index mod shard count.
+    pub index: usize,
+    /// Content hash of the canonical spec (task spec, variant, seed, stop-at-target).
+    pub id: String,
+    pub task: String,
+    pub variant: String,
+    pub seed: u64,
+}
+
+/// A frozen sweep. `tasks` holds each task's full spec, so a worker needs no models folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    pub format: String,
+    pub plan_version: u32,
+    pub joulebench_version: String,
+    pub name: String,
+    /// sha256 of the canonical JSON of everything else in the file.
+    pub hash: String,
+    pub settings: Settings,
+    pub tasks: Vec<TaskSpec>,
+    pub variants: Vec<Variant>,
+    pub entries: Vec<Entry>,
+    /// Execution order: entry indexes, each once.
+    pub execution: Vec<usize>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Canonical JSON: serde_json's maps are sorted (no `preserve_order`), struct fields in
+/// declaration order, so equal values give equal bytes.
+fn canonical(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_default()
+}
+
+fn entry_id(spec: &TaskSpec, variant: &Variant, seed: u64, stop_at_target: bool) -> String {
+    let spec = serde_json::json!({
+        "task": spec, "variant": variant, "seed": seed, "stop_at_target": stop_at_target,
+    });
+    sha256_hex(&canonical(&spec))[..16].to_string()
+}
+
+impl PlanFile {
+    fn content_hash(&self) -> String {
+        let mut v = self.clone();
+        v.hash = String::new();
+        sha256_hex(&canonical(&v))
+    }
+
+    pub fn task(&self, name: &str) -> Option<&TaskSpec> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+
+    pub fn variant(&self, name: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.name == name)
+    }
+
+    /// Entries of shard `index` of `count`, in execution order.
+    pub fn shard(&self, index: u64, count: u64) -> Vec<&Entry> {
+        self.execution
+            .iter()
+            .filter_map(|&i| self.entries.get(i))
+            .filter(|e| e.index as u64 % count == index)
+            .collect()
+    }
+
+    /// The entry's place in the execution order.
+    pub fn position(&self, entry: &Entry) -> usize {
+        self.execution
+            .iter()
+            .position(|&i| i == entry.index)
+            .unwrap_or(entry.index)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// Read a plan file: format, version and hash checked, every entry consistent.
+    pub fn read(path: &Path) -> Result<PlanFile, PlanError> {
+        let err = |message: String| PlanError::Plan {
+            path: path.display().to_string(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let probe: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| err(format!("not JSON: {e}")))?;
+        if probe.get("format").and_then(|f| f.as_str()) != Some("joulebench-plan") {
+            return Err(err(
+                "not a joulebench plan (no \"format\": \"joulebench-plan\")".into(),
+            ));
+        }
+        let version = probe.get("plan_version").and_then(|v| v.as_u64());
+        if version != Some(u64::from(PLAN_VERSION)) {
+            return Err(err(format!(
+                "plan_version {} but this joulebench ({}) reads version {PLAN_VERSION}: make the plan again with this version",
+                version.map_or("missing".into(), |v| v.to_string()),
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        let plan: PlanFile = serde_json::from_value(probe).map_err(|e| err(e.to_string()))?;
+        let computed = plan.content_hash();
+        if computed != plan.hash {
+            return Err(PlanError::HashMismatch {
+                path: path.display().to_string(),
+                recorded: plan.hash.clone(),
+                computed,
+            });
+        }
+        plan.check().map_err(err)?;
+        Ok(plan)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut seen = vec![false; self.entries.len()];
+        for &i in &self.execution {
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                _ => {
+                    return Err(format!(
+                        "execution order names entry {i} twice or out of range"
+                    ))
+                }
+            }
+        }
+        if seen.iter().any(|s| !s) {
+            return Err("execution order misses entries".into());
+        }
+        for (k, e) in self.entries.iter().enumerate() {
+            let (Some(t), Some(v)) = (self.task(&e.task), self.variant(&e.variant)) else {
+                return Err(format!("entry {k} names an unknown task or variant"));
+            };
+            t.validate().map_err(|m| format!("task {}: {m}", t.name))?;
+            if e.index != k || e.id != entry_id(t, v, e.seed, self.settings.stop_at_target) {
+                return Err(format!("entry {k} ({}) does not match its spec", e.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Expand a suite into a frozen plan.
+pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
+    let mut tasks = match &suite.tasks {
+        NameList::All(_) => task::load_all(models_dir)?,
+        NameList::Names(names) => names
+            .iter()
+            .map(|n| task::find(models_dir, n))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if let Some(e) = suite.max_epochs {
+        for t in &mut tasks {
+            t.budget.max_epochs = e;
+        }
+    }
+    tasks.sort_by(|a, b| a.name.cmp(&b.name));
+    tasks.dedup_by(|a, b| a.name == b.name);
+    let mut variants = match &suite.variants {
+        NameList::All(_) => variant::catalog().into_iter().map(|(v, _)| v).collect(),
+        NameList::Names(names) => names
+            .iter()
+            .map(|n| variant::parse(n))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    variants.sort_by(|a, b| a.name.cmp(&b.name));
+    variants.dedup_by(|a, b| a.name == b.name);
+    let settings = Settings {
+        idle_s: suite.idle_s,
+        cooldown_s: suite.cooldown_s,
+        stop_at_target: true,
+        order: suite.order,
+        order_seed: suite.order_seed,
+    };
+    let seeds: Vec<u64> = (1..=suite.seeds).collect();
+    let mut entries = Vec::new();
+    for t in &tasks {
+        for v in &variants {
+            for &seed in &seeds {
+                entries.push(Entry {
+                    index: entries.len(),
+                    id: entry_id(t, v, seed, settings.stop_at_target),
+                    task: t.name.clone(),
+                    variant: v.name.clone(),
+                    seed,
+                });
+            }
+        }
+    }
+    let index_of = |task: &str, variant: &str, seed: u64| {
+        entries
+            .iter()
+            .position(|e| e.task == task && e.variant == variant && e.seed == seed)
+    };
+    let execution: Vec<usize> = match suite.order {
+        Order::Interleaved => (0..tasks.len())
+            .flat_map(|ti| crate::runner::order(ti, &variants, &seeds))
+            .filter_map(|j| index_of(&tasks[j.task].name, &j.variant.name, j.seed))
+            .collect(),
+        Order::Randomised => {
+            let mut rng = crate::model::SeededRng::new(suite.order_seed, 11);
+            let mut ix: Vec<usize> = (0..entries.len()).collect();
+            for i in (1..ix.len()).rev() {
+                let j = rng.below(i + 1);
+                ix.swap(i, j);
+            }
+            ix
+        }
+    };
+    let mut plan = PlanFile {
+        format: "joulebench-plan".into(),
+        plan_version: PLAN_VERSION,
+        joulebench_version: env!("CARGO_PKG_VERSION").into(),
+        name: suite.name.clone(),
+        hash: String::new(),
+        settings,
+        tasks,
+        variants,
+        entries,
+        execution,
+    };
+    plan.hash = plan.content_hash();
+    Ok(plan)
+}
+
+/// Shard indexes (0-based) holding any of the given entry indexes, as a Slurm `--array=` list
+/// ("0-2,5").
+pub fn array_list(entry_indexes: &[usize], count: u64) -> String {
+    let mut shards: Vec<u64> = entry_indexes.iter().map(|&i| i as u64 % count).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let mut j = i;
+        while j + 1 < shards.len() && shards[j + 1] == shards[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i {
+            format!("{}-{}", shards[i], shards[j])
+        } else {
+            shards[i].to_string()
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suite(order: Order) -> Suite {
+        Suite {
+            name: "t".into(),
+            description: "test".into(),
+            tasks: NameList::Names(vec!["digits-mlp".into()]),
+            variants: NameList::All("all".into()),
+            seeds: 5,
+            order,
+            order_seed: 3,
+            idle_s: 0.0,
+            cooldown_s: 0.0,
+            max_epochs: Some(2),
+        }
+    }
+
+    #[test]
+    fn plan_is_stable_sharded_and_hash_checked() {
+        let dir = task::default_models_dir();
+        let a = expand(&suite(Order::Interleaved), &dir).unwrap();
+        let b = expand(&suite(Order::Interleaved), &dir).unwrap();
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(a.entries.len(), 5 * a.variants.len());
+        let r = expand(&suite(Order::Randomised), &dir).unwrap();
+        assert_ne!(a.hash, r.hash);
+        assert_eq!(
+            a.entries.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            r.entries.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            "entry ids do not depend on the order"
+        );
+        // Every entry in exactly one shard.
+        let mut all: Vec<usize> = (0..3)
+            .flat_map(|i| a.shard(i, 3))
+            .map(|e| e.index)
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..a.entries.len()).collect::<Vec<_>>());
+        // Round trip, then a hand edit is caught.
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("plan.json");
+        std::fs::write(&p, a.to_json()).unwrap();
+        assert_eq!(PlanFile::read(&p).unwrap(), a);
+        std::fs::write(&p, a.to_json().replace("\"seed\": 5", "\"seed\": 6")).unwrap();
+        let e = PlanFile::read(&p).unwrap_err().to_string();
+        assert!(e.contains("hash mismatch"), "{e}");
+        std::fs::write(
+            &p,
+            a.to_json()
+                .replace("\"plan_version\": 1", "\"plan_version\": 9"),
+        )
+        .unwrap();
+        let e = PlanFile::read(&p).unwrap_err().to_string();
+        assert!(e.contains("plan_version 9"), "{e}");
+    }
+
+    #[test]
+    fn shipped_suites_load_and_unknown_lists_valid() {
+        let dir = task::default_models_dir();
+        for n in ["quick", "standard", "full"] {
+            let s = find_suite(&dir, n).unwrap();
+            expand(&s, &dir).unwrap();
+        }
+        let e = find_suite(&dir, "huge").unwrap_err().to_string();
+        assert!(e.contains("quick") && e.contains("standard"), "{e}");
+    }
+
+    #[test]
+    fn array_lists_collapse_ranges() {
+        assert_eq!(array_list(&[0, 1, 2, 5, 9], 4), "0-2");
+        assert_eq!(array_list(&[0, 5, 7, 12], 10), "0,2,5,7");
+        assert_eq!(array_list(&[], 4), "");
+    }
+}

@@ -1,0 +1,388 @@
+//! End-to-end tests of `joulebench sweep` and `joulebench merge` (issues 4 and 5): a sweep
+//! killed with SIGKILL and started again ends with every planned run present exactly once and
+//! no finished run re-run; shards merged equal the same plan run in one process; merge refuses
+//! conflicts and names what to resubmit; bad input is one line on stderr and exit code 2.
+//! Real (seconds-long) digits-mlp trainings with the labelled estimate meter.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn jb_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_joulebench"));
+    c.args(args)
+        .env_remove("JOULEBENCH_DATA")
+        .env_remove("JOULEBENCH_MODELS")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("JOB_COMPLETION_INDEX");
+    c
+}
+
+fn jb(args: &[&str]) -> Output {
+    jb_cmd(args).output().expect("spawn joulebench")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_usage_error(o: &Output, needles: &[&str]) {
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {e}");
+    for n in needles {
+        assert!(e.contains(n), "missing {n:?} in: {e}");
+    }
+}
+
+/// A suite file: digits-mlp, every variant, `seeds` seeds, no idle baseline or cooldown.
+fn suite(dir: &Path, seeds: u64) -> PathBuf {
+    let p = dir.join(format!("suite-{seeds}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"test-{seeds}\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\nvariants = \"all\"\nseeds = {seeds}\norder = \"randomised\"\nidle_s = 0.0\ncooldown_s = 0.0\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// run file name -> (plan entry id, status, bytes).
+fn runs(dir: &Path) -> BTreeMap<String, (String, String, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(dir.join("runs")) else {
+        return out;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let bytes = std::fs::read(e.path()).unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        out.insert(
+            name,
+            (
+                v["plan"]["entry_id"].as_str().unwrap_or("").to_string(),
+                v["status"].as_str().unwrap_or("").to_string(),
+                bytes,
+            ),
+        );
+    }
+    out
+}
+
+fn plan_entries(path: &Path) -> Vec<String> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sorted_ids(r: &BTreeMap<String, (String, String, Vec<u8>)>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = r.values().map(|(i, s, _)| (i.clone(), s.clone())).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_killed_sweep_resumes_with_every_run_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = suite(tmp.path(), 4);
+    let res = tmp.path().join("res");
+    let (cfg_s, res_s) = (cfg.to_str().unwrap(), res.to_str().unwrap());
+    let args = [
+        "sweep",
+        "--config",
+        cfg_s,
+        "--results",
+        res_s,
+        "--meter",
+        "estimate",
+        "--device",
+        "cpu",
+    ];
+    let mut child = jb_cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL) as soon as the first run is published, mid-way through the next.
+    let t0 = Instant::now();
+    while runs(&res).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no run within 10 min"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().ok();
+    child.wait().unwrap();
+    let before = runs(&res);
+    assert!(!before.is_empty() && before.len() < 4, "{}", before.len());
+
+    let o = jb(&args);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    let after = runs(&res);
+    let planned = plan_entries(&res.join("plan.json"));
+    assert_eq!(after.len(), planned.len());
+    let mut ids: Vec<&String> = after.values().map(|(i, _, _)| i).collect();
+    ids.sort();
+    let mut want: Vec<&String> = planned.iter().collect();
+    want.sort();
+    assert_eq!(ids, want, "every planned run exactly once");
+    for (name, (_, _, bytes)) in &before {
+        assert_eq!(&after[name].2, bytes, "{name} was re-run");
+    }
+    assert!(
+        err.contains(&format!("{} of 4 runs were already done", before.len())),
+        "{err}"
+    );
+    assert!(err.contains("N = 4 seeds"), "small N is said: {err}");
+    assert!(
+        out.contains("digits-mlp"),
+        "the leaderboard is printed: {out}"
+    );
+
+    // A third time: nothing to do.
+    let o = jb(&args);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("4 of 4 runs were already done"));
+    assert_eq!(runs(&res).len(), 4);
+}
+
+#[test]
+fn shards_merge_into_the_one_process_result_and_conflicts_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cfg = suite(t, 2);
+    let plan = t.join("plan.json");
+    let (plan_s, cfg_s) = (plan.to_str().unwrap(), cfg.to_str().unwrap());
+    let o = jb(&["sweep", "plan", "--config", cfg_s, "--out", plan_s]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let common = ["--meter", "estimate", "--device", "cpu"];
+
+    // Bad input first (nothing trains).
+    let o = jb(&[
+        "sweep",
+        "--plan",
+        plan_s,
+        "--shard-index",
+        "2",
+        "--shard-count",
+        "2",
+    ]);
+    assert_usage_error(&o, &["out of range", "0-1"]);
+    let o = jb(&["sweep", "--plan", plan_s, "--shard-index", "0"]);
+    assert_usage_error(&o, &["--shard-count"]);
+    let edited = t.join("edited.json");
+    let body = std::fs::read_to_string(&plan).unwrap();
+    std::fs::write(&edited, body.replacen("\"seed\": 2", "\"seed\": 3", 1)).unwrap();
+    let o = jb(&["sweep", "--plan", edited.to_str().unwrap()]);
+    assert_usage_error(&o, &["hash mismatch", "edited.json"]);
+
+    // Shard 0 via the Kubernetes variable, shard 1 via the flag.
+    let (s0, s1, one) = (t.join("s0"), t.join("s1"), t.join("one"));
+    let mut c = jb_cmd(&["sweep", "--plan", plan_s, "--shard-count", "2", "--results"]);
+    c.arg(&s0).args(common).env("JOB_COMPLETION_INDEX", "0");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mut args = vec![
+        "sweep",
+        "--plan",
+        plan_s,
+        "--shard-count",
+        "2",
+        "--shard-index",
+        "1",
+    ];
+    args.extend(["--results", s1.to_str().unwrap()]);
+    args.extend(common);
+    let o = jb(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (r0, r1) = (runs(&s0), runs(&s1));
+    assert_eq!((r0.len(), r1.len()), (1, 1));
+    let rec: Value = serde_json::from_slice(&r0.values().next().unwrap().2).unwrap();
+    assert_eq!(rec["scheduler"]["engine"], "kubernetes");
+    assert_eq!(rec["scheduler"]["shard_index"], 0);
+    assert_eq!(rec["plan"]["index"].as_u64().unwrap() % 2, 0);
+    assert!(rec["isolation"]["verdict"].is_string());
+
+    // The same plan in one process.
+    let mut args = vec![
+        "sweep",
+        "--plan",
+        plan_s,
+        "--results",
+        one.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let o = jb(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    let m = t.join("merged");
+    let merge = |into: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "merge",
+            s0.to_str().unwrap(),
+            s1.to_str().unwrap(),
+            "--into",
+        ];
+        a.push(into.to_str().unwrap());
+        a.extend_from_slice(extra);
+        jb(&a)
+    };
+    let o = merge(&m, &["--plan", plan_s, "--shard-count", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2 of 2 entries present"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(sorted_ids(&runs(&m)), sorted_ids(&runs(&one)));
+    assert!(m.join("events").read_dir().unwrap().count() == 2);
+    // Repeatable: nothing new, nothing duplicated.
+    let o = merge(&m, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("0 runs copied (0 replacing an older copy), 2 duplicates skipped")
+    );
+    assert_eq!(runs(&m).len(), 2);
+
+    // A missing run: exit 1 and the --array= list to resubmit.
+    let gone = r1.keys().next().unwrap();
+    let saved = std::fs::read(s1.join("runs").join(gone)).unwrap();
+    std::fs::remove_file(s1.join("runs").join(gone)).unwrap();
+    let o = merge(&t.join("m2"), &["--shard-count", "2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("resubmit: --array=1"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // A rerun shard's file replaces the target's older copy.
+    let mut v: Value = serde_json::from_slice(&saved).unwrap();
+    v["ett_j"] = Value::from(1.0);
+    let rerun = serde_json::to_vec(&v).unwrap();
+    std::fs::write(s1.join("runs").join(gone), &rerun).unwrap();
+    let o = merge(&m, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("1 runs copied (1 replacing"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(runs(&m)[gone].2, rerun);
+    // Two sources with different runs under one id: refused, nothing written.
+    std::fs::write(s0.join("runs").join(gone), &saved).unwrap();
+    let o = merge(&m, &[]);
+    assert_usage_error(&o, &["conflict", gone.as_str()]);
+    assert_eq!(runs(&m)[gone].2, rerun, "merge wrote nothing");
+    std::fs::remove_file(s0.join("runs").join(gone)).unwrap();
+
+    // A folder of another plan or of plain runs is refused before anything trains.
+    let other = suite(t, 3);
+    let mut args = vec!["sweep", "--config", other.to_str().unwrap(), "--results"];
+    args.push(s0.to_str().unwrap());
+    args.extend(common);
+    assert_usage_error(&jb(&args), &["holds plan", "choose another --results"]);
+    let name = r0.keys().next().unwrap();
+    let mut v: Value = serde_json::from_slice(&r0[name].2).unwrap();
+    v["plan"] = Value::Null;
+    std::fs::write(s0.join("runs").join(name), serde_json::to_vec(&v).unwrap()).unwrap();
+    let mut args = vec![
+        "sweep",
+        "--plan",
+        plan_s,
+        "--shard-count",
+        "2",
+        "--shard-index",
+        "0",
+    ];
+    args.extend(["--results", s0.to_str().unwrap()]);
+    args.extend(common);
+    assert_usage_error(&jb(&args), &["no plan", "choose another --results"]);
+}
+
+#[test]
+fn emit_prints_engine_glue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cfg = suite(t, 4);
+    let plan = t.join("plan.json");
+    let plan_s = plan.to_str().unwrap();
+    let o = jb(&[
+        "sweep",
+        "plan",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        plan_s,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let emit = |engine: &str, extra: &[&str]| {
+        let mut a = vec![
+            "sweep",
+            "emit",
+            engine,
+            "--plan",
+            plan_s,
+            "--shard-count",
+            "4",
+        ];
+        a.extend_from_slice(extra);
+        jb(&a)
+    };
+    let o = emit(
+        "slurm",
+        &["--results", "/shared/r", "--isolation", "exclusive"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let s = text(&o.stdout);
+    for needle in [
+        "#SBATCH --array=0-3",
+        "#SBATCH --exclusive",
+        "#SBATCH --output=/shared/r/logs/%A_%a.out",
+        "--dependency=afterany:",
+        "--shard-count \"$SHARDS\"",
+        "RESULTS='/shared/r'",
+        "$RESULTS/shards/$SLURM_ARRAY_TASK_ID",
+    ] {
+        assert!(s.contains(needle), "missing {needle} in:\n{s}");
+    }
+    let s = text(&emit("slurm", &[]).stdout);
+    assert!(s.contains("#SBATCH --gres=gpu:1"), "{s}");
+    let s = text(&emit("k8s", &[]).stdout);
+    assert!(s.contains("completionMode: Indexed") && s.contains("$(JOB_COMPLETION_INDEX)"));
+    let s = text(&emit("parallel", &[]).stdout);
+    assert!(
+        s.contains("parallel ") && s.contains("::: $(seq 0 3)"),
+        "{s}"
+    );
+    assert_usage_error(
+        &jb(&[
+            "sweep",
+            "emit",
+            "slurm",
+            "--plan",
+            plan_s,
+            "--shard-count",
+            "9",
+        ]),
+        &["more than the plan's 4 runs"],
+    );
+}

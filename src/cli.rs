@@ -133,6 +133,7 @@ pub struct RunArgs {
     pub checkpoint: Option<PathBuf>,
     /// Also measure inference energy of each trained model (J per 1,000 predictions at batch 1
     /// and 1024, own measured windows after training, not in ETT): about 15-45 s more per run.
+    #[arg(long)]
     pub inference: bool,
 }
 
@@ -569,4 +570,15 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
         steps[steps.len() - 1]
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod clap_tests {
+    /// clap's own consistency checks (a flag without `#[arg(long)]` becomes a positional, and
+    /// clap panics on every command line in a debug build): catch it here, not in a user's shell.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -355,8 +355,25 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
     };
     let seeds: Vec<u64> = (1..=suite.seeds).collect();
     let mut entries = Vec::new();
+    // `variants = "all"` means every variant that applies to the task (no fine-tune without a
+    // `[finetune] source`, no structured pruning or generators where the model has no hidden
+    // units or images) and runs on any device (tf32 is CUDA-only: name it to include it). A
+    // variant named explicitly is kept, and refused with its reason when it runs.
+    let all_variants = matches!(suite.variants, NameList::All(_));
+    let applies = |t: &TaskSpec, v: &Variant| {
+        !all_variants
+            || (v.precision != crate::variant::Precision::Tf32
+                && variant::check_applicable(
+                    v,
+                    &t.name,
+                    crate::variant_run::family(&t.model),
+                    t.finetune.is_some(),
+                    false,
+                )
+                .is_ok())
+    };
     for t in &tasks {
-        for v in &variants {
+        for v in variants.iter().filter(|v| applies(t, v)) {
             for &seed in &seeds {
                 entries.push(Entry {
                     index: entries.len(),
@@ -368,6 +385,8 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
             }
         }
     }
+    // The plan lists only the variants some task runs.
+    variants.retain(|v| entries.iter().any(|e| e.variant == v.name));
     let index_of = |task: &str, variant: &str, seed: u64| {
         entries
             .iter()
@@ -453,6 +472,10 @@ mod tests {
         let b = expand(&suite(Order::Interleaved), &dir).unwrap();
         assert_eq!(a.hash, b.hash);
         assert_eq!(a.entries.len(), 5 * a.variants.len());
+        // "all" leaves out what does not apply: tf32 off CUDA, fine-tuning without a source.
+        let names: Vec<&str> = a.variants.iter().map(|v| v.name.as_str()).collect();
+        assert!(names.contains(&"f32") && names.contains(&"unstructured-50"));
+        assert!(!names.contains(&"tf32") && !names.iter().any(|n| n.contains("finetune")));
         let r = expand(&suite(Order::Randomised), &dir).unwrap();
         assert_ne!(a.hash, r.hash);
         assert_eq!(

@@ -601,7 +601,14 @@ pub fn build(
     // (task, metric, target bits, chance bits): ETTs to different targets are not comparable.
     type TaskKey = (String, String, u64, u64);
     let mut by_task: BTreeMap<TaskKey, Vec<&RunRecord>> = BTreeMap::new();
+    let mut skipped = skipped;
+    let mut throughput = 0usize;
     for r in runs {
+        // The throughput track has no target: J/sample in its run file, never ranked.
+        if r.record.variant.data_source() == crate::variant::DataSource::Random {
+            throughput += 1;
+            continue;
+        }
         let q = &r.record.quality;
         by_task
             .entry((
@@ -638,6 +645,11 @@ pub fn build(
             }
         })
         .collect();
+    if throughput > 0 {
+        skipped.push(format!(
+            "{throughput} random-tensors run(s): the throughput track (J/sample, J/step in their run files), never ranked"
+        ));
+    }
     Leaderboard {
         generated_by: generated_by.to_string(),
         format_version: LEADERBOARD_FORMAT_VERSION,

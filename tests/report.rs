@@ -814,3 +814,29 @@ fn unknown_keys_from_newer_branches_are_tolerated() {
     assert!(o.stderr.is_empty(), "{}", o.stderr);
     assert!(o.stdout.contains("(6 runs)") && o.stdout.contains("saves energy"));
 }
+
+/// The throughput track (`random-tensors`) has no target: its runs are listed, never ranked.
+/// Uses the committed quick sweep, which has 6 of them.
+#[test]
+fn random_tensors_runs_are_listed_not_ranked() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("results/2026-11-23-cpu-amd-epyc-quick-sweep/runs");
+    let o = run(&[dir.parent().unwrap().to_str().unwrap(), "--format", "json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let ranked: Vec<&str> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["tables"].as_array().unwrap())
+        .flat_map(|tb| tb["variants"].as_array().unwrap())
+        .map(|r| r["variant"]["name"].as_str().unwrap())
+        .collect();
+    assert!(ranked.contains(&"structured-50"), "{ranked:?}");
+    assert!(!ranked.contains(&"random-tensors"), "{ranked:?}");
+    let skipped = v["skipped"].to_string();
+    assert!(
+        skipped.contains("6 random-tensors run(s)"),
+        "skipped: {skipped}"
+    );
+}

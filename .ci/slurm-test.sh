@@ -42,10 +42,14 @@ pids=()
 cleanup() {
   for f in "$w"/run/slurmd.pid "$w"/run/slurmctld.pid /run/munge/munged.pid; do
     if [ -s "$f" ] && [[ " ${pids[*]} " == *" $f "* ]]; then
-      kill "$(cat "$f")" 2>/dev/null || true
+      pid=$(cat "$f")
+      kill "$pid" 2>/dev/null || true
+      # slurmctld saves its state on SIGTERM: wait (at most 15 s) before removing the folder.
+      for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
   done
-  if [ "${JOULEBENCH_KEEP_SLURM_DIR:-0}" != 1 ]; then rm -rf "$w"; fi
+  # Never let cleanup turn a passed test into a failure.
+  if [ "${JOULEBENCH_KEEP_SLURM_DIR:-0}" != 1 ]; then rm -rf "$w" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT

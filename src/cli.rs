@@ -150,6 +150,16 @@ fn usage<E: Into<anyhow::Error>>(e: E) -> Failure {
     Failure::Usage(e.into())
 }
 
+/// `--cpu-tdp-w`, when given, is a positive finite wattage (run, sweep and collapse share it).
+pub fn check_cpu_tdp_w(cpu_tdp_w: Option<f64>) -> Result<(), anyhow::Error> {
+    match cpu_tdp_w {
+        Some(t) if !(t > 0.0 && t.is_finite()) => {
+            anyhow::bail!("--cpu-tdp-w must be positive, got {t}")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// One line per cause, no backtrace.
 pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
@@ -372,13 +382,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    if let Some(t) = a.cpu_tdp_w {
-        if !(t > 0.0 && t.is_finite()) {
-            return Err(usage(anyhow::anyhow!(
-                "--cpu-tdp-w must be positive, got {t}"
-            )));
-        }
-    }
+    check_cpu_tdp_w(a.cpu_tdp_w).map_err(usage)?;
     let (device, device_label) = match &a.device {
         Some(d) => parse_device(d).map_err(usage)?,
         None => default_device(),

@@ -791,13 +791,7 @@ pub fn run_cmd(args: &CollapseArgs, policies: Vec<Policy>) -> Result<i32, Failur
     if args.seeds == 0 {
         return Err(usage(anyhow::anyhow!("--seeds must be at least 1")));
     }
-    if let Some(t) = args.cpu_tdp_w {
-        if !(t > 0.0 && t.is_finite()) {
-            return Err(usage(anyhow::anyhow!(
-                "--cpu-tdp-w must be positive, got {t}"
-            )));
-        }
-    }
+    crate::cli::check_cpu_tdp_w(args.cpu_tdp_w).map_err(usage)?;
     let generator = GeneratorKind::parse(&args.generator).map_err(usage)?;
     let cfg = DigitsConfig {
         policies,

@@ -206,13 +206,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         None => plan_from(&a.suite)?,
     };
     let shard = resolve_shard(a.shard_index, a.shard_count, &engine::ProcessEnv).map_err(usage)?;
-    if let Some(t) = a.cpu_tdp_w {
-        if !(t > 0.0 && t.is_finite()) {
-            return Err(usage(anyhow::anyhow!(
-                "--cpu-tdp-w must be positive, got {t}"
-            )));
-        }
-    }
+    cli::check_cpu_tdp_w(a.cpu_tdp_w).map_err(usage)?;
     let (device, device_label) = match &a.device {
         Some(d) => cli::parse_device(d).map_err(usage)?,
         None => cli::default_device(),

@@ -333,12 +333,7 @@ impl Generator for Gmm {
         if self.classes.is_empty() {
             return Err(SynthError::NotFitted);
         }
-        if counts.len() != self.classes.len() {
-            return Err(SynthError::CountsMismatch {
-                got: counts.len(),
-                classes: self.classes.len(),
-            });
-        }
+        super::check_counts(counts, self.classes.len())?;
         let d = self.dim();
         let mut images = Vec::with_capacity(counts.iter().sum::<usize>() * d);
         for (c, &n) in counts.iter().enumerate() {

@@ -218,6 +218,17 @@ pub(crate) fn by_class(set: &ImageSet, classes: usize) -> Result<Vec<Vec<usize>>
     Ok(out)
 }
 
+/// Sample counts must name every class the generator was fitted to, no more, no fewer.
+pub(crate) fn check_counts(counts: &[usize], fitted_classes: usize) -> Result<(), SynthError> {
+    if counts.len() != fitted_classes {
+        return Err(SynthError::CountsMismatch {
+            got: counts.len(),
+            classes: fitted_classes,
+        });
+    }
+    Ok(())
+}
+
 /// The dimension of a fitted model against a set to score or a request to sample.
 pub(crate) fn check_dim(expected: usize, set: &ImageSet) -> Result<(), SynthError> {
     if set.sample_len() != expected {

@@ -303,12 +303,7 @@ impl Generator for Vae {
         device: &Device,
     ) -> Result<ImageSet, SynthError> {
         let f = self.fitted.as_ref().ok_or(SynthError::NotFitted)?;
-        if counts.len() != f.classes {
-            return Err(SynthError::CountsMismatch {
-                got: counts.len(),
-                classes: f.classes,
-            });
-        }
+        super::check_counts(counts, f.classes)?;
         if let Some(c) = (0..f.classes).find(|&c| counts[c] > 0 && !f.has_class[c]) {
             return Err(SynthError::EmptyClass { class: c });
         }

@@ -47,6 +47,55 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Source id to citation, from a table's `# source <id> = <citation>` lines.
+pub type Sources = std::collections::BTreeMap<String, String>;
+/// A data row: its 1-based line number and its fields.
+pub type Row = (usize, Vec<String>);
+/// A shipped table with cited sources: `# source <id> = <citation>` comment lines, blank lines,
+/// then the header `want` and rows of exactly that many fields. Returns the sources and each
+/// data row with its 1-based line number; `err(line, reason)` builds the caller's error.
+pub fn sourced_rows<E>(
+    text: &str,
+    want: &[&str],
+    err: impl Fn(usize, String) -> E,
+) -> Result<(Sources, Vec<Row>), E> {
+    let mut sources = Sources::new();
+    let mut rows = Vec::new();
+    let mut header_seen = false;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim_end_matches('\r');
+        if let Some(c) = line.strip_prefix('#') {
+            if let Some(def) = c.trim().strip_prefix("source ") {
+                let (id, cite) = def
+                    .split_once(" = ")
+                    .ok_or_else(|| err(n, "source line without ' = '".into()))?;
+                sources.insert(id.trim().to_string(), cite.trim().to_string());
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f = split(line).map_err(|e| err(n, e))?;
+        if !header_seen {
+            if f != want {
+                return Err(err(n, format!("header must be {}", want.join(","))));
+            }
+            header_seen = true;
+            continue;
+        }
+        if f.len() != want.len() {
+            return Err(err(
+                n,
+                format!("expected {} fields, found {}", want.len(), f.len()),
+            ));
+        }
+        rows.push((n, f));
+    }
+    Ok((sources, rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::split;

@@ -79,44 +79,21 @@ pub fn parse_table(text: &str, path: &str) -> Result<EmbodiedTable, CarbonError>
         line,
         reason,
     };
-    let mut sources = BTreeMap::new();
+    let (sources, table) = csvline::sourced_rows(
+        text,
+        &[
+            "device",
+            "match",
+            "unit",
+            "embodied_kg_co2e",
+            "year",
+            "scope",
+            "source",
+        ],
+        err,
+    )?;
     let mut rows = Vec::new();
-    let mut header = false;
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = raw.trim_end_matches('\r');
-        if let Some(c) = line.strip_prefix('#') {
-            if let Some(def) = c.trim().strip_prefix("source ") {
-                let (id, cite) = def
-                    .split_once(" = ")
-                    .ok_or_else(|| err(n, "source line without ' = '".into()))?;
-                sources.insert(id.trim().to_string(), cite.trim().to_string());
-            }
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f = csvline::split(line).map_err(|e| err(n, e))?;
-        if !header {
-            let want = [
-                "device",
-                "match",
-                "unit",
-                "embodied_kg_co2e",
-                "year",
-                "scope",
-                "source",
-            ];
-            if f != want {
-                return Err(err(n, format!("header must be {}", want.join(","))));
-            }
-            header = true;
-            continue;
-        }
-        if f.len() != 7 {
-            return Err(err(n, format!("expected 7 fields, found {}", f.len())));
-        }
+    for (n, f) in table {
         let kg: f64 = f[3]
             .parse()
             .ok()

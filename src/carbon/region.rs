@@ -51,43 +51,20 @@ pub fn parse_table(text: &str, path: &str) -> Result<RegionTable, CarbonError> {
         line,
         reason,
     };
-    let mut sources = BTreeMap::new();
+    let (sources, table) = csvline::sourced_rows(
+        text,
+        &[
+            "region",
+            "name",
+            "g_co2e_per_kwh",
+            "year",
+            "basis",
+            "source",
+        ],
+        err,
+    )?;
     let mut rows = Vec::new();
-    let mut header_seen = false;
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = raw.trim_end_matches('\r');
-        if let Some(c) = line.strip_prefix('#') {
-            if let Some(def) = c.trim().strip_prefix("source ") {
-                let (id, cite) = def
-                    .split_once(" = ")
-                    .ok_or_else(|| err(n, "source line without ' = '".into()))?;
-                sources.insert(id.trim().to_string(), cite.trim().to_string());
-            }
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f = csvline::split(line).map_err(|e| err(n, e))?;
-        if !header_seen {
-            let want = [
-                "region",
-                "name",
-                "g_co2e_per_kwh",
-                "year",
-                "basis",
-                "source",
-            ];
-            if f != want {
-                return Err(err(n, format!("header must be {}", want.join(","))));
-            }
-            header_seen = true;
-            continue;
-        }
-        if f.len() != 6 {
-            return Err(err(n, format!("expected 6 fields, found {}", f.len())));
-        }
+    for (n, f) in table {
         let g: f64 = f[2]
             .parse()
             .map_err(|_| err(n, format!("g_co2e_per_kwh {:?} is not a number", f[2])))?;

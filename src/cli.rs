@@ -265,9 +265,10 @@ fn list(as_json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     println!("tasks:");
+    let w = tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in &tasks {
         println!(
-            "  {:<14} {} (T = {:.1} %, c = {:.1} %)",
+            "  {:<w$} {} (T = {:.1} %, c = {:.1} %)",
             t.name,
             t.description,
             100.0 * t.target.value,

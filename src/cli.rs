@@ -161,8 +161,22 @@ pub fn check_cpu_tdp_w(cpu_tdp_w: Option<f64>) -> Result<(), anyhow::Error> {
 }
 
 /// One line per cause, no backtrace.
+/// The error and its causes on one line, `a: b: c`. A cause whose text the line already holds
+/// (an error whose message embeds its `#[source]`, such as `writing PATH: <io error>`) is not
+/// repeated.
 pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut out = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if out.contains(&c) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&c);
+    }
+    out.replace('\n', " ")
 }
 
 pub fn parse_device(s: &str) -> Result<(Device, String), anyhow::Error> {
@@ -585,5 +599,22 @@ mod clap_tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn one_line_does_not_repeat_a_cause_the_message_already_holds() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
+        let e = anyhow::Error::new(crate::results::ResultsError::Write {
+            path: "/r/runs/x.json".into(),
+            source: io,
+        })
+        .context("saving run x");
+        assert_eq!(
+            super::one_line(&e),
+            "saving run x: writing /r/runs/x.json: permission denied"
+        );
+        // A plain chain keeps every cause, on one line.
+        let e = anyhow::anyhow!("line 1\nline 2").context("reading task");
+        assert_eq!(super::one_line(&e), "reading task: line 1 line 2");
     }
 }

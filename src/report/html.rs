@@ -1,8 +1,8 @@
 //! `leaderboard.html`: one self-contained page (inline CSS, inline SVG charts, no script, no
 //! external font, image or link), with the same tables as the Markdown (the shared template
 //! in `markup.rs`) and the charts of `charts.rs` under each table and each collapse file
-//! (`collapse.rs`). A Content-Security-Policy
-//! of `default-src 'none'` makes any accidental network reference fail loudly in a browser.
+//! (`collapse.rs`). A Content-Security-Policy of `default-src 'none'` makes any accidental
+//! network reference fail loudly in a browser.
 //! Must not: compute statistics.
 
 use super::markup::{self, Align, Markup, Table};

@@ -10,6 +10,7 @@ use std::process::Command;
 
 const MACHINES: &str = "tests/fixtures/report/machines";
 const REAL: &str = "tests/fixtures/report/real-cpu-estimated";
+const COLLAPSE: &str = "results/collapse";
 
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -148,8 +149,18 @@ fn html_loads_in_chromium_without_console_errors_and_charts_render() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let hostile = hostile_folder(tmp.path());
-    let report = report_of(&[PathBuf::from(MACHINES), hostile]);
+    // With the shipped collapse files (digits and Gaussian), so the collapse charts are
+    // checked too.
+    let report = report_of(&[PathBuf::from(MACHINES), hostile, PathBuf::from(COLLAPSE)]);
     let html = String::from_utf8(export(&report, Format::Html)).unwrap();
+    let collapse = &html[html
+        .find("<h2>Model collapse</h2>")
+        .expect("collapse section")..];
+    assert_eq!(
+        collapse.matches("<svg").count(),
+        7,
+        "4 digits + 3 Gaussian charts"
+    );
     let page = tmp.path().join("leaderboard.html");
     std::fs::write(&page, &html).unwrap();
     let url = format!("file://{}", page.display());

@@ -27,7 +27,7 @@ use crate::synth::{self, Generator, GeneratorKind};
 use crate::task::{self, TaskSpec};
 use crate::train::{self, NoObserver, Prepared, TrainOptions};
 use candle_core::{Device, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const CLASSES: usize = 10;
 /// Neighbours defining each synthetic sample's radius in the k-NN recall.
@@ -38,7 +38,7 @@ pub const EVAL_PER_CLASS: usize = 100;
 /// The classifier task.
 pub const CLASSIFIER_TASK: &str = "digits-mlp";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Detector {
     /// Fires when the seed-mean held-out log-likelihood falls this many nats/image below gen 0.
     pub ll_drop: f64,
@@ -46,7 +46,7 @@ pub struct Detector {
     pub acc_drop_pp: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DigitsConfig {
     pub policies: Vec<Policy>,
     pub generations: usize,
@@ -117,7 +117,7 @@ pub fn mix_count(alpha: f64, n: usize) -> usize {
 }
 
 /// Per-chain energy of one generation's phases, in joules.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PhaseEnergy {
     pub generator_fit_j: f64,
     pub sampling_j: f64,
@@ -131,7 +131,7 @@ impl PhaseEnergy {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DigitsGeneration {
     pub generation: usize,
     /// Images G_t was fitted to, per chain.
@@ -140,7 +140,9 @@ pub struct DigitsGeneration {
     pub classifier_train_size: usize,
     pub accuracy_mean: f64,
     pub accuracy_sd: f64,
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub log_likelihood_mean: f64,
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub log_likelihood_sd: f64,
     pub variance_ratio_mean: f64,
     pub recall_mean: f64,
@@ -157,7 +159,7 @@ pub struct DigitsGeneration {
     pub j_per_point_lost: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicySummary {
     pub policy: Policy,
     /// First generation >= 1 where the detector fires, and what fired.
@@ -181,14 +183,14 @@ pub struct PolicySummary {
     pub log_likelihood_at_equal_energy: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicyRun {
     pub policy: Policy,
     pub generations: Vec<DigitsGeneration>,
     pub summary: PolicySummary,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DigitsReport {
     pub config: DigitsConfig,
     pub generator: String,
@@ -698,6 +700,44 @@ fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.prec$}"))
 }
 
+/// The columns of the per-policy summary (here and in `joulebench report`'s collapse section).
+pub const SUMMARY_HEADER: [&str; 11] = [
+    "policy",
+    "detector fires at",
+    "by",
+    "final acc",
+    "final cum. J",
+    "collapse tax J",
+    "amplification at detection",
+    "amplification total",
+    "last/first gen energy",
+    "equal-energy budget J",
+    "acc at equal energy",
+];
+
+/// Which columns of [`SUMMARY_HEADER`] are numbers (right-aligned).
+pub const SUMMARY_NUMERIC: [bool; 11] = [
+    false, true, false, true, true, true, true, true, true, true, true,
+];
+
+/// One policy's summary row, formatted (the same cells in every output).
+pub fn summary_cells(r: &PolicyRun) -> Vec<String> {
+    let m = &r.summary;
+    vec![
+        r.policy.to_string(),
+        m.detected_at.map_or("-".into(), |d| d.to_string()),
+        m.detected_by.join("+"),
+        format!("{:.3}", m.final_accuracy),
+        format!("{:.1}", m.final_cumulative_j),
+        opt(m.collapse_tax_j, 1),
+        opt(m.amplification_at_detection, 2),
+        opt(m.amplification_total, 2),
+        format!("{:.2}", m.last_to_first_energy),
+        format!("{:.1}", m.equal_energy_budget_j),
+        opt(m.accuracy_at_equal_energy, 3),
+    ]
+}
+
 pub fn markdown(rep: &DigitsReport) -> String {
     let label = if rep.measured {
         "measured"
@@ -724,23 +764,17 @@ pub fn markdown(rep: &DigitsReport) -> String {
         rep.windows,
         rep.wall_s
     );
-    s += "### Summary\n\n| policy | detector fires at | by | final acc | final cum. J | collapse tax J | amplification at detection | amplification total | last/first gen energy | equal-energy budget J | acc at equal energy |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    let seps: Vec<&str> = SUMMARY_NUMERIC
+        .iter()
+        .map(|&n| if n { "---:" } else { "---" })
+        .collect();
+    s += &format!(
+        "### Summary\n\n| {} |\n|{}|\n",
+        SUMMARY_HEADER.join(" | "),
+        seps.join("|")
+    );
     for r in &rep.runs {
-        let m = &r.summary;
-        s += &format!(
-            "| {} | {} | {} | {:.3} | {:.1} | {} | {} | {} | {:.2} | {:.1} | {} |\n",
-            r.policy,
-            m.detected_at.map_or("-".into(), |d| d.to_string()),
-            m.detected_by.join("+"),
-            m.final_accuracy,
-            m.final_cumulative_j,
-            opt(m.collapse_tax_j, 1),
-            opt(m.amplification_at_detection, 2),
-            opt(m.amplification_total, 2),
-            m.last_to_first_energy,
-            m.equal_energy_budget_j,
-            opt(m.accuracy_at_equal_energy, 3)
-        );
+        s += &format!("| {} |\n", summary_cells(r).join(" | "));
     }
     for r in &rep.runs {
         s += &format!(

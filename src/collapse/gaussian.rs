@@ -18,9 +18,9 @@
 use super::{CollapseError, Policy};
 use crate::model::SeededRng;
 use crate::synth::standard_normal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Estimator {
     Mle,
@@ -39,7 +39,7 @@ impl Estimator {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GaussianConfig {
     pub samples_per_generation: usize,
     pub chains: usize,
@@ -86,13 +86,17 @@ impl GaussianConfig {
 }
 
 /// Statistics across chains of one generation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GaussianGeneration {
     pub generation: usize,
     /// Samples the fit of this generation saw, per chain.
     pub train_size: usize,
+    /// log v is -inf for a chain whose variance reached 0: written as null, read back as NaN.
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub mean_log_var: f64,
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub sd_log_var: f64,
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub median_log_var: f64,
     pub median_var: f64,
     pub mean_var: f64,
@@ -104,7 +108,7 @@ pub struct GaussianGeneration {
     pub predicted_mean_log_var: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GaussianReport {
     pub config: GaussianConfig,
     pub generations: Vec<GaussianGeneration>,

@@ -3,7 +3,8 @@
 //!
 //! Owns: the data policies between generations (`Policy`), the closed-form Gaussian experiment
 //! (`gaussian`), the digits generator-plus-classifier experiment with per-phase energy
-//! (`digits`), their Markdown/JSON output and the `joulebench collapse` command.
+//! (`digits`), their Markdown/JSON output (the serde types `joulebench report` reads back) and
+//! the `joulebench collapse` command.
 //! Must not: implement generators (`synth`), a classifier training loop (`train::train` is the
 //! one loop) or a meter (`energy`); every joule comes from a `MeasuredWindow`.
 
@@ -11,7 +12,7 @@ pub mod digits;
 pub mod gaussian;
 
 use crate::cli::Failure;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -88,6 +89,28 @@ impl Serialize for Policy {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())
     }
+}
+
+/// Read back from the name `Display` writes (the files `joulebench report` reads).
+impl<'de> Deserialize<'de> for Policy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Policy::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde_json writes a non-finite f64 as `null`; this reads it back as NaN, so every file
+/// `collapse` wrote reads back (a report draws no point for it).
+pub(crate) fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// `collapse-gaussian.json`: the report of every policy run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GaussianFile {
+    /// Always "gaussian" (`collapse-digits.json` has no such field).
+    pub experiment: String,
+    pub runs: Vec<gaussian::GaussianReport>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -217,12 +240,12 @@ pub fn run_cmd(args: CollapseArgs) -> Result<i32, Failure> {
                 reports.push(gaussian::run(c).map_err(usage)?);
             }
             let md: Vec<String> = reports.iter().map(gaussian::markdown).collect();
-            emit(
-                &args,
-                "gaussian",
-                serde_json::json!({ "experiment": "gaussian", "runs": reports }),
-                &md.join("\n"),
-            )?;
+            let file = GaussianFile {
+                experiment: "gaussian".into(),
+                runs: reports,
+            };
+            let json = serde_json::to_value(&file).map_err(|e| Failure::Runtime(e.into()))?;
+            emit(&args, "gaussian", json, &md.join("\n"))?;
             Ok(0)
         }
         "digits" => digits::run_cmd(&args, policies),
@@ -263,5 +286,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("valid: replace"));
+    }
+
+    #[test]
+    fn policies_and_non_finite_numbers_read_back_from_json() {
+        let p: Vec<Policy> = serde_json::from_str(r#"["replace", "mix-fresh:0.2"]"#).unwrap();
+        assert_eq!(p, [Policy::Replace, Policy::MixFresh(0.2)]);
+        let e = serde_json::from_str::<Policy>(r#""keep""#).unwrap_err();
+        assert!(e.to_string().contains("valid: replace"), "{e}");
+        #[derive(Deserialize)]
+        struct X {
+            #[serde(deserialize_with = "nan_if_null")]
+            v: f64,
+        }
+        // What serde_json writes for -inf.
+        let null = serde_json::to_string(&serde_json::json!({ "v": f64::NEG_INFINITY })).unwrap();
+        assert!(serde_json::from_str::<X>(&null).unwrap().v.is_nan());
+        assert_eq!(serde_json::from_str::<X>(r#"{"v": -1.5}"#).unwrap().v, -1.5);
     }
 }

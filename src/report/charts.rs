@@ -2,7 +2,8 @@
 //! font library is needed at build time and the browser renders it).
 //!
 //! Owns: energy against quality with the Pareto front, learning curves on an energy axis, and
-//! a run's power timeline; and the Pareto front itself.
+//! a run's power timeline; and the Pareto front itself. Also a general line chart
+//! ([`line_chart`]) that the collapse section (`collapse.rs`) describes and this draws.
 //! Must not: read files or compute statistics (it draws what the model and run files hold).
 
 use super::model::{RankTable, TaskBoard};
@@ -352,6 +353,247 @@ pub fn power_timeline(
     })
 }
 
+/// The colour of a line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stroke {
+    /// Colour `i` of plotters' 99-colour palette (the same one the run charts use).
+    Palette(usize),
+    /// A reference (black).
+    Black,
+    /// A guide (grey).
+    Grey,
+}
+
+impl Stroke {
+    fn color(self) -> RGBAColor {
+        match self {
+            Stroke::Palette(i) => Palette99::pick(i).to_rgba(),
+            Stroke::Black => BLACK.to_rgba(),
+            Stroke::Grey => RGBColor(150, 150, 150).to_rgba(),
+        }
+    }
+}
+
+/// One line of a [`LineChart`]: solid lines are 2 px, dashed ones 1 px. Points that are not
+/// finite (or not positive on a log axis) are left out and break the line there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Legend entry; empty: none.
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub stroke: Stroke,
+    pub dashed: bool,
+    /// Hollow circles on the line (where something happened, e.g. a detector fired).
+    pub markers: Vec<(f64, f64)>,
+}
+
+/// A horizontal line across the whole chart (a chance level, a closed-form value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Level {
+    pub label: String,
+    pub y: f64,
+    pub stroke: Stroke,
+}
+
+/// Where the legend goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Legend {
+    UpperLeft,
+    UpperRight,
+    MiddleRight,
+    LowerLeft,
+    LowerRight,
+}
+
+/// A chart of lines, described as data so its content can be tested without drawing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineChart {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    /// A logarithmic x axis, when every x is positive (the axis title then says "log scale").
+    pub log_x: bool,
+    pub lines: Vec<Line>,
+    pub levels: Vec<Level>,
+    pub legend: Legend,
+}
+
+fn finite_point(p: &(f64, f64), log_x: bool) -> bool {
+    p.0.is_finite() && p.1.is_finite() && (!log_x || p.0 > 0.0)
+}
+
+/// The runs of consecutive drawable points of a line.
+pub fn segments(points: &[(f64, f64)], log_x: bool) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut cur = Vec::new();
+    for p in points {
+        if finite_point(p, log_x) {
+            cur.push(*p);
+        } else if !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// An axis label: whole numbers without a decimal point ("20", not "20.0"), others rounded
+/// to 6 significant digits.
+pub fn tick(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v == v.round() && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let digits = (5 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+        let s = format!("{v:.digits$}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Draw a [`LineChart`].
+pub fn line_chart(c: &LineChart) -> Result<String, String> {
+    let xs = || c.lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+    let log_x = c.log_x && xs().all(|x| x.is_finite() && x > 0.0);
+    let drawable = |p: &&(f64, f64)| finite_point(p, log_x);
+    if !c
+        .lines
+        .iter()
+        .any(|l| l.points.iter().filter(drawable).count() > 0)
+    {
+        return Err("no finite point to draw".into());
+    }
+    let pts = || {
+        c.lines
+            .iter()
+            .flat_map(|l| l.points.iter().filter(drawable))
+    };
+    let (y0, y1) = span(
+        pts().map(|p| p.1).chain(c.levels.iter().map(|l| l.y)),
+        0.06,
+        false,
+    );
+    let x_desc = if log_x {
+        format!("{}, log scale", c.x_desc)
+    } else {
+        c.x_desc.clone()
+    };
+    if log_x {
+        let (lo, hi) = pts().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+            (lo.min(p.0), hi.max(p.0))
+        });
+        // A tenth of a decade of room on each side.
+        let (x0, x1) = (lo / 1.26, hi * 1.26);
+        render_svg(|root| {
+            draw_lines(
+                root,
+                c,
+                (&x_desc, true),
+                (x0..x1).log_scale(),
+                (x0, x1),
+                y0..y1,
+            )
+        })
+    } else {
+        let (x0, x1) = span(pts().map(|p| p.0), 0.03, false);
+        render_svg(|root| draw_lines(root, c, (&x_desc, false), x0..x1, (x0, x1), y0..y1))
+    }
+}
+
+fn draw_lines<X>(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    c: &LineChart,
+    (x_desc, log_x): (&str, bool),
+    x_range: X,
+    (x0, x1): (f64, f64),
+    y_range: std::ops::Range<f64>,
+) -> DrawResult
+where
+    X: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    X::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(root)
+        .caption(&c.title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_range, y_range)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(&c.y_desc)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 12))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(RGBColor(242, 242, 242))
+        .draw()
+        .map_err(err)?;
+    for level in &c.levels {
+        let color = level.stroke.color();
+        let s = chart
+            .draw_series(DashedLineSeries::new(
+                [(x0, level.y), (x1, level.y)],
+                6,
+                4,
+                color.stroke_width(1),
+            ))
+            .map_err(err)?;
+        if !level.label.is_empty() {
+            s.label(level.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        }
+    }
+    for line in &c.lines {
+        let color = line.stroke.color();
+        let width = if line.dashed { 1 } else { 2 };
+        let mut labelled = false;
+        for seg in segments(&line.points, log_x) {
+            let s = if line.dashed {
+                chart
+                    .draw_series(DashedLineSeries::new(seg, 6, 4, color.stroke_width(width)))
+                    .map_err(err)?
+            } else {
+                chart
+                    .draw_series(LineSeries::new(seg, color.stroke_width(width)))
+                    .map_err(err)?
+            };
+            if !labelled && !line.label.is_empty() {
+                labelled = true;
+                s.label(line.label.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width))
+                });
+            }
+        }
+        chart
+            .draw_series(
+                line.markers
+                    .iter()
+                    .filter(|p| finite_point(p, log_x))
+                    .map(|&p| Circle::new(p, 5, color.stroke_width(2))),
+            )
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(match c.legend {
+            Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Legend::UpperRight => SeriesLabelPosition::UpperRight,
+            Legend::MiddleRight => SeriesLabelPosition::MiddleRight,
+            Legend::LowerLeft => SeriesLabelPosition::LowerLeft,
+            Legend::LowerRight => SeriesLabelPosition::LowerRight,
+        })
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
 /// Every chart of one table, as (caption, svg); a chart that cannot be drawn becomes a caption
 /// saying why, with no svg.
 pub fn for_table(
@@ -404,5 +646,80 @@ mod tests {
         assert_eq!(pareto_front(&[]), Vec::<usize>::new());
         // Equal energy: only the better one.
         assert_eq!(pareto_front(&[(5.0, 0.5), (5.0, 0.7)]), vec![1]);
+    }
+
+    #[test]
+    fn ticks_drop_a_useless_decimal_point() {
+        assert_eq!(tick(20.0), "20");
+        assert_eq!(tick(-600.0), "-600");
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(-0.0), "0");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(-1.5), "-1.5");
+        assert_eq!(tick(0.1 + 0.2), "0.3");
+        assert_eq!(tick(1234.5), "1234.5");
+    }
+
+    #[test]
+    fn lines_break_at_points_that_cannot_be_drawn() {
+        let nan = f64::NAN;
+        let p = [(1.0, 1.0), (2.0, nan), (3.0, 3.0), (4.0, 4.0), (0.0, 5.0)];
+        assert_eq!(
+            segments(&p, false),
+            vec![vec![(1.0, 1.0)], vec![(3.0, 3.0), (4.0, 4.0), (0.0, 5.0)]]
+        );
+        // On a log axis x = 0 cannot be drawn either.
+        assert_eq!(
+            segments(&p, true),
+            vec![vec![(1.0, 1.0)], vec![(3.0, 3.0), (4.0, 4.0)]]
+        );
+        assert!(segments(&[(nan, 1.0)], false).is_empty());
+    }
+
+    fn chart(log_x: bool, points: Vec<(f64, f64)>) -> LineChart {
+        LineChart {
+            title: "t".into(),
+            x_desc: "energy (J)".into(),
+            y_desc: "y".into(),
+            log_x,
+            lines: vec![Line {
+                label: "a".into(),
+                points,
+                stroke: Stroke::Palette(0),
+                dashed: false,
+                markers: vec![(10.0, 2.0)],
+            }],
+            levels: vec![Level {
+                label: "c".into(),
+                y: 0.5,
+                stroke: Stroke::Grey,
+            }],
+            legend: Legend::LowerRight,
+        }
+    }
+
+    #[test]
+    fn line_chart_draws_one_polyline_per_line_and_says_log_scale() {
+        let pts = vec![(1.0, 1.0), (10.0, 2.0), (100.0, 3.0)];
+        let svg = line_chart(&chart(true, pts.clone())).unwrap();
+        assert!(svg.contains("energy (J), log scale"), "{svg}");
+        assert!(!svg.contains("NaN"));
+        assert_eq!(svg.matches("<circle").count(), 1);
+        // The line (3 points) and its legend sample (2 points).
+        let polylines: Vec<&str> = svg.split("<polyline").skip(1).collect();
+        let three = polylines
+            .iter()
+            .filter(|p| {
+                p.split("points=\"")
+                    .nth(1)
+                    .map(|q| q.split('"').next().unwrap_or("").split_whitespace().count())
+                    == Some(3)
+            })
+            .count();
+        assert_eq!(three, 1, "{svg}");
+        // A zero x cannot be on a log axis: the chart falls back to a linear one.
+        let svg = line_chart(&chart(true, vec![(0.0, 1.0), (10.0, 2.0)])).unwrap();
+        assert!(!svg.contains("log scale"));
+        assert!(line_chart(&chart(false, vec![(f64::NAN, 1.0)])).is_err());
     }
 }

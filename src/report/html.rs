@@ -1,7 +1,8 @@
 //! `leaderboard.html`: one self-contained page (inline CSS, inline SVG charts, no script, no
 //! external font, image or link), with the same tables as the Markdown (the shared template
-//! in `markup.rs`) and the charts of `charts.rs` under each table. A Content-Security-Policy
-//! of `default-src 'none'` makes any accidental network reference fail loudly in a browser.
+//! in `markup.rs`) and the charts of `charts.rs` under each table and each collapse file
+//! (`collapse.rs`). A Content-Security-Policy of `default-src 'none'` makes any accidental
+//! network reference fail loudly in a browser.
 //! Must not: compute statistics.
 
 use super::markup::{self, Align, Markup, Table};
@@ -133,8 +134,8 @@ impl Exporter for HtmlExporter {
             out: String::new(),
             charts_open: false,
         };
-        let chart_fn = |task: &super::model::TaskBoard, table: &super::model::RankTable| {
-            charts::for_table(task, table, report)
+        let drawn = |charts: Vec<(String, Result<String, String>)>| {
+            charts
                 .into_iter()
                 .map(|(caption, svg)| match svg {
                     Ok(svg) => (caption, svg),
@@ -145,7 +146,19 @@ impl Exporter for HtmlExporter {
                 })
                 .collect()
         };
-        markup::render(&report.leaderboard, &mut page, Some(&chart_fn));
+        let tables = |task: &super::model::TaskBoard, table: &super::model::RankTable| {
+            drawn(charts::for_table(task, table, report))
+        };
+        let collapse = |file: &super::collapse::CollapseFile| drawn(super::collapse::charts(file));
+        markup::render(
+            &report.leaderboard,
+            &report.collapse,
+            &mut page,
+            Some(&markup::Charts {
+                tables: &tables,
+                collapse: &collapse,
+            }),
+        );
         page.close_charts();
         page.out.push_str("</main>\n</body>\n</html>\n");
         Ok(page.out.into_bytes())

@@ -4,9 +4,12 @@
 //! a folder of such folders, one per machine), reading every `runs/*.json` into a
 //! [`RunRecord`], and turning each unusable file into one [`LoadIssue`] that names it (foreign
 //! JSON, malformed JSON, a newer `schema_version`, an invalid run file, an empty folder, a
-//! duplicate run id) so the good runs are still reported. Also reads `power/<run-id>.csv`.
+//! duplicate run id) so the good runs are still reported. Also reads `power/<run-id>.csv`,
+//! and the `collapse-*.json` files at a folder's top level (through `collapse.rs`; a folder
+//! with only those is a results folder too).
 //! Must not: compute statistics, or write anything.
 
+use super::collapse::{self, CollapseFile, CollapseFileError};
 use crate::energy::PowerSample;
 use crate::results::{RunRecord, SCHEMA_VERSION};
 use std::collections::BTreeMap;
@@ -71,6 +74,9 @@ pub struct LoadedRun {
 pub struct FolderSummary {
     pub path: String,
     pub runs: usize,
+    /// `collapse-*.json` files read (not in leaderboard.json: its tables are the runs').
+    #[serde(skip)]
+    pub collapse_files: usize,
 }
 
 /// Everything read from the folders, in a stable order (folder order, then run id).
@@ -79,15 +85,24 @@ pub struct Loaded {
     pub runs: Vec<LoadedRun>,
     pub folders: Vec<FolderSummary>,
     pub issues: Vec<LoadIssue>,
+    /// Collapse files read, in folder order, then by name.
+    pub collapse: Vec<CollapseFile>,
+    /// Collapse files that could not be read: unlike a bad run file, `report` stops (exit 2).
+    pub collapse_errors: Vec<CollapseFileError>,
 }
 
 fn show(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Whether `dir` holds results: a `runs/` folder or `collapse-*.json` files.
+fn is_results_folder(dir: &Path) -> bool {
+    dir.join("runs").is_dir() || !collapse::find(dir).is_empty()
+}
+
 /// The results folders named by `paths`: each path is a results folder itself when it has a
-/// `runs/` folder, else each of its subfolders that has one (a folder of machines, such as
-/// the repository's `results/`), else itself (reported as empty).
+/// `runs/` folder or collapse files, else each of its subfolders that has either (a folder of
+/// machines, such as the repository's `results/`), else itself (reported as empty).
 pub fn resolve_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FolderError> {
     let mut out = Vec::new();
     for p in paths {
@@ -97,7 +112,7 @@ pub fn resolve_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FolderError> {
         if !p.is_dir() {
             return Err(FolderError::NotADirectory { path: show(p) });
         }
-        if p.join("runs").is_dir() {
+        if is_results_folder(p) {
             out.push(p.clone());
             continue;
         }
@@ -108,7 +123,7 @@ pub fn resolve_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, FolderError> {
             })?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|c| c.join("runs").is_dir())
+            .filter(|c| is_results_folder(c))
             .collect();
         children.sort();
         if children.is_empty() {
@@ -210,12 +225,26 @@ pub fn load(folders: &[PathBuf]) -> Loaded {
                 Err(issue) => loaded.issues.push(issue),
             }
         }
-        if count == 0 && !loaded.issues.iter().any(|i| issue_in(i, &runs_dir)) {
+        let mut collapse_files = 0;
+        for path in collapse::find(folder) {
+            match collapse::read(&path) {
+                Ok(f) => {
+                    collapse_files += 1;
+                    loaded.collapse.push(f);
+                }
+                Err(e) => loaded.collapse_errors.push(e),
+            }
+        }
+        if count == 0
+            && collapse_files == 0
+            && !loaded.issues.iter().any(|i| issue_in(i, &runs_dir))
+        {
             loaded.issues.push(LoadIssue::Empty { path: show(folder) });
         }
         loaded.folders.push(FolderSummary {
             path: show(folder),
             runs: count,
+            collapse_files,
         });
     }
     loaded

@@ -5,6 +5,7 @@
 //! Markdown and plain-text markups. HTML implements [`Markup`] in `html.rs`.
 //! Must not: compute statistics or read files.
 
+use super::collapse::{ChartFn as CollapseChartFn, CollapseFile};
 use super::format::{self as f, ESTIMATED_WARNING};
 use super::model::{Leaderboard, RankTable, TaskBoard};
 use crate::stats::Verdict;
@@ -40,14 +41,30 @@ pub trait Markup {
 /// Charts for one table: (caption, svg) pairs. HTML passes a real one; others pass none.
 pub type ChartFn<'a> = dyn Fn(&TaskBoard, &RankTable) -> Vec<(String, String)> + 'a;
 
-/// Write the whole leaderboard through `m`.
-pub fn render<M: Markup>(lb: &Leaderboard, m: &mut M, charts: Option<&ChartFn>) {
+/// The charts of a page that has them (HTML): of the ranking tables, and of the collapse files.
+pub struct Charts<'a> {
+    pub tables: &'a ChartFn<'a>,
+    pub collapse: &'a CollapseChartFn<'a>,
+}
+
+/// Write the whole leaderboard through `m`: the ranking tables of the runs, then the collapse
+/// experiments (`collapse.rs`), which are never ranked with them.
+pub fn render<M: Markup>(
+    lb: &Leaderboard,
+    collapse: &[CollapseFile],
+    m: &mut M,
+    charts: Option<&Charts>,
+) {
     m.generated(&lb.generated_by);
     m.heading(1, "joulebench leaderboard");
     let folders: Vec<String> = lb
         .folders
         .iter()
-        .map(|x| format!("{} ({} runs)", x.path, x.runs))
+        .map(|x| match x.collapse_files {
+            0 => format!("{} ({} runs)", x.path, x.runs),
+            1 => format!("{} ({} runs, 1 collapse file)", x.path, x.runs),
+            k => format!("{} ({} runs, {k} collapse files)", x.path, x.runs),
+        })
         .collect();
     m.paragraph(&format!("Results folders: {}.", folders.join(", ")));
     m.paragraph(&format!(
@@ -63,7 +80,11 @@ pub fn render<M: Markup>(lb: &Leaderboard, m: &mut M, charts: Option<&ChartFn>) 
         100.0 * lb.statistics.noise_threshold,
     ));
     if lb.tasks.is_empty() {
-        m.paragraph("No runs to report.");
+        m.paragraph(if collapse.is_empty() {
+            "No runs to report."
+        } else {
+            "No training runs to rank; the model-collapse experiments follow."
+        });
     }
     for task in &lb.tasks {
         m.heading(2, &f::task_title(task));
@@ -96,12 +117,13 @@ pub fn render<M: Markup>(lb: &Leaderboard, m: &mut M, charts: Option<&ChartFn>) 
                 m.table(&phases_table(table));
             }
             if let Some(charts) = charts {
-                for (caption, svg) in charts(task, table) {
+                for (caption, svg) in (charts.tables)(task, table) {
                     m.figure(&caption, &svg);
                 }
             }
         }
     }
+    super::collapse::render(collapse, m, charts.map(|c| c.collapse));
     if !lb.skipped.is_empty() {
         m.heading(2, "Skipped");
         m.bullets(&lb.skipped);

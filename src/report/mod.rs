@@ -1,7 +1,8 @@
 //! `joulebench report`: the leaderboard from any number of results folders (one per machine).
 //!
 //! Owns: the `report` command's arguments and exit codes, the [`Report`] (the leaderboard
-//! computed once, plus the raw run records and power timelines the charts need), and the
+//! computed once, plus the raw run records and power timelines the charts need, and the
+//! collapse experiments' files, shown after the ranking tables and never in them), and the
 //! [`Exporter`]s that turn it into bytes: Markdown, CSV, JSON, LaTeX, HTML, the terminal table
 //! and CodeCarbon's `emissions.csv`.
 //! Must not: change a run file or compute a number that is not a statistic of the run files
@@ -9,9 +10,11 @@
 //!
 //! Exit codes: 0 when something was reported (files that could not be read are each one
 //! warning line on stderr naming the file); 2 on a usage error (a folder that does not exist,
-//! a bad flag value) or when no run file at all could be read; 1 when writing an output failed.
+//! a bad flag value), when a collapse file cannot be read, or when no run file and no collapse
+//! file at all could be read; 1 when writing an output failed.
 
 pub mod charts;
+pub mod collapse;
 pub mod csv;
 pub mod emissions;
 pub mod format;
@@ -144,6 +147,8 @@ pub struct Report {
     /// Power timelines of the runs the charts show, by run id.
     pub timelines: BTreeMap<String, Vec<PowerSample>>,
     pub carbon: CarbonSettings,
+    /// The model-collapse experiments' files (`collapse-*.json`), in folder order.
+    pub collapse: Vec<collapse::CollapseFile>,
 }
 
 impl Report {
@@ -189,6 +194,7 @@ impl Report {
             runs,
             timelines,
             carbon,
+            collapse: loaded.collapse,
         }
     }
 }
@@ -211,7 +217,7 @@ pub struct MarkdownExporter;
 impl Exporter for MarkdownExporter {
     fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
         let mut m = markup::Markdown::default();
-        markup::render(&report.leaderboard, &mut m, None);
+        markup::render(&report.leaderboard, &report.collapse, &mut m, None);
         Ok(m.out.into_bytes())
     }
     fn file_name(&self) -> &'static str {
@@ -224,7 +230,7 @@ pub struct TextExporter;
 impl Exporter for TextExporter {
     fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
         let mut m = markup::Text::default();
-        markup::render(&report.leaderboard, &mut m, None);
+        markup::render(&report.leaderboard, &report.collapse, &mut m, None);
         Ok(m.out.into_bytes())
     }
     fn file_name(&self) -> &'static str {
@@ -266,7 +272,7 @@ pub fn leaderboard_text(
         &mut issues,
     );
     let mut m = markup::Text::default();
-    markup::render(&report.leaderboard, &mut m, None);
+    markup::render(&report.leaderboard, &report.collapse, &mut m, None);
     Ok((m.out, issues))
 }
 
@@ -341,13 +347,16 @@ pub fn command(args: ReportArgs) -> Result<i32, Failure> {
         }
     }
     let loaded = load::load(&folders);
+    if let Some(e) = loaded.collapse_errors.first() {
+        return Err(Failure::Usage(e.clone().into()));
+    }
     for issue in &loaded.issues {
         eprintln!("joulebench: warning: skipping {issue}");
     }
-    if loaded.runs.is_empty() {
+    if loaded.runs.is_empty() && loaded.collapse.is_empty() {
         let names: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
         return Err(usage(format!(
-            "no readable run file in {} (expected <folder>/runs/*.json)",
+            "no readable run file in {} (expected <folder>/runs/*.json or <folder>/collapse-*.json)",
             names.join(", ")
         )));
     }

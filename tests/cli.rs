@@ -378,6 +378,9 @@ fn list_and_env_work_on_a_fresh_clone() {
             "digits-mlp",
             "mnist-cnn",
             "mnist-mlp",
+            "mnist-rot90-mlp",
+            "text-charlm-p1",
+            "text-charlm-p2",
             "text-charlm"
         ]
     );

@@ -427,7 +427,9 @@ pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result
                 let mut obs = OnObserver {
                     bar: ProgressObserver::with_target(
                         "overhead".into(),
-                        indicatif::ProgressDrawTarget::term_like(Box::new(SinkTerm)),
+                        // 20 Hz, as `ProgressDrawTarget::stderr()` draws the real bar; an
+                        // unthrottled sink would redraw on every step, which no user's bar does.
+                        indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(SinkTerm), 20),
                     ),
                     epoch: None,
                     rss: Vec::new(),

@@ -14,6 +14,7 @@
 use super::{cpu_kernel_dtype, slice, unsupported, with_cpu, Elem};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
@@ -104,25 +105,36 @@ fn pool_dims(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     Ok((n * c, h, w, 0))
 }
 
+/// Planes per rayon split of the pooling loops: a plane of the CNN's first layer is 784 values,
+/// so a split does a few thousand windows at least.
+const POOL_MIN_PLANES: usize = 16;
+
 fn pool_fwd<T: Elem>(x: &[T], (planes, h, w, _): (usize, usize, usize, usize)) -> Vec<T> {
     let (oh, ow) = (h / 2, w / 2);
     let z = T::zero();
-    let mut out = Vec::with_capacity(planes * oh * ow);
-    for p in x.chunks_exact(h * w).take(planes) {
-        for i in 0..oh {
-            let r0 = &p[2 * i * w..2 * i * w + w];
-            let r1 = &p[(2 * i + 1) * w..(2 * i + 1) * w + w];
-            for j in 0..ow {
-                let mut m = z;
-                for v in [r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]] {
-                    if v > m {
-                        m = v;
+    let mut out = vec![z; planes * oh * ow];
+    out.par_chunks_mut(oh * ow)
+        .zip(x.par_chunks(h * w))
+        .with_min_len(POOL_MIN_PLANES)
+        .for_each(|(o, p)| {
+            for (i, orow) in o.chunks_exact_mut(ow).enumerate() {
+                let r0 = &p[2 * i * w..][..2 * ow];
+                let r1 = &p[(2 * i + 1) * w..][..2 * ow];
+                for ((m, a), b) in orow
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    let mut v = z;
+                    for c in [a[0], a[1], b[0], b[1]] {
+                        if c > v {
+                            v = c;
+                        }
                     }
+                    *m = v;
                 }
-                out.push(m);
             }
-        }
-    }
+        });
     out
 }
 
@@ -130,32 +142,38 @@ fn pool_bwd<T: Elem>(g: &[T], x: &[T], (planes, h, w, _): (usize, usize, usize, 
     let (oh, ow) = (h / 2, w / 2);
     let z = T::zero();
     let mut dx = vec![z; planes * h * w];
-    for ((p, d), gp) in x
-        .chunks_exact(h * w)
-        .zip(dx.chunks_exact_mut(h * w))
-        .zip(g.chunks_exact(oh * ow))
-    {
-        for i in 0..oh {
-            for j in 0..ow {
-                // First maximal element of the window, in row-major order (PyTorch's choice).
-                let idx = [
-                    2 * i * w + 2 * j,
-                    2 * i * w + 2 * j + 1,
-                    (2 * i + 1) * w + 2 * j,
-                    (2 * i + 1) * w + 2 * j + 1,
-                ];
-                let mut best = idx[0];
-                for &k in &idx[1..] {
-                    if p[k] > p[best] {
-                        best = k;
+    dx.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w).zip(g.par_chunks(oh * ow)))
+        .with_min_len(POOL_MIN_PLANES)
+        .for_each(|(d, (p, gp))| {
+            for (i, grow) in gp.chunks_exact(ow).enumerate() {
+                let (d0, d1) = d[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
+                let (x0, x1) = (&p[2 * i * w..][..w], &p[(2 * i + 1) * w..][..w]);
+                let windows = d0
+                    .chunks_exact_mut(2)
+                    .zip(d1.chunks_exact_mut(2))
+                    .zip(x0.chunks_exact(2).zip(x1.chunks_exact(2)));
+                for (((d0, d1), (a, b)), &gv) in windows.zip(grow) {
+                    // First maximal element of the window, in row-major order (PyTorch's
+                    // choice): a[0], a[1], b[0], b[1].
+                    let vals = [a[0], a[1], b[0], b[1]];
+                    let mut best = 0;
+                    for k in 1..4 {
+                        if vals[k] > vals[best] {
+                            best = k;
+                        }
+                    }
+                    if vals[best] > z {
+                        match best {
+                            0 => d0[0] = gv,
+                            1 => d0[1] = gv,
+                            2 => d1[0] = gv,
+                            _ => d1[1] = gv,
+                        }
                     }
                 }
-                if p[best] > z {
-                    d[best] = gp[i * ow + j];
-                }
             }
-        }
-    }
+        });
     dx
 }
 

@@ -151,6 +151,24 @@ impl Geom {
     fn min_len(&self) -> usize {
         (self.n / (4 * rayon::current_num_threads().max(1))).max(1)
     }
+    /// Stride 1 with 'same' output size: each im2col row is the input plane shifted by a
+    /// constant, so it moves as one block (see `im2col`).
+    fn same_stride1(&self) -> bool {
+        self.stride == 1 && self.oh == self.h && self.ow == self.w
+    }
+    /// For `same_stride1`: the shift `(ki - pad) w + (kj - pad)` from a cols row to the input
+    /// plane, the range of output positions `t` whose `t + shift` lies in the plane, and the
+    /// columns `ox` of every output row that wrap around (input column out of range).
+    fn plane_shift(&self, ki: usize, kj: usize) -> (isize, std::ops::Range<usize>, [usize; 2]) {
+        let (p, w) = (self.p() as isize, self.w as isize);
+        let dy = ki as isize - self.pad as isize;
+        let dx = kj as isize - self.pad as isize;
+        let shift = dy * w + dx;
+        let lo = (-shift).clamp(0, p) as usize;
+        let hi = (p - shift).clamp(0, p) as usize;
+        let r = g_ox_valid(self.w, dx);
+        (shift, lo..hi.max(lo), r)
+    }
     /// The valid output columns `ox` for kernel column `kj` (input column in range).
     fn ox_range(&self, kj: usize) -> std::ops::Range<usize> {
         let lo = if self.pad > kj {
@@ -167,9 +185,49 @@ impl Geom {
     }
 }
 
+/// The valid columns `[lo, hi)` of an output row when the input column is `ox + dx`.
+fn g_ox_valid(w: usize, dx: isize) -> [usize; 2] {
+    let w = w as isize;
+    [(-dx).clamp(0, w) as usize, (w - dx).clamp(0, w) as usize]
+}
+
+/// Zero the columns of every `w`-wide row of `row` outside `[lo, hi)`.
+fn zero_wrapped_columns<T: Elem>(row: &mut [T], w: usize, [lo, hi]: [usize; 2]) {
+    if lo == 0 && hi == w {
+        return;
+    }
+    // Column by column down the rows (at most `pad` columns): a strided loop, where row by
+    // row would be a memset call per one or two values.
+    for c in (0..lo).chain(hi.max(lo)..w) {
+        for v in row[c..].iter_mut().step_by(w) {
+            *v = T::zero();
+        }
+    }
+}
+
 /// cols[(ci, ki, kj), (oy, ox)] = x[ci, oy s + ki - pad, ox s + kj - pad] (0 outside).
 fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
     let (p, z) = (g.p(), T::zero());
+    if g.same_stride1() {
+        // Each row is the plane shifted by (ki - pad) rows and (kj - pad) columns: one block
+        // copy, zeros where the shift leaves the plane, then the columns that wrapped into the
+        // neighbouring input row are zeroed.
+        for ci in 0..g.c {
+            let plane = &x[ci * p..][..p];
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let row = &mut cols[((ci * g.kh + ki) * g.kw + kj) * p..][..p];
+                    let (shift, t, cols_ok) = g.plane_shift(ki, kj);
+                    row[..t.start].fill(z);
+                    row[t.end..].fill(z);
+                    let s0 = (t.start as isize + shift) as usize;
+                    row[t.clone()].copy_from_slice(&plane[s0..s0 + t.len()]);
+                    zero_wrapped_columns(row, g.w, cols_ok);
+                }
+            }
+        }
+        return;
+    }
     for ci in 0..g.c {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
@@ -187,7 +245,10 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
                     dst[r.end..].fill(z);
                     let ix0 = r.start * g.stride + kj - g.pad;
                     if g.stride == 1 {
-                        dst[r.clone()].copy_from_slice(&src[ix0..ix0 + r.len()]);
+                        // An inline loop: rows are 10-30 values, too short for a memcpy call.
+                        for (d, &v) in dst[r.clone()].iter_mut().zip(&src[ix0..ix0 + r.len()]) {
+                            *d = v;
+                        }
                     } else {
                         for (d, ox) in dst[r.clone()].iter_mut().zip(0..) {
                             *d = src[ix0 + ox * g.stride];
@@ -199,10 +260,29 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
     }
 }
 
-/// dx[ci, iy, ix] += dcols[(ci, ki, kj), (oy, ox)]: the adjoint of `im2col`.
-fn col2im<T: Elem>(dcols: &[T], g: &Geom, dx: &mut [T]) {
+/// dx[ci, iy, ix] += dcols[(ci, ki, kj), (oy, ox)]: the adjoint of `im2col`. `dcols` is
+/// scratch: the 'same' stride-1 path zeroes its wrapped columns in place.
+fn col2im<T: Elem>(dcols: &mut [T], g: &Geom, dx: &mut [T]) {
     dx.fill(T::zero());
     let p = g.p();
+    if g.same_stride1() {
+        // The adjoint of the block copy: drop the wrapped columns, then one shifted add.
+        for ci in 0..g.c {
+            let plane = &mut dx[ci * p..][..p];
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let row = &mut dcols[((ci * g.kh + ki) * g.kw + kj) * p..][..p];
+                    let (shift, t, cols_ok) = g.plane_shift(ki, kj);
+                    zero_wrapped_columns(row, g.w, cols_ok);
+                    let s0 = (t.start as isize + shift) as usize;
+                    for (d, &v) in plane[s0..s0 + t.len()].iter_mut().zip(&row[t]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+        return;
+    }
     for ci in 0..g.c {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
@@ -219,8 +299,15 @@ fn col2im<T: Elem>(dcols: &[T], g: &Geom, dx: &mut [T]) {
                     let dst = &mut dx[(ci * g.h + iy as usize) * g.w..][..g.w];
                     let src = &row[oy * g.ow..(oy + 1) * g.ow];
                     let ix0 = r.start * g.stride + kj - g.pad;
-                    for (ox, &v) in src[r.clone()].iter().enumerate() {
-                        dst[ix0 + ox * g.stride] += v;
+                    if g.stride == 1 {
+                        // Contiguous on both sides: no index arithmetic, vectorised adds.
+                        for (d, &v) in dst[ix0..ix0 + r.len()].iter_mut().zip(&src[r.clone()]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (ox, &v) in src[r.clone()].iter().enumerate() {
+                            dst[ix0 + ox * g.stride] += v;
+                        }
                     }
                 }
             }
@@ -329,7 +416,7 @@ fn backward<T: Elem>(x: &[T], w: &[T], dy: &[T], g: &Geom, need_dx: bool) -> Res
                 SERIAL,
             );
             match r {
-                Ok(()) => col2im(&acc.dcols, g, dxn),
+                Ok(()) => col2im(&mut acc.dcols, g, dxn),
                 Err(e) => acc.err = Some(e),
             }
         }
@@ -493,6 +580,10 @@ mod tests {
             ([1, 3, 11, 11], [2, 3, 4, 4], 3, 3),
             ([2, 3, 9, 7], [4, 3, 3, 3], 0, 1),
             ([2, 2, 5, 5], [3, 2, 1, 1], 0, 1),
+            // 'Same' geometries take the block-shift path; here the kernel is wider than the
+            // plane, so some shifts leave it entirely.
+            ([1, 2, 4, 5], [2, 2, 7, 7], 3, 1),
+            ([2, 2, 6, 9], [3, 2, 5, 5], 2, 1),
         ];
         for &(xs, ws, pad, stride) in cases {
             let x = Var::from_tensor(&rand(&xs, 1)).unwrap();

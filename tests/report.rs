@@ -10,7 +10,9 @@
 
 use joulebench::report::{self, load, CarbonSettings, Format, Report};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
+use common::{copy_dir, Out};
 
 const MACHINES: &str = "tests/fixtures/report/machines";
 const REAL: &str = "tests/fixtures/report/real-cpu-estimated";
@@ -557,40 +559,8 @@ fn emissions_without_intensity_say_so() {
 
 // ---- the binary ----
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_joulebench"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn run(args: &[&str]) -> Out {
-    let o = bin()
-        .arg("report")
-        .args(args)
-        .output()
-        .expect("run joulebench");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    common::report(args)
 }
 
 #[test]

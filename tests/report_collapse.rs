@@ -6,8 +6,10 @@
 //! Inputs: the shipped results/collapse/*.json, and tests/fixtures/report/real-cpu-estimated
 //! (real digits-mlp and mnist-mlp runs measured with `--meter estimate`) as the run folder.
 
+mod common;
+
+use common::{copy_dir, report};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const REAL: &str = "tests/fixtures/report/real-cpu-estimated";
 const POLICIES: [&str; 6] = [
@@ -18,38 +20,6 @@ const POLICIES: [&str; 6] = [
     "mix-fixed:0.2",
     "real-only",
 ];
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn report(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_joulebench"))
-        .arg("report")
-        .args(args)
-        .output()
-        .expect("run joulebench");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
 
 /// A results folder: the real runs, plus the shipped collapse files named.
 fn folder_with(dir: &Path, collapse: &[&str]) -> PathBuf {

@@ -10,6 +10,11 @@
 //! and `db` = sums of `dY`. Samples are split over the rayon pool; each split owns its
 //! im2col buffers and a partial `dW`, summed at the end.
 //!
+//! 'Same' stride-1 convolutions (output size = input size, every conv of `mnist-cnn`) take a
+//! faster im2col/col2im: each kernel offset's row of `cols` is the input plane shifted by a
+//! constant, so it is one block copy (or one shifted add) plus zeroed edge columns, instead of
+//! one short copy per output row.
+//!
 //! Supported on the CPU: f32 and f64. Any other dtype on the CPU is an error naming it (candle
 //! 0.11 has no bf16 CPU GEMM); other devices use candle's `conv2d` (im2col + cuBLAS on CUDA).
 
@@ -158,7 +163,8 @@ impl Geom {
     }
     /// For `same_stride1`: the shift `(ki - pad) w + (kj - pad)` from a cols row to the input
     /// plane, the range of output positions `t` whose `t + shift` lies in the plane, and the
-    /// columns `ox` of every output row that wrap around (input column out of range).
+    /// valid columns `[lo, hi)` of every output row (outside them the shifted read wraps into
+    /// the neighbouring input row, so those values must be zero).
     fn plane_shift(&self, ki: usize, kj: usize) -> (isize, std::ops::Range<usize>, [usize; 2]) {
         let (p, w) = (self.p() as isize, self.w as isize);
         let dy = ki as isize - self.pad as isize;
@@ -166,7 +172,7 @@ impl Geom {
         let shift = dy * w + dx;
         let lo = (-shift).clamp(0, p) as usize;
         let hi = (p - shift).clamp(0, p) as usize;
-        let r = g_ox_valid(self.w, dx);
+        let r = valid_columns(self.w, dx);
         (shift, lo..hi.max(lo), r)
     }
     /// The valid output columns `ox` for kernel column `kj` (input column in range).
@@ -186,7 +192,7 @@ impl Geom {
 }
 
 /// The valid columns `[lo, hi)` of an output row when the input column is `ox + dx`.
-fn g_ox_valid(w: usize, dx: isize) -> [usize; 2] {
+fn valid_columns(w: usize, dx: isize) -> [usize; 2] {
     let w = w as isize;
     [(-dx).clamp(0, w) as usize, (w - dx).clamp(0, w) as usize]
 }

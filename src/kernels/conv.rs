@@ -23,6 +23,7 @@ use super::{cpu_kernel_dtype, slice, unsupported, with_cpu, Elem, Mat, SERIAL};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// A conv layer with bias: candle-nn's `Conv2d` shape of API, this module's kernel on the CPU.
 #[derive(Clone, Debug)]
@@ -165,18 +166,17 @@ impl Geom {
     /// plane, the range of output positions `t` whose `t + shift` lies in the plane, and the
     /// valid columns `[lo, hi)` of every output row (outside them the shifted read wraps into
     /// the neighbouring input row, so those values must be zero).
-    fn plane_shift(&self, ki: usize, kj: usize) -> (isize, std::ops::Range<usize>, [usize; 2]) {
+    fn plane_shift(&self, ki: usize, kj: usize) -> (isize, Range<usize>, Range<usize>) {
         let (p, w) = (self.p() as isize, self.w as isize);
         let dy = ki as isize - self.pad as isize;
         let dx = kj as isize - self.pad as isize;
         let shift = dy * w + dx;
         let lo = (-shift).clamp(0, p) as usize;
         let hi = (p - shift).clamp(0, p) as usize;
-        let r = valid_columns(self.w, dx);
-        (shift, lo..hi.max(lo), r)
+        (shift, lo..hi.max(lo), self.ox_range(kj))
     }
     /// The valid output columns `ox` for kernel column `kj` (input column in range).
-    fn ox_range(&self, kj: usize) -> std::ops::Range<usize> {
+    fn ox_range(&self, kj: usize) -> Range<usize> {
         let lo = if self.pad > kj {
             (self.pad - kj).div_ceil(self.stride)
         } else {
@@ -191,20 +191,14 @@ impl Geom {
     }
 }
 
-/// The valid columns `[lo, hi)` of an output row when the input column is `ox + dx`.
-fn valid_columns(w: usize, dx: isize) -> [usize; 2] {
-    let w = w as isize;
-    [(-dx).clamp(0, w) as usize, (w - dx).clamp(0, w) as usize]
-}
-
-/// Zero the columns of every `w`-wide row of `row` outside `[lo, hi)`.
-fn zero_wrapped_columns<T: Elem>(row: &mut [T], w: usize, [lo, hi]: [usize; 2]) {
-    if lo == 0 && hi == w {
+/// Zero the columns of every `w`-wide row of `row` outside `valid` (`Geom::ox_range`).
+fn zero_wrapped_columns<T: Elem>(row: &mut [T], w: usize, valid: Range<usize>) {
+    if valid.start == 0 && valid.end == w {
         return;
     }
     // Column by column down the rows (at most `pad` columns): a strided loop, where row by
     // row would be a memset call per one or two values.
-    for c in (0..lo).chain(hi.max(lo)..w) {
+    for c in (0..valid.start).chain(valid.end..w) {
         for v in row[c..].iter_mut().step_by(w) {
             *v = T::zero();
         }

@@ -16,6 +16,7 @@
 use super::charts::{self, Legend, Level, Line, LineChart, Stroke};
 use super::markup::{Align, Markup, Table};
 use crate::collapse::digits::{self, DigitsReport};
+use crate::collapse::gaussian::GaussianGeneration;
 use crate::collapse::{GaussianFile, Policy};
 use std::path::{Path, PathBuf};
 
@@ -485,17 +486,19 @@ pub fn gaussian_charts(g: &GaussianFile) -> Vec<(String, LineChart)> {
     }];
     for (r, &stroke) in g.runs.iter().zip(&strokes) {
         let gen = |t: usize| t as f64;
-        var_lines.push(Line {
+        // One policy's solid line of a per-generation statistic.
+        let solid = |y: fn(&GaussianGeneration) -> f64| Line {
             label: label(r),
             points: r
                 .generations
                 .iter()
-                .map(|x| (gen(x.generation), x.median_log_var))
+                .map(|x| (gen(x.generation), y(x)))
                 .collect(),
             stroke,
             dashed: false,
             markers: vec![],
-        });
+        };
+        var_lines.push(solid(|x| x.median_log_var));
         let predicted: Vec<(f64, f64)> = r
             .generations
             .iter()
@@ -510,17 +513,7 @@ pub fn gaussian_charts(g: &GaussianFile) -> Vec<(String, LineChart)> {
                 markers: vec![],
             });
         }
-        mean_var_lines.push(Line {
-            label: label(r),
-            points: r
-                .generations
-                .iter()
-                .map(|x| (gen(x.generation), x.mean_var))
-                .collect(),
-            stroke,
-            dashed: false,
-            markers: vec![],
-        });
+        mean_var_lines.push(solid(|x| x.mean_var));
         if let Some(v) = r.mix_fresh_fixed_point_var {
             mean_var_levels.push(Level {
                 label: format!("{}: closed-form fixed point E[v]", r.config.policy),
@@ -528,17 +521,7 @@ pub fn gaussian_charts(g: &GaussianFile) -> Vec<(String, LineChart)> {
                 stroke,
             });
         }
-        w2_lines.push(Line {
-            label: label(r),
-            points: r
-                .generations
-                .iter()
-                .map(|x| (gen(x.generation), x.median_w2))
-                .collect(),
-            stroke,
-            dashed: false,
-            markers: vec![],
-        });
+        w2_lines.push(solid(|x| x.median_w2));
     }
     vec![
         (

@@ -12,6 +12,7 @@ pub mod collapse;
 pub mod crosscheck;
 pub mod data;
 pub mod energy;
+pub mod exec;
 pub mod inference;
 pub mod kernels;
 pub mod knee;

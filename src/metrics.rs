@@ -7,15 +7,69 @@
 use crate::train::CurvePoint;
 use serde::{Deserialize, Serialize};
 
+/// Which way a metric improves: accuracy is higher-is-better, a held-out loss lower-is-better.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Higher,
+    Lower,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Higher => "higher",
+            Direction::Lower => "lower",
+        }
+    }
+
+    /// `higher is better` / `lower is better`, for table headers and captions.
+    pub fn better(self) -> &'static str {
+        match self {
+            Direction::Higher => "higher is better",
+            Direction::Lower => "lower is better",
+        }
+    }
+
+    /// Whether `value` is at or beyond `target` in this direction.
+    pub fn reached(self, value: f64, target: f64) -> bool {
+        match self {
+            Direction::Higher => value >= target,
+            Direction::Lower => value <= target,
+        }
+    }
+
+    /// +1 or -1: the sign that turns "beyond" into "greater".
+    fn sign(self) -> f64 {
+        match self {
+            Direction::Higher => 1.0,
+            Direction::Lower => -1.0,
+        }
+    }
+}
+
 /// The first eval reaching `target`: (energy_j, time_s), or None (DNF).
 pub fn first_reaching(curve: &[CurvePoint], target: f64) -> Option<&CurvePoint> {
-    curve.iter().find(|p| p.value >= target)
+    first_reaching_in(curve, target, Direction::Higher)
+}
+
+/// The first eval at or beyond `target` in the metric's direction.
+pub fn first_reaching_in(curve: &[CurvePoint], target: f64, dir: Direction) -> Option<&CurvePoint> {
+    curve.iter().find(|p| dir.reached(p.value, target))
 }
 
 /// JPP = ETT / (100 * (T - c)), in joules per percentage point.
 pub fn jpp(ett_j: f64, target: f64, chance: f64) -> Option<f64> {
-    let span_pp = 100.0 * (target - chance);
-    (span_pp > 0.0 && ett_j.is_finite()).then(|| ett_j / span_pp)
+    jpp_in(ett_j, target, chance, Direction::Higher)
+}
+
+/// JPP for either direction: ETT per 0.01 of the metric's improvement from c to T, that is
+/// ETT / (100 |T - c|) with T beyond c in the metric's direction. For an accuracy in [0, 1]
+/// 0.01 is one percentage point; for a loss in nats it is 0.01 nat.
+pub fn jpp_in(ett_j: f64, target: f64, chance: f64, dir: Direction) -> Option<f64> {
+    let span = 100.0 * (target - chance) * dir.sign();
+    (span > 0.0 && ett_j.is_finite()).then(|| ett_j / span)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +83,16 @@ pub struct LadderRung {
 }
 
 pub fn ladder(curve: &[CurvePoint], target: f64, chance: f64) -> Vec<LadderRung> {
+    ladder_in(curve, target, chance, Direction::Higher)
+}
+
+/// The ladder for either direction (the levels run from c towards T).
+pub fn ladder_in(
+    curve: &[CurvePoint],
+    target: f64,
+    chance: f64,
+    dir: Direction,
+) -> Vec<LadderRung> {
     [0.25, 0.5, 0.75, 1.0]
         .into_iter()
         .map(|fraction| {
@@ -38,7 +102,7 @@ pub fn ladder(curve: &[CurvePoint], target: f64, chance: f64) -> Vec<LadderRung>
             } else {
                 chance + fraction * (target - chance)
             };
-            let hit = first_reaching(curve, level);
+            let hit = first_reaching_in(curve, level, dir);
             LadderRung {
                 fraction,
                 level,
@@ -117,6 +181,29 @@ mod tests {
         let c = [pt(1, 10.0, 0.3), pt(2, 20.0, 0.6), pt(3, 30.0, 0.5)];
         assert_eq!(quality_at_energy(&c, 25.0), Some(0.6));
         assert_eq!(quality_at_energy(&c, 5.0), None);
+    }
+
+    #[test]
+    fn loss_targets_score_in_their_direction() {
+        let c = [pt(1, 10.0, 2.5), pt(2, 20.0, 1.9), pt(3, 30.0, 1.7)];
+        let hit = first_reaching_in(&c, 1.88, Direction::Lower).unwrap();
+        assert_eq!(hit.step, 3);
+        assert_eq!(
+            first_reaching_in(&c, 1.9, Direction::Lower).unwrap().step,
+            2
+        );
+        // 30 J from a chance loss of 3.0 nats to 1.88: 30 / (100 x 1.12) J per 0.01 nat.
+        let j = jpp_in(30.0, 1.88, 3.0, Direction::Lower).unwrap();
+        assert!((j - 30.0 / 112.0).abs() < 1e-12);
+        assert!(jpp_in(30.0, 3.5, 3.0, Direction::Lower).is_none());
+        let l = ladder_in(&c, 1.7, 2.9, Direction::Lower);
+        assert_eq!(l[0].energy_j, Some(10.0)); // level 2.6 reached at 2.5
+        assert_eq!(l[3].energy_j, Some(30.0));
+        // Higher keeps the accuracy functions exactly.
+        assert_eq!(
+            jpp(412.0, 0.97, 0.1135),
+            jpp_in(412.0, 0.97, 0.1135, Direction::Higher)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Must not: measure or compute scores; it stores what it is given.
 
 use crate::energy::{Boundary, ComponentEnergy, PowerSample};
-use crate::metrics::LadderRung;
+use crate::metrics::{Direction, LadderRung};
 use crate::system::SystemInfo;
 use crate::train::{CurvePoint, Event, Status};
 use crate::variant::Variant;
@@ -66,6 +66,9 @@ pub struct TimeSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualitySummary {
     pub metric: String,
+    /// Which way the metric improves; absent (higher) for accuracy.
+    #[serde(default, skip_serializing_if = "is_higher")]
+    pub direction: Direction,
     pub target: f64,
     /// Majority-class rate of the eval set actually used.
     pub chance: f64,
@@ -156,6 +159,82 @@ pub struct RunRecord {
     /// Who else used the machine during the run: energy is only attributable with isolation.
     #[serde(default)]
     pub isolation: Option<Isolation>,
+    /// What trained the run; absent for joulebench's own training (see `engine_label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineInfo>,
+    /// How a foreign program was run (`joulebench exec`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecInfo>,
+}
+
+impl RunRecord {
+    /// What trained the run, as every leaderboard row shows it.
+    pub fn engine_label(&self) -> String {
+        match &self.engine {
+            Some(e) => e.label.clone(),
+            None => format!("joulebench/candle {}", self.system.software.candle_version),
+        }
+    }
+}
+
+fn is_higher(d: &Direction) -> bool {
+    *d == Direction::Higher
+}
+
+/// What trained a run. Absent from a run file that joulebench trained itself (the engine is
+/// then `joulebench/candle` at the candle version in `system.software`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// `exec` for a foreign program (`joulebench exec`).
+    pub kind: String,
+    /// What the leaderboard shows: `exec: torch 2.9.1`, `exec: python3 [my-label]`.
+    pub label: String,
+    /// The framework the program named in its reports (MLLOG key `framework`).
+    pub framework: Option<String>,
+    /// The command's first word, without its folder.
+    pub program: String,
+}
+
+/// How a foreign program was run and what it reported (`joulebench exec`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecInfo {
+    /// The command line as run (after `{seed}` substitution).
+    pub command: Vec<String>,
+    pub cwd: String,
+    /// The variables that affect compute, as the program saw them (set ones only).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// `mllog` (stdout and stderr) or `events-file` (`--events`).
+    pub source: String,
+    pub events_path: Option<String>,
+    /// The key of the tracked metric in the program's reports.
+    pub metric_key: String,
+    pub exit_code: Option<i32>,
+    /// The signal that ended the program, if one did (`SIGTERM` from `--stop-at-target`, ...).
+    pub signal: Option<String>,
+    /// Peak resident memory of the program (its own, from wait4), KiB.
+    pub peak_rss_kib: Option<u64>,
+    pub stop_at_target: bool,
+    /// True when joulebench ended the program because it reached T.
+    pub stopped_at_target: bool,
+    /// The signals joulebench sent, in order (`SIGTERM`, then `SIGKILL` after the grace period).
+    pub signals_sent: Vec<String>,
+    pub time_limit_s: Option<f64>,
+    pub timed_out: bool,
+    /// Seconds since the window opened at the program's `run_start` and `run_stop`.
+    pub run_start_s: Option<f64>,
+    pub run_stop_s: Option<f64>,
+    pub run_stop_status: Option<String>,
+    /// Lines of output (stdout and stderr) and of the events file.
+    pub output_lines: usize,
+    /// Reports of the tracked metric accepted as evals.
+    pub eval_lines: usize,
+    /// Lines that claimed to be reports and could not be read, with the first few reasons.
+    pub malformed_lines: usize,
+    pub malformed_examples: Vec<String>,
+    /// Lines longer than the 64 KiB read limit (cut; counted as malformed when a report).
+    pub over_long_lines: usize,
+    /// The program's output, relative to the results folder (`logs/<run-id>.log`).
+    pub log: String,
 }
 
 /// A run's place in a sweep plan (`joulebench sweep plan`).

@@ -396,22 +396,10 @@ fn run_one(
         duration_s: 0.0,
         report: Default::default(),
     });
-    let total_j = window.total_j();
-    let infos = meter.components();
-    let boundary = window
-        .report
-        .components
-        .iter()
-        .filter_map(|c| infos.iter().find(|i| i.component == c.component))
-        .map(|i| i.boundary)
-        .reduce(|a, b| a.union(b))
-        .unwrap_or(meter.boundary());
-    let all_measured = !window.report.components.is_empty()
-        && window
-            .report
-            .components
-            .iter()
-            .all(|c| c.source.is_measured());
+    let energy = energy_summary(&window, meter, idle);
+    let total_j = energy.total_j;
+    let boundary = energy.boundary;
+    let all_measured = energy.all_measured;
     let target = spec.target.value;
     // ETT, JPP, the ladder, final and best quality: the variant's own (scored) evals only.
     let scored: Vec<train::CurvePoint> = out.curve.iter().filter(|c| c.scored).cloned().collect();
@@ -421,23 +409,15 @@ fn run_one(
         _ => (None, None),
     };
     let jpp = ett_j.and_then(|e| metrics::jpp(e, target, p.chance));
-    let sources: Vec<&str> = {
-        let mut s: Vec<&str> = window
-            .report
-            .components
-            .iter()
-            .map(|c| c.source.as_str())
-            .collect();
-        s.dedup();
-        s
-    };
+    let sources = sources_of(&window);
     let jpp_label = jpp.map(|j| {
-        format!(
-            "{j:.3} J/pp @ {:.2} % (c = {:.2} %, {}, {})",
-            100.0 * target,
-            100.0 * p.chance,
-            boundary.as_str(),
-            sources.join("+")
+        jpp_label(
+            j,
+            target,
+            p.chance,
+            crate::metrics::Direction::Higher,
+            boundary,
+            &sources,
         )
     });
     let final_value = scored.last().map(|c| c.value);
@@ -462,14 +442,6 @@ fn run_one(
         c
     });
     let variant = &variant;
-    let mut flags = window.report.flags.clone();
-    if idle.is_none() {
-        flags.push("no_idle_baseline".into());
-    }
-    if !all_measured {
-        flags.push("estimated".into());
-    }
-    flags.dedup();
     let config = json!({
         "task": spec,
         "variant": variant,
@@ -491,23 +463,7 @@ fn run_one(
         status: out.status,
         error: out.error.clone(),
         device: plan.device_label.clone(),
-        energy: EnergySummary {
-            total_j,
-            net_j: idle.map(|i| total_j - i.mean_w * window.duration_s),
-            boundary,
-            components: window.report.components.clone(),
-            idle_w: idle.map(|i| i.mean_w),
-            idle_sd_w: idle.map(|i| i.sd_w),
-            flags,
-            meter: meter.name().to_string(),
-            all_measured,
-            average_power_w: if window.duration_s > 0.0 {
-                total_j / window.duration_s
-            } else {
-                0.0
-            },
-            window_s: window.duration_s,
-        },
+        energy,
         phases: if out.phases.is_empty() {
             vec![Phase {
                 name: "train".into(),
@@ -526,6 +482,7 @@ fn run_one(
         },
         quality: QualitySummary {
             metric: spec.metric.as_str().into(),
+            direction: Default::default(),
             target,
             chance: p.chance,
             chance_declared: spec.target.chance,
@@ -575,6 +532,8 @@ fn run_one(
             Some(co_tenancy_start),
             Some(crate::sweep::engine::co_tenancy_now()),
         )),
+        engine: None,
+        exec: None,
     };
     plan.results
         .write_run(&rec, &out.events.0, &window.report.timeline)?;
@@ -601,7 +560,7 @@ fn run_one(
                     .as_ref()
                     .map_or(Some(total_j), |c| c["cumulative_energy_j"].as_f64()),
                 boundary: boundary.as_str().into(),
-                sources: sources.iter().map(|s| s.to_string()).collect(),
+                sources: sources.clone(),
                 all_measured,
                 meter: meter.name().to_string(),
                 flags: rec.energy.flags.clone(),
@@ -613,6 +572,95 @@ fn run_one(
         checkpoint::save(path, model.params(), sidecar)?;
     }
     Ok(rec)
+}
+
+/// The energy part of a run file from a closed window: the boundary of the components that
+/// reported, whether every one was measured, the flags (the meter's, `no_idle_baseline`,
+/// `estimated`) and net energy against the idle baseline.
+pub fn energy_summary(
+    window: &energy::WindowReport,
+    meter: &dyn Meter,
+    idle: Option<&Idle>,
+) -> EnergySummary {
+    let total_j = window.total_j();
+    let infos = meter.components();
+    let boundary = window
+        .report
+        .components
+        .iter()
+        .filter_map(|c| infos.iter().find(|i| i.component == c.component))
+        .map(|i| i.boundary)
+        .reduce(|a, b| a.union(b))
+        .unwrap_or(meter.boundary());
+    let all_measured = !window.report.components.is_empty()
+        && window
+            .report
+            .components
+            .iter()
+            .all(|c| c.source.is_measured());
+    let mut flags = window.report.flags.clone();
+    if idle.is_none() {
+        flags.push("no_idle_baseline".into());
+    }
+    if !all_measured {
+        flags.push("estimated".into());
+    }
+    flags.dedup();
+    EnergySummary {
+        total_j,
+        net_j: idle.map(|i| total_j - i.mean_w * window.duration_s),
+        boundary,
+        components: window.report.components.clone(),
+        idle_w: idle.map(|i| i.mean_w),
+        idle_sd_w: idle.map(|i| i.sd_w),
+        flags,
+        meter: meter.name().to_string(),
+        all_measured,
+        average_power_w: if window.duration_s > 0.0 {
+            total_j / window.duration_s
+        } else {
+            0.0
+        },
+        window_s: window.duration_s,
+    }
+}
+
+/// The energy sources of a window's components, in order, repeats next to each other merged.
+pub fn sources_of(window: &energy::WindowReport) -> Vec<String> {
+    let mut s: Vec<String> = window
+        .report
+        .components
+        .iter()
+        .map(|c| c.source.as_str().to_string())
+        .collect();
+    s.dedup();
+    s
+}
+
+/// "412.000 J/pp @ 97.00 % (c = 11.35 %, H, measured_counter)": a JPP is never printed without
+/// T, c and the boundary. A lower-is-better metric is per 0.01 of the metric, with its direction.
+pub fn jpp_label(
+    jpp: f64,
+    target: f64,
+    chance: f64,
+    dir: crate::metrics::Direction,
+    boundary: energy::Boundary,
+    sources: &[String],
+) -> String {
+    match dir {
+        crate::metrics::Direction::Higher => format!(
+            "{jpp:.3} J/pp @ {:.2} % (c = {:.2} %, {}, {})",
+            100.0 * target,
+            100.0 * chance,
+            boundary.as_str(),
+            sources.join("+")
+        ),
+        crate::metrics::Direction::Lower => format!(
+            "{jpp:.3} J per 0.01 @ {target} (c = {chance}, lower is better, {}, {})",
+            boundary.as_str(),
+            sources.join("+")
+        ),
+    }
 }
 
 /// True when an energy figure contains any estimated component.

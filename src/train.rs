@@ -199,7 +199,9 @@ pub struct CurvePoint {
     pub energy_j: f64,
     pub time_s: f64,
     pub value: f64,
-    /// Mean training loss over the steps since the previous eval.
+    /// Mean training loss over the steps since the previous eval (NaN, written as null, when
+    /// the loss diverged or a foreign program did not report it).
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
     /// The phase of the run this eval belongs to (`train`, `dense-train`, `recover`, ...).
     #[serde(default = "default_phase")]
@@ -209,6 +211,12 @@ pub struct CurvePoint {
     /// ladder, final and best quality are computed from scored evals only.
     #[serde(default = "default_true")]
     pub scored: bool,
+}
+
+/// serde_json writes a non-finite f64 as `null`; this reads it back as NaN, so every file
+/// joulebench wrote reads back.
+pub(crate) fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn default_phase() -> String {

@@ -161,13 +161,25 @@ mod mirror {
         pub systems: Vec<SystemRow>,
         pub variants: Vec<VariantRow>,
         pub phases: Vec<Phase>,
+        pub engines: Vec<EngineRow>,
         pub timeline_run: Option<String>,
+    }
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct EngineRow {
+        pub system: System,
+        pub variant: String,
+        pub reference_engine: String,
+        pub reference: Stats,
+        pub stats: Stats,
+        pub comparison: Comparison,
     }
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
     pub struct System {
         pub id: String,
         pub label: String,
+        pub engine: String,
         pub cpu_model: String,
         pub logical_cpus: usize,
         pub accelerator: Option<String>,

@@ -99,11 +99,9 @@ impl<'de> Deserialize<'de> for Policy {
     }
 }
 
-/// serde_json writes a non-finite f64 as `null`; this reads it back as NaN, so every file
-/// `collapse` wrote reads back (a report draws no point for it).
-pub(crate) fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
+/// Every file `collapse` wrote reads back with its non-finite values (a report draws no point
+/// for them).
+pub(crate) use crate::train::nan_if_null;
 
 /// `collapse-gaussian.json`: the report of every policy run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

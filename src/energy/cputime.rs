@@ -57,15 +57,20 @@ pub fn parse_proc_stat(text: &str) -> Option<SystemCpuTimes> {
     })
 }
 
-/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line, in USER_HZ ticks. The command
-/// name may contain spaces and parentheses, so fields are counted after the last ')'.
+/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line, plus cutime + cstime (16 and
+/// 17: children this process has waited for), in USER_HZ ticks. The children count so that a
+/// program run by `joulebench exec`, reaped before the window closes, is the harness's work,
+/// not another tenant's; `run` starts no children. The command name may contain spaces and
+/// parentheses, so fields are counted after the last ')'.
 pub fn parse_self_stat(text: &str) -> Option<u64> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm, fields start at number 3 (state): utime is 14, stime is 15.
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    // After the comm, fields start at number 3 (state): utime is 14 ... cstime is 17.
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let (utime, stime) = (field(14)?, field(15)?);
+    // Signed in the kernel's format; absent in old fixtures.
+    let children = field(16).unwrap_or(0) + field(17).unwrap_or(0);
+    Some(utime + stime + children)
 }
 
 /// Machine-wide utilisation in [0, 1] between two readings; `None` if no time passed.
@@ -156,6 +161,9 @@ mod tests {
     fn parses_self_stat_with_odd_comm() {
         let line = "1234 (my (weird) prog) R 1 2 3 4 5 6 7 8 9 10 111 222 0 0 20 0";
         assert_eq!(parse_self_stat(line), Some(333));
+        // Reaped children's time (cutime 40, cstime 5) is ours too.
+        let line = "1234 (jb) S 1 2 3 4 5 6 7 8 9 10 111 222 40 5 20 0";
+        assert_eq!(parse_self_stat(line), Some(378));
         assert_eq!(parse_self_stat("garbage"), None);
     }
 

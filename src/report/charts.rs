@@ -97,13 +97,22 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
         .map_err(err)
 }
 
+/// A chart series: `variant [system id]`, and the engine when it is not joulebench's own.
+fn series_label(v: &super::model::VariantRow) -> String {
+    if v.system.engine.starts_with("joulebench/") {
+        format!("{} [{}]", v.variant.name, v.system.id)
+    } else {
+        format!("{} [{}] {}", v.variant.name, v.system.id, v.system.engine)
+    }
+}
+
 /// Energy (gross window energy) against final quality: every run as a small dot, every
 /// system x variant as its median, and the Pareto front through the medians.
 pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, String> {
     let mut groups: Vec<(String, f64, f64)> = Vec::new();
     let mut dots: Vec<(usize, f64, f64)> = Vec::new();
     for (gi, v) in table.variants.iter().enumerate() {
-        let label = format!("{} [{}]", v.variant.name, v.system.id);
+        let label = series_label(v);
         for r in &v.stats.run_list {
             if let Some(q) = r.final_quality {
                 dots.push((gi, r.energy_j, q));
@@ -216,7 +225,7 @@ pub fn learning_curves(
                 .map(|p| (p.energy_j, 100.0 * p.value))
                 .collect();
             let label = if k == 0 {
-                format!("{} [{}]", v.variant.name, v.system.id)
+                series_label(v)
             } else {
                 String::new()
             };

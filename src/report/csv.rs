@@ -36,7 +36,7 @@ fn hi(c: Option<Ci>) -> String {
     })
 }
 
-pub const HEADER: [&str; 40] = [
+pub const HEADER: [&str; 41] = [
     "task",
     "metric",
     "target",
@@ -46,6 +46,7 @@ pub const HEADER: [&str; 40] = [
     "sources",
     "system_id",
     "system",
+    "engine",
     "device",
     "variant",
     "precision",
@@ -92,7 +93,9 @@ impl Exporter for CsvExporter {
                         table
                             .systems
                             .iter()
-                            .find(|s| s.system.id == v.system.id)
+                            .find(|s| {
+                                s.system.id == v.system.id && s.system.engine == v.system.engine
+                            })
                             .and_then(|s| s.rank)
                     } else {
                         None
@@ -115,6 +118,7 @@ impl Exporter for CsvExporter {
                         table.sources.join("; "),
                         v.system.id.clone(),
                         v.system.label.clone(),
+                        v.system.engine.clone(),
                         v.system.device.clone(),
                         v.variant.name.clone(),
                         enum_name(&v.variant.precision),

@@ -401,6 +401,63 @@ fn phases(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usiz
     end_table(out, &Notes { items: Vec::new() }, &[]);
 }
 
+/// The engine comparison: the same variant and system trained by two engines.
+fn engines(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usize) {
+    let rows: Vec<Vec<String>> = table
+        .engines
+        .iter()
+        .map(|e| {
+            let c = &e.comparison;
+            vec![
+                format!("\texttt{{{}}}", escape(&e.system.id)),
+                escape(&e.variant),
+                escape(&e.system.engine),
+                escape(&e.reference_engine),
+                format!("{}/{}", e.stats.converged, e.stats.runs),
+                s_cell(energy(e.stats.median_ett_j), "DNF"),
+                s_cell(energy(e.reference.median_ett_j), "DNF"),
+                escape(&format!(
+                    "{} {}",
+                    f::change(c.change),
+                    f::ci_change(c.change_ci)
+                )),
+                escape(&super::markup::verdict_cell(c.verdict, &c.reason)),
+            ]
+        })
+        .collect();
+    out.push_str("\\begin{table}[!htbp]\n\\centering\\footnotesize\n\\begin{threeparttable}\n");
+    out.push_str(&format!(
+        "\\caption{{{}}}\n",
+        caption(
+            task,
+            table,
+            "engines on the same system and variant, ETT paired by seed against the reference engine",
+            resamples
+        )
+    ));
+    tabular(
+        out,
+        &["l", "l", "l", "l", "r", "S", "S", "l", "l"],
+        &[
+            "System",
+            "Variant",
+            "Engine",
+            "Reference",
+            "$k/N$",
+            "ETT (\\si{\\joule})",
+            "Ref.\\ ETT (\\si{\\joule})",
+            "Change [95\\,\\% CI]",
+            "Verdict",
+        ],
+        &rows,
+    );
+    end_table(
+        out,
+        &Notes { items: Vec::new() },
+        &[escape(super::markup::ENGINES_NOTE)],
+    );
+}
+
 impl Exporter for LatexExporter {
     fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
         let lb = &report.leaderboard;
@@ -440,6 +497,9 @@ impl Exporter for LatexExporter {
                 variants(&mut out, task, table, resamples);
                 if !table.phases.is_empty() {
                     phases(&mut out, task, table, resamples);
+                }
+                if !table.engines.is_empty() {
+                    engines(&mut out, task, table, resamples);
                 }
             }
             out.push_str("\\clearpage\n");

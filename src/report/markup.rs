@@ -116,6 +116,14 @@ pub fn render<M: Markup>(
                 m.heading(4, "Phases (measured spans of the window)");
                 m.table(&phases_table(table));
             }
+            if !table.engines.is_empty() {
+                m.heading(
+                    4,
+                    "Engines on the same system (energy to target, paired by seed)",
+                );
+                m.paragraph(ENGINES_NOTE);
+                m.table(&engines_table(task, table));
+            }
             if let Some(charts) = charts {
                 for (caption, svg) in (charts.tables)(task, table) {
                     m.figure(&caption, &svg);
@@ -268,6 +276,51 @@ pub fn variants_table(task: &TaskBoard, table: &RankTable) -> Table {
                     chg,
                     pb,
                     verdict,
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// What the engine comparison means, under its heading.
+pub const ENGINES_NOTE: &str = "The same task, variant and device trained by different engines (joulebench's candle loop, or a program run by `joulebench exec` such as the PyTorch references in scripts/torch/): change in ETT of the engine against the reference engine, with the same statistics and verdict rule as a variant against its baseline. A difference here belongs to the engine, not to the hardware or the technique.";
+
+pub fn engines_table(task: &TaskBoard, table: &RankTable) -> Table {
+    use Align::*;
+    Table {
+        header: vec![
+            "system id",
+            "variant",
+            "engine",
+            "reference engine",
+            "k/N",
+            "median ETT J [95 % CI]",
+            "reference median ETT J",
+            "JPP",
+            "change in ETT [95 % CI]",
+            "P(better) [95 % CI]",
+            "verdict",
+        ],
+        align: vec![
+            Left, Left, Left, Left, Right, Right, Right, Right, Right, Right, Left,
+        ],
+        rows: table
+            .engines
+            .iter()
+            .map(|e| {
+                let c = &e.comparison;
+                vec![
+                    e.system.id.clone(),
+                    e.variant.clone(),
+                    e.system.engine.clone(),
+                    e.reference_engine.clone(),
+                    format!("{}/{}", e.stats.converged, e.stats.runs),
+                    median_with_ci(&e.stats),
+                    median_with_ci(&e.reference),
+                    f::jpp_label(e.stats.median_jpp_j_per_pp, task, table),
+                    format!("{} {}", f::change(c.change), f::ci_change(c.change_ci)),
+                    format!("{} {}", f::prob(c.p_better), f::ci_prob(c.p_better_ci)),
+                    verdict_cell(c.verdict, &c.reason),
                 ]
             })
             .collect(),

@@ -104,6 +104,10 @@ pub struct ReportArgs {
     /// default 1.0, written on every row).
     #[arg(long, allow_negative_numbers = true)]
     pub pue: Option<f64>,
+    /// Only runs whose engine contains this text (`candle`, `torch`, `exec`); repeatable, any
+    /// may match. Default: every engine, each ranked apart and compared in "Engines".
+    #[arg(long = "engine")]
+    pub engines: Vec<String>,
 }
 
 /// Carbon accounting inputs (measurement.md section 6), resolved by `crate::carbon`, which
@@ -296,6 +300,9 @@ pub fn generated_by(args: &ReportArgs) -> String {
     if let Some(p) = args.pue {
         cmd.push(format!("--pue {p}"));
     }
+    for e in &args.engines {
+        cmd.push(format!("--engine {e}"));
+    }
     format!(
         "joulebench {} (git {}): {}",
         sw.joulebench_version,
@@ -346,7 +353,20 @@ pub fn command(args: ReportArgs) -> Result<i32, Failure> {
             }
         }
     }
-    let loaded = load::load(&folders);
+    let mut loaded = load::load(&folders);
+    if !args.engines.is_empty() {
+        let before = loaded.runs.len();
+        loaded.runs.retain(|r| {
+            let e = r.record.engine_label();
+            args.engines.iter().any(|want| e.contains(want.as_str()))
+        });
+        if loaded.runs.is_empty() && before > 0 {
+            return Err(usage(format!(
+                "--engine {}: none of the {before} runs was trained by a matching engine",
+                args.engines.join(", ")
+            )));
+        }
+    }
     if let Some(e) = loaded.collapse_errors.first() {
         return Err(Failure::Usage(e.clone().into()));
     }

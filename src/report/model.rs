@@ -87,8 +87,11 @@ pub fn ett_of(r: &RunRecord) -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SystemRef {
     pub id: String,
-    /// Accelerator if any, else the CPU model, with the thread count.
+    /// Accelerator if any, else the CPU model, with the thread count, and the engine that
+    /// trained the runs: every row says what trained it.
     pub label: String,
+    /// What trained the runs: `joulebench/candle 0.11.1`, `exec: torch 2.9.1`, ...
+    pub engine: String,
     pub cpu_model: String,
     pub logical_cpus: usize,
     pub accelerator: Option<String>,
@@ -98,13 +101,15 @@ pub struct SystemRef {
 impl SystemRef {
     fn of(r: &RunRecord) -> SystemRef {
         let s = &r.system;
-        let label = match &s.accelerator {
+        let hardware = match &s.accelerator {
             Some(a) => format!("{a} ({}, {} threads)", s.cpu_model, s.logical_cpus),
             None => format!("{} ({} threads)", s.cpu_model, s.logical_cpus),
         };
+        let engine = r.engine_label();
         SystemRef {
             id: s.system_id.clone(),
-            label,
+            label: format!("{hardware}; {engine}"),
+            engine,
             cpu_model: s.cpu_model.clone(),
             logical_cpus: s.logical_cpus,
             accelerator: s.accelerator.clone(),
@@ -215,6 +220,19 @@ pub struct PhaseRow {
     pub median_duration_s: f64,
 }
 
+/// One engine against the reference engine on the same system and variant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineRow {
+    pub system: SystemRef,
+    pub variant: String,
+    /// `joulebench/candle ...` when it is one of the two, else the first by name.
+    pub reference_engine: String,
+    pub reference: GroupStats,
+    pub stats: GroupStats,
+    /// This engine's ETT against the reference's, paired by seed.
+    pub comparison: Comparison,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RankTable {
     /// G, H, G+H or N.
@@ -227,6 +245,9 @@ pub struct RankTable {
     /// Every variant on every system, grouped by system.
     pub variants: Vec<VariantRow>,
     pub phases: Vec<PhaseRow>,
+    /// The same variant on the same system trained by two engines (candle and a program run
+    /// by `exec`), paired by seed: "candle vs PyTorch energy to target".
+    pub engines: Vec<EngineRow>,
     /// A representative run for the power timeline (median ETT of the best system's baseline).
     pub timeline_run: Option<String>,
 }
@@ -479,11 +500,13 @@ fn build_table(
         .collect();
     sources.sort();
     sources.dedup();
-    // system id -> variant name -> runs (seed order).
-    let mut by_system: BTreeMap<String, BTreeMap<String, Vec<&RunRecord>>> = BTreeMap::new();
+    // (system id, engine) -> variant name -> runs (seed order): each engine on a system is
+    // ranked and compared with its own baseline.
+    type SystemKey = (String, String);
+    let mut by_system: BTreeMap<SystemKey, BTreeMap<String, Vec<&RunRecord>>> = BTreeMap::new();
     for r in runs {
         by_system
-            .entry(r.system.system_id.clone())
+            .entry((r.system.system_id.clone(), r.engine_label()))
             .or_default()
             .entry(r.variant.name.clone())
             .or_default()
@@ -547,6 +570,7 @@ fn build_table(
         sort_key(a.stats.median_ett_j)
             .total_cmp(&sort_key(b.stats.median_ett_j))
             .then(a.system.id.cmp(&b.system.id))
+            .then(a.system.engine.cmp(&b.system.engine))
     });
     let mut rank = 0;
     for s in systems.iter_mut() {
@@ -556,13 +580,17 @@ fn build_table(
         }
     }
     // Variant rows follow the systems' ranking; systems without a baseline come last.
-    let order: Vec<String> = systems.iter().map(|s| s.system.id.clone()).collect();
+    let order: Vec<(String, String)> = systems
+        .iter()
+        .map(|s| (s.system.id.clone(), s.system.engine.clone()))
+        .collect();
     variant_rows.sort_by_key(|r| {
         order
             .iter()
-            .position(|id| *id == r.system.id)
+            .position(|(id, engine)| *id == r.system.id && *engine == r.system.engine)
             .unwrap_or(usize::MAX)
     });
+    let engines = engine_rows(&by_system, target, chance);
     let timeline_run = systems
         .first()
         .map(|s| &s.stats.run_list)
@@ -575,8 +603,65 @@ fn build_table(
         systems,
         variants: variant_rows,
         phases,
+        engines,
         timeline_run,
     }
+}
+
+/// The reference engine among those that trained one variant on one system: joulebench's own
+/// when present, else the first by name.
+fn reference_engine(engines: &[&String]) -> usize {
+    engines
+        .iter()
+        .position(|e| e.starts_with("joulebench/"))
+        .unwrap_or(0)
+}
+
+/// Every (system, variant) trained by two or more engines: each other engine paired by seed
+/// with the reference engine.
+fn engine_rows(
+    by_system: &BTreeMap<(String, String), BTreeMap<String, Vec<&RunRecord>>>,
+    target: f64,
+    chance: f64,
+) -> Vec<EngineRow> {
+    // system id -> variant -> engine -> runs
+    type ByEngine<'r, 'a> = BTreeMap<&'r String, &'r Vec<&'a RunRecord>>;
+    let mut grouped: BTreeMap<&String, BTreeMap<&String, ByEngine>> = BTreeMap::new();
+    for ((system, engine), variants) in by_system {
+        for (variant, rs) in variants {
+            grouped
+                .entry(system)
+                .or_default()
+                .entry(variant)
+                .or_default()
+                .insert(engine, rs);
+        }
+    }
+    let mut out = Vec::new();
+    for variants in grouped.values() {
+        for (variant, engines) in variants {
+            if engines.len() < 2 {
+                continue;
+            }
+            let names: Vec<&String> = engines.keys().copied().collect();
+            let reference = names[reference_engine(&names)];
+            let ref_runs = engines[reference];
+            for (engine, rs) in engines {
+                if *engine == reference {
+                    continue;
+                }
+                out.push(EngineRow {
+                    system: SystemRef::of(rs[0]),
+                    variant: (*variant).clone(),
+                    reference_engine: reference.clone(),
+                    reference: group_stats(ref_runs, target, chance),
+                    stats: group_stats(rs, target, chance),
+                    comparison: compare(rs, ref_runs, reference),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The run whose ETT is the (lower) median of the list, or the first run when none reached T.

@@ -4,6 +4,10 @@
 //! (0 all ok, 1 some run failed/dnf/diverged, 2 usage or configuration error) and the one-line
 //! error messages.
 
+mod exec;
+
+pub use exec::ExecArgs;
+
 use crate::data::{self, DatasetKind};
 use crate::energy::{self, DetectOptions, MeterChoice};
 use crate::results::ResultsDir;
@@ -63,6 +67,9 @@ pub enum Command {
     Sweep(Box<crate::sweep::SweepArgs>),
     /// Gather shard results folders into one, de-duplicated by run id; report missing runs.
     Merge(crate::sweep::MergeArgs),
+    /// Measure any training program (PyTorch, JAX, your own) to its target: the same
+    /// windows, meters, idle protocol and run files as `run`, quality from its MLLOG lines.
+    Exec(Box<ExecArgs>),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -241,6 +248,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Crosscheck(a) => crate::crosscheck::command(&a).map_err(usage),
         Command::Sweep(args) => crate::sweep::command(*args),
         Command::Merge(args) => crate::sweep::merge_cmd(args),
+        Command::Exec(args) => exec::exec_cmd(*args),
     }
 }
 

@@ -1,0 +1,394 @@
+//! `joulebench exec`: its flags and the checks made before anything is written.
+
+use super::{check_cpu_tdp_w, detect_options, usage, Failure};
+use crate::energy::{self, MeterChoice};
+use crate::exec::{self, events::Tracked, ExecPlan, ExecTask};
+use crate::metrics::Direction;
+use crate::results::{EngineInfo, ResultsDir};
+use crate::task;
+use crate::train::Status;
+use crate::variant;
+use std::path::{Path, PathBuf};
+
+/// Largest number of seeds one command takes.
+const MAX_SEEDS: u64 = 10_000;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// A shipped task (or a task TOML) whose target T, chance c and metric the program is
+    /// measured against; the program must train that task's workload.
+    #[arg(long, conflicts_with_all = ["target", "name"])]
+    pub task: Option<String>,
+    /// Target of the tracked metric, without --task (needs --metric and --chance).
+    #[arg(long, requires_all = ["metric", "chance"], allow_negative_numbers = true)]
+    pub target: Option<f64>,
+    /// Chance level of the metric (majority-class rate; for a loss, e.g. the unigram entropy),
+    /// without --task: JPP counts energy per 0.01 of improvement from c to T.
+    #[arg(long, allow_negative_numbers = true)]
+    pub chance: Option<f64>,
+    /// The key of the metric in the program's reports (MLLOG `key`, or the events file's
+    /// `metric`). Default with --task: eval_accuracy.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// higher or lower is better. Default: higher for eval_accuracy and with --task, lower
+    /// for eval_loss; required for any other key.
+    #[arg(long, value_parser = ["higher", "lower"])]
+    pub direction: Option<String>,
+    /// Task name in run ids and the leaderboard, without --task (default exec-<program>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of seeds (1..=N); each run gets JOULEBENCH_SEED and `{seed}` in the command.
+    #[arg(long, conflicts_with = "seed")]
+    pub seeds: Option<u64>,
+    /// One explicit seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The joulebench variant the program runs (f32, bf16-amp, tf32, ...), as it declares:
+    /// joulebench cannot see inside it. Runs are compared with joulebench's of the same variant.
+    #[arg(long, default_value = "f32")]
+    pub variant_label: String,
+    /// Words shown beside the engine in the leaderboard (`exec: torch 2.9 [LABEL]`).
+    #[arg(long)]
+    pub engine_label: Option<String>,
+    /// Read evals from this JSON-lines file (`{"step": .., "metric": .., "value": ..}`,
+    /// `{seed}` allowed) instead of MLLOG lines on stdout and stderr.
+    #[arg(long)]
+    pub events: Option<String>,
+    /// SIGTERM the program once it reports T (SIGKILL after --grace-s).
+    #[arg(long)]
+    pub stop_at_target: bool,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    pub grace_s: f64,
+    /// Wall-clock limit per run in seconds: then SIGTERM (SIGKILL after --grace-s), a DNF.
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_time_s: Option<f64>,
+    /// cpu, cuda or cuda:i: the device whose energy is metered (NVML for cuda:i); the
+    /// program gets CUDA_VISIBLE_DEVICES=i unless it is set. Default: cuda:0 when NVML sees a
+    /// GPU, else cpu.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub meter: MeterChoice,
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Idle baseline before the series, in seconds (0 skips it).
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
+    pub idle_s: f64,
+    /// Pause between runs, in seconds.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    pub cooldown_s: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu_tdp_w: Option<f64>,
+    /// Folder of task TOMLs (default: the shipped models/).
+    #[arg(long)]
+    pub models_dir: Option<PathBuf>,
+    /// Replace run files of the same runs that already exist (otherwise: exit 2).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the run records as JSON lines (the program's stdout then goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// The program's path when it can be run: a word with a `/` must be an executable file, a
+/// bare word must be found as one on PATH.
+pub fn resolve_program(word: &str) -> Result<PathBuf, anyhow::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if word.is_empty() {
+        anyhow::bail!("the command after -- is empty");
+    }
+    if word.contains('/') {
+        let p = PathBuf::from(word);
+        if runnable(&p) {
+            return Ok(p);
+        }
+        anyhow::bail!("command '{word}': no executable file there");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(word))
+        .find(|p| runnable(p))
+        .ok_or_else(|| anyhow::anyhow!("command '{word}': not found on PATH"))
+}
+
+fn task_of(a: &ExecArgs, models_dir: &Path) -> Result<ExecTask, anyhow::Error> {
+    let direction = |key: &str| -> Result<Direction, anyhow::Error> {
+        match (a.direction.as_deref(), key) {
+            (Some("higher"), _) => Ok(Direction::Higher),
+            (Some(_), _) => Ok(Direction::Lower),
+            (None, "eval_accuracy") => Ok(Direction::Higher),
+            (None, "eval_loss") => Ok(Direction::Lower),
+            (None, k) => anyhow::bail!(
+                "--metric {k}: say whether higher or lower is better with --direction"
+            ),
+        }
+    };
+    if let Some(name) = &a.task {
+        let spec = task::find(models_dir, name)?;
+        let key = a.metric.clone().unwrap_or_else(|| "eval_accuracy".into());
+        let dir = direction(&key)?;
+        if dir != Direction::Higher {
+            anyhow::bail!(
+                "task {} scores {} (higher is better); --metric {key} --direction lower does not measure it",
+                spec.name,
+                spec.metric.as_str()
+            );
+        }
+        return Ok(ExecTask {
+            name: spec.name.clone(),
+            metric: spec.metric.as_str().into(),
+            tracked: Tracked {
+                key,
+                direction: dir,
+            },
+            target: spec.target.value,
+            chance: spec.target.chance,
+            spec: Some(spec),
+        });
+    }
+    let (Some(target), Some(key), Some(chance)) = (a.target, a.metric.clone(), a.chance) else {
+        anyhow::bail!("give --task NAME, or --target T --metric KEY --chance C");
+    };
+    if key.is_empty() || key.len() > 200 {
+        anyhow::bail!("--metric must be 1-200 characters");
+    }
+    let dir = direction(&key)?;
+    if !target.is_finite() || !chance.is_finite() {
+        anyhow::bail!("--target and --chance must be finite numbers");
+    }
+    if !dir.reached(target, chance) || target == chance {
+        anyhow::bail!(
+            "--target {target} is not beyond --chance {chance} in the metric's direction ({})",
+            dir.better()
+        );
+    }
+    let program = a.command.first().map(String::as_str).unwrap_or("program");
+    let name = a.name.clone().unwrap_or_else(|| {
+        let stem = Path::new(program)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("program");
+        format!("exec-{stem}")
+    });
+    if name.is_empty() || name.len() > 100 || name.contains("--") {
+        anyhow::bail!("--name '{name}': 1-100 characters, no '--'");
+    }
+    Ok(ExecTask {
+        name,
+        metric: key.clone(),
+        tracked: Tracked {
+            key,
+            direction: dir,
+        },
+        target,
+        chance,
+        spec: None,
+    })
+}
+
+/// The GPU index of `cpu | cuda | cuda:i` (None for the CPU), without touching CUDA.
+fn device_index(s: &str) -> Result<Option<usize>, anyhow::Error> {
+    match s {
+        "cpu" => Ok(None),
+        "cuda" => Ok(Some(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(Some)
+            .ok_or_else(|| anyhow::anyhow!("--device '{s}': expected cpu, cuda or cuda:<index>")),
+    }
+}
+
+pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
+    // Everything is checked here, before the idle baseline or any file.
+    let models_dir = a
+        .models_dir
+        .clone()
+        .unwrap_or_else(task::default_models_dir);
+    let task = task_of(&a, &models_dir).map_err(usage)?;
+    let variant = variant::parse(&a.variant_label).map_err(usage)?;
+    if let Some(l) = &a.engine_label {
+        let ok = !l.is_empty()
+            && l.len() <= 40
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        if !ok {
+            return Err(usage(anyhow::anyhow!(
+                "--engine-label '{l}': 1-40 characters of letters, digits, '-', '.', '_'"
+            )));
+        }
+    }
+    let seeds: Vec<u64> = match (a.seeds, a.seed) {
+        (Some(0), _) => return Err(usage(anyhow::anyhow!("--seeds must be at least 1"))),
+        (Some(n), _) if n > MAX_SEEDS => {
+            return Err(usage(anyhow::anyhow!("--seeds {n}: at most {MAX_SEEDS}")))
+        }
+        (Some(n), _) => (1..=n).collect(),
+        (None, Some(s)) => vec![s],
+        (None, None) => vec![1],
+    };
+    for (flag, v) in [
+        ("--idle-s", a.idle_s),
+        ("--cooldown-s", a.cooldown_s),
+        ("--grace-s", a.grace_s),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(usage(anyhow::anyhow!(
+                "{flag} must be a non-negative number of seconds, got {v}"
+            )));
+        }
+    }
+    if let Some(t) = a.max_time_s {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(usage(anyhow::anyhow!(
+                "--max-time-s must be a positive number of seconds, got {t}"
+            )));
+        }
+    }
+    check_cpu_tdp_w(a.cpu_tdp_w).map_err(usage)?;
+    let program = resolve_program(&a.command[0]).map_err(usage)?;
+    if let Some(ev) = &a.events {
+        let p = PathBuf::from(exec::substitute(ev, seeds[0]));
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if parent.is_some_and(|d| !d.is_dir()) {
+            return Err(usage(anyhow::anyhow!(
+                "--events {ev}: folder {} does not exist",
+                parent.map(|d| d.display().to_string()).unwrap_or_default()
+            )));
+        }
+    }
+    let nvml_gpu = |i: usize| {
+        energy::probe_all(&detect_options(MeterChoice::Auto, Some(i), a.cpu_tdp_w))
+            .iter()
+            .any(|p| p.meter == "nvml" && p.available)
+    };
+    let gpu = match &a.device {
+        Some(d) => device_index(d).map_err(usage)?,
+        None => nvml_gpu(0).then_some(0),
+    };
+    let device_label = gpu.map_or("cpu".to_string(), |i| format!("cuda:{i}"));
+    if a.results.exists() && !a.results.is_dir() {
+        return Err(usage(anyhow::anyhow!(
+            "results folder {}: exists and is not a directory",
+            a.results.display()
+        )));
+    }
+    let (mut meter, probes) =
+        energy::detect_meter(&detect_options(a.meter, gpu, a.cpu_tdp_w)).map_err(usage)?;
+    let accelerator = probes
+        .iter()
+        .find(|p| p.meter == "nvml" && p.available)
+        .map(|p| p.detail.clone());
+    let system = crate::system::collect(&device_label, accelerator);
+    let program_name = program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("program")
+        .to_string();
+    let engine = EngineInfo {
+        kind: "exec".into(),
+        label: exec::engine_label(None, &program_name, a.engine_label.as_deref()),
+        framework: None,
+        program: program_name,
+    };
+    let engine_slug = exec::engine_slug(&a.command, a.engine_label.as_deref());
+    let mut env = vec![];
+    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+        // Python holds piped output back: without this an eval line arrives late, with the
+        // energy of whatever ran after it.
+        env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
+    }
+    if let Some(i) = gpu {
+        if std::env::var_os("CUDA_VISIBLE_DEVICES").is_none() {
+            env.push(("CUDA_VISIBLE_DEVICES".to_string(), i.to_string()));
+        }
+    }
+    let results_existing = ResultsDir::existing(&a.results);
+    let plan_probe = |seed: u64| {
+        exec::run_id(
+            &task.name,
+            &variant.name,
+            &engine_slug,
+            seed,
+            &system.system_id,
+        )
+    };
+    if !a.overwrite {
+        if let Some(id) = seeds
+            .iter()
+            .map(|&s| plan_probe(s))
+            .find(|id| results_existing.run_path(id).exists())
+        {
+            return Err(usage(anyhow::anyhow!(
+                "run file {} exists (a finished run of the same task, variant, engine, seed and system); --overwrite replaces it, or use another --results",
+                results_existing.run_path(&id).display()
+            )));
+        }
+    }
+    let results = ResultsDir::open(&a.results).map_err(usage)?;
+    let mut argv = a.command.clone();
+    argv[0] = program.display().to_string();
+    let plan = ExecPlan {
+        task,
+        variant,
+        seeds,
+        argv,
+        events: a.events.clone(),
+        engine,
+        engine_user_label: a.engine_label.clone(),
+        engine_slug,
+        device_label: device_label.clone(),
+        results,
+        system,
+        idle_s: a.idle_s,
+        cooldown_s: a.cooldown_s,
+        stop_at_target: a.stop_at_target,
+        grace_s: a.grace_s,
+        time_limit_s: a.max_time_s,
+        env,
+        stdout_to_stderr: a.json,
+    };
+    eprintln!(
+        "joulebench: exec {} as {} on {device_label}, T = {} ({}), meter {}, boundary {}, results in {}",
+        plan.task.name,
+        plan.variant.name,
+        plan.task.target,
+        plan.task.tracked.direction.better(),
+        meter.name(),
+        meter.boundary().as_str(),
+        plan.results.root().display()
+    );
+    if a.idle_s > 0.0 {
+        eprintln!(
+            "joulebench: measuring idle power for {:.0} s (--idle-s 0 skips)",
+            a.idle_s
+        );
+    }
+    let as_json = a.json;
+    let records = exec::run_series(&plan, meter.as_mut(), &probes, |rec| {
+        if as_json {
+            match serde_json::to_string(rec) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("joulebench: encoding run {}: {e}", rec.run_id),
+            }
+        } else {
+            println!("{}", crate::runner::summary_line(rec));
+        }
+    })
+    .map_err(Failure::Runtime)?;
+    if !as_json && records.iter().any(crate::runner::is_estimated) {
+        println!("note: energy is ESTIMATED (no readable counter): labelled estimated_tdp_load, never ranked with measurements");
+    }
+    Ok(if records.iter().all(|r| r.status == Status::Ok) {
+        0
+    } else {
+        1
+    })
+}

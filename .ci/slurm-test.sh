@@ -6,7 +6,10 @@
 #      same plan run in one process: the same run ids and statuses;
 #   2. delete two results and resubmit the --array= list merge prints: exactly those two are
 #      recomputed, the other two are untouched;
-#   3. scancel a task mid-run: no partial run file, and merge reports the run missing.
+#   3. scancel a task mid-run: no partial run file, and merge reports the run missing;
+#   4. a suite whose [[exec]] program (tests/fixtures/exec/fake-trainer.sh) trains beside
+#      joulebench's own runs, as a two-task array: every entry present after the merge, the
+#      program's runs recorded as exec runs under Slurm, with their logs.
 # The daemons are stopped by the PIDs in their pid files, never by name.
 # Skips (exit 0, one line saying why) when not root or when apt cannot install slurm-wlm;
 # JOULEBENCH_REQUIRE_SLURM=1 turns a skip into a failure. Bounded: every wait has a deadline.
@@ -33,7 +36,9 @@ if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null || ! comm
 fi
 
 cargo build --locked -q
-jb="$repo/target/debug/joulebench"
+# The binary cargo just built, wherever CARGO_TARGET_DIR puts it.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+jb="${target_dir:-$repo/target}/debug/joulebench"
 [ -x "$jb" ] || fail "no $jb"
 
 w=$(mktemp -d /tmp/jb-slurm.XXXXXX)
@@ -205,4 +210,41 @@ elif echo "$out" | grep -q "4 of 4 entries present"; then
 else
   fail "unexpected merge result after scancel"
 fi
+
+# --- 4. an [[exec]] entry under Slurm ----------------------------------------------------------
+cat >"$w/suite-exec.toml" <<EOF
+name = "slurm-ci-exec"
+description = "digits-mlp by joulebench and by a foreign program, for the Slurm CI test"
+tasks = ["digits-mlp"]
+variants = ["f32"]
+seeds = 1
+order = "interleaved"
+idle_s = 0.0
+cooldown_s = 0.0
+
+[[exec]]
+name = "fake"
+command = ["bash", "$repo/tests/fixtures/exec/fake-trainer.sh", "ok", "--seed", "{seed}"]
+tasks = ["digits-mlp"]
+variants = ["f32"]
+EOF
+"$jb" sweep plan --config "$w/suite-exec.toml" --out "$w/plan-exec.json"
+"$jb" sweep emit slurm --plan "$w/plan-exec.json" --shard-count 2 --results "$w/res-exec" \
+  --isolation none --cpus-per-task 1 --time 00:20:00 --joulebench "$jb" \
+  --sweep-args "--meter estimate --device cpu" >"$w/sweep-exec.sbatch"
+submitted=$(bash "$w/sweep-exec.sbatch")
+say "$submitted"
+array_id=$(echo "$submitted" | sed -n 's/^array job \([0-9]*\), merge job \([0-9]*\).*/\1/p')
+merge_id=$(echo "$submitted" | sed -n 's/^array job \([0-9]*\), merge job \([0-9]*\).*/\2/p')
+[ -n "$array_id" ] && [ -n "$merge_id" ] || fail "could not read job ids from: $submitted"
+wait_jobs 600 "$array_id,$merge_id"
+cat "$w/res-exec/logs/merge-$merge_id.out"
+grep -q "2 of 2 entries present" "$w/res-exec/logs/merge-$merge_id.out" || fail "merge did not find the 2 exec-suite runs"
+exec_run=$(grep -l '"kind": "exec"' "$w"/res-exec/runs/*.json | head -1)
+[ -n "$exec_run" ] || fail "no exec run in the merged folder"
+grep -q '"engine": "slurm"' "$exec_run" || fail "the exec run does not record slurm"
+grep -q '"status": "ok"' "$exec_run" || fail "the exec run is not ok"
+id=$(basename "$exec_run" .json)
+[ -s "$w/res-exec/logs/$id.log" ] || fail "the exec run's log was not merged"
+say "an [[exec]] entry ran as a Slurm array task and merged with its log"
 say "PASSED"

@@ -433,10 +433,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
             Err(e) => return Err(werr(e)),
         }
     };
-    f.write_all(bytes).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
+    // On any error (a full disk, a quota, a file-size limit) the temp file goes: a retry must
+    // not find the disk fuller, and nothing may mistake it for data.
+    let written = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| {
+        drop(f);
+        std::fs::rename(&tmp, path)
+    });
+    written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         werr(e)
     })

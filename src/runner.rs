@@ -185,6 +185,26 @@ impl<'a> Session<'a> {
         std::mem::take(&mut self.pretraining)
     }
 
+    /// Cooldown after the previous run, then a random 0-100 ms start delay (decorrelates runs
+    /// from periodic background activity).
+    fn pace(&mut self) {
+        if self.runs > 0 && self.plan.cooldown_s > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(self.plan.cooldown_s));
+        }
+        std::thread::sleep(Duration::from_millis(self.delay_rng.below(101) as u64));
+        self.runs += 1;
+    }
+
+    /// A run that is not one of joulebench's own jobs (a program run by `exec`), paced like
+    /// one: `f` gets the series' meter, idle baseline and system.
+    pub fn run_other(
+        &mut self,
+        f: impl FnOnce(&mut dyn Meter, Option<&Idle>, &SystemInfo) -> anyhow::Result<RunRecord>,
+    ) -> anyhow::Result<RunRecord> {
+        self.pace();
+        f(self.meter, self.idle.as_ref(), &self.sys)
+    }
+
     /// Cooldown after the previous run, random start delay, train, write the run file.
     pub fn run_job(
         &mut self,
@@ -197,12 +217,7 @@ impl<'a> Session<'a> {
         if self.prepared[job.task].is_none() {
             self.prepared[job.task] = Some(train::prepare(&task.spec, &task.data, &plan.device)?);
         }
-        if self.runs > 0 && plan.cooldown_s > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(plan.cooldown_s));
-        }
-        // Random 0-100 ms start delay: decorrelates runs from periodic background activity.
-        std::thread::sleep(Duration::from_millis(self.delay_rng.below(101) as u64));
-        self.runs += 1;
+        self.pace();
         let mut extras = extras.clone();
         if extras.scheduler.is_none() {
             extras.scheduler = Some(crate::sweep::engine::scheduler_info(

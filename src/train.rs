@@ -101,6 +101,13 @@ pub fn images_to_tensors(
     ))
 }
 
+/// The chance level c of a task's eval set as a run of it scores (the majority-class rate of
+/// the eval targets actually used), for a program `exec` measures against the task: the same
+/// c as joulebench's own runs, so both land on one leaderboard.
+pub fn eval_chance(spec: &TaskSpec, bundle: &DatasetBundle) -> candle_core::Result<f64> {
+    Ok(prepare(spec, bundle, &Device::Cpu)?.chance)
+}
+
 /// Move a loaded dataset to the device in the shape the task's model eats.
 pub fn prepare(
     spec: &TaskSpec,
@@ -211,6 +218,12 @@ pub struct CurvePoint {
     /// ladder, final and best quality are computed from scored evals only.
     #[serde(default = "default_true")]
     pub scored: bool,
+}
+
+/// The error text a run file keeps: its first line. candle appends a backtrace to its errors'
+/// text when RUST_BACKTRACE is set, which belongs on a terminal, not in a result.
+pub fn error_text(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim_end().to_string()
 }
 
 /// serde_json writes a non-finite f64 as `null`; this reads it back as NaN, so every file
@@ -949,7 +962,7 @@ impl<'a> Session<'a> {
     /// Record a failure (the run file says `failed` with this text).
     pub fn fail(&mut self, e: impl std::fmt::Display) {
         self.status = Status::Failed;
-        self.error = Some(e.to_string());
+        self.error = Some(error_text(&e.to_string()));
     }
 
     /// Close the last phase and the window: `run_stop`.
@@ -1029,6 +1042,31 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_errors_drop_a_backtrace() {
+        let e = "cuda error: out of memory\n   0: candle_core::error::Error::bt\n   1: main";
+        assert_eq!(error_text(e), "cuda error: out of memory");
+        assert_eq!(error_text("one line"), "one line");
+    }
+
+    #[test]
+    fn a_non_finite_train_loss_round_trips_as_null() {
+        let p = CurvePoint {
+            step: 95,
+            epoch: 1.0,
+            energy_j: 1.0,
+            time_s: 1.0,
+            value: 0.5,
+            train_loss: f64::NAN,
+            phase: "train".into(),
+            scored: true,
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"train_loss\":null"), "{json}");
+        let back: CurvePoint = serde_json::from_str(&json).unwrap();
+        assert!(back.train_loss.is_nan());
+    }
 
     #[test]
     fn majority_rate_counts_the_largest_class() {

@@ -393,3 +393,84 @@ fn list_and_env_work_on_a_fresh_clone() {
         "{text}"
     );
 }
+
+/// Issue 20: a run never replaces a finished run file unless asked, and the refusal comes
+/// before anything runs; `--seeds` has an upper bound instead of a failed allocation.
+#[test]
+fn a_finished_run_file_is_not_replaced_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("r");
+    let r = res.to_str().unwrap();
+    let mut args = vec!["run", "--task", "digits-mlp", "--seed", "2", "--results", r];
+    args.extend_from_slice(QUICK);
+    assert_eq!(jb(&args).status.code(), Some(0));
+    let file = run_files(&res)[0].clone();
+    let before = std::fs::read(&file).unwrap();
+    let mut twice = args.clone();
+    twice.extend_from_slice(&["--max-epochs", "1"]);
+    let o = jb(&twice);
+    assert_usage_error(&o, &["exists", "--overwrite", file.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&file).unwrap(), before, "untouched");
+    twice.push("--overwrite");
+    let o = jb(&twice);
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(1),
+        "{}",
+        stderr(&o)
+    );
+    assert_ne!(std::fs::read(&file).unwrap(), before, "replaced when asked");
+    let o = jb(&[
+        "run",
+        "--task",
+        "digits-mlp",
+        "--seeds",
+        "10000000000000",
+        "--results",
+        r,
+    ]);
+    assert_usage_error(&o, &["--seeds", "at most 10000"]);
+}
+
+/// Issue 20: a write that fails for lack of space (here a file-size limit, EFBIG, which a full
+/// disk's ENOSPC takes the same path as) stops the command with one line naming the file and
+/// the OS error, and leaves no temp file behind.
+#[test]
+fn a_failed_write_names_the_file_and_leaves_no_temp_file() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("r");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_joulebench"));
+    c.args(["run", "--task", "digits-mlp", "--seed", "1", "--results"])
+        .arg(&res)
+        .args(QUICK);
+    // SAFETY: setrlimit and signal are async-signal-safe; nothing else runs in the child.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                // A digits run writes system.json (~0.5 KB), an event log (~6 KB), a power
+                // timeline (~0.5 KB) and its run file (~9 KB): the run file cannot be written.
+                rlim_cur: 7 * 1024,
+                rlim_max: 7 * 1024,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    let lines: Vec<&str> = e.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(
+        lines[0].contains("runs/") && lines[0].contains("File too large"),
+        "{e}"
+    );
+    for d in ["runs", "events", "power"] {
+        for f in std::fs::read_dir(res.join(d)).unwrap() {
+            let n = f.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!n.ends_with(".tmp"), "{d}/{n} left behind");
+        }
+    }
+    assert!(run_files(&res).is_empty(), "no partial run file");
+}

@@ -389,3 +389,104 @@ fn emit_prints_engine_glue() {
         &["more than the plan's 8 runs"],
     );
 }
+
+/// A suite whose `[[exec]]` program (the fake trainer of tests/exec.rs) trains digits-mlp
+/// beside joulebench's own runs: killed during the program's run and started again, every
+/// planned run is there exactly once, the finished ones untouched; merge copies the logs.
+#[test]
+fn a_suite_with_an_exec_entry_resumes_after_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exec/fake-trainer.sh");
+    let cfg = tmp.path().join("suite-exec.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"exec-test\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\nvariants = [\"f32\"]\nseeds = 2\norder = \"interleaved\"\nidle_s = 0.0\ncooldown_s = 0.0\n\n[[exec]]\nname = \"fake\"\ncommand = [\"bash\", \"{}\", \"linger\", \"--variant\", \"{{variant}}\", \"--seed\", \"{{seed}}\"]\ntasks = [\"digits-mlp\"]\nvariants = [\"f32\"]\nstop_at_target = true\n",
+            fake.display()
+        ),
+    )
+    .unwrap();
+    let res = tmp.path().join("res");
+    let (cfg_s, res_s) = (cfg.to_str().unwrap(), res.to_str().unwrap());
+    let args = [
+        "sweep",
+        "--config",
+        cfg_s,
+        "--results",
+        res_s,
+        "--meter",
+        "estimate",
+        "--device",
+        "cpu",
+    ];
+    let plan = jb(&["sweep", "plan", "--config", cfg_s]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    let p: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let order: Vec<String> = p["execution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let e = &p["entries"][i.as_u64().unwrap() as usize];
+            format!("{}{}", e["exec"].as_str().unwrap_or("native"), e["seed"])
+        })
+        .collect();
+    assert_eq!(order, ["native1", "fake1", "native2", "fake2"]);
+    // Kill it while the program of seed 1 runs (it lingers after its evals until stopped).
+    let mut child = jb_cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let log_of_exec = || {
+        std::fs::read_dir(res.join("logs"))
+            .map(|rd| rd.filter_map(Result::ok).count())
+            .unwrap_or(0)
+    };
+    while log_of_exec() == 0 && t0.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().ok();
+    child.wait().unwrap();
+    let before = runs(&res);
+    assert_eq!(before.len(), 1, "only the native seed-1 run finished");
+    let o = jb(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let after = runs(&res);
+    assert_eq!(after.len(), 4);
+    let mut ids: Vec<String> = after.values().map(|(i, _, _)| i.clone()).collect();
+    ids.sort();
+    let mut want = plan_entries(&res.join("plan.json"));
+    want.sort();
+    assert_eq!(ids, want, "every planned run exactly once");
+    for (name, (_, _, bytes)) in &before {
+        assert_eq!(&after[name].2, bytes, "{name} was re-run");
+    }
+    let exec_runs: Vec<Value> = after
+        .values()
+        .map(|(_, _, b)| serde_json::from_slice::<Value>(b).unwrap())
+        .filter(|v| v["exec"].is_object())
+        .collect();
+    assert_eq!(exec_runs.len(), 2);
+    for v in &exec_runs {
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["exec"]["stopped_at_target"], true);
+        assert_eq!(v["engine"]["label"], "exec: fake 1.0 [fake]");
+        assert!(v["plan"]["entry_id"].is_string());
+        assert!(
+            v["exec"]["command"][4] == "f32",
+            "{{variant}}: {}",
+            v["exec"]["command"]
+        );
+    }
+    // The killed run's temp log is not data: the leaderboard reads the four runs.
+    let merged = tmp.path().join("merged");
+    let o = jb(&["merge", res_s, "--into", merged.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    for v in &exec_runs {
+        let id = v["run_id"].as_str().unwrap();
+        assert!(merged.join("logs").join(format!("{id}.log")).is_file());
+    }
+}

@@ -1,6 +1,6 @@
 //! `joulebench exec`: its flags and the checks made before anything is written.
 
-use super::{check_cpu_tdp_w, detect_options, usage, Failure};
+use super::{detect_options, usage, Failure, MAX_SEEDS};
 use crate::energy::{self, MeterChoice};
 use crate::exec::{self, events::Tracked, ExecPlan, ExecTask};
 use crate::metrics::Direction;
@@ -9,9 +9,6 @@ use crate::task;
 use crate::train::Status;
 use crate::variant;
 use std::path::{Path, PathBuf};
-
-/// Largest number of seeds one command takes.
-const MAX_SEEDS: u64 = 10_000;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecArgs {
@@ -63,59 +60,13 @@ pub struct ExecArgs {
     /// Wall-clock limit per run in seconds: then SIGTERM (SIGKILL after --grace-s), a DNF.
     #[arg(long, allow_negative_numbers = true)]
     pub max_time_s: Option<f64>,
-    /// cpu, cuda or cuda:i: the device whose energy is metered (NVML for cuda:i); the
-    /// program gets CUDA_VISIBLE_DEVICES=i unless it is set. Default: cuda:0 when NVML sees a
-    /// GPU, else cpu.
-    #[arg(long)]
-    pub device: Option<String>,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub meter: MeterChoice,
-    #[arg(long, default_value = "results")]
-    pub results: PathBuf,
-    /// Idle baseline before the series, in seconds (0 skips it).
-    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
-    pub idle_s: f64,
-    /// Pause between runs, in seconds.
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
-    pub cooldown_s: f64,
-    #[arg(long, allow_negative_numbers = true)]
-    pub cpu_tdp_w: Option<f64>,
-    /// Folder of task TOMLs (default: the shipped models/).
-    #[arg(long)]
-    pub models_dir: Option<PathBuf>,
-    /// Replace run files of the same runs that already exist (otherwise: exit 2).
-    #[arg(long)]
-    pub overwrite: bool,
-    /// Print the run records as JSON lines (the program's stdout then goes to stderr).
-    #[arg(long)]
-    pub json: bool,
+    /// Measurement options as for `run` (with --device cuda:i the program gets
+    /// CUDA_VISIBLE_DEVICES=i unless it is set, and with --json its stdout goes to stderr).
+    #[command(flatten)]
+    pub measure: super::MeasureArgs,
     /// The program and its arguments, after `--`.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
-}
-
-/// The program's path when it can be run: a word with a `/` must be an executable file, a
-/// bare word must be found as one on PATH.
-pub fn resolve_program(word: &str) -> Result<PathBuf, anyhow::Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let runnable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if word.is_empty() {
-        anyhow::bail!("the command after -- is empty");
-    }
-    if word.contains('/') {
-        let p = PathBuf::from(word);
-        if runnable(&p) {
-            return Ok(p);
-        }
-        anyhow::bail!("command '{word}': no executable file there");
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(word))
-        .find(|p| runnable(p))
-        .ok_or_else(|| anyhow::anyhow!("command '{word}': not found on PATH"))
 }
 
 fn task_of(a: &ExecArgs, models_dir: &Path) -> Result<ExecTask, anyhow::Error> {
@@ -141,6 +92,10 @@ fn task_of(a: &ExecArgs, models_dir: &Path) -> Result<ExecTask, anyhow::Error> {
                 spec.metric.as_str()
             );
         }
+        // c as joulebench's own runs of the task score it (from the shipped data, checked
+        // against its checksums), so the program's runs rank beside them.
+        let data = crate::data::load(spec.dataset, None)?;
+        let chance = crate::train::eval_chance(&spec, &data)?;
         return Ok(ExecTask {
             name: spec.name.clone(),
             metric: spec.metric.as_str().into(),
@@ -149,7 +104,7 @@ fn task_of(a: &ExecArgs, models_dir: &Path) -> Result<ExecTask, anyhow::Error> {
                 direction: dir,
             },
             target: spec.target.value,
-            chance: spec.target.chance,
+            chance,
             spec: Some(spec),
         });
     }
@@ -209,6 +164,7 @@ fn device_index(s: &str) -> Result<Option<usize>, anyhow::Error> {
 pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
     // Everything is checked here, before the idle baseline or any file.
     let models_dir = a
+        .measure
         .models_dir
         .clone()
         .unwrap_or_else(task::default_models_dir);
@@ -234,16 +190,12 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         (None, Some(s)) => vec![s],
         (None, None) => vec![1],
     };
-    for (flag, v) in [
-        ("--idle-s", a.idle_s),
-        ("--cooldown-s", a.cooldown_s),
-        ("--grace-s", a.grace_s),
-    ] {
-        if !(v >= 0.0 && v.is_finite()) {
-            return Err(usage(anyhow::anyhow!(
-                "{flag} must be a non-negative number of seconds, got {v}"
-            )));
-        }
+    a.measure.check().map_err(usage)?;
+    if !(a.grace_s >= 0.0 && a.grace_s.is_finite()) {
+        return Err(usage(anyhow::anyhow!(
+            "--grace-s must be a non-negative number of seconds, got {}",
+            a.grace_s
+        )));
     }
     if let Some(t) = a.max_time_s {
         if !(t > 0.0 && t.is_finite()) {
@@ -252,8 +204,7 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    check_cpu_tdp_w(a.cpu_tdp_w).map_err(usage)?;
-    let program = resolve_program(&a.command[0]).map_err(usage)?;
+    let program = exec::resolve_program(&a.command[0]).map_err(|e| usage(anyhow::anyhow!(e)))?;
     if let Some(ev) = &a.events {
         let p = PathBuf::from(exec::substitute(ev, seeds[0]));
         let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
@@ -265,33 +216,34 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         }
     }
     let nvml_gpu = |i: usize| {
-        energy::probe_all(&detect_options(MeterChoice::Auto, Some(i), a.cpu_tdp_w))
-            .iter()
-            .any(|p| p.meter == "nvml" && p.available)
+        energy::probe_all(&detect_options(
+            MeterChoice::Auto,
+            Some(i),
+            a.measure.cpu_tdp_w,
+        ))
+        .iter()
+        .any(|p| p.meter == "nvml" && p.available)
     };
-    let gpu = match &a.device {
+    let gpu = match &a.measure.device {
         Some(d) => device_index(d).map_err(usage)?,
         None => nvml_gpu(0).then_some(0),
     };
     let device_label = gpu.map_or("cpu".to_string(), |i| format!("cuda:{i}"));
-    if a.results.exists() && !a.results.is_dir() {
+    if a.measure.results.exists() && !a.measure.results.is_dir() {
         return Err(usage(anyhow::anyhow!(
             "results folder {}: exists and is not a directory",
-            a.results.display()
+            a.measure.results.display()
         )));
     }
     let (mut meter, probes) =
-        energy::detect_meter(&detect_options(a.meter, gpu, a.cpu_tdp_w)).map_err(usage)?;
+        energy::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
+            .map_err(usage)?;
     let accelerator = probes
         .iter()
         .find(|p| p.meter == "nvml" && p.available)
         .map(|p| p.detail.clone());
     let system = crate::system::collect(&device_label, accelerator);
-    let program_name = program
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("program")
-        .to_string();
+    let program_name = exec::program_name(&program);
     let engine = EngineInfo {
         kind: "exec".into(),
         label: exec::engine_label(None, &program_name, a.engine_label.as_deref()),
@@ -299,18 +251,8 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         program: program_name,
     };
     let engine_slug = exec::engine_slug(&a.command, a.engine_label.as_deref());
-    let mut env = vec![];
-    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
-        // Python holds piped output back: without this an eval line arrives late, with the
-        // energy of whatever ran after it.
-        env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
-    }
-    if let Some(i) = gpu {
-        if std::env::var_os("CUDA_VISIBLE_DEVICES").is_none() {
-            env.push(("CUDA_VISIBLE_DEVICES".to_string(), i.to_string()));
-        }
-    }
-    let results_existing = ResultsDir::existing(&a.results);
+    let env = exec::child_env(gpu);
+    let results_existing = ResultsDir::existing(&a.measure.results);
     let plan_probe = |seed: u64| {
         exec::run_id(
             &task.name,
@@ -320,7 +262,7 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
             &system.system_id,
         )
     };
-    if !a.overwrite {
+    if !a.measure.overwrite {
         if let Some(id) = seeds
             .iter()
             .map(|&s| plan_probe(s))
@@ -332,7 +274,7 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    let results = ResultsDir::open(&a.results).map_err(usage)?;
+    let results = ResultsDir::open(&a.measure.results).map_err(usage)?;
     let mut argv = a.command.clone();
     argv[0] = program.display().to_string();
     let plan = ExecPlan {
@@ -347,13 +289,13 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         device_label: device_label.clone(),
         results,
         system,
-        idle_s: a.idle_s,
-        cooldown_s: a.cooldown_s,
+        idle_s: a.measure.idle_s,
+        cooldown_s: a.measure.cooldown_s,
         stop_at_target: a.stop_at_target,
         grace_s: a.grace_s,
         time_limit_s: a.max_time_s,
         env,
-        stdout_to_stderr: a.json,
+        stdout_to_stderr: a.measure.json,
     };
     eprintln!(
         "joulebench: exec {} as {} on {device_label}, T = {} ({}), meter {}, boundary {}, results in {}",
@@ -365,13 +307,13 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         meter.boundary().as_str(),
         plan.results.root().display()
     );
-    if a.idle_s > 0.0 {
+    if a.measure.idle_s > 0.0 {
         eprintln!(
             "joulebench: measuring idle power for {:.0} s (--idle-s 0 skips)",
-            a.idle_s
+            a.measure.idle_s
         );
     }
-    let as_json = a.json;
+    let as_json = a.measure.json;
     let records = exec::run_series(&plan, meter.as_mut(), &probes, |rec| {
         if as_json {
             match serde_json::to_string(rec) {

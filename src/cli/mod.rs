@@ -104,36 +104,15 @@ pub struct RunArgs {
     /// One explicit seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// cpu, cuda or cuda:i. Default: cuda:0 when a GPU is usable, else cpu.
-    #[arg(long)]
-    pub device: Option<String>,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub meter: MeterChoice,
-    #[arg(long, default_value = "results")]
-    pub results: PathBuf,
     /// Another copy of the task's dataset in the same format (a full CIFAR-10, another IDX set).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Idle baseline before the series, in seconds (0 skips it; net energy is then absent).
-    #[arg(long, default_value_t = 30.0)]
-    pub idle_s: f64,
-    /// Pause between runs, in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub cooldown_s: f64,
-    #[arg(long)]
-    pub cpu_tdp_w: Option<f64>,
     /// Train the whole budget instead of stopping at the target (reference learning curves).
     #[arg(long)]
     pub full_budget: bool,
     /// Override the task's epoch budget.
     #[arg(long)]
     pub max_epochs: Option<usize>,
-    /// Folder of task TOMLs (default: the shipped models/).
-    #[arg(long)]
-    pub models_dir: Option<PathBuf>,
-    /// Print the run records as JSON lines instead of the human summary.
-    #[arg(long)]
-    pub json: bool,
     /// Weights (safetensors) every `finetune` variant starts from; without a joulebench
     /// sidecar beside them they are recorded as `external`.
     #[arg(long)]
@@ -142,7 +121,57 @@ pub struct RunArgs {
     /// and 1024, own measured windows after training, not in ETT): about 15-45 s more per run.
     #[arg(long)]
     pub inference: bool,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
 }
+
+/// The measurement options `run` and `exec` share (measurement.md section 3).
+#[derive(clap::Args, Debug, Clone)]
+pub struct MeasureArgs {
+    /// cpu, cuda or cuda:i: the device trained on and metered (NVML for cuda:i). Default:
+    /// cuda:0 when a GPU is usable, else cpu.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub meter: MeterChoice,
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Idle baseline before the series, in seconds (0 skips it; net energy is then absent).
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
+    pub idle_s: f64,
+    /// Pause between runs, in seconds.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    pub cooldown_s: f64,
+    /// CPU TDP in watts for the estimate (otherwise a known-model table or 4 W per thread).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu_tdp_w: Option<f64>,
+    /// Folder of task TOMLs (default: the shipped models/).
+    #[arg(long)]
+    pub models_dir: Option<PathBuf>,
+    /// Replace run files of the same runs (task, variant, seed, system) that already exist;
+    /// without it a run that would replace one is refused (exit 2) before anything runs.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the run records as JSON lines instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl MeasureArgs {
+    /// The seconds and the TDP are non-negative finite numbers (the TDP positive).
+    pub fn check(&self) -> Result<(), anyhow::Error> {
+        for (flag, v) in [("--idle-s", self.idle_s), ("--cooldown-s", self.cooldown_s)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                anyhow::bail!("{flag} must be a non-negative number of seconds, got {v}");
+            }
+        }
+        check_cpu_tdp_w(self.cpu_tdp_w)
+    }
+}
+
+/// Largest number of seeds one command takes (a typo of `--seeds 10000000000000` must not
+/// allocate the plan).
+pub const MAX_SEEDS: u64 = 10_000;
 
 /// A failure and its exit code.
 #[derive(Debug)]
@@ -373,6 +402,7 @@ fn env(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
 fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     // Everything the user typed is validated here, before any training or meter start.
     let models_dir = a
+        .measure
         .models_dir
         .clone()
         .unwrap_or_else(task::default_models_dir);
@@ -394,23 +424,19 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     let seeds: Vec<u64> = match (a.seeds, a.seed) {
         (Some(0), _) => return Err(usage(anyhow::anyhow!("--seeds must be at least 1"))),
+        (Some(n), _) if n > MAX_SEEDS => {
+            return Err(usage(anyhow::anyhow!("--seeds {n}: at most {MAX_SEEDS}")))
+        }
         (Some(n), _) => (1..=n).collect(),
         (None, Some(s)) => vec![s],
         (None, None) => vec![1],
     };
-    for (flag, v) in [("--idle-s", a.idle_s), ("--cooldown-s", a.cooldown_s)] {
-        if !(v >= 0.0 && v.is_finite()) {
-            return Err(usage(anyhow::anyhow!(
-                "{flag} must be a non-negative number of seconds, got {v}"
-            )));
-        }
-    }
-    check_cpu_tdp_w(a.cpu_tdp_w).map_err(usage)?;
-    let (device, device_label) = match &a.device {
+    a.measure.check().map_err(usage)?;
+    let (device, device_label) = match &a.measure.device {
         Some(d) => parse_device(d).map_err(usage)?,
         None => default_device(),
     };
-    let results = ResultsDir::open(&a.results).map_err(usage)?;
+    let results = ResultsDir::open(&a.measure.results).map_err(usage)?;
     let data = data::load(spec.dataset, a.data_dir.as_deref()).map_err(usage)?;
     for v in &variants {
         variant_run::preflight(&spec, v, &device, a.checkpoint.is_some()).map_err(usage)?;
@@ -439,7 +465,34 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());
     let (mut meter, probes) =
-        energy::detect_meter(&detect_options(a.meter, gpu, a.cpu_tdp_w)).map_err(usage)?;
+        energy::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
+            .map_err(usage)?;
+    if !a.measure.overwrite {
+        // The run ids this series writes (the system as `runner::Session` reads it).
+        let accelerator = probes
+            .iter()
+            .find(|p| p.meter == "nvml" && p.available)
+            .map(|p| p.detail.clone());
+        let sys = crate::system::collect(&device_label, accelerator);
+        if let Some(path) = variants
+            .iter()
+            .flat_map(|v| seeds.iter().map(move |&s| (v, s)))
+            .map(|(v, s)| {
+                results.run_path(&crate::results::run_id(
+                    &spec.name,
+                    &v.name,
+                    s,
+                    &sys.system_id,
+                ))
+            })
+            .find(|p| p.exists())
+        {
+            return Err(usage(anyhow::anyhow!(
+                "run file {} exists (a finished run of the same task, variant, seed and system); --overwrite replaces it, or use another --results",
+                path.display()
+            )));
+        }
+    }
     let components: Vec<String> = meter
         .components()
         .iter()
@@ -453,10 +506,10 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         meter.boundary().as_str(),
         results.root().display()
     );
-    if a.idle_s > 0.0 {
+    if a.measure.idle_s > 0.0 {
         eprintln!(
             "joulebench: measuring idle power for {:.0} s (--idle-s 0 skips)",
-            a.idle_s
+            a.measure.idle_s
         );
     }
     let plan = Plan {
@@ -469,15 +522,15 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         device,
         device_label,
         results,
-        idle_s: a.idle_s,
-        cooldown_s: a.cooldown_s,
+        idle_s: a.measure.idle_s,
+        cooldown_s: a.measure.cooldown_s,
         stop_at_target: !a.full_budget,
         checkpoint: a.checkpoint.clone(),
         inference: a
             .inference
             .then(crate::inference::InferenceOptions::default),
     };
-    let as_json = a.json;
+    let as_json = a.measure.json;
     let series = runner::run_series(
         &plan,
         meter.as_mut(),

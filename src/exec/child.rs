@@ -247,14 +247,23 @@ impl Running {
         install_forwarder();
         // Its own process group, so a signal reaches what it starts too (a shell wrapper's
         // python, a data loader's workers); ours are forwarded to it.
-        let mut child = Command::new(program)
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        // If joulebench itself is killed (SIGKILL cannot be forwarded), the program dies
+        // with it rather than run on unmeasured into a resumed series.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
         let pid = child.id() as libc::pid_t;
         CHILD_GROUP.store(pid, Ordering::SeqCst);
         let (tx, rx) = std::sync::mpsc::channel();

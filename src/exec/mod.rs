@@ -21,7 +21,7 @@ use crate::metrics::{self, Direction};
 use crate::results::{
     self, EngineInfo, ExecInfo, Flops, Phase, QualitySummary, ResultsDir, RunRecord, TimeSummary,
 };
-use crate::runner::Idle;
+use crate::runner::{Idle, RunExtras};
 use crate::system::{self, SystemInfo};
 use crate::task::TaskSpec;
 use crate::train::{CurvePoint, EventLog, Status};
@@ -110,6 +110,178 @@ pub fn substitute(word: &str, seed: u64) -> String {
     word.replace("{seed}", &seed.to_string())
 }
 
+/// A foreign program in a suite (`[[exec]]` in `models/suite-*.toml`), frozen into the plan:
+/// it runs each of its tasks x variants x the suite's seeds like a native entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    /// Shown beside the engine (`exec: torch 2.9 [NAME]`) and part of the run ids.
+    pub name: String,
+    /// The command; `{seed}`, `{variant}`, `{task}` and `{task_snake}` (the task name with
+    /// `_` for `-`) are replaced per run. Relative paths are from the sweep's working folder.
+    pub command: Vec<String>,
+    pub tasks: Vec<String>,
+    pub variants: Vec<String>,
+    #[serde(default)]
+    pub stop_at_target: bool,
+    #[serde(default)]
+    pub max_time_s: Option<f64>,
+}
+
+impl ExecSpec {
+    /// A one-line reason the spec cannot be planned, if any.
+    pub fn check(&self) -> Result<(), String> {
+        let label_ok = !self.name.is_empty()
+            && self.name.len() <= 40
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        if !label_ok {
+            return Err(format!(
+                "exec name '{}': 1-40 characters of letters, digits, '-', '.', '_'",
+                self.name
+            ));
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(format!("exec '{}': command is empty", self.name));
+        }
+        if self.tasks.is_empty() || self.variants.is_empty() {
+            return Err(format!("exec '{}': needs tasks and variants", self.name));
+        }
+        if let Some(t) = self.max_time_s {
+            if !(t > 0.0 && t.is_finite()) {
+                return Err(format!("exec '{}': max_time_s must be positive", self.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The command of one task and variant (`{seed}` is left for the run).
+    pub fn command_for(&self, task: &str, variant: &str) -> Vec<String> {
+        self.command
+            .iter()
+            .map(|w| {
+                w.replace("{variant}", variant)
+                    .replace("{task_snake}", &task.replace('-', "_"))
+                    .replace("{task}", task)
+            })
+            .collect()
+    }
+}
+
+/// The environment a program gets beyond ours: unbuffered Python output (otherwise an eval
+/// line arrives late, with the energy of whatever ran after it) and, on `cuda:i`, that GPU.
+pub fn child_env(gpu: Option<usize>) -> Vec<(String, String)> {
+    let mut env = vec![];
+    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+        env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
+    }
+    if let Some(i) = gpu {
+        if std::env::var_os("CUDA_VISIBLE_DEVICES").is_none() {
+            env.push(("CUDA_VISIBLE_DEVICES".to_string(), i.to_string()));
+        }
+    }
+    env
+}
+
+/// The program's path when it can be run: a word with a `/` must be an executable file, a
+/// bare word must be found as one on PATH.
+pub fn resolve_program(word: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if word.is_empty() {
+        return Err("the command is empty".into());
+    }
+    if word.contains('/') {
+        let p = PathBuf::from(word);
+        return if runnable(&p) {
+            Ok(p)
+        } else {
+            Err(format!("command '{word}': no executable file there"))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(word))
+        .find(|p| runnable(p))
+        .ok_or_else(|| format!("command '{word}': not found on PATH"))
+}
+
+/// The program's name as the engine shows it (its file name).
+pub fn program_name(program: &std::path::Path) -> String {
+    program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("program")
+        .to_string()
+}
+
+impl ExecPlan {
+    /// The plan of one sweep entry: the suite's program for one shipped task and variant,
+    /// measured on the sweep's device into its results folder.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_entry(
+        spec: &ExecSpec,
+        task: &TaskSpec,
+        chance: f64,
+        variant: &Variant,
+        device_label: &str,
+        results: ResultsDir,
+        system: SystemInfo,
+        idle_s: f64,
+        cooldown_s: f64,
+    ) -> Result<ExecPlan, String> {
+        let mut argv = spec.command_for(&task.name, &variant.name);
+        let program = resolve_program(&argv[0])?;
+        argv[0] = program.display().to_string();
+        let name = program_name(&program);
+        let gpu = device_label
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok());
+        Ok(ExecPlan {
+            task: ExecTask {
+                name: task.name.clone(),
+                metric: task.metric.as_str().into(),
+                tracked: Tracked {
+                    key: "eval_accuracy".into(),
+                    direction: Direction::Higher,
+                },
+                target: task.target.value,
+                chance,
+                spec: Some(task.clone()),
+            },
+            variant: variant.clone(),
+            seeds: Vec::new(),
+            engine: EngineInfo {
+                kind: "exec".into(),
+                label: engine_label(None, &name, Some(&spec.name)),
+                framework: None,
+                program: name,
+            },
+            engine_user_label: Some(spec.name.clone()),
+            engine_slug: engine_slug(
+                &spec.command_for(&task.name, &variant.name),
+                Some(&spec.name),
+            ),
+            argv,
+            events: None,
+            device_label: device_label.to_string(),
+            results,
+            system,
+            idle_s,
+            cooldown_s,
+            stop_at_target: spec.stop_at_target,
+            grace_s: 10.0,
+            time_limit_s: spec.max_time_s,
+            env: child_env(gpu),
+            stdout_to_stderr: false,
+        })
+    }
+}
+
 /// The run id of one seed: the variant part names the engine too, so a program's runs never
 /// share an id with joulebench's own runs of the same task, variant and seed.
 pub fn run_id(plan_task: &str, variant: &str, engine_slug: &str, seed: u64, sys: &str) -> String {
@@ -166,7 +338,7 @@ pub fn run_series(
             std::thread::sleep(Duration::from_secs_f64(plan.cooldown_s));
         }
         std::thread::sleep(Duration::from_millis(delay.below(101) as u64));
-        let rec = run_one(plan, seed, meter, idle.as_ref())?;
+        let rec = run_one(plan, seed, meter, idle.as_ref(), &RunExtras::default())?;
         on_record(&rec);
         out.push(rec);
     }
@@ -219,11 +391,13 @@ fn log_temp(
     Ok((path, tmp, f))
 }
 
-fn run_one(
+/// One measured run of the program for `seed`, its run file written when it ends.
+pub fn run_one(
     plan: &ExecPlan,
     seed: u64,
     meter: &mut dyn Meter,
     idle: Option<&Idle>,
+    extras: &RunExtras,
 ) -> anyhow::Result<RunRecord> {
     let task = &plan.task;
     let run_id = plan.run_id(seed);
@@ -303,6 +477,7 @@ fn run_one(
             started_at,
             co_start,
             co_end,
+            extras,
         },
         obs,
     );
@@ -477,6 +652,7 @@ struct RecordInputs<'m> {
     started_at: String,
     co_start: results::CoTenancy,
     co_end: results::CoTenancy,
+    extras: &'m RunExtras,
 }
 
 /// What a program did, as far as its status goes.
@@ -682,7 +858,7 @@ fn record(
             direction: dir,
             target: task.target,
             chance: task.chance,
-            chance_declared: task.chance,
+            chance_declared: task.spec.as_ref().map_or(task.chance, |s| s.target.chance),
             final_value: last.map(|p| p.value),
             best: best_of(&obs.curve, dir),
             final_binomial_sd: None,
@@ -719,11 +895,10 @@ fn record(
         started_at: r.started_at,
         finished_at: system::utc_now(),
         inference: None,
-        plan: None,
-        scheduler: Some(crate::sweep::engine::scheduler_info(
-            &crate::sweep::engine::ProcessEnv,
-            None,
-        )),
+        plan: r.extras.plan.clone(),
+        scheduler: Some(r.extras.scheduler.clone().unwrap_or_else(|| {
+            crate::sweep::engine::scheduler_info(&crate::sweep::engine::ProcessEnv, None)
+        })),
         isolation: Some(crate::sweep::engine::assess(
             &window.report,
             Some(r.co_start),

@@ -171,10 +171,34 @@ pub fn parse_run(path: &Path, bytes: &[u8]) -> Result<RunRecord, LoadIssue> {
             supported: SCHEMA_VERSION,
         });
     }
-    serde_json::from_value(value).map_err(|e| LoadIssue::Invalid {
-        path: p,
+    let rec: RunRecord = serde_json::from_value(value).map_err(|e| LoadIssue::Invalid {
+        path: p.clone(),
         reason: e.to_string(),
-    })
+    })?;
+    check_scores(&rec).map_err(|reason| LoadIssue::Invalid { path: p, reason })?;
+    Ok(rec)
+}
+
+/// A run file whose figures cannot be ranked is refused, not ranked: a negative or non-finite
+/// energy would sort first, and an `ok` run (one that reached T) must say with what energy.
+pub fn check_scores(rec: &RunRecord) -> Result<(), String> {
+    let bad = |x: f64| !(x.is_finite() && x >= 0.0);
+    if bad(rec.energy.total_j) {
+        return Err(format!(
+            "energy.total_j {} is not a non-negative number",
+            rec.energy.total_j
+        ));
+    }
+    for (key, v) in [("ett_j", rec.ett_j), ("ttt_s", rec.ttt_s), ("jpp", rec.jpp)] {
+        if let Some(x) = v.filter(|x| bad(*x)) {
+            return Err(format!("{key} {x} is not a non-negative number"));
+        }
+    }
+    let throughput = rec.variant.data_source() == crate::variant::DataSource::Random;
+    if rec.status == crate::train::Status::Ok && rec.ett_j.is_none() && !throughput {
+        return Err("status ok (reached the target) but no ett_j".into());
+    }
+    Ok(())
 }
 
 /// Read every run file of every folder. Files whose name starts with `.` (temp files of an
@@ -341,6 +365,29 @@ mod tests {
         assert!(matches!(e, LoadIssue::NewerSchema { found: 99, .. }), "{e}");
         let e = parse_run(p, br#"{"schema_version": 1, "run_id": "a"}"#).unwrap_err();
         assert!(e.to_string().contains("missing field"), "{e}");
+    }
+
+    #[test]
+    fn unrankable_figures_are_refused() {
+        let good = std::fs::read(
+            "tests/fixtures/report/machines/xeon-rapl/runs/digits-mlp--f32--seed-1--a1b2c3d4.json",
+        )
+        .unwrap();
+        let p = Path::new("r/runs/x.json");
+        let rec = parse_run(p, &good).unwrap();
+        assert!(rec.ett_j.is_some());
+        let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        v["ett_j"] = serde_json::json!(-5.0);
+        let e = parse_run(p, &serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("ett_j -5 is not a non-negative"),
+            "{e}"
+        );
+        v["ett_j"] = serde_json::Value::Null;
+        let e = parse_run(p, &serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("status ok"), "{e}");
+        v["status"] = serde_json::json!("dnf");
+        assert!(parse_run(p, &serde_json::to_vec(&v).unwrap()).is_ok());
     }
 
     #[test]

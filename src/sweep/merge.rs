@@ -170,7 +170,15 @@ pub fn merge(
             .and_then(Path::parent)
             .ok_or_else(|| io(&f.path, "no results folder"))?;
         let src = ResultsDir::existing(src_root);
-        // Events and timeline first, the run file last (as `write_run` does).
+        // A program's log (`exec` runs), then events and timeline, the run file last (as
+        // `write_run` does).
+        let log = Path::new("logs").join(format!("{id}.log"));
+        if src_root.join(&log).is_file() {
+            let b = std::fs::read(src_root.join(&log)).map_err(|e| io(&src_root.join(&log), e))?;
+            let to = into.join(&log);
+            std::fs::create_dir_all(into.join("logs")).map_err(|e| io(&to, e))?;
+            write_atomic(&to, &b).map_err(|e| io(&to, e))?;
+        }
         for (from, to) in src.run_files(id).iter().zip(target.run_files(id).iter()) {
             if from == &f.path {
                 write_atomic(to, &f.bytes).map_err(|e| io(to, e))?;

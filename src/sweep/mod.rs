@@ -211,9 +211,21 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         Some(d) => cli::parse_device(d).map_err(usage)?,
         None => cli::default_device(),
     };
+    for x in &file.exec {
+        let first = x.command_for(&x.tasks[0], &x.variants[0]);
+        crate::exec::resolve_program(&first[0])
+            .map_err(|m| usage(anyhow::anyhow!("[[exec]] '{}': {m}", x.name)))?;
+    }
+    // Every native entry must be runnable here (tf32 is CUDA-only, a fine-tune needs its
+    // source) before the plan claims the folder: a problem found later would wedge it.
+    for e in file.entries.iter().filter(|e| e.exec.is_none()) {
+        if let (Some(t), Some(v)) = (file.task(&e.task), file.variant(&e.variant)) {
+            crate::variant_run::preflight(t, v, &device, false).map_err(usage)?;
+        }
+    }
+    let tasks = run::load_tasks(&file, a.data_dir.as_deref(), &device).map_err(usage)?;
     let results = ResultsDir::open(&a.results).map_err(usage)?;
     run::claim_folder(&results, &file).map_err(usage)?;
-    let tasks = run::load_tasks(&file, a.data_dir.as_deref(), &device).map_err(usage)?;
     let gpu = device_label
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());

@@ -90,6 +90,9 @@ pub struct Suite {
     /// Override of every task's epoch budget (quick suites).
     #[serde(default)]
     pub max_epochs: Option<usize>,
+    /// Foreign programs run like native entries (`[[exec]]`: `joulebench exec` per run).
+    #[serde(default)]
+    pub exec: Vec<crate::exec::ExecSpec>,
 }
 
 fn default_order_seed() -> u64 {
@@ -133,8 +136,8 @@ pub fn load_suite(path: &Path) -> Result<Suite, PlanError> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let suite: Suite = toml::from_str(&text).map_err(|e| err(e.to_string().replace('\n', " ")))?;
-    if suite.seeds == 0 {
-        return Err(err("seeds must be at least 1".into()));
+    if suite.seeds == 0 || suite.seeds > 10_000 {
+        return Err(err(format!("seeds must be 1-10000, got {}", suite.seeds)));
     }
     for (key, v) in [("idle_s", suite.idle_s), ("cooldown_s", suite.cooldown_s)] {
         if !(v >= 0.0 && v.is_finite()) {
@@ -180,6 +183,9 @@ pub struct Entry {
     pub task: String,
     pub variant: String,
     pub seed: u64,
+    /// The `[[exec]]` program that trains this entry; absent for joulebench's own training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
 }
 
 /// A frozen sweep. `tasks` holds each task's full spec, so a worker needs no models folder.
@@ -198,6 +204,9 @@ pub struct PlanFile {
     pub entries: Vec<Entry>,
     /// Execution order: entry indexes, each once.
     pub execution: Vec<usize>,
+    /// The foreign programs some entries run (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<crate::exec::ExecSpec>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -222,6 +231,21 @@ fn entry_id(spec: &TaskSpec, variant: &Variant, seed: u64, stop_at_target: bool)
     sha256_hex(&canonical(&spec))[..16].to_string()
 }
 
+/// The id of an entry a foreign program trains: its spec (command and all) is part of it.
+fn exec_entry_id(
+    spec: &TaskSpec,
+    variant: &Variant,
+    seed: u64,
+    stop_at_target: bool,
+    exec: &crate::exec::ExecSpec,
+) -> String {
+    let spec = serde_json::json!({
+        "task": spec, "variant": variant, "seed": seed, "stop_at_target": stop_at_target,
+        "exec": exec,
+    });
+    sha256_hex(&canonical(&spec))[..16].to_string()
+}
+
 impl PlanFile {
     fn content_hash(&self) -> String {
         let mut v = self.clone();
@@ -235,6 +259,11 @@ impl PlanFile {
 
     pub fn variant(&self, name: &str) -> Option<&Variant> {
         self.variants.iter().find(|v| v.name == name)
+    }
+
+    /// The `[[exec]]` program of that name.
+    pub fn exec_spec(&self, name: &str) -> Option<&crate::exec::ExecSpec> {
+        self.exec.iter().find(|x| x.name == name)
     }
 
     /// Entries of shard `index` of `count`, in execution order.
@@ -313,7 +342,16 @@ impl PlanFile {
                 return Err(format!("entry {k} names an unknown task or variant"));
             };
             t.validate().map_err(|m| format!("task {}: {m}", t.name))?;
-            if e.index != k || e.id != entry_id(t, v, e.seed, self.settings.stop_at_target) {
+            let id = match &e.exec {
+                None => entry_id(t, v, e.seed, self.settings.stop_at_target),
+                Some(name) => {
+                    let x = self
+                        .exec_spec(name)
+                        .ok_or_else(|| format!("entry {k} names an unknown exec '{name}'"))?;
+                    exec_entry_id(t, v, e.seed, self.settings.stop_at_target, x)
+                }
+            };
+            if e.index != k || e.id != id {
                 return Err(format!("entry {k} ({}) does not match its spec", e.id));
             }
         }
@@ -337,6 +375,33 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
     }
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     tasks.dedup_by(|a, b| a.name == b.name);
+    // Only the suite's own tasks get native entries; an `[[exec]]` task joins the plan's
+    // tasks (for its T and c) without them.
+    let native_tasks: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let mut exec_names: Vec<&str> = Vec::new();
+    for x in &suite.exec {
+        x.check().map_err(|message| PlanError::Suite {
+            path: format!("suite '{}'", suite.name),
+            message,
+        })?;
+        if exec_names.contains(&x.name.as_str()) {
+            return Err(PlanError::Suite {
+                path: format!("suite '{}'", suite.name),
+                message: format!("two [[exec]] entries are named '{}'", x.name),
+            });
+        }
+        exec_names.push(&x.name);
+        for n in &x.tasks {
+            if !tasks.iter().any(|t| &t.name == n) {
+                let mut t = task::find(models_dir, n)?;
+                if let Some(e) = suite.max_epochs {
+                    t.budget.max_epochs = e;
+                }
+                tasks.push(t);
+            }
+        }
+    }
+    tasks.sort_by(|a, b| a.name.cmp(&b.name));
     let mut variants = match &suite.variants {
         NameList::All(_) => variant::catalog().into_iter().map(|(v, _)| v).collect(),
         NameList::Names(names) => names
@@ -344,6 +409,11 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
             .map(|n| variant::parse(n))
             .collect::<Result<Vec<_>, _>>()?,
     };
+    for x in &suite.exec {
+        for n in &x.variants {
+            variants.push(variant::parse(n)?);
+        }
+    }
     variants.sort_by(|a, b| a.name.cmp(&b.name));
     variants.dedup_by(|a, b| a.name == b.name);
     let settings = Settings {
@@ -372,8 +442,15 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
                 )
                 .is_ok())
     };
-    for t in &tasks {
-        for v in variants.iter().filter(|v| applies(t, v)) {
+    let suite_variant = |v: &Variant| match &suite.variants {
+        NameList::All(_) => true,
+        NameList::Names(n) => n.contains(&v.name),
+    };
+    for t in tasks.iter().filter(|t| native_tasks.contains(&t.name)) {
+        for v in variants
+            .iter()
+            .filter(|v| suite_variant(v) && applies(t, v))
+        {
             for &seed in &seeds {
                 entries.push(Entry {
                     index: entries.len(),
@@ -381,22 +458,75 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
                     task: t.name.clone(),
                     variant: v.name.clone(),
                     seed,
+                    exec: None,
                 });
             }
         }
     }
+    let native_entries = entries.len();
+    for x in &suite.exec {
+        for tn in &x.tasks {
+            let Some(t) = tasks.iter().find(|t| &t.name == tn) else {
+                continue;
+            };
+            for vn in &x.variants {
+                let Some(v) = variants.iter().find(|v| &v.name == vn) else {
+                    continue;
+                };
+                for &seed in &seeds {
+                    entries.push(Entry {
+                        index: entries.len(),
+                        id: exec_entry_id(t, v, seed, settings.stop_at_target, x),
+                        task: t.name.clone(),
+                        variant: v.name.clone(),
+                        seed,
+                        exec: Some(x.name.clone()),
+                    });
+                }
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Err(PlanError::Suite {
+            path: format!("suite '{}'", suite.name),
+            message:
+                "the suite has no runs (no task, no variant that applies, or no [[exec]] entry)"
+                    .into(),
+        });
+    }
     // The plan lists only the variants some task runs.
     variants.retain(|v| entries.iter().any(|e| e.variant == v.name));
     let index_of = |task: &str, variant: &str, seed: u64| {
-        entries
-            .iter()
-            .position(|e| e.task == task && e.variant == variant && e.seed == seed)
+        entries.iter().position(|e| {
+            e.exec.is_none() && e.task == task && e.variant == variant && e.seed == seed
+        })
     };
     let execution: Vec<usize> = match suite.order {
-        Order::Interleaved => (0..tasks.len())
-            .flat_map(|ti| crate::runner::order(ti, &variants, &seeds))
-            .filter_map(|j| index_of(&tasks[j.task].name, &j.variant.name, j.seed))
-            .collect(),
+        Order::Interleaved => {
+            // Each program's run of a task, variant and seed right after joulebench's own, so
+            // both see the same conditions; the rest in seed order.
+            let native: Vec<usize> = (0..tasks.len())
+                .flat_map(|ti| crate::runner::order(ti, &variants, &seeds))
+                .filter_map(|j| index_of(&tasks[j.task].name, &j.variant.name, j.seed))
+                .collect();
+            let mut order = Vec::with_capacity(entries.len());
+            let mut placed = vec![false; entries.len()];
+            for i in native {
+                order.push(i);
+                placed[i] = true;
+                let n = &entries[i];
+                for x in &entries[native_entries..] {
+                    if x.task == n.task && x.variant == n.variant && x.seed == n.seed {
+                        order.push(x.index);
+                        placed[x.index] = true;
+                    }
+                }
+            }
+            let mut rest: Vec<&Entry> = entries.iter().filter(|e| !placed[e.index]).collect();
+            rest.sort_by_key(|e| (e.seed, e.index));
+            order.extend(rest.iter().map(|e| e.index));
+            order
+        }
         Order::Randomised => {
             let mut rng = crate::model::SeededRng::new(suite.order_seed, 11);
             let mut ix: Vec<usize> = (0..entries.len()).collect();
@@ -418,6 +548,7 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
         variants,
         entries,
         execution,
+        exec: suite.exec.clone(),
     };
     plan.hash = plan.content_hash();
     Ok(plan)
@@ -462,7 +593,79 @@ mod tests {
             idle_s: 0.0,
             cooldown_s: 0.0,
             max_epochs: Some(2),
+            exec: vec![],
         }
+    }
+
+    #[test]
+    fn exec_entries_are_planned_beside_native_ones() {
+        let dir = task::default_models_dir();
+        let mut s = suite(Order::Interleaved);
+        s.variants = NameList::Names(vec!["f32".into(), "bf16-amp".into()]);
+        s.seeds = 2;
+        s.exec = vec![crate::exec::ExecSpec {
+            name: "torch".into(),
+            command: vec!["python3".into(), "scripts/torch/{task_snake}.py".into()],
+            tasks: vec!["digits-mlp".into(), "mnist-mlp".into()],
+            variants: vec!["f32".into()],
+            stop_at_target: false,
+            max_time_s: None,
+        }];
+        let p = expand(&s, &dir).unwrap();
+        // 2 native variants x 2 seeds on digits-mlp; the program on 2 tasks x 1 variant x 2.
+        let native: Vec<&Entry> = p.entries.iter().filter(|e| e.exec.is_none()).collect();
+        let exec: Vec<&Entry> = p.entries.iter().filter(|e| e.exec.is_some()).collect();
+        assert_eq!((native.len(), exec.len()), (4, 4));
+        assert!(native.iter().all(|e| e.task == "digits-mlp"));
+        // mnist-mlp joins the plan's tasks for its T and c, with no native entry.
+        assert!(p.task("mnist-mlp").is_some());
+        // Interleaved: the program's digits-mlp f32 run right after joulebench's own.
+        for (k, &i) in p.execution.iter().enumerate() {
+            let e = &p.entries[i];
+            if e.exec.is_some() && e.task == "digits-mlp" {
+                let before = &p.entries[p.execution[k - 1]];
+                assert!(
+                    before.exec.is_none() && before.variant == e.variant && before.seed == e.seed
+                );
+            }
+        }
+        // Ids differ from the native entry of the same task, variant and seed.
+        let n = native
+            .iter()
+            .find(|e| e.variant == "f32" && e.seed == 1)
+            .unwrap();
+        let x = exec
+            .iter()
+            .find(|e| e.task == "digits-mlp" && e.seed == 1)
+            .unwrap();
+        assert_ne!(n.id, x.id);
+        assert_eq!(
+            p.exec_spec("torch")
+                .unwrap()
+                .command_for("mnist-mlp", "f32")[1],
+            "scripts/torch/mnist_mlp.py"
+        );
+        // The plan round-trips and checks.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("plan.json");
+        std::fs::write(&path, p.to_json()).unwrap();
+        assert_eq!(PlanFile::read(&path).unwrap(), p);
+        // A plan without [[exec]] says nothing of it (older plans read the same).
+        let plain = expand(&suite(Order::Interleaved), &dir).unwrap();
+        assert!(!plain.to_json().contains("\"exec\""));
+        // A suite with nothing to run is an error, not "0 runs".
+        let mut empty = suite(Order::Interleaved);
+        empty.tasks = NameList::Names(vec![]);
+        assert!(expand(&empty, &dir)
+            .unwrap_err()
+            .to_string()
+            .contains("no runs"));
+        // A bad spec is a one-line error.
+        s.exec[0].name = "a b".into();
+        assert!(expand(&s, &dir)
+            .unwrap_err()
+            .to_string()
+            .contains("exec name"));
     }
 
     #[test]

@@ -80,24 +80,50 @@ pub fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-/// Write `DIR/plan.json`, or check the one there is this plan.
+/// Write `DIR/plan.json`, or check the one there is this plan. The claim is atomic: the plan
+/// is written to a temp file and hard-linked to `plan.json`, which fails if another process got
+/// there first (two sweeps started at once on one folder: exactly one claims it, the other
+/// reads its plan and is refused if it differs). A `plan.json` that cannot be read is an
+/// error, never replaced: the folder holds that plan's runs.
 pub fn claim_folder(results: &ResultsDir, plan: &PlanFile) -> anyhow::Result<()> {
     let path = results.root().join("plan.json");
-    if let Ok(existing) = PlanFile::read(&path) {
-        if existing.hash != plan.hash {
-            return Err(SweepError::OtherPlan {
-                path: path.display().to_string(),
-                other: existing.name,
-                other_hash: short(&existing.hash).into(),
-                plan: plan.name.clone(),
-                hash: short(&plan.hash).into(),
+    loop {
+        if path.exists() {
+            let existing = PlanFile::read(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; this folder's plan.json cannot be read, so its runs cannot be told apart: move it away only if the folder holds no runs of it, or choose another --results folder"
+                )
+            })?;
+            if existing.hash != plan.hash {
+                return Err(SweepError::OtherPlan {
+                    path: path.display().to_string(),
+                    other: existing.name,
+                    other_hash: short(&existing.hash).into(),
+                    plan: plan.name.clone(),
+                    hash: short(&plan.hash).into(),
+                }
+                .into());
             }
-            .into());
+            return Ok(());
         }
-        return Ok(());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let claim = results
+            .root()
+            .join(format!(".plan.json.claim-{}-{nanos:x}", std::process::id()));
+        crate::results::write_atomic(&claim, plan.to_json().as_bytes())?;
+        let linked = std::fs::hard_link(&claim, &path);
+        let _ = std::fs::remove_file(&claim);
+        match linked {
+            Ok(()) => return Ok(()),
+            // Another process claimed the folder between the check and the link: read its plan.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(anyhow::anyhow!("claiming {}: {e}", path.display()));
+            }
+        }
     }
-    crate::results::write_atomic(&path, plan.to_json().as_bytes())?;
-    Ok(())
 }
 
 /// An exclusive lock on one run id, held while the run trains (released when dropped or when
@@ -131,6 +157,12 @@ pub fn try_lock(results: &ResultsDir, run_id: &str) -> Result<Option<RunLock>, S
     } else {
         Err(err(e))
     }
+}
+
+/// What one entry runs: joulebench's own training, or a foreign program.
+enum Work {
+    Native(Box<Job>),
+    Exec(Box<crate::exec::ExecPlan>),
 }
 
 /// How a shard went.
@@ -185,11 +217,53 @@ pub fn run_shard(
             seed: e.seed,
         })
     };
+    // An entry a foreign program trains: its plan, checked (the program found) up front.
+    let exec_of = |e: &Entry, sys: &crate::system::SystemInfo| -> anyhow::Result<Work> {
+        let name = e.exec.as_deref().unwrap_or_default();
+        let spec = file
+            .exec_spec(name)
+            .ok_or_else(|| anyhow::anyhow!("entry {} names unknown exec '{name}'", e.index))?;
+        let task = file
+            .task(&e.task)
+            .ok_or_else(|| anyhow::anyhow!("entry {} names unknown task {}", e.index, e.task))?;
+        let variant = file
+            .variant(&e.variant)
+            .ok_or_else(|| anyhow::anyhow!("entry {} names unknown variant", e.index))?;
+        let loaded = runner_plan
+            .tasks
+            .iter()
+            .find(|t| t.spec.name == task.name)
+            .ok_or_else(|| anyhow::anyhow!("task {} has no loaded data", task.name))?;
+        let chance = crate::train::eval_chance(&loaded.spec, &loaded.data)?;
+        let p = crate::exec::ExecPlan::for_entry(
+            spec,
+            task,
+            chance,
+            variant,
+            &runner_plan.device_label,
+            runner_plan.results.clone(),
+            sys.clone(),
+            file.settings.idle_s,
+            file.settings.cooldown_s,
+        )
+        .map_err(|m| anyhow::anyhow!("plan entry {} (exec '{name}'): {m}", e.index))?;
+        Ok(Work::Exec(Box::new(p)))
+    };
     // Pre-scan: refuse a foreign folder before anything is measured.
     let mut todo = Vec::new();
     for e in entries {
-        let job = job_of(e)?;
-        let run_id = session.run_id(&job)?;
+        let (job, run_id) = if e.exec.is_some() {
+            let w = exec_of(e, session.system())?;
+            let id = match &w {
+                Work::Exec(p) => p.run_id(e.seed),
+                Work::Native(_) => unreachable!("exec_of makes exec work"),
+            };
+            (w, id)
+        } else {
+            let job = job_of(e)?;
+            let id = session.run_id(&job)?;
+            (Work::Native(Box::new(job)), id)
+        };
         let path = runner_plan.results.run_path(&run_id);
         match state_of(&path, file, e)? {
             State::Done(s) if !(retry_failed && s == Status::Failed) => {
@@ -241,9 +315,16 @@ pub fn run_shard(
             }),
             scheduler: Some(scheduler.clone()),
         };
-        let label = format!("{} {} seed {}", e.task, e.variant, e.seed);
-        let mut obs = observer_for(&label);
-        let rec = session.run_job(&job, &extras, obs.as_mut())?;
+        let rec = match &job {
+            Work::Native(job) => {
+                let label = format!("{} {} seed {}", e.task, e.variant, e.seed);
+                let mut obs = observer_for(&label);
+                session.run_job(job, &extras, obs.as_mut())?
+            }
+            Work::Exec(p) => session.run_other(|meter, idle, _| {
+                crate::exec::run_one(p, e.seed, meter, idle, &extras)
+            })?,
+        };
         if rec.status != Status::Ok {
             out.failed_or_dnf += 1;
         }
@@ -272,7 +353,7 @@ pub fn load_tasks(
                 .filter(|v| {
                     file.entries
                         .iter()
-                        .any(|e| e.task == spec.name && e.variant == v.name)
+                        .any(|e| e.exec.is_none() && e.task == spec.name && e.variant == v.name)
                 })
                 .cloned()
                 .collect();
@@ -308,6 +389,67 @@ pub fn plan_path(results: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_of(name: &str) -> PlanFile {
+        let suite = super::super::plan::Suite {
+            name: name.into(),
+            description: "test".into(),
+            tasks: super::super::plan::NameList::Names(vec!["digits-mlp".into()]),
+            variants: super::super::plan::NameList::Names(vec!["f32".into()]),
+            seeds: 1,
+            order: Default::default(),
+            order_seed: 1,
+            idle_s: 0.0,
+            cooldown_s: 0.0,
+            max_epochs: None,
+            exec: vec![],
+        };
+        super::super::plan::expand(&suite, &crate::task::default_models_dir()).unwrap()
+    }
+
+    #[test]
+    fn two_plans_claiming_one_folder_at_once_give_one_owner() {
+        for _ in 0..20 {
+            let t = tempfile::tempdir().unwrap();
+            let r = ResultsDir::open(t.path()).unwrap();
+            let plans: Vec<PlanFile> = (0..4).map(|i| plan_of(&format!("p{i}"))).collect();
+            let ok: Vec<bool> = std::thread::scope(|s| {
+                let hs: Vec<_> = plans
+                    .iter()
+                    .map(|p| s.spawn(|| claim_folder(&r, p).is_ok()))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(ok.iter().filter(|&&o| o).count(), 1, "{ok:?}");
+            let owner = PlanFile::read(&t.path().join("plan.json")).unwrap();
+            assert!(plans.iter().any(|p| p.hash == owner.hash));
+            // The owner's plan claims again; no claim temp file is left.
+            assert!(claim_folder(&r, &owner).is_ok());
+            let left: Vec<String> = std::fs::read_dir(t.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_plan_file_is_refused_not_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let r = ResultsDir::open(t.path()).unwrap();
+        let path = t.path().join("plan.json");
+        std::fs::write(&path, b"{\"format\": \"joulebench-plan\", trunc").unwrap();
+        let e = claim_folder(&r, &plan_of("p")).unwrap_err().to_string();
+        assert!(
+            e.contains("plan.json") && e.contains("cannot be read"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\"format\": \"joulebench-plan\", trunc"
+        );
+    }
 
     #[test]
     fn a_run_lock_excludes_a_second_holder_until_dropped() {

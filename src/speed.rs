@@ -46,6 +46,11 @@ pub enum SpeedCommand {
         /// `fused` (joulebench's) or `candle` (candle-nn's AdamW, the reference).
         #[arg(long, value_enum, default_value = "fused")]
         optimizer: OptChoice,
+        /// The variant whose step is timed: its precision, through the training loop's own
+        /// recipe (`precision::Amp`: low-precision weights and inputs, f32 loss and master
+        /// weights). Pruning, fine-tuning and data variants step like their precision.
+        #[arg(long, default_value = "f32")]
+        variant: String,
         #[arg(long)]
         json: bool,
     },
@@ -75,6 +80,8 @@ pub enum OptChoice {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTiming {
     pub task: String,
+    /// The variant timed (its precision recipe; see `SpeedCommand::Steps`).
+    pub variant: String,
     pub device: String,
     pub batch: usize,
     pub optimizer: OptChoice,
@@ -132,12 +139,15 @@ fn adamw_params(spec: &TaskSpec) -> ParamsAdamW {
 /// seeded random order as `train` draws them.
 pub fn time_steps(
     spec: &TaskSpec,
+    variant: &crate::variant::Variant,
     device: &Device,
     device_label: &str,
     steps: usize,
     warmup: usize,
     choice: OptChoice,
 ) -> anyhow::Result<StepTiming> {
+    let cast = crate::precision::Amp::for_precision(variant.precision, device)?.cast;
+
     let bundle = data::load(spec.dataset, None)?;
     let p = train::prepare(spec, &bundle, device)?;
     let m = model::build(
@@ -156,11 +166,15 @@ pub fn time_steps(
                 &p,
                 m.as_ref(),
                 opt,
-                device,
-                device_label,
-                steps,
-                warmup,
-                choice,
+                Timed {
+                    variant: &variant.name,
+                    cast: &cast,
+                    device,
+                    device_label,
+                    steps,
+                    warmup,
+                    choice,
+                },
             )
         }
         OptChoice::Candle => {
@@ -170,28 +184,47 @@ pub fn time_steps(
                 &p,
                 m.as_ref(),
                 opt,
-                device,
-                device_label,
-                steps,
-                warmup,
-                choice,
+                Timed {
+                    variant: &variant.name,
+                    cast: &cast,
+                    device,
+                    device_label,
+                    steps,
+                    warmup,
+                    choice,
+                },
             )
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one timing measures and how.
+struct Timed<'a> {
+    variant: &'a str,
+    cast: &'a crate::precision::Cast,
+    device: &'a Device,
+    device_label: &'a str,
+    steps: usize,
+    warmup: usize,
+    choice: OptChoice,
+}
+
 fn time_with<O: Optimizer>(
     spec: &TaskSpec,
     p: &train::Prepared,
     m: &dyn model::RefModel,
     mut opt: O,
-    device: &Device,
-    device_label: &str,
-    steps: usize,
-    warmup: usize,
-    choice: OptChoice,
+    t: Timed<'_>,
 ) -> anyhow::Result<StepTiming> {
+    let Timed {
+        variant,
+        cast,
+        device,
+        device_label,
+        steps,
+        warmup,
+        choice,
+    } = t;
     let bs = spec.train.batch_size.min(p.n_train);
     let mut perm: Vec<u32> = (0..p.n_train as u32).collect();
     SeededRng::new(1, 1).shuffle(&mut perm);
@@ -213,7 +246,7 @@ fn time_with<O: Optimizer>(
         let y = p.train_y.index_select(&idx, 0)?;
         device.synchronize()?;
         let t1 = Instant::now();
-        let loss = train::loss_of(m, &crate::precision::Cast::f32(), &x, &y)?;
+        let loss = train::loss_of(m, cast, &x, &y)?;
         device.synchronize()?;
         let t2 = Instant::now();
         let grads = loss.backward()?;
@@ -235,6 +268,7 @@ fn time_with<O: Optimizer>(
     };
     Ok(StepTiming {
         task: spec.name.clone(),
+        variant: variant.to_string(),
         device: device_label.to_string(),
         batch: bs,
         optimizer: choice,
@@ -500,6 +534,7 @@ pub fn run(a: SpeedArgs) -> Result<i32, crate::cli::Failure> {
             steps,
             warmup,
             optimizer,
+            variant,
             json,
         } => {
             if steps == 0 {
@@ -507,17 +542,22 @@ pub fn run(a: SpeedArgs) -> Result<i32, crate::cli::Failure> {
             }
             let spec =
                 task::find(&task::default_models_dir(), &task).map_err(|e| usage(e.into()))?;
+            let v = crate::variant::parse(&variant).map_err(|e| usage(e.into()))?;
             let (dev, label) = crate::cli::parse_device(&device).map_err(usage)?;
-            let t = time_steps(&spec, &dev, &label, steps, warmup, optimizer)
+            // A precision the device cannot run (tf32 on the CPU) is a usage error, as in `run`.
+            crate::precision::Amp::for_precision(v.precision, &dev)
+                .map_err(|e| usage(anyhow::anyhow!("--variant {variant}: {e}")))?;
+            let t = time_steps(&spec, &v, &dev, &label, steps, warmup, optimizer)
                 .map_err(Failure::Runtime)?;
             if json {
                 println!("{}", serde_json::to_string(&t).unwrap_or_default());
             } else {
                 println!(
-                    "{} on {} (batch {}, {:?} AdamW, {} threads): median {:.3} ms/step \
+                    "{} {} on {} (batch {}, {:?} AdamW, {} threads): median {:.3} ms/step \
                      [p10 {:.3}, p90 {:.3}] = gather {:.3} + forward {:.3} + backward {:.3} + \
                      optimizer {:.3} ms; CPU {:.3} ms/step (mean, all threads)",
                     t.task,
+                    t.variant,
                     t.device,
                     t.batch,
                     t.optimizer,
@@ -619,10 +659,16 @@ mod tests {
     #[test]
     fn steps_of_the_smallest_task_time_every_part() {
         let spec = task::find(&task::default_models_dir(), "digits-mlp").unwrap();
-        let t = time_steps(&spec, &Device::Cpu, "cpu", 3, 1, OptChoice::Fused).unwrap();
-        assert_eq!(t.steps, 3);
+        let f32 = crate::variant::baseline();
+        let t = time_steps(&spec, &f32, &Device::Cpu, "cpu", 3, 1, OptChoice::Fused).unwrap();
+        assert_eq!((t.steps, t.variant.as_str()), (3, "f32"));
         assert!(t.median_ms > 0.0 && t.forward_ms > 0.0 && t.optimizer_ms > 0.0);
         assert!(t.p10_ms <= t.median_ms && t.median_ms <= t.p90_ms);
         assert!(t.cpu_ms_per_step >= 0.0, "readable, not NaN");
+        // A precision variant steps through the training loop's own cast.
+        let bf16 = crate::variant::parse("bf16-amp").unwrap();
+        let t = time_steps(&spec, &bf16, &Device::Cpu, "cpu", 2, 1, OptChoice::Fused).unwrap();
+        assert_eq!(t.variant, "bf16-amp");
+        assert!(t.median_ms > 0.0);
     }
 }

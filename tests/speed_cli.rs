@@ -23,6 +23,14 @@ fn bad_input_is_one_line_and_exit_2() {
         ),
         (&["steps", "--task", "nope"], "nope"),
         (&["steps", "--task", "digits-mlp", "--device", "tpu"], "tpu"),
+        (
+            &["steps", "--task", "digits-mlp", "--variant", "fp8"],
+            "fp8",
+        ),
+        (
+            &["steps", "--task", "digits-mlp", "--variant", "tf32"],
+            "tf32",
+        ),
         (&["overhead", "--reps", "0"], "--reps"),
         (&["overhead", "--max-epochs", "0"], "--max-epochs"),
         (&["overhead", "--task", "nope"], "valid tasks"),
@@ -58,6 +66,7 @@ fn steps_json_has_every_part() {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert_eq!(v["task"], "digits-mlp");
+    assert_eq!(v["variant"], "f32");
     assert_eq!(v["optimizer"], "fused");
     assert_eq!(v["steps"], 5);
     for k in [

@@ -309,7 +309,9 @@ impl PlanFile {
                 env!("CARGO_PKG_VERSION")
             )));
         }
-        let plan: PlanFile = serde_json::from_value(probe).map_err(|e| err(e.to_string()))?;
+        // serde quotes the offending value, which may hold a line break: keep the error one line.
+        let plan: PlanFile = serde_json::from_value(probe)
+            .map_err(|e| err(e.to_string().replace('\n', "\\n").replace('\r', "\\r")))?;
         let computed = plan.content_hash();
         if computed != plan.hash {
             return Err(PlanError::HashMismatch {

@@ -63,6 +63,39 @@ pub struct Idle {
     pub sd_w: f64,
 }
 
+/// The system a series on `device` records: its accelerator is what a usable NVML probe
+/// found. Every command that needs run ids before running reads it the same way.
+pub fn system_of(device: &str, probes: &[MeterProbe]) -> SystemInfo {
+    let accelerator = probes
+        .iter()
+        .find(|p| p.meter == "nvml" && p.available)
+        .map(|p| p.detail.clone());
+    system::collect(device, accelerator)
+}
+
+/// The idle baseline of a series (measurement.md section 3), or none when `idle_s` is 0.
+pub fn idle_baseline(meter: &mut dyn Meter, idle_s: f64) -> anyhow::Result<Option<Idle>> {
+    if idle_s <= 0.0 {
+        return Ok(None);
+    }
+    let b = energy::idle::measure_idle(meter, Duration::from_secs_f64(idle_s))?;
+    Ok(Some(Idle {
+        mean_w: b.mean_w,
+        sd_w: b.sd_w,
+    }))
+}
+
+/// The generator of the random 0-100 ms start delays, seeded from the clock (the delays
+/// decorrelate runs from periodic background activity; they need not repeat).
+pub fn start_delay_rng() -> SeededRng {
+    SeededRng::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        7,
+    )
+}
+
 pub struct Series {
     pub records: Vec<RunRecord>,
     pub idle: Option<Idle>,
@@ -117,11 +150,7 @@ impl<'a> Session<'a> {
         meter: &'a mut dyn Meter,
         probes: &[MeterProbe],
     ) -> anyhow::Result<Self> {
-        let accelerator = probes
-            .iter()
-            .find(|p| p.meter == "nvml" && p.available)
-            .map(|p| p.detail.clone());
-        let sys = system::collect(&plan.device_label, accelerator);
+        let sys = system_of(&plan.device_label, probes);
         plan.results.write_system(&sys)?;
         Ok(Self {
             prepared: plan.tasks.iter().map(|_| None).collect(),
@@ -129,12 +158,7 @@ impl<'a> Session<'a> {
             meter,
             sys,
             idle: None,
-            delay_rng: SeededRng::new(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64),
-                7,
-            ),
+            delay_rng: start_delay_rng(),
             runs: 0,
             pretraining: Vec::new(),
         })
@@ -165,12 +189,7 @@ impl<'a> Session<'a> {
     /// The idle baseline of the series (once; skipped when `idle_s` is 0).
     pub fn measure_idle(&mut self) -> anyhow::Result<Option<Idle>> {
         if self.idle.is_none() && self.plan.idle_s > 0.0 {
-            let b =
-                energy::idle::measure_idle(self.meter, Duration::from_secs_f64(self.plan.idle_s))?;
-            self.idle = Some(Idle {
-                mean_w: b.mean_w,
-                sd_w: b.sd_w,
-            });
+            self.idle = idle_baseline(self.meter, self.plan.idle_s)?;
         }
         Ok(self.idle.clone())
     }

@@ -238,11 +238,7 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
     let (mut meter, probes) =
         energy::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
             .map_err(usage)?;
-    let accelerator = probes
-        .iter()
-        .find(|p| p.meter == "nvml" && p.available)
-        .map(|p| p.detail.clone());
-    let system = crate::system::collect(&device_label, accelerator);
+    let system = crate::runner::system_of(&device_label, &probes);
     let program_name = exec::program_name(&program);
     let engine = EngineInfo {
         kind: "exec".into(),

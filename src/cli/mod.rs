@@ -469,11 +469,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             .map_err(usage)?;
     if !a.measure.overwrite {
         // The run ids this series writes (the system as `runner::Session` reads it).
-        let accelerator = probes
-            .iter()
-            .find(|p| p.meter == "nvml" && p.available)
-            .map(|p| p.detail.clone());
-        let sys = crate::system::collect(&device_label, accelerator);
+        let sys = crate::runner::system_of(&device_label, &probes);
         if let Some(path) = variants
             .iter()
             .flat_map(|v| seeds.iter().map(move |&s| (v, s)))

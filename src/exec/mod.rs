@@ -317,21 +317,8 @@ pub fn run_series(
     mut on_record: impl FnMut(&RunRecord),
 ) -> anyhow::Result<Vec<RunRecord>> {
     plan.results.write_system(&plan.system)?;
-    let idle = if plan.idle_s > 0.0 {
-        let b = energy::idle::measure_idle(meter, Duration::from_secs_f64(plan.idle_s))?;
-        Some(Idle {
-            mean_w: b.mean_w,
-            sd_w: b.sd_w,
-        })
-    } else {
-        None
-    };
-    let mut delay = crate::model::SeededRng::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-        7,
-    );
+    let idle = crate::runner::idle_baseline(meter, plan.idle_s)?;
+    let mut delay = crate::runner::start_delay_rng();
     let mut out = Vec::new();
     for (i, &seed) in plan.seeds.iter().enumerate() {
         if i > 0 && plan.cooldown_s > 0.0 {
@@ -734,8 +721,7 @@ fn record(
     let task = &plan.task;
     let dir = task.tracked.direction;
     let window = r.report;
-    let energy = crate::runner::energy_summary(&window, r.meter, r.idle);
-    let mut energy = energy;
+    let mut energy = crate::runner::energy_summary(&window, r.meter, r.idle);
     if obs.run_start.is_none() {
         energy.flags.push("no_run_start".into());
     }

@@ -218,7 +218,11 @@ pub fn run_shard(
         })
     };
     // An entry a foreign program trains: its plan, checked (the program found) up front.
-    let exec_of = |e: &Entry, sys: &crate::system::SystemInfo| -> anyhow::Result<Work> {
+    // The task's chance level, computed once per task (it prepares the whole eval set).
+    let chances = std::cell::RefCell::new(std::collections::BTreeMap::<String, f64>::new());
+    let exec_of = |e: &Entry,
+                   sys: &crate::system::SystemInfo|
+     -> anyhow::Result<Box<crate::exec::ExecPlan>> {
         let name = e.exec.as_deref().unwrap_or_default();
         let spec = file
             .exec_spec(name)
@@ -229,12 +233,20 @@ pub fn run_shard(
         let variant = file
             .variant(&e.variant)
             .ok_or_else(|| anyhow::anyhow!("entry {} names unknown variant", e.index))?;
-        let loaded = runner_plan
-            .tasks
-            .iter()
-            .find(|t| t.spec.name == task.name)
-            .ok_or_else(|| anyhow::anyhow!("task {} has no loaded data", task.name))?;
-        let chance = crate::train::eval_chance(&loaded.spec, &loaded.data)?;
+        let known = chances.borrow().get(&task.name).copied();
+        let chance = match known {
+            Some(c) => c,
+            None => {
+                let loaded = runner_plan
+                    .tasks
+                    .iter()
+                    .find(|t| t.spec.name == task.name)
+                    .ok_or_else(|| anyhow::anyhow!("task {} has no loaded data", task.name))?;
+                let c = crate::train::eval_chance(&loaded.spec, &loaded.data)?;
+                chances.borrow_mut().insert(task.name.clone(), c);
+                c
+            }
+        };
         let p = crate::exec::ExecPlan::for_entry(
             spec,
             task,
@@ -247,18 +259,15 @@ pub fn run_shard(
             file.settings.cooldown_s,
         )
         .map_err(|m| anyhow::anyhow!("plan entry {} (exec '{name}'): {m}", e.index))?;
-        Ok(Work::Exec(Box::new(p)))
+        Ok(Box::new(p))
     };
     // Pre-scan: refuse a foreign folder before anything is measured.
     let mut todo = Vec::new();
     for e in entries {
         let (job, run_id) = if e.exec.is_some() {
-            let w = exec_of(e, session.system())?;
-            let id = match &w {
-                Work::Exec(p) => p.run_id(e.seed),
-                Work::Native(_) => unreachable!("exec_of makes exec work"),
-            };
-            (w, id)
+            let p = exec_of(e, session.system())?;
+            let id = p.run_id(e.seed);
+            (Work::Exec(p), id)
         } else {
             let job = job_of(e)?;
             let id = session.run_id(&job)?;

@@ -106,6 +106,7 @@ fn adamw_params(spec: &task::TaskSpec) -> candle_nn::ParamsAdamW {
         beta2,
         eps,
         weight_decay,
+        ..
     } = spec.optimizer;
     candle_nn::ParamsAdamW {
         lr,

@@ -19,6 +19,7 @@
 //! 4. T is the mean quality at the knee rounded DOWN to the grid (0.5 pp), lowered one grid
 //!    step at a time until every seed's curve reaches it.
 
+use crate::metrics::Direction;
 use serde::Serialize;
 
 /// One seed's curve: (step, epoch, quality) per eval, in step order.
@@ -182,6 +183,45 @@ pub struct TargetChoice {
 }
 
 pub fn choose_target(c: &AlignedCurves, grid_pp: f64) -> Result<TargetChoice, KneeError> {
+    choose_target_in(c, grid_pp, Direction::Higher, 0.0)
+}
+
+/// The target for either direction. A lower-is-better metric (a loss in nats) is chosen on the
+/// negated curves: the running minimum, its knee, the knee value rounded UP to the grid (0.01
+/// x `grid_pp` of the metric's unit), raised until every seed reaches it, never at or beyond
+/// `chance`. The choice reports the metric's own values.
+pub fn choose_target_in(
+    c: &AlignedCurves,
+    grid_pp: f64,
+    dir: Direction,
+    chance: f64,
+) -> Result<TargetChoice, KneeError> {
+    if dir == Direction::Higher {
+        return choose_higher(c, grid_pp, 0.0);
+    }
+    let negated = AlignedCurves {
+        values: c
+            .values
+            .iter()
+            .map(|v| v.iter().map(|q| -q).collect())
+            .collect(),
+        ..c.clone()
+    };
+    let mut t = choose_higher(&negated, grid_pp, -chance).map_err(|e| match e {
+        KneeError::Unreachable { grid_pp, lowest } => KneeError::Unreachable {
+            grid_pp,
+            lowest: -lowest,
+        },
+        e => e,
+    })?;
+    t.knee_quality = -t.knee_quality;
+    t.plateau_quality = -t.plateau_quality;
+    t.target = -t.target;
+    Ok(t)
+}
+
+/// `choose_target` on higher-is-better values, never at or below `floor`.
+fn choose_higher(c: &AlignedCurves, grid_pp: f64, floor: f64) -> Result<TargetChoice, KneeError> {
     let mean = running_max(&c.mean());
     let x: Vec<f64> = c.steps.iter().map(|&s| s as f64).collect();
     let k = kneedle(&x, &mean).ok_or_else(|| KneeError::Empty("the mean curve is flat".into()))?;
@@ -200,7 +240,7 @@ pub fn choose_target(c: &AlignedCurves, grid_pp: f64) -> Result<TargetChoice, Kn
             .collect()
     };
     loop {
-        if target <= 0.0 {
+        if target <= floor {
             return Err(KneeError::Unreachable {
                 grid_pp,
                 lowest: target + grid,
@@ -247,6 +287,33 @@ mod tests {
         assert!((got - want).abs() <= 1.0, "knee {got}, closed form {want}");
         assert_eq!(kneedle(&x, &vec![0.5; x.len()]), None);
         assert_eq!(kneedle(&x[..2], &y[..2]), None);
+    }
+
+    #[test]
+    fn a_loss_target_is_rounded_up_and_reached_by_every_seed() {
+        // Losses falling from 3 towards 1.50, 1.52, 1.54: the mirror of the accuracy case.
+        let seeds: Vec<SeedCurve> = [1.50, 1.52, 1.54]
+            .iter()
+            .enumerate()
+            .map(|(i, &low)| curve(i as u64 + 1, move |x| low + 1.5 * (-x / 80.0).exp(), 60))
+            .collect();
+        let a = align(&seeds).unwrap();
+        let t = choose_target_in(&a, 0.5, Direction::Lower, 3.3).unwrap();
+        assert!(t.target > t.plateau_quality && t.target < 3.3, "{t:?}");
+        // On the 0.005 grid and at or above the knee's loss.
+        assert!(((t.target / 0.005).round() * 0.005 - t.target).abs() < 1e-9);
+        assert!(t.target >= t.knee_quality - 1e-12);
+        for (seed, step) in &t.steps_to_target {
+            let v = &a.values[(*seed - 1) as usize];
+            let i = a.steps.iter().position(|s| s == step).unwrap();
+            assert!(v[i] <= t.target + 1e-12);
+            assert!(i == 0 || v[..i].iter().all(|&q| q > t.target));
+        }
+        // A chance level below every curve: no target exists.
+        assert!(matches!(
+            choose_target_in(&a, 0.5, Direction::Lower, 1.4),
+            Err(KneeError::Unreachable { .. })
+        ));
     }
 
     #[test]

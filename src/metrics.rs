@@ -7,47 +7,7 @@
 use crate::train::CurvePoint;
 use serde::{Deserialize, Serialize};
 
-/// Which way a metric improves: accuracy is higher-is-better, a held-out loss lower-is-better.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    #[default]
-    Higher,
-    Lower,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Higher => "higher",
-            Direction::Lower => "lower",
-        }
-    }
-
-    /// `higher is better` / `lower is better`, for table headers and captions.
-    pub fn better(self) -> &'static str {
-        match self {
-            Direction::Higher => "higher is better",
-            Direction::Lower => "lower is better",
-        }
-    }
-
-    /// Whether `value` is at or beyond `target` in this direction.
-    pub fn reached(self, value: f64, target: f64) -> bool {
-        match self {
-            Direction::Higher => value >= target,
-            Direction::Lower => value <= target,
-        }
-    }
-
-    /// +1 or -1: the sign that turns "beyond" into "greater".
-    fn sign(self) -> f64 {
-        match self {
-            Direction::Higher => 1.0,
-            Direction::Lower => -1.0,
-        }
-    }
-}
+pub use crate::task::Direction;
 
 /// The first eval reaching `target`: (energy_j, time_s), or None (DNF).
 pub fn first_reaching(curve: &[CurvePoint], target: f64) -> Option<&CurvePoint> {
@@ -113,13 +73,28 @@ pub fn ladder_in(
         .collect()
 }
 
+/// The best value of a curve in the metric's direction.
+pub fn best_in(curve: &[CurvePoint], dir: Direction) -> Option<f64> {
+    let vals = curve.iter().map(|c| c.value);
+    match dir {
+        Direction::Higher => vals.reduce(f64::max),
+        Direction::Lower => vals.reduce(f64::min),
+    }
+}
+
 /// Best quality reached by any eval whose cumulative energy is within `budget_j` (Q@E).
 pub fn quality_at_energy(curve: &[CurvePoint], budget_j: f64) -> Option<f64> {
-    curve
+    quality_at_energy_in(curve, budget_j, Direction::Higher)
+}
+
+/// Q@E for either direction: the best value in the metric's direction within the budget.
+pub fn quality_at_energy_in(curve: &[CurvePoint], budget_j: f64, dir: Direction) -> Option<f64> {
+    let within: Vec<CurvePoint> = curve
         .iter()
         .filter(|p| p.energy_j <= budget_j)
-        .map(|p| p.value)
-        .fold(None, |m, v| Some(m.map_or(v, |m: f64| m.max(v))))
+        .cloned()
+        .collect();
+    best_in(&within, dir)
 }
 
 /// The binomial noise floor of an accuracy measured on n predictions: sqrt(q(1-q)/n).

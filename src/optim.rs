@@ -42,6 +42,8 @@ enum Moments {
 struct Slot {
     var: Var,
     moments: Moments,
+    /// False for a parameter excluded from weight decay (`FusedAdamW::without_decay_on`).
+    decays: bool,
 }
 
 /// AdamW (Loshchilov & Hutter), decoupled weight decay, bias-corrected moments: exactly
@@ -60,6 +62,20 @@ impl FusedAdamW {
     /// Steps taken so far (the `t` of the bias correction).
     pub fn steps(&self) -> usize {
         self.step_t
+    }
+
+    /// Exclude the given parameters from weight decay (nanoGPT's rule excludes biases and norm
+    /// weights); the rest of the update is unchanged.
+    pub fn without_decay_on(mut self, no_decay: &[Var]) -> Self {
+        for slot in self.slots.iter_mut() {
+            if no_decay
+                .iter()
+                .any(|v| v.as_tensor().id() == slot.var.as_tensor().id())
+            {
+                slot.decays = false;
+            }
+        }
+        self
     }
 
     /// How many parameters take the fused in-place path (the rest use tensor ops).
@@ -285,7 +301,11 @@ impl Optimizer for FusedAdamW {
                         v: Var::zeros(var.shape(), var.dtype(), var.device())?,
                     },
                 };
-                Ok(Slot { var, moments })
+                Ok(Slot {
+                    var,
+                    moments,
+                    decays: true,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -305,9 +325,13 @@ impl Optimizer for FusedAdamW {
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step_t += 1;
-        let p = &self.params;
         let t = self.step_t;
+        let no_decay = ParamsAdamW {
+            weight_decay: 0.0,
+            ..self.params.clone()
+        };
         for slot in self.slots.iter_mut() {
+            let p = if slot.decays { &self.params } else { &no_decay };
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };

@@ -256,10 +256,164 @@ fn select(t: &Tensor, dim: usize, idx: &[u32], dev: &Device) -> Result<Tensor> {
     t.index_select(&i, dim)?.contiguous()
 }
 
+/// The `keep` largest of `scores`, as indices in their original order (ties: lower index).
+fn top_k(scores: &[f32], keep: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    idx.sort_by(|a, b| {
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
+    });
+    let mut kept: Vec<u32> = idx[..keep.clamp(1, scores.len().max(1))].to_vec();
+    kept.sort_unstable();
+    kept
+}
+
+/// Squared L2 norm of each row of `w` (flattened past dim 0).
+fn row_norms(w: &Tensor) -> Result<Vec<f32>> {
+    w.flatten_from(1)?.sqr()?.sum(1)?.to_vec1::<f32>()
+}
+
+/// The GPT: per layer keep the same number of attention heads (by the L2 norm of the head's
+/// q, k and v rows) and of MLP hidden units (by the norm of their incoming weights); the
+/// residual width, the embeddings and the head stay.
+fn prune_gpt(
+    w: &mut HashMap<String, Tensor>,
+    spec: &ModelSpec,
+    fraction: f64,
+    dev: &Device,
+    removed: &mut Vec<serde_json::Value>,
+) -> Result<ModelSpec> {
+    let ModelSpec::Gpt {
+        d_model,
+        heads,
+        layers,
+        ff_mult,
+        kept_heads,
+        ff_hidden,
+        ..
+    } = spec.clone()
+    else {
+        candle_core::bail!("prune_gpt: not a gpt");
+    };
+    let hd = d_model / heads.max(1);
+    let h_now = kept_heads.unwrap_or(heads);
+    let f_now = ff_hidden.unwrap_or(ff_mult * d_model);
+    let h_keep = kept_count(h_now, fraction);
+    let f_keep = kept_count(f_now, fraction);
+    let aw = h_now * hd;
+    for l in 0..layers {
+        let p = format!("block{l}");
+        let qkv = get(w, &format!("{p}.qkv.weight"))?;
+        let rows = row_norms(&qkv)?;
+        let scores: Vec<f32> = (0..h_now)
+            .map(|h| {
+                (0..3)
+                    .flat_map(|part| {
+                        let s = part * aw + h * hd;
+                        rows[s..s + hd].iter().copied()
+                    })
+                    .sum()
+            })
+            .collect();
+        let kept = top_k(&scores, h_keep);
+        let cols: Vec<u32> = kept
+            .iter()
+            .flat_map(|&h| (h * hd as u32)..(h + 1) * hd as u32)
+            .collect();
+        let qkv_rows: Vec<u32> = (0..3u32)
+            .flat_map(|part| cols.iter().map(move |&c| part * aw as u32 + c))
+            .collect();
+        w.insert(format!("{p}.qkv.weight"), select(&qkv, 0, &qkv_rows, dev)?);
+        let proj = get(w, &format!("{p}.proj.weight"))?;
+        w.insert(format!("{p}.proj.weight"), select(&proj, 1, &cols, dev)?);
+        removed.push(json!({"layer": format!("{p}.attention"), "unit": "head",
+                            "units_before": h_now, "units_after": kept.len()}));
+        let ff_in = get(w, &format!("{p}.ff_in.weight"))?;
+        let kept = top_k(&row_norms(&ff_in)?, f_keep);
+        w.insert(format!("{p}.ff_in.weight"), select(&ff_in, 0, &kept, dev)?);
+        let ff_out = get(w, &format!("{p}.ff_out.weight"))?;
+        w.insert(
+            format!("{p}.ff_out.weight"),
+            select(&ff_out, 1, &kept, dev)?,
+        );
+        removed.push(json!({"layer": format!("{p}.mlp"), "unit": "hidden unit",
+                            "units_before": f_now, "units_after": kept.len()}));
+    }
+    let ModelSpec::Gpt {
+        context, dropout, ..
+    } = spec.clone()
+    else {
+        unreachable!("matched above")
+    };
+    Ok(ModelSpec::Gpt {
+        context,
+        d_model,
+        heads,
+        layers,
+        ff_mult,
+        dropout,
+        kept_heads: Some(h_keep),
+        ff_hidden: Some(f_keep),
+    })
+}
+
+/// The ResNet: in every block, keep the same number of inner channels per stage (by the L2
+/// norm of the first convolution's filters), removing each dropped channel from that
+/// convolution, its batch norm (weight, bias, running statistics) and the second
+/// convolution's inputs together; the residual stream and the shortcuts stay.
+fn prune_resnet(
+    w: &mut HashMap<String, Tensor>,
+    spec: &ModelSpec,
+    fraction: f64,
+    dev: &Device,
+    removed: &mut Vec<serde_json::Value>,
+) -> Result<ModelSpec> {
+    let ModelSpec::Resnet {
+        channels,
+        blocks,
+        inner,
+    } = spec.clone()
+    else {
+        candle_core::bail!("prune_resnet: not a resnet");
+    };
+    let now = inner.unwrap_or(channels);
+    let mut after = now;
+    for s in 0..3 {
+        let keep = kept_count(now[s], fraction);
+        after[s] = keep;
+        for j in 0..blocks {
+            let p = format!("s{s}.b{j}");
+            let a = get(w, &format!("{p}.a.conv.weight"))?;
+            let kept = top_k(&row_norms(&a)?, keep);
+            w.insert(format!("{p}.a.conv.weight"), select(&a, 0, &kept, dev)?);
+            for t in ["weight", "bias", "running_mean", "running_var"] {
+                let n = format!("{p}.a.bn.{t}");
+                let v = get(w, &n)?;
+                w.insert(n, select(&v, 0, &kept, dev)?);
+            }
+            let b = get(w, &format!("{p}.b.conv.weight"))?;
+            w.insert(format!("{p}.b.conv.weight"), select(&b, 1, &kept, dev)?);
+            removed.push(json!({"layer": format!("{p}.a"), "unit": "channel",
+                                "units_before": now[s], "units_after": kept.len()}));
+        }
+    }
+    Ok(ModelSpec::Resnet {
+        channels,
+        blocks,
+        inner: Some(after),
+    })
+}
+
 /// Remove `fraction` of the units of every hidden layer (MLP hidden neurons; CNN conv channels
-/// and dense hidden units) by norm; the input and the classifier's outputs stay.
+/// and dense hidden units; GPT heads and MLP units; ResNet inner channels) by norm; the input
+/// and the classifier's outputs stay.
 pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Result<Structured> {
     let mut w: HashMap<String, Tensor> = model.params().all().into_iter().collect();
+    let n_params: usize = w.values().map(|t| t.elem_count()).sum();
+    let buffers = model.params().buffers()?;
+    let buffer_names: Vec<String> = buffers.iter().map(|(n, _)| n.clone()).collect();
+    w.extend(buffers);
     let dev = w
         .values()
         .next()
@@ -317,14 +471,21 @@ pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Resu
                 hidden: h,
             }
         }
+        ModelSpec::Gpt { .. } => prune_gpt(&mut w, spec, fraction, &dev, &mut removed)?,
+        ModelSpec::Resnet { .. } => prune_resnet(&mut w, spec, fraction, &dev, &mut removed)?,
         ModelSpec::CharTransformer { .. } => candle_core::bail!(
             "structured pruning is not defined for the char transformer (see `variant::check_applicable`)"
         ),
     };
-    let after: usize = w.values().map(|t| t.elem_count()).sum();
+    let after: usize = w
+        .iter()
+        .filter(|(n, _)| !buffer_names.contains(n))
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    debug_assert!(n_params >= after);
     Ok(Structured {
         report: json!({
-            "kind": "structured: whole hidden units and conv channels by the L2 norm of incoming weights and bias, one shot, then a smaller dense model",
+            "kind": "structured: whole hidden units, conv channels (with their batch norm) and attention heads by the L2 norm of incoming weights, one shot, then a smaller dense model",
             "fraction_removed_per_layer": fraction,
             "layers": removed,
             "parameters_before": before,
@@ -434,6 +595,166 @@ mod tests {
 
     /// Removing units whose outgoing weights are zero changes nothing: the pruned model computes
     /// exactly the dense model's function when the removed units were dead.
+    #[test]
+    fn structured_gpt_and_resnet_drop_dead_heads_units_and_channels_exactly() {
+        let dev = Device::Cpu;
+        let var = |m: &dyn RefModel, name: &str| {
+            m.params()
+                .named()
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        // Scale rows (dim 0) or columns (dim 1) of a parameter by a 0/1-ish pattern.
+        let scale = |v: &candle_core::Var, dim: usize, pat: &[f32]| {
+            let p = Tensor::from_slice(pat, pat.len(), &dev).unwrap();
+            let p = if dim == 0 {
+                let mut shape = vec![pat.len()];
+                shape.extend(std::iter::repeat_n(1, v.rank() - 1));
+                p.reshape(shape).unwrap()
+            } else {
+                p.reshape((1, pat.len())).unwrap()
+            };
+            v.set(&v.broadcast_mul(&p).unwrap()).unwrap();
+        };
+        // GPT: 4 heads of width 4 and 16 MLP units; heads 1 and 3 and every odd unit are dead
+        // (tiny incoming weights, zero outgoing ones).
+        let gpt = ModelSpec::Gpt {
+            context: 6,
+            d_model: 16,
+            heads: 4,
+            layers: 2,
+            ff_mult: 1,
+            dropout: 0.0,
+            kept_heads: None,
+            ff_hidden: None,
+        };
+        let input = InputShape::Tokens {
+            context: 6,
+            vocab: 7,
+        };
+        let m = model::build(&gpt, input, 7, &mut SeededRng::new(4, 0), &dev).unwrap();
+        let head_cols: Vec<f32> = (0..16)
+            .map(|c| if (c / 4) % 2 == 1 { 0.0 } else { 1.0 })
+            .collect();
+        let qkv_rows: Vec<f32> = (0..48)
+            .map(|r| if ((r % 16) / 4) % 2 == 1 { 1e-3 } else { 1.0 })
+            .collect();
+        let unit_in: Vec<f32> = (0..16)
+            .map(|u| if u % 2 == 1 { 1e-3 } else { 1.0 })
+            .collect();
+        let unit_out: Vec<f32> = (0..16)
+            .map(|u| if u % 2 == 1 { 0.0 } else { 1.0 })
+            .collect();
+        for l in 0..2 {
+            scale(
+                &var(m.as_ref(), &format!("block{l}.qkv.weight")),
+                0,
+                &qkv_rows,
+            );
+            scale(
+                &var(m.as_ref(), &format!("block{l}.proj.weight")),
+                1,
+                &head_cols,
+            );
+            scale(
+                &var(m.as_ref(), &format!("block{l}.ff_in.weight")),
+                0,
+                &unit_in,
+            );
+            scale(
+                &var(m.as_ref(), &format!("block{l}.ff_out.weight")),
+                1,
+                &unit_out,
+            );
+        }
+        let x = Tensor::from_vec((0..12u32).map(|i| i % 7).collect(), (2, 6), &dev).unwrap();
+        // ResNet: half the inner channels of every block dead (tiny filters, zero batch-norm
+        // weight and bias, so their ReLU output is exactly 0).
+        let resnet = ModelSpec::Resnet {
+            channels: [4, 8, 8],
+            blocks: 2,
+            inner: None,
+        };
+        let rin = InputShape::Image { c: 1, h: 8, w: 8 };
+        let r = model::build(&resnet, rin, 10, &mut SeededRng::new(4, 0), &dev).unwrap();
+        for (s, c) in [(0, 4usize), (1, 8), (2, 8)] {
+            let pat: Vec<f32> = (0..c)
+                .map(|k| if k % 2 == 1 { 1e-3 } else { 1.0 })
+                .collect();
+            let zero: Vec<f32> = (0..c).map(|k| if k % 2 == 1 { 0.0 } else { 1.0 }).collect();
+            for j in 0..2 {
+                scale(
+                    &var(r.as_ref(), &format!("s{s}.b{j}.a.conv.weight")),
+                    0,
+                    &pat,
+                );
+                scale(
+                    &var(r.as_ref(), &format!("s{s}.b{j}.a.bn.weight")),
+                    0,
+                    &zero,
+                );
+                scale(&var(r.as_ref(), &format!("s{s}.b{j}.a.bn.bias")), 0, &zero);
+            }
+        }
+        let rx = Tensor::rand(0f32, 1., (3, 1, 8, 8), &dev).unwrap();
+        for (spec, m, input, x, classes, want) in [
+            (
+                &gpt,
+                m.as_ref(),
+                input,
+                &x,
+                7,
+                ModelSpec::Gpt {
+                    context: 6,
+                    d_model: 16,
+                    heads: 4,
+                    layers: 2,
+                    ff_mult: 1,
+                    dropout: 0.0,
+                    kept_heads: Some(2),
+                    ff_hidden: Some(8),
+                },
+            ),
+            (
+                &resnet,
+                r.as_ref(),
+                rin,
+                &rx,
+                10,
+                ModelSpec::Resnet {
+                    channels: [4, 8, 8],
+                    blocks: 2,
+                    inner: Some([2, 4, 4]),
+                },
+            ),
+        ] {
+            let s = structured(spec, m, 0.5).unwrap();
+            assert_eq!(s.spec, want);
+            let small = model::build_with(
+                &s.spec,
+                input,
+                classes,
+                model::ParamStore::from_tensors(s.weights, vec![]),
+                &mut SeededRng::new(0, 0),
+                &dev,
+            )
+            .unwrap();
+            assert!(small.params().count() < m.params().count());
+            assert!(small.forward_flops_per_sample() < m.forward_flops_per_sample());
+            let d = (m.forward_t(x, false).unwrap() - small.forward_t(x, false).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "{}: {d}", spec.kind());
+        }
+    }
+
     #[test]
     fn structured_mlp_keeps_the_function_of_the_kept_units() {
         let dev = Device::Cpu;

@@ -389,13 +389,10 @@ fn run_one(
         seed,
         stop_at_target: plan.stop_at_target,
     };
-    // The real training images a generator is fitted to (synthetic and mixed data only).
+    // The real training data a generator is fitted to (synthetic and mixed data only).
     let real_train = match variant.data_source() {
         crate::variant::DataSource::Synthetic | crate::variant::DataSource::Mixed { .. } => {
-            match train::task_data(spec, &task.data)? {
-                crate::data::Loaded::Images { train, .. } => Some(train),
-                crate::data::Loaded::Text(_) => None,
-            }
+            Some(train::task_data(spec, &task.data)?)
         }
         _ => None,
     };
@@ -435,27 +432,19 @@ fn run_one(
     let boundary = energy.boundary;
     let all_measured = energy.all_measured;
     let target = spec.target.value;
+    let dir = spec.metric.direction();
     // ETT, JPP, the ladder, final and best quality: the variant's own (scored) evals only.
     let scored: Vec<train::CurvePoint> = out.curve.iter().filter(|c| c.scored).cloned().collect();
-    let hit = metrics::first_reaching(&scored, target).cloned();
+    let hit = metrics::first_reaching_in(&scored, target, dir).cloned();
     let (ett_j, ttt_s) = match (&hit, out.status) {
         (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
         _ => (None, None),
     };
-    let jpp = ett_j.and_then(|e| metrics::jpp(e, target, p.chance));
+    let jpp = ett_j.and_then(|e| metrics::jpp_in(e, target, p.chance, dir));
     let sources = sources_of(&window);
-    let jpp_label = jpp.map(|j| {
-        jpp_label(
-            j,
-            target,
-            p.chance,
-            crate::metrics::Direction::Higher,
-            boundary,
-            &sources,
-        )
-    });
+    let jpp_label = jpp.map(|j| jpp_label(j, target, p.chance, dir, boundary, &sources));
     let final_value = scored.last().map(|c| c.value);
-    let best = scored.iter().map(|c| c.value).reduce(f64::max);
+    let best = metrics::best_in(&scored, dir);
     let fwd = model.forward_flops_per_sample();
     let mut variant = variant.clone();
     variant.precision_report = out.precision_report.clone();
@@ -516,15 +505,18 @@ fn run_one(
         },
         quality: QualitySummary {
             metric: spec.metric.as_str().into(),
-            direction: Default::default(),
+            direction: dir,
             target,
             chance: p.chance,
             chance_declared: spec.target.chance,
             final_value,
             best,
-            final_binomial_sd: final_value.map(|q| metrics::binomial_sd(q, p.eval_predictions)),
+            // A binomial noise floor is a property of an accuracy, not of a mean loss.
+            final_binomial_sd: final_value
+                .filter(|_| dir == crate::metrics::Direction::Higher)
+                .map(|q| metrics::binomial_sd(q, p.eval_predictions)),
             eval_predictions: p.eval_predictions,
-            ladder: metrics::ladder(&scored, target, p.chance),
+            ladder: metrics::ladder_in(&scored, target, p.chance, dir),
             curve: out.curve.clone(),
         },
         ett_j,
@@ -534,7 +526,7 @@ fn run_one(
         quality_at_energy_budget: spec
             .budget
             .max_energy_j
-            .and_then(|b| metrics::quality_at_energy(&scored, b)),
+            .and_then(|b| metrics::quality_at_energy_in(&scored, b, dir)),
         samples: out.samples,
         steps: out.steps,
         epochs: out.epochs,
@@ -690,7 +682,7 @@ pub fn jpp_label(
             sources.join("+")
         ),
         crate::metrics::Direction::Lower => format!(
-            "{jpp:.3} J per 0.01 @ {target} (c = {chance}, lower is better, {}, {})",
+            "{jpp:.3} J per 0.01 @ {target:.4} (c = {chance:.4}, lower is better, {}, {})",
             boundary.as_str(),
             sources.join("+")
         ),
@@ -719,10 +711,12 @@ pub fn summary_line(r: &RunRecord) -> String {
         r.energy.boundary.as_str(),
         src.join("+")
     );
-    let q = r
-        .quality
-        .final_value
-        .map_or("-".into(), |q| format!("{:.2} %", 100.0 * q));
+    // An accuracy in percent, a loss in its unit (nats per character).
+    let level = |v: f64| match r.quality.direction {
+        crate::metrics::Direction::Higher => format!("{:.2} %", 100.0 * v),
+        crate::metrics::Direction::Lower => format!("{v:.4} (lower is better)"),
+    };
+    let q = r.quality.final_value.map_or("-".into(), level);
     let tail = match (r.ett_j, r.ttt_s, &r.jpp_label) {
         (Some(e), Some(t), Some(l)) => format!("ETT {e:.1} J, TTT {t:.1} s, JPP {l}"),
         _ if r.variant.data == "random" => format!(
@@ -731,11 +725,9 @@ pub fn summary_line(r: &RunRecord) -> String {
             r.energy.total_j / r.steps.max(1) as f64
         ),
         _ => format!(
-            "did not reach {:.2} % (best {})",
-            100.0 * r.quality.target,
-            r.quality
-                .best
-                .map_or("-".into(), |b| format!("{:.2} %", 100.0 * b))
+            "did not reach {} (best {})",
+            level(r.quality.target),
+            r.quality.best.map_or("-".into(), level)
         ),
     };
     format!(

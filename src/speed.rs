@@ -125,6 +125,7 @@ fn adamw_params(spec: &TaskSpec) -> ParamsAdamW {
         beta2,
         eps,
         weight_decay,
+        ..
     } = spec.optimizer;
     ParamsAdamW {
         lr,

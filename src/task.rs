@@ -51,10 +51,13 @@ pub struct FinetuneSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Metric {
-    /// Top-1 accuracy of the class prediction on the held-out set.
+    /// Top-1 accuracy of the class prediction on the held-out set, in [0, 1], higher is better.
     Accuracy,
     /// Top-1 accuracy of the next character, averaged over every position of held-out text.
     NextCharAccuracy,
+    /// Mean cross-entropy of the next character over every position of held-out text, in nats
+    /// per character, lower is better; chance is the unigram entropy of the held-out targets.
+    HeldOutLoss,
 }
 
 impl Metric {
@@ -62,6 +65,78 @@ impl Metric {
         match self {
             Metric::Accuracy => "accuracy",
             Metric::NextCharAccuracy => "next-char-accuracy",
+            Metric::HeldOutLoss => "held-out-loss",
+        }
+    }
+
+    /// Which way the metric improves.
+    pub fn direction(self) -> Direction {
+        match self {
+            Metric::Accuracy | Metric::NextCharAccuracy => Direction::Higher,
+            Metric::HeldOutLoss => Direction::Lower,
+        }
+    }
+
+    /// The metric's unit, as tables print it.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::Accuracy | Metric::NextCharAccuracy => "fraction",
+            Metric::HeldOutLoss => "nats/char",
+        }
+    }
+
+    /// The MLPerf key of an eval of this metric (`eval_accuracy`, `eval_loss`).
+    pub fn mllog_key(self) -> &'static str {
+        match self {
+            Metric::Accuracy | Metric::NextCharAccuracy => "eval_accuracy",
+            Metric::HeldOutLoss => "eval_loss",
+        }
+    }
+
+    /// The text metrics score every position of held-out text.
+    pub fn is_text(self) -> bool {
+        !matches!(self, Metric::Accuracy)
+    }
+}
+
+/// Which way a metric improves: accuracy is higher-is-better, a held-out loss lower-is-better.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Higher,
+    Lower,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Higher => "higher",
+            Direction::Lower => "lower",
+        }
+    }
+
+    /// `higher is better` / `lower is better`, for table headers and captions.
+    pub fn better(self) -> &'static str {
+        match self {
+            Direction::Higher => "higher is better",
+            Direction::Lower => "lower is better",
+        }
+    }
+
+    /// Whether `value` is at or beyond `target` in this direction.
+    pub fn reached(self, value: f64, target: f64) -> bool {
+        match self {
+            Direction::Higher => value >= target,
+            Direction::Lower => value <= target,
+        }
+    }
+
+    /// +1 or -1: the sign that turns "beyond" into "greater".
+    pub fn sign(self) -> f64 {
+        match self {
+            Direction::Higher => 1.0,
+            Direction::Lower => -1.0,
         }
     }
 }
@@ -85,6 +160,35 @@ pub enum ModelSpec {
         layers: usize,
         ff_mult: usize,
     },
+    /// nanoGPT's GPT: the same decoder with no biases, the token embedding tied to the head,
+    /// N(0, 0.02) weights (residual projections 0.02 / sqrt(2 layers)) and dropout.
+    Gpt {
+        context: usize,
+        d_model: usize,
+        heads: usize,
+        layers: usize,
+        ff_mult: usize,
+        /// Dropout probability after the embeddings, on the attention weights and on each
+        /// residual branch, in training only.
+        #[serde(default)]
+        dropout: f64,
+        /// Attention heads kept per layer after structured pruning (absent: `heads`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kept_heads: Option<usize>,
+        /// MLP hidden units per layer after structured pruning (absent: `ff_mult * d_model`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ff_hidden: Option<usize>,
+    },
+    /// He et al.'s CIFAR ResNet: a 3x3 stem, three stages of `blocks` basic residual blocks
+    /// (batch norm, stride 2 and a 1x1 projection at the start of stages 2 and 3), global
+    /// average pooling, a linear classifier.
+    Resnet {
+        channels: [usize; 3],
+        blocks: usize,
+        /// Inner width of each stage's blocks after structured pruning (absent: `channels`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inner: Option<[usize; 3]>,
+    },
 }
 
 impl ModelSpec {
@@ -93,6 +197,18 @@ impl ModelSpec {
             ModelSpec::Mlp { .. } => "mlp",
             ModelSpec::Cnn { .. } => "cnn",
             ModelSpec::CharTransformer { .. } => "char-transformer",
+            ModelSpec::Gpt { .. } => "gpt",
+            ModelSpec::Resnet { .. } => "resnet",
+        }
+    }
+
+    /// The context length of a token model; None for the image models.
+    pub fn context(&self) -> Option<usize> {
+        match self {
+            ModelSpec::CharTransformer { context, .. } | ModelSpec::Gpt { context, .. } => {
+                Some(*context)
+            }
+            _ => None,
         }
     }
 }
@@ -106,7 +222,102 @@ pub enum OptimizerSpec {
         beta2: f64,
         eps: f64,
         weight_decay: f64,
+        /// Which parameters decay: all (default) or matrices only (nanoGPT's rule: parameters
+        /// of two or more dimensions; biases and norm weights get none).
+        #[serde(default, skip_serializing_if = "Decay::is_all")]
+        decay: Decay,
+        /// The learning-rate schedule (default constant).
+        #[serde(default, skip_serializing_if = "Schedule::is_constant")]
+        schedule: Schedule,
+        /// Linear learning-rate warm-up steps of the cosine schedule (optimizer steps, measured;
+        /// not `train.warmup_steps`, the unmeasured kernel warm-up).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lr_warmup_steps: Option<usize>,
+        /// The cosine schedule's final learning rate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_lr: Option<f64>,
+        /// The step at which the cosine reaches `min_lr` (default: the budget's steps).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decay_steps: Option<usize>,
+        /// Clip the global L2 norm of the gradients to this before each step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip_grad_norm: Option<f64>,
     },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decay {
+    #[default]
+    All,
+    Matrices,
+}
+
+impl Decay {
+    fn is_all(&self) -> bool {
+        *self == Decay::All
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// nanoGPT's: linear warm-up, then half a cosine from `lr` to `min_lr`, then `min_lr`.
+    Cosine,
+}
+
+impl Schedule {
+    fn is_constant(&self) -> bool {
+        *self == Schedule::Constant
+    }
+}
+
+impl OptimizerSpec {
+    /// Whether the learning rate changes during a run.
+    pub fn scheduled(&self) -> bool {
+        let OptimizerSpec::Adamw { schedule, .. } = self;
+        *schedule != Schedule::Constant
+    }
+
+    pub fn clip_grad_norm(&self) -> Option<f64> {
+        let OptimizerSpec::Adamw { clip_grad_norm, .. } = self;
+        *clip_grad_norm
+    }
+}
+
+/// The learning rate of the optimizer step with 0-based index `it` (nanoGPT's `get_lr`):
+/// `lr (it + 1) / (warmup + 1)` during warm-up, then a half cosine from `lr` down to `min_lr` at
+/// `decay_steps`, then `min_lr`. Constant schedule: `lr`.
+pub fn lr_at(spec: &OptimizerSpec, it: usize, budget_steps: usize) -> f64 {
+    let OptimizerSpec::Adamw {
+        lr,
+        schedule,
+        lr_warmup_steps,
+        min_lr,
+        decay_steps,
+        ..
+    } = *spec;
+    if schedule == Schedule::Constant {
+        return lr;
+    }
+    let warmup = lr_warmup_steps.unwrap_or(0);
+    let min_lr = min_lr.unwrap_or(lr);
+    let decay = decay_steps.unwrap_or(budget_steps).max(warmup);
+    if it < warmup {
+        return lr * (it + 1) as f64 / (warmup + 1) as f64;
+    }
+    if it > decay {
+        return min_lr;
+    }
+    let ratio = if decay > warmup {
+        (it - warmup) as f64 / (decay - warmup) as f64
+    } else {
+        1.0
+    };
+    let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
+    min_lr + coeff * (lr - min_lr)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +339,20 @@ pub struct TrainSpec {
     pub input_mean: Option<f64>,
     #[serde(default)]
     pub input_sd: Option<f64>,
+    /// Training images only: a random crop of the image zero-padded (black) by this many
+    /// pixels, per sample from the run's seeded augmentation stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment_crop_pad: Option<usize>,
+    /// Training images only: a horizontal flip with probability 1/2 per sample.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub augment_hflip: bool,
+}
+
+impl TrainSpec {
+    /// Whether training batches are augmented.
+    pub fn augments(&self) -> bool {
+        self.augment_crop_pad.is_some_and(|p| p > 0) || self.augment_hflip
+    }
 }
 
 fn default_warmup() -> usize {
@@ -214,17 +439,55 @@ impl TaskSpec {
     /// Semantic checks serde cannot express; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.target;
-        if !(t.value > 0.0 && t.value <= 1.0) {
+        match self.metric.direction() {
+            Direction::Higher => {
+                if !(t.value > 0.0 && t.value <= 1.0) {
+                    return Err(format!(
+                        "key 'target.value' must be in (0, 1], got {}",
+                        t.value
+                    ));
+                }
+                if !(0.0..1.0).contains(&t.chance) || t.chance >= t.value {
+                    return Err(format!(
+                        "key 'target.chance' must be in [0, target.value), got {}",
+                        t.chance
+                    ));
+                }
+            }
+            Direction::Lower => {
+                if !(t.value > 0.0 && t.value.is_finite()) {
+                    return Err(format!(
+                        "key 'target.value' must be a positive loss in {}, got {}",
+                        self.metric.unit(),
+                        t.value
+                    ));
+                }
+                if !(t.chance.is_finite() && t.chance > t.value) {
+                    return Err(format!(
+                        "key 'target.value' ({}) must be below 'target.chance' ({}): {} is lower-is-better and the target must improve on chance",
+                        t.value,
+                        t.chance,
+                        self.metric.as_str()
+                    ));
+                }
+            }
+        }
+        if self.metric.is_text() != self.dataset.is_text() {
             return Err(format!(
-                "key 'target.value' must be in (0, 1], got {}",
-                t.value
+                "key 'metric' = '{}' does not fit key 'dataset' = '{}'",
+                self.metric.as_str(),
+                self.dataset.as_str()
             ));
         }
-        if !(0.0..1.0).contains(&t.chance) || t.chance >= t.value {
-            return Err(format!(
-                "key 'target.chance' must be in [0, target.value), got {}",
-                t.chance
-            ));
+        if let Some(p) = self.train.augment_crop_pad {
+            if self.dataset.is_text() || p > 16 {
+                return Err(format!(
+                    "key 'train.augment_crop_pad' applies to image datasets, at most 16 pixels, got {p}"
+                ));
+            }
+        }
+        if self.train.augment_hflip && self.dataset.is_text() {
+            return Err("key 'train.augment_hflip' applies to image datasets only".into());
         }
         if self.train.batch_size == 0 {
             return Err("key 'train.batch_size' must be at least 1".into());
@@ -253,7 +516,7 @@ impl TaskSpec {
             }
         }
         self.data
-            .validate(self.dataset == DatasetKind::Text, crate::data::NUM_CLASSES)?;
+            .validate(self.dataset.is_text(), crate::data::NUM_CLASSES)?;
         if let Some(f) = &self.finetune {
             if f.source == self.name {
                 return Err("key 'finetune.source' names the task itself".into());
@@ -265,7 +528,32 @@ impl TaskSpec {
             beta2,
             eps,
             weight_decay,
+            schedule,
+            lr_warmup_steps,
+            min_lr,
+            decay_steps,
+            clip_grad_norm,
+            ..
         } = self.optimizer;
+        if schedule == Schedule::Constant
+            && (lr_warmup_steps.is_some() || min_lr.is_some() || decay_steps.is_some())
+        {
+            return Err("keys 'optimizer.lr_warmup_steps', 'min_lr' and 'decay_steps' need 'optimizer.schedule' = \"cosine\"".into());
+        }
+        if let Some(m) = min_lr {
+            if !(m >= 0.0 && m <= lr) {
+                return Err(format!(
+                    "key 'optimizer.min_lr' must be in [0, lr], got {m}"
+                ));
+            }
+        }
+        if let Some(c) = clip_grad_norm {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(format!(
+                    "key 'optimizer.clip_grad_norm' must be positive, got {c}"
+                ));
+            }
+        }
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(format!("key 'optimizer.lr' must be positive, got {lr}"));
         }
@@ -275,8 +563,8 @@ impl TaskSpec {
         if eps.is_nan() || eps <= 0.0 || weight_decay < 0.0 {
             return Err("key 'optimizer.eps' must be > 0 and 'weight_decay' >= 0".into());
         }
-        let text = matches!(self.model, ModelSpec::CharTransformer { .. });
-        if text != (self.dataset == DatasetKind::Text) {
+        let text = self.model.context().is_some();
+        if text != self.dataset.is_text() {
             return Err(format!(
                 "key 'model.kind' = '{}' does not fit key 'dataset' = '{}'",
                 self.model.kind(),
@@ -293,11 +581,39 @@ impl TaskSpec {
                 Err("key 'model.kernel' must be odd and 'model.channels' non-zero".into())
             }
             ModelSpec::CharTransformer { d_model, heads, .. }
+            | ModelSpec::Gpt { d_model, heads, .. }
                 if *heads == 0 || d_model % heads != 0 =>
             {
                 Err(format!(
                     "key 'model.heads' ({heads}) must divide 'model.d_model' ({d_model})"
                 ))
+            }
+            ModelSpec::CharTransformer { context: 0, .. } | ModelSpec::Gpt { context: 0, .. } => {
+                Err("key 'model.context' must be at least 1".into())
+            }
+            ModelSpec::Gpt { dropout, .. } if !(0.0..1.0).contains(dropout) => Err(format!(
+                "key 'model.dropout' must be in [0, 1), got {dropout}"
+            )),
+            ModelSpec::Gpt {
+                heads,
+                kept_heads: Some(k),
+                ..
+            } if *k == 0 || k > heads => Err(format!(
+                "key 'model.kept_heads' must be in 1..={heads}, got {k}"
+            )),
+            ModelSpec::Gpt {
+                ff_hidden: Some(0), ..
+            } => Err("key 'model.ff_hidden' must be at least 1".into()),
+            ModelSpec::Resnet {
+                channels,
+                blocks,
+                inner,
+            } if channels.contains(&0)
+                || *blocks == 0
+                || *blocks > 64
+                || inner.is_some_and(|i| i.contains(&0) || i.iter().zip(channels).any(|(a, b)| a > b)) =>
+            {
+                Err("keys 'model.channels' (non-zero), 'model.blocks' (1..=64) and 'model.inner' (1..=channels) are out of range".into())
             }
             _ => Ok(()),
         }
@@ -455,10 +771,99 @@ max_epochs = 3
     }
 
     #[test]
+    fn cosine_schedule_is_nanogpts() {
+        let t = parse_task(
+            Path::new("t.toml"),
+            &GOOD.replace(
+                "weight_decay = 0.01",
+                "weight_decay = 0.01\nschedule = \"cosine\"\nlr_warmup_steps = 10\nmin_lr = 0.0001\ndecay_steps = 110",
+            ),
+        )
+        .unwrap();
+        let o = &t.optimizer;
+        assert!(o.scheduled());
+        // Warm-up: lr (it + 1) / (warmup + 1).
+        assert!((lr_at(o, 0, 999) - 0.001 / 11.0).abs() < 1e-15);
+        assert!((lr_at(o, 9, 999) - 0.001 * 10.0 / 11.0).abs() < 1e-15);
+        // The cosine starts at lr, is halfway at the midpoint, ends at min_lr and stays there.
+        assert!((lr_at(o, 10, 999) - 0.001).abs() < 1e-15);
+        assert!((lr_at(o, 60, 999) - (0.0001 + 0.5 * 0.0009)).abs() < 1e-12);
+        assert!((lr_at(o, 110, 999) - 0.0001).abs() < 1e-15);
+        assert_eq!(lr_at(o, 5000, 999), 0.0001);
+        // Constant: lr whatever the step.
+        let c = parse_task(Path::new("t.toml"), GOOD).unwrap();
+        assert!(!c.optimizer.scheduled());
+        assert_eq!(lr_at(&c.optimizer, 77, 100), 0.001);
+        // Schedule keys without the schedule are an error naming the key.
+        let e = parse_task(
+            Path::new("t.toml"),
+            &GOOD.replace(
+                "weight_decay = 0.01",
+                "weight_decay = 0.01\nmin_lr = 0.0001",
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("optimizer.schedule"), "{e}");
+    }
+
+    /// A loss metric is lower-is-better: its target must lie below chance, and the metric
+    /// must fit the dataset.
+    #[test]
+    fn loss_targets_lie_below_chance() {
+        let text = |value: &str, chance: &str| {
+            GOOD.replace("dataset = \"digits\"", "dataset = \"shakespeare\"")
+                .replace("metric = \"accuracy\"", "metric = \"held-out-loss\"")
+                .replace(
+                    "kind = \"mlp\"\nhidden = [32]",
+                    "kind = \"gpt\"\ncontext = 8\nd_model = 8\nheads = 2\nlayers = 1\nff_mult = 2",
+                )
+                .replace("value = 0.9", &format!("value = {value}"))
+                .replace("chance = 0.1", &format!("chance = {chance}"))
+        };
+        let t = parse_task(Path::new("t.toml"), &text("1.5", "3.3")).unwrap();
+        assert_eq!(t.metric.direction(), Direction::Lower);
+        assert_eq!(t.metric.unit(), "nats/char");
+        for (v, c) in [("3.5", "3.3"), ("3.3", "3.3"), ("-1", "3.3")] {
+            let e = parse_task(Path::new("t.toml"), &text(v, c))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("target.value"), "{e}");
+            assert!(!e.contains('\n'));
+        }
+        let e = parse_task(
+            Path::new("t.toml"),
+            &text("1.5", "3.3").replace("held-out-loss", "held-out-perplexity"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("held-out-perplexity") && e.contains("line"),
+            "{e}"
+        );
+        let e = parse_task(
+            Path::new("t.toml"),
+            &text("1.5", "3.3").replace("dataset = \"shakespeare\"", "dataset = \"digits\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("does not fit"), "{e}");
+    }
+
+    #[test]
     fn shipped_tasks_all_parse() {
         let tasks = load_all(&default_models_dir()).unwrap();
         let names: Vec<_> = tasks.iter().map(|t| t.name.as_str()).collect();
-        for want in ["digits-mlp", "mnist-cnn", "mnist-mlp", "text-charlm"] {
+        for want in [
+            "digits-mlp",
+            "mnist-cnn",
+            "mnist-mlp",
+            "text-charlm",
+            "shakespeare-gpt",
+            "shakespeare-gpt-mini",
+            "fashion-resnet",
+            "fashion-resnet-mini",
+        ] {
             assert!(names.contains(&want), "{names:?}");
         }
     }

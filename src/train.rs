@@ -24,7 +24,7 @@ use crate::model::{InputShape, RefModel, SeededRng};
 use crate::optim::FusedAdamW;
 use crate::precision::{Amp, Cast, ScaleDecision, ScaleSummary};
 use crate::results::Phase;
-use crate::task::{OptimizerSpec, TaskSpec};
+use crate::task::{Metric, OptimizerSpec, TaskSpec};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Optimizer, ParamsAdamW};
@@ -64,15 +64,15 @@ pub fn input_of(spec: &TaskSpec, data: &Loaded) -> candle_core::Result<(InputSha
             let [c, h, w] = train.shape;
             Ok((InputShape::Image { c, h, w }, *classes))
         }
-        Loaded::Text(text) => match spec.model {
-            crate::task::ModelSpec::CharTransformer { context, .. } => Ok((
+        Loaded::Text(text) => match spec.model.context() {
+            Some(context) => Ok((
                 InputShape::Tokens {
                     context,
                     vocab: text.vocab.len(),
                 },
                 text.vocab.len(),
             )),
-            _ => candle_core::bail!("text data needs a token model"),
+            None => candle_core::bail!("text data needs a token model"),
         },
     }
 }
@@ -139,32 +139,19 @@ pub fn prepare(
             })
         }
         Loaded::Text(text) => {
-            let context = match spec.model {
-                crate::task::ModelSpec::CharTransformer { context, .. } => context,
-                _ => candle_core::bail!("text data needs a token model"),
+            let Some(context) = spec.model.context() else {
+                candle_core::bail!("text data needs a token model");
             };
             let vocab = text.vocab.len();
-            let windows =
-                |ids: &[u32], max: usize| -> candle_core::Result<(Tensor, Tensor, usize)> {
-                    // Non-overlapping windows of context + 1: inputs are the first `context`
-                    // characters, targets the same window shifted by one.
-                    let n = (ids.len().saturating_sub(1) / context).min(max);
-                    let mut x = Vec::with_capacity(n * context);
-                    let mut y = Vec::with_capacity(n * context);
-                    for i in 0..n {
-                        let s = i * context;
-                        x.extend_from_slice(&ids[s..s + context]);
-                        y.extend_from_slice(&ids[s + 1..s + context + 1]);
-                    }
-                    Ok((
-                        Tensor::from_vec(x, (n, context), device)?,
-                        Tensor::from_vec(y, (n, context), device)?,
-                        n,
-                    ))
-                };
-            let (train_x, train_y, n_train) = windows(&text.train, usize::MAX)?;
-            let (eval_x, eval_y, n_eval) = windows(&text.test, cap(usize::MAX))?;
-            let chance = majority_rate(text.test[1..=n_eval * context].iter().copied(), vocab);
+            let (train_x, train_y, n_train) =
+                text_windows(&text.train, context, usize::MAX, device)?;
+            let (eval_x, eval_y, n_eval) =
+                text_windows(&text.test, context, cap(usize::MAX), device)?;
+            let targets = text.test[1..=n_eval * context].iter().copied();
+            let chance = match spec.metric {
+                Metric::HeldOutLoss => unigram_entropy_nats(targets, vocab),
+                _ => majority_rate(targets, vocab),
+            };
             Ok(Prepared {
                 train_x,
                 train_y,
@@ -179,6 +166,53 @@ pub fn prepare(
             })
         }
     }
+}
+
+/// Non-overlapping windows of `context + 1` ids, at most `max` of them: inputs are the first
+/// `context` ids of each, targets the same window shifted by one. Returns (x, y, windows).
+pub fn text_windows(
+    ids: &[u32],
+    context: usize,
+    max: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor, usize)> {
+    let n = (ids.len().saturating_sub(1) / context.max(1)).min(max);
+    let mut x = Vec::with_capacity(n * context);
+    let mut y = Vec::with_capacity(n * context);
+    for i in 0..n {
+        let s = i * context;
+        x.extend_from_slice(&ids[s..s + context]);
+        y.extend_from_slice(&ids[s + 1..s + context + 1]);
+    }
+    Ok((
+        Tensor::from_vec(x, (n, context), device)?,
+        Tensor::from_vec(y, (n, context), device)?,
+        n,
+    ))
+}
+
+/// Entropy in nats of the empirical distribution of `ids`: the held-out loss of the best model
+/// that ignores context (the chance level of a loss metric).
+pub fn unigram_entropy_nats(ids: impl Iterator<Item = u32>, vocab: usize) -> f64 {
+    let mut counts = vec![0usize; vocab.max(1)];
+    let mut n = 0usize;
+    for i in ids {
+        if let Some(c) = counts.get_mut(i as usize) {
+            *c += 1;
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.ln()
+        })
+        .sum()
 }
 
 /// Share of the most frequent class: the chance level c of measurement.md section 1.
@@ -359,21 +393,42 @@ pub enum TrainError {
     Meter(#[from] MeterError),
 }
 
-/// Accuracy on the eval set, batched, always in f32; one host read per eval.
-pub fn evaluate(model: &dyn RefModel, p: &Prepared, batch: usize) -> candle_core::Result<f64> {
-    let mut correct = Tensor::zeros((), DType::F32, p.eval_x.device())?;
+/// The task's metric on the eval set, batched, always in f32, model in evaluation mode; one
+/// host read per eval. Accuracy: the share of correct top-1 predictions. Held-out loss: the
+/// mean cross-entropy in nats over every prediction.
+pub fn evaluate(
+    model: &dyn RefModel,
+    p: &Prepared,
+    batch: usize,
+    metric: Metric,
+) -> candle_core::Result<f64> {
+    let mut total = Tensor::zeros((), DType::F32, p.eval_x.device())?;
     let bs = batch.max(256);
     let mut start = 0;
     while start < p.n_eval {
         let len = bs.min(p.n_eval - start);
         let x = p.eval_x.narrow(0, start, len)?;
         let y = p.eval_y.narrow(0, start, len)?;
-        let pred = model.forward_t(&x, false)?.argmax(D::Minus1)?;
-        let hits = pred.eq(&y)?.to_dtype(DType::F32)?.sum_all()?;
-        correct = (correct + hits)?;
+        let logits = model.forward_t(&x, false)?;
+        let part = match metric {
+            Metric::HeldOutLoss => {
+                let classes = logits.dim(D::Minus1)?;
+                let logits = logits.reshape(((), classes))?;
+                let y = y.flatten_all()?;
+                let n = y.dim(0)? as f64;
+                // Sum of the per-prediction losses: the mean times the count.
+                (candle_nn::loss::cross_entropy(&logits, &y)? * n)?
+            }
+            _ => logits
+                .argmax(D::Minus1)?
+                .eq(&y)?
+                .to_dtype(DType::F32)?
+                .sum_all()?,
+        };
+        total = (total + part)?;
         start += len;
     }
-    let c = correct.to_scalar::<f32>()? as f64;
+    let c = total.to_scalar::<f32>()? as f64;
     Ok(c / p.eval_predictions.max(1) as f64)
 }
 
@@ -387,8 +442,10 @@ pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<F
         beta2,
         eps,
         weight_decay,
+        decay,
+        ..
     } = spec.optimizer;
-    FusedAdamW::new(
+    let opt = FusedAdamW::new(
         model.params().vars(),
         ParamsAdamW {
             lr,
@@ -397,7 +454,19 @@ pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<F
             eps,
             weight_decay,
         },
-    )
+    )?;
+    Ok(match decay {
+        crate::task::Decay::All => opt,
+        crate::task::Decay::Matrices => {
+            let vectors: Vec<candle_core::Var> = model
+                .params()
+                .vars()
+                .into_iter()
+                .filter(|v| v.rank() < 2)
+                .collect();
+            opt.without_decay_on(&vectors)
+        }
+    })
 }
 
 /// One f32 optimizer step on one batch; returns the (device-resident) loss.
@@ -448,6 +517,93 @@ pub fn grads_of(
         }
     }
     Ok((loss, grads))
+}
+
+/// Scale every gradient by min(1, max_norm / (||g|| + 1e-6)), ||g|| the global L2 norm over
+/// all of `model`'s gradients (PyTorch's `clip_grad_norm_`). The norm and the factor stay on
+/// the device: no host read per step.
+pub fn clip_grad_norm(
+    model: &dyn RefModel,
+    mut grads: GradStore,
+    max_norm: f64,
+) -> candle_core::Result<GradStore> {
+    let mut total: Option<Tensor> = None;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let s = g.to_dtype(DType::F32)?.sqr()?.sum_all()?;
+            total = Some(match total {
+                Some(t) => (t + s)?,
+                None => s,
+            });
+        }
+    }
+    let Some(total) = total else {
+        return Ok(grads);
+    };
+    let factor = (total.sqrt()? + 1e-6)?
+        .recip()?
+        .affine(max_norm, 0.0)?
+        .clamp(0f32, 1f32)?;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.remove(var.as_tensor()) {
+            let scaled = g.broadcast_mul(&factor.to_dtype(g.dtype())?)?;
+            grads.insert(var.as_tensor(), scaled);
+        }
+    }
+    Ok(grads)
+}
+
+/// A training batch (n, c, h, w), already standardised, with the task's augmentation: per
+/// sample a crop of the image padded by `augment_crop_pad` pixels of `pad_value` (offsets
+/// uniform in 0..=2 pad) and a horizontal flip with probability 1/2, drawn from `rng`. Built
+/// as one gather with host-drawn indices, so it runs on any device with one upload.
+pub fn augment(
+    x: &Tensor,
+    spec: &crate::task::TrainSpec,
+    pad_value: f32,
+    rng: &mut SeededRng,
+) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let pad = spec.augment_crop_pad.unwrap_or(0) as isize;
+    let plane = c * h * w;
+    let outside = plane as u32;
+    let mut idx = Vec::with_capacity(n * plane);
+    for _ in 0..n {
+        let (dy, dx) = if pad > 0 {
+            (
+                rng.below(2 * pad as usize + 1) as isize - pad,
+                rng.below(2 * pad as usize + 1) as isize - pad,
+            )
+        } else {
+            (0, 0)
+        };
+        let flip = spec.augment_hflip && rng.below(2) == 1;
+        for ch in 0..c {
+            for i in 0..h as isize {
+                for j in 0..w as isize {
+                    let jj = if flip { w as isize - 1 - j } else { j };
+                    let (r, col) = (i + dy, jj + dx);
+                    idx.push(
+                        if r < 0 || col < 0 || r >= h as isize || col >= w as isize {
+                            outside
+                        } else {
+                            (ch * h * w) as u32 + (r as usize * w) as u32 + col as u32
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let flat = x.reshape((n, plane))?;
+    let padded = Tensor::cat(
+        &[
+            &flat,
+            &Tensor::full(pad_value, (n, 1), x.device())?.to_dtype(x.dtype())?,
+        ],
+        1,
+    )?;
+    let idx = Tensor::from_vec(idx, (n, plane), x.device())?;
+    padded.gather(&idx, 1)?.reshape((n, c, h, w))
 }
 
 /// True when every gradient of `model` is finite (one host read).
@@ -624,6 +780,10 @@ pub struct Session<'a> {
     status: Status,
     error: Option<String>,
     param_count: usize,
+    /// Per-sample crop and flip draws (stream 7 of the seed).
+    augment_rng: SeededRng,
+    /// The standardised value of a black pixel: what a crop pads with.
+    pad_value: f32,
 }
 
 impl<'a> Session<'a> {
@@ -652,10 +812,14 @@ impl<'a> Session<'a> {
         events.interval("warmup", true, json!({"steps": spec.train.warmup_steps}));
         let mut warm_rng = SeededRng::new(opts.seed, 9);
         let scale = amp.scaler.as_ref().map(|s| s.scale());
+        // Warm-up passes run in training mode; batch norm's running statistics are put back
+        // after them, so random batches leave no trace in the model.
+        let buffers = model.params().buffers()?;
         for _ in 0..spec.train.warmup_steps {
             let (x, y) = random_batch(p.input, p.classes, bs, &mut warm_rng, device)?;
             drop(grads_of(model, &amp.cast, scale, &x, &y)?);
         }
+        model.params().restore_buffers(&buffers)?;
         device.synchronize()?;
         events.interval("warmup", false, json!({}));
         let warmup_s = warm.elapsed().as_secs_f64();
@@ -689,6 +853,11 @@ impl<'a> Session<'a> {
             status: Status::Dnf,
             error: None,
             param_count: model.params().count(),
+            augment_rng: SeededRng::new(opts.seed, 7),
+            pad_value: match (spec.train.input_mean, spec.train.input_sd) {
+                (Some(m), Some(sd)) => (-m / sd) as f32,
+                _ => 0.0,
+            },
         })
     }
 
@@ -789,6 +958,10 @@ impl<'a> Session<'a> {
                 }
             }
         }
+        let grads = match self.spec.optimizer.clip_grad_norm() {
+            Some(max) => clip_grad_norm(model, grads, max)?,
+            None => grads,
+        };
         opt.step(&grads)?;
         self.loss_sum = (&self.loss_sum + loss.detach())?;
         self.loss_steps += 1;
@@ -815,7 +988,7 @@ impl<'a> Session<'a> {
             json!({"epoch_num": self.epochs, "step": step}),
         );
         let bs = batch_size(self.spec, self.p.n_train);
-        let q = evaluate(model, self.p, bs)?;
+        let q = evaluate(model, self.p, bs, self.spec.metric)?;
         // With no step applied since the previous eval (right after a structural prune, or
         // every step skipped by the loss scaler) the previous mean is carried over.
         let mean_loss = if self.loss_steps > 0 {
@@ -842,7 +1015,7 @@ impl<'a> Session<'a> {
             scored,
         };
         self.events.point(
-            "eval_accuracy",
+            self.spec.metric.mllog_key(),
             json!(q),
             json!({"epoch_num": point.epoch, "step": step, "energy_j": mark.energy_j,
                    "phase": point.phase, "scored": scored}),
@@ -854,7 +1027,14 @@ impl<'a> Session<'a> {
             0.0
         };
         self.observer.on_eval(&point, watts);
-        if scored && q >= self.spec.target.value && self.status != Status::Ok {
+        if scored
+            && self
+                .spec
+                .metric
+                .direction()
+                .reached(q, self.spec.target.value)
+            && self.status != Status::Ok
+        {
             self.status = Status::Ok;
             self.events
                 .point("target_reached", json!(q), json!({"step": step}));
@@ -882,7 +1062,10 @@ impl<'a> Session<'a> {
         let fwd = model.forward_flops_per_sample() as f64;
         let frozen_prefix = model.params().frozen_prefix_flops() as f64;
         let target = self.spec.target.value;
+        let dir = self.spec.metric.direction();
         let budget = self.spec.budget.clone();
+        let schedule_steps = budget_steps(self.spec, steps_per_epoch);
+        let scheduled = self.spec.optimizer.scheduled();
         let every = self.spec.train.eval_every_steps;
         let mut perm: Vec<u32> = (0..data.n as u32).collect();
         let mut done = 0usize;
@@ -901,8 +1084,18 @@ impl<'a> Session<'a> {
             let order = Tensor::from_slice(&perm, perm.len(), self.device)?;
             for b in 0..steps_per_epoch {
                 let idx = order.narrow(0, b * bs, bs)?;
-                let x = data.x.index_select(&idx, 0)?;
+                let mut x = data.x.index_select(&idx, 0)?;
                 let y = data.y.index_select(&idx, 0)?;
+                if self.spec.train.augments() {
+                    x = augment(&x, &self.spec.train, self.pad_value, &mut self.augment_rng)?;
+                }
+                if scheduled {
+                    opt.set_learning_rate(crate::task::lr_at(
+                        &self.spec.optimizer,
+                        self.step,
+                        schedule_steps,
+                    ));
+                }
                 let applied = self.step(model, opt, &x, &y)?;
                 done += 1;
                 self.step += 1;
@@ -940,7 +1133,7 @@ impl<'a> Session<'a> {
                     Until::AnyEval => true,
                     Until::ScoredEval => scored,
                 };
-                if q >= target && stop {
+                if dir.reached(q, target) && stop {
                     return Ok(StageEnd::Target);
                 }
                 let (e, t) = point.map_or((0.0, 0.0), |p| (p.energy_j, self.window.elapsed_s()));
@@ -1066,6 +1259,116 @@ mod tests {
         assert!(json.contains("\"train_loss\":null"), "{json}");
         let back: CurvePoint = serde_json::from_str(&json).unwrap();
         assert!(back.train_loss.is_nan());
+    }
+
+    #[test]
+    fn unigram_entropy_is_the_chance_of_a_loss() {
+        assert!((unigram_entropy_nats([0u32, 1, 0, 1].into_iter(), 4) - 2f64.ln()).abs() < 1e-12);
+        assert_eq!(unigram_entropy_nats([3u32, 3, 3].into_iter(), 4), 0.0);
+        assert_eq!(unigram_entropy_nats(std::iter::empty(), 4), 0.0);
+    }
+
+    /// Crop offsets within the padding and flips, seeded: every output pixel is an input pixel
+    /// at the drawn shift (mirrored when flipped) or the pad value; no flip and no pad is the
+    /// identity.
+    #[test]
+    fn augmentation_crops_and_flips_per_sample() {
+        let dev = Device::Cpu;
+        let (n, h, w) = (16, 5, 6);
+        let vals: Vec<f32> = (0..n * h * w).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(vals.clone(), (n, 1, h, w), &dev).unwrap();
+        let spec = |pad: Option<usize>, flip: bool| crate::task::TrainSpec {
+            batch_size: 1,
+            eval_every_steps: 1,
+            eval_max_samples: None,
+            warmup_steps: 0,
+            input_mean: None,
+            input_sd: None,
+            augment_crop_pad: pad,
+            augment_hflip: flip,
+        };
+        let same = augment(&x, &spec(Some(0), false), -9.0, &mut SeededRng::new(1, 7)).unwrap();
+        assert_eq!(same.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vals);
+        let s = spec(Some(2), true);
+        let a = augment(&x, &s, -9.0, &mut SeededRng::new(1, 7)).unwrap();
+        let b = augment(&x, &s, -9.0, &mut SeededRng::new(1, 7)).unwrap();
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let mut flips = 0;
+        let mut shifted = 0;
+        for k in 0..n {
+            let out = &a[k * h * w..(k + 1) * h * w];
+            let src = &vals[k * h * w..(k + 1) * h * w];
+            // Find the (dy, dx, flip) that explains this sample: exactly one must.
+            let mut found = Vec::new();
+            for dy in -2i64..=2 {
+                for dx in -2i64..=2 {
+                    for flip in [false, true] {
+                        let ok = (0..h as i64).all(|i| {
+                            (0..w as i64).all(|j| {
+                                let jj = if flip { w as i64 - 1 - j } else { j };
+                                let (r, c) = (i + dy, jj + dx);
+                                let want = if r < 0 || c < 0 || r >= h as i64 || c >= w as i64 {
+                                    -9.0
+                                } else {
+                                    src[r as usize * w + c as usize]
+                                };
+                                out[i as usize * w + j as usize] == want
+                            })
+                        });
+                        if ok {
+                            found.push((dy, dx, flip));
+                        }
+                    }
+                }
+            }
+            assert_eq!(found.len(), 1, "sample {k}: {found:?}");
+            flips += usize::from(found[0].2);
+            shifted += usize::from(found[0].0 != 0 || found[0].1 != 0);
+        }
+        assert!(flips > 0 && flips < n, "{flips}");
+        assert!(shifted > n / 2, "{shifted}");
+    }
+
+    #[test]
+    fn gradient_clipping_scales_to_the_max_norm() {
+        use crate::model::{self, InputShape};
+        let dev = Device::Cpu;
+        let spec = crate::task::ModelSpec::Mlp { hidden: vec![4] };
+        let m = model::build(
+            &spec,
+            InputShape::Image { c: 1, h: 2, w: 2 },
+            3,
+            &mut SeededRng::new(1, 0),
+            &dev,
+        )
+        .unwrap();
+        let x = Tensor::new(&[[[[1f32, -2.], [3., 4.]]]], &dev).unwrap();
+        let y = Tensor::new(&[2u32], &dev).unwrap();
+        let norm = |g: &GradStore| -> f64 {
+            m.params()
+                .named()
+                .iter()
+                .map(|(_, v)| {
+                    let t = g.get(v.as_tensor()).unwrap();
+                    t.sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap() as f64
+                })
+                .sum::<f64>()
+                .sqrt()
+        };
+        let (_, g) = grads_of(m.as_ref(), &Cast::f32(), None, &x, &y).unwrap();
+        let before = norm(&g);
+        assert!(before > 0.01);
+        let clipped = clip_grad_norm(m.as_ref(), g, before / 4.0).unwrap();
+        assert!((norm(&clipped) - before / 4.0).abs() < 1e-4 * before);
+        let (_, g) = grads_of(m.as_ref(), &Cast::f32(), None, &x, &y).unwrap();
+        let kept = clip_grad_norm(m.as_ref(), g, before * 10.0).unwrap();
+        assert!((norm(&kept) - before).abs() < 1e-6 * before);
     }
 
     #[test]

@@ -126,7 +126,10 @@ pub enum VariantError {
 }
 
 /// Synthetic-data generators a data token may name.
-pub const GENERATORS: [&str; 3] = ["gaussian", "gmm", "vae"];
+pub const GENERATORS: [&str; 4] = ["gaussian", "gmm", "vae", "ngram"];
+
+/// The generators of text (the others model images).
+pub const TEXT_GENERATORS: [&str; 1] = ["ngram"];
 
 /// The baseline every variant is compared with: f32, dense, from scratch, real data.
 pub fn baseline() -> Variant {
@@ -230,7 +233,7 @@ fn fmt_pct(f: f64) -> String {
 /// The named presets, with a one-line description each. Any composition of their tokens is
 /// also a variant (see the grammar); `joulebench list` prints both.
 pub fn catalog() -> Vec<(Variant, &'static str)> {
-    let presets: [(&str, &str); 14] = [
+    let presets: [(&str, &str); 16] = [
         ("f32", "f32 weights and math, dense, from scratch, real data (the baseline)"),
         ("tf32", "f32 weights, f32 GEMMs on TF32 tensor cores (CUDA only)"),
         ("bf16-amp", "f32 master weights, forward GEMMs/convs in bf16, loss and eval in f32"),
@@ -244,6 +247,8 @@ pub fn catalog() -> Vec<(Variant, &'static str)> {
         ("synthetic-gmm", "train on samples of a per-class Gaussian mixture (EM) fitted to the real train set"),
         ("synthetic-vae", "train on samples of a small class-conditional VAE fitted to the real train set"),
         ("mixed-50-gmm", "half real training samples, half GMM samples"),
+        ("synthetic-ngram", "text: train on a sample of a character 5-gram model fitted to the real training text"),
+        ("mixed-50-ngram", "text: the first half of the real training text, the rest sampled from the 5-gram model"),
         ("random-tensors", "random inputs and labels: throughput track (J/sample, J/step; never JPP, never ranked)"),
     ];
     presets
@@ -253,7 +258,7 @@ pub fn catalog() -> Vec<(Variant, &'static str)> {
 }
 
 /// The grammar in one line, for `list` and error messages.
-pub const GRAMMAR: &str = "[f32|tf32|bf16-amp|f16-amp][-unstructured-<pct>|-structured-<pct>][-finetune[-freeze-<layer>...]][-synthetic-<gen>|-mixed-<pct real>-<gen>|-random-tensors], gen = gaussian|gmm|vae";
+pub const GRAMMAR: &str = "[f32|tf32|bf16-amp|f16-amp][-unstructured-<pct>|-structured-<pct>][-finetune[-freeze-<layer>...]][-synthetic-<gen>|-mixed-<pct real>-<gen>|-random-tensors], gen = gaussian|gmm|vae (images) or ngram (text)";
 
 fn valid_list() -> String {
     let names: Vec<String> = catalog().into_iter().map(|(v, _)| v.name).collect();
@@ -450,6 +455,15 @@ pub enum ModelFamily {
     Mlp,
     Cnn,
     CharTransformer,
+    Gpt,
+    Resnet,
+}
+
+impl ModelFamily {
+    /// The token models (text tasks).
+    pub fn is_text(self) -> bool {
+        matches!(self, ModelFamily::CharTransformer | ModelFamily::Gpt)
+    }
 }
 
 /// Whether `v` makes sense on a task with this model family; the reason when it does not.
@@ -476,12 +490,22 @@ pub fn check_applicable(
     if matches!(
         v.data_source(),
         DataSource::Synthetic | DataSource::Mixed { .. }
-    ) && family == ModelFamily::CharTransformer
-    {
-        return Err(na(
-            "the generators (gaussian, gmm, vae) are class-conditional image models; text has none \
-             (a language model as its own generator is the model-collapse experiment, `joulebench collapse`)",
-        ));
+    ) {
+        let text_gen = v
+            .generator
+            .as_deref()
+            .is_some_and(|g| TEXT_GENERATORS.contains(&g));
+        if family.is_text() && !text_gen {
+            return Err(na(
+                "the generators gaussian, gmm and vae are class-conditional image models; a text task \
+                 takes the character n-gram generator: synthetic-ngram or mixed-<pct>-ngram",
+            ));
+        }
+        if !family.is_text() && text_gen {
+            return Err(na(
+                "ngram is a character n-gram model of text; an image task takes gaussian, gmm or vae",
+            ));
+        }
     }
     if v.init == Init::Finetune && !has_finetune_source && !explicit_checkpoint {
         return Err(na(

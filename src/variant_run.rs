@@ -19,7 +19,7 @@
 //! size on random inputs and labels made inside the window, with no evals: J/sample and J/step.
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::data::ImageSet;
+use crate::data::{ImageSet, Loaded, TextSet};
 use crate::energy::Meter;
 use crate::model::{self, InputShape, ParamStore, RefModel, SeededRng};
 use crate::precision::{Amp, PrecisionError, Tf32Guard};
@@ -56,6 +56,8 @@ pub fn family(spec: &ModelSpec) -> ModelFamily {
         ModelSpec::Mlp { .. } => ModelFamily::Mlp,
         ModelSpec::Cnn { .. } => ModelFamily::Cnn,
         ModelSpec::CharTransformer { .. } => ModelFamily::CharTransformer,
+        ModelSpec::Gpt { .. } => ModelFamily::Gpt,
+        ModelSpec::Resnet { .. } => ModelFamily::Resnet,
     }
 }
 
@@ -121,17 +123,30 @@ pub fn finetune_source(
             e.to_string().lines().next().unwrap_or("")
         ))
     })?;
-    if source.model != spec.model || source.dataset != spec.dataset {
+    if source.model != spec.model || input_space(&source) != input_space(spec) {
         return Err(bad(format!(
             "its [finetune] source '{}' has model {} on {} but the task has model {} on {}: the checkpoint's shapes would not match",
             source.name,
             serde_json::to_string(&source.model).unwrap_or_default(),
-            source.dataset.as_str(),
+            input_space(&source),
             serde_json::to_string(&spec.model).unwrap_or_default(),
-            spec.dataset.as_str(),
+            input_space(spec),
         )));
     }
     Ok(Some(source))
+}
+
+/// What a task's model reads: its dataset, except that every byte-level text (the Shakespeare
+/// corpus, or a corpus viewed with `text_encoding = "bytes"`) shares one 256-symbol input, so
+/// a checkpoint moves between them (Austen -> Shakespeare).
+fn input_space(spec: &TaskSpec) -> String {
+    let bytes = spec.dataset == crate::data::DatasetKind::Shakespeare
+        || spec.data.text_encoding == Some(crate::data::view::TextEncoding::Bytes);
+    if bytes {
+        "byte-level text".into()
+    } else {
+        spec.dataset.as_str().into()
+    }
 }
 
 /// Where a run's model comes from.
@@ -205,7 +220,7 @@ pub fn run(
     v: &Variant,
     opts: &TrainOptions,
     start: Start,
-    real_train: Option<&ImageSet>,
+    real_train: Option<&Loaded>,
     meter: &mut dyn Meter,
     device: &Device,
     observer: &mut dyn Observer,
@@ -225,12 +240,17 @@ pub fn run(
     let mut synthetic = None;
     let data = match v.data_source() {
         DataSource::Synthetic | DataSource::Mixed { .. } => {
-            let made = real_train
-                .ok_or_else(|| {
-                    candle_core::Error::Msg("synthetic data needs the real training images".into())
-                })
-                .map_err(SynthError::from)
-                .and_then(|real| synthetic_set(&mut s, spec, p, v, opts.seed, real, device));
+            let made = match real_train {
+                Some(Loaded::Images { train, .. }) => {
+                    synthetic_set(&mut s, spec, p, v, opts.seed, train, device)
+                }
+                Some(Loaded::Text(text)) => {
+                    synthetic_text_set(&mut s, spec, v, opts.seed, text, device)
+                }
+                None => Err(SynthError::from(candle_core::Error::Msg(
+                    "synthetic data needs the real training set".into(),
+                ))),
+            };
             match made {
                 Ok((set, report)) => {
                     synthetic = Some(report);
@@ -436,6 +456,57 @@ fn synthetic_set(
         "fit_flops": fit_flops,
         "sample_flops": sample_flops,
         "note": "the generator is fitted to the real training images and sampled inside the measured window (phases generator-fit and sample); the classifier trains on this set and is evaluated on the real held-out set",
+    });
+    Ok((TrainSet { x, y, n }, report))
+}
+
+/// Text: fit a character n-gram model to the real training text (phase `generator-fit`),
+/// sample a text of the same length (phase `sample`; a blend keeps the first `real_fraction`
+/// of the real text and samples the rest) and cut it into training windows as `prepare` cuts
+/// the real text; FLOPs of both are counted.
+fn synthetic_text_set(
+    s: &mut Session<'_>,
+    spec: &TaskSpec,
+    v: &Variant,
+    seed: u64,
+    real: &TextSet,
+    device: &Device,
+) -> Result<(TrainSet, serde_json::Value), SynthError> {
+    let real_fraction = match v.data_source() {
+        DataSource::Mixed { real_fraction } => real_fraction,
+        _ => 0.0,
+    };
+    let phase = |s: &mut Session<'_>, name: &str| {
+        s.begin_phase(name)
+            .map_err(|e| SynthError::Candle(candle_core::Error::Msg(e.to_string())))
+    };
+    let context = spec
+        .model
+        .context()
+        .ok_or_else(|| SynthError::InvalidOption("a text generator needs a token model".into()))?;
+    phase(s, "generator-fit")?;
+    let opts = synth::ngram::NgramOptions::default();
+    let mut gen = synth::ngram::CharNgram::new(opts)?;
+    gen.fit(&real.train, real.vocab.len())?;
+    let fit_flops = gen.fit_flops();
+    s.add_flops(fit_flops);
+    phase(s, "sample")?;
+    let n_real = (real.train.len() as f64 * real_fraction).floor() as usize;
+    let n_synth = real.train.len() - n_real;
+    let mut ids = real.train[..n_real].to_vec();
+    ids.extend(gen.sample(n_synth, &mut SeededRng::new(seed, 13))?);
+    let sample_flops = gen.sample_flops(n_synth);
+    s.add_flops(sample_flops);
+    let (x, y, n) = train::text_windows(&ids, context, usize::MAX, device)?;
+    let report = json!({
+        "generator": "ngram",
+        "generator_detail": gen.describe(),
+        "real_fraction": real_fraction,
+        "real_characters": n_real,
+        "synthetic_characters": n_synth,
+        "fit_flops": fit_flops,
+        "sample_flops": sample_flops,
+        "note": "a character n-gram model (interpolated absolute discounting) is fitted to the real training text and sampled to the same length inside the measured window (phases generator-fit and sample); the model trains on this text and is evaluated on the real held-out text",
     });
     Ok((TrainSet { x, y, n }, report))
 }

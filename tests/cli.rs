@@ -373,12 +373,17 @@ fn list_and_env_work_on_a_fresh_clone() {
     assert_eq!(
         tasks,
         [
+            "austen-gpt-mini",
             "digits-hi-mlp",
             "digits-lo-mlp",
             "digits-mlp",
+            "fashion-resnet-mini",
+            "fashion-resnet",
             "mnist-cnn",
             "mnist-mlp",
             "mnist-rot90-mlp",
+            "shakespeare-gpt-mini",
+            "shakespeare-gpt",
             "text-charlm-p1",
             "text-charlm-p2",
             "text-charlm"

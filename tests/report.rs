@@ -148,6 +148,8 @@ mod mirror {
     pub struct Task {
         pub task: String,
         pub metric: String,
+        pub direction: String,
+        pub unit: String,
         pub target: f64,
         pub chance: f64,
         pub tables: Vec<Table>,

@@ -83,13 +83,22 @@ fn task_of(a: &ExecArgs, models_dir: &Path) -> Result<ExecTask, anyhow::Error> {
     };
     if let Some(name) = &a.task {
         let spec = task::find(models_dir, name)?;
-        let key = a.metric.clone().unwrap_or_else(|| "eval_accuracy".into());
-        let dir = direction(&key)?;
-        if dir != Direction::Higher {
+        let want = spec.metric.direction();
+        let key = a
+            .metric
+            .clone()
+            .unwrap_or_else(|| spec.metric.mllog_key().into());
+        let dir = match a.direction {
+            Some(_) => direction(&key)?,
+            None => want,
+        };
+        if dir != want {
             anyhow::bail!(
-                "task {} scores {} (higher is better); --metric {key} --direction lower does not measure it",
+                "task {} scores {} ({}); --metric {key} with --direction {} does not measure it",
                 spec.name,
-                spec.metric.as_str()
+                spec.metric.as_str(),
+                want.better(),
+                dir.as_str()
             );
         }
         // c as joulebench's own runs of the task score it (from the shipped data, checked

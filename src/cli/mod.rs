@@ -318,13 +318,23 @@ fn list(as_json: bool) -> Result<(), Failure> {
     println!("tasks:");
     let w = tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in &tasks {
-        println!(
-            "  {:<w$} {} (T = {:.1} %, c = {:.1} %)",
-            t.name,
-            t.description,
-            100.0 * t.target.value,
-            100.0 * t.target.chance
-        );
+        match t.metric.direction() {
+            crate::metrics::Direction::Higher => println!(
+                "  {:<w$} {} (T = {:.1} %, c = {:.1} %)",
+                t.name,
+                t.description,
+                100.0 * t.target.value,
+                100.0 * t.target.chance
+            ),
+            crate::metrics::Direction::Lower => println!(
+                "  {:<w$} {} (T = {} {u}, c = {} {u}, lower is better)",
+                t.name,
+                t.description,
+                t.target.value,
+                t.target.chance,
+                u = t.metric.unit()
+            ),
+        }
     }
     println!("variants:");
     for (v, d) in &variants {
@@ -565,6 +575,8 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
         )));
     }
     let mut curves = Vec::new();
+    // The metric's direction and chance level, from the runs themselves.
+    let mut metric: Option<(crate::metrics::Direction, f64)> = None;
     for dir in &a.dirs {
         let runs = dir.join("runs");
         let entries = std::fs::read_dir(&runs)
@@ -597,6 +609,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
                 );
                 continue;
             }
+            metric.get_or_insert((rec.quality.direction, rec.quality.chance));
             curves.push(crate::knee::SeedCurve {
                 seed: rec.seed,
                 points: rec
@@ -618,7 +631,9 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
         )));
     }
     let aligned = crate::knee::align(&curves).map_err(usage)?;
-    let choice = crate::knee::choose_target(&aligned, a.grid_pp).map_err(usage)?;
+    let (direction, chance) = metric.unwrap_or_default();
+    let choice =
+        crate::knee::choose_target_in(&aligned, a.grid_pp, direction, chance).map_err(usage)?;
     if let Some(path) = &a.csv {
         crate::results::write_atomic(path, aligned.to_csv().as_bytes()).map_err(usage)?;
     }
@@ -628,6 +643,26 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
     }
     let mut steps: Vec<usize> = choice.steps_to_target.iter().map(|s| s.1).collect();
     steps.sort_unstable();
+    if direction == crate::metrics::Direction::Lower {
+        println!(
+            "{}: {} seeds; knee of the mean curve at step {} (epoch {:.2}), loss {:.4}; plateau {:.4} (lower is better)",
+            a.task,
+            choice.seeds,
+            choice.knee_step,
+            choice.knee_epoch,
+            choice.knee_quality,
+            choice.plateau_quality
+        );
+        println!(
+            "target T = {:.4} (knee loss rounded up to {}, reached by every seed; c = {chance:.4}): steps to T median {}, min {}, max {}",
+            choice.target,
+            a.grid_pp / 100.0,
+            steps[steps.len() / 2],
+            steps[0],
+            steps[steps.len() - 1]
+        );
+        return Ok(());
+    }
     println!(
         "{}: {} seeds; knee of the mean curve at step {} (epoch {:.2}), quality {:.2} %; plateau {:.2} %",
         a.task,

@@ -41,27 +41,41 @@ pub enum DatasetKind {
     Mnist,
     Digits,
     Cifar10,
+    /// Jane Austen's six novels, character vocabulary of the file.
     Text,
+    /// Fashion-MNIST: the MNIST layout and format, clothing classes.
+    FashionMnist,
+    /// The 43 Shakespeare works, byte vocabulary (256).
+    Shakespeare,
 }
 
 impl DatasetKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [DatasetKind; 4] = [
+    pub const ALL: [DatasetKind; 6] = [
         DatasetKind::Mnist,
         DatasetKind::Digits,
         DatasetKind::Cifar10,
         DatasetKind::Text,
+        DatasetKind::FashionMnist,
+        DatasetKind::Shakespeare,
     ];
 
     /// The name used on the command line, in serialized records and as the subfolder of the
-    /// data folder: `mnist`, `digits`, `cifar10`, `text`.
+    /// data folder: `mnist`, `digits`, `cifar10`, `text`, `fashion-mnist`, `shakespeare`.
     pub fn as_str(&self) -> &'static str {
         match self {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Digits => "digits",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Text => "text",
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Shakespeare => "shakespeare",
         }
+    }
+
+    /// True for the text corpora (token models, `text_part` views).
+    pub fn is_text(&self) -> bool {
+        matches!(self, DatasetKind::Text | DatasetKind::Shakespeare)
     }
 }
 
@@ -109,8 +123,9 @@ impl fmt::Debug for ImageSet {
     }
 }
 
-/// Character corpus: vocab is the sorted set of distinct chars of the WHOLE file; train is the
-/// first 90 % of chars, test the last 10 %, both as indices into vocab.
+/// Character corpus: vocab is the sorted set of distinct chars of the WHOLE file (or, for a
+/// byte-level corpus, the 256 byte values as chars U+0000..U+00FF); train is the first 90 % of
+/// chars (bytes), test the last 10 %, both as indices into vocab.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TextSet {
     pub vocab: Vec<char>,
@@ -217,7 +232,7 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>) -> Result<DatasetBundle, Data
     let sums = sums.as_ref();
     let mut files = Vec::new();
     let data = match kind {
-        DatasetKind::Mnist => {
+        DatasetKind::Mnist | DatasetKind::FashionMnist => {
             let paths = mnist_paths(&dir)?;
             for p in &paths {
                 files.push(checksum::record_file(p, sums)?);
@@ -272,6 +287,21 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>) -> Result<DatasetBundle, Data
                     path,
                     detail: format!(
                         "text has {} characters, expected at least 10 so the 10 % test split is not empty",
+                        set.train.len()
+                    ),
+                });
+            }
+            Loaded::Text(set)
+        }
+        DatasetKind::Shakespeare => {
+            let path = text::find_corpus_file(&dir, text::SHAKESPEARE_FILES)?;
+            files.push(checksum::record_file(&path, sums)?);
+            let set = TextSet::from_bytes(&text::load_bytes(&path)?);
+            if set.test.is_empty() {
+                return Err(DataError::Malformed {
+                    path,
+                    detail: format!(
+                        "text has {} bytes, expected at least 10 so the 10 % test split is not empty",
                         set.train.len()
                     ),
                 });

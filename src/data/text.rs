@@ -13,6 +13,30 @@ use super::TextSet;
 /// The corpus file name `load` prefers in a text directory.
 pub const TEXT_FILE: &str = "austen.txt";
 
+/// The Shakespeare corpus files, preferred first (gzip, or the plain text).
+pub const SHAKESPEARE_FILES: &[&str] = &["shakespeare.txt.gz", "shakespeare.txt"];
+
+/// Reads a whole file (raw or gzip) as bytes: a byte-level corpus needs no decoding.
+pub fn load_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
+    Source::open(path, "a text file")?.read_rest()
+}
+
+/// The first of `names` that exists in `dir`, or an error naming them all.
+pub fn find_corpus_file(dir: &Path, names: &[&str]) -> Result<PathBuf, DataError> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| DataError::Missing {
+            path: dir.join(names.first().copied().unwrap_or("")),
+            expected: format!(
+                "the corpus layout expects {} in {}",
+                names.join(" or "),
+                dir.display()
+            ),
+        })
+}
+
 /// Reads a UTF-8 text file (raw or gzip). Invalid UTF-8 is an error giving the byte offset.
 pub fn load_text(path: &Path) -> Result<String, DataError> {
     let mut src = Source::open(path, "a UTF-8 text file")?;
@@ -66,6 +90,25 @@ impl TextSet {
             test: test.to_vec(),
             vocab,
         }
+    }
+
+    /// A byte-level corpus: vocabulary the 256 byte values (as chars U+0000..U+00FF, whether or
+    /// not they occur, so a checkpoint transfers between byte corpora), ids the bytes, first
+    /// floor(0.9 n) bytes train.
+    pub fn from_bytes(bytes: &[u8]) -> TextSet {
+        let ids: Vec<u32> = bytes.iter().map(|&b| u32::from(b)).collect();
+        let n_train = text_train_len(ids.len());
+        let (train, test) = ids.split_at(n_train.min(ids.len()));
+        TextSet {
+            train: train.to_vec(),
+            test: test.to_vec(),
+            vocab: (0u8..=255).map(char::from).collect(),
+        }
+    }
+
+    /// True for a byte-level vocabulary (the 256 byte values in order).
+    pub fn is_byte_level(&self) -> bool {
+        self.vocab.len() == 256 && self.vocab.iter().enumerate().all(|(i, &c)| c as usize == i)
     }
 
     /// Turns indices back into text (indices outside the vocabulary are skipped).
@@ -139,6 +182,15 @@ mod tests {
         assert_eq!(t.train.len(), 18);
         let all: Vec<u32> = t.train.iter().chain(&t.test).copied().collect();
         assert_eq!(t.decode(&all), "hello wörld, hello!!");
+    }
+
+    #[test]
+    fn byte_corpus_has_all_256_ids() {
+        let t = TextSet::from_bytes(b"abcabcabcX");
+        assert_eq!(t.vocab.len(), 256);
+        assert_eq!(t.train, vec![97, 98, 99, 97, 98, 99, 97, 98, 99]);
+        assert_eq!(t.test, vec![88]);
+        assert_eq!(t.decode(&t.test), "X");
     }
 
     #[test]

@@ -26,6 +26,17 @@ pub struct DataView {
     /// text; the held-out test text is unchanged.
     #[serde(default)]
     pub text_part: Option<[usize; 2]>,
+    /// Text: `"bytes"` re-encodes a character corpus at the byte level (vocabulary the 256
+    /// byte values, the 90/10 split recomputed on the UTF-8 bytes of the whole text), so a model
+    /// trained on it shares its vocabulary, and its checkpoints, with the byte-level corpora.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoding: Option<TextEncoding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextEncoding {
+    Bytes,
 }
 
 impl DataView {
@@ -65,6 +76,9 @@ impl DataView {
                 ));
             }
         }
+        if self.text_encoding.is_some() && !is_text {
+            return Err("key 'data.text_encoding' applies to text datasets only".into());
+        }
         if let Some([k, n]) = self.text_part {
             if !is_text {
                 return Err("key 'data.text_part' applies to the text dataset only".into());
@@ -103,7 +117,14 @@ impl DataView {
                 })
             }
             Loaded::Text(t) => {
-                let mut t = t.clone();
+                let mut t = match self.text_encoding {
+                    Some(TextEncoding::Bytes) if !t.is_byte_level() => {
+                        let mut all = t.decode(&t.train);
+                        all.push_str(&t.decode(&t.test));
+                        TextSet::from_bytes(all.as_bytes())
+                    }
+                    _ => t.clone(),
+                };
                 if let Some([k, n]) = self.text_part {
                     t = text_part(&t, k, n);
                 }
@@ -187,6 +208,23 @@ mod tests {
             labels: vec![3, 7],
             shape: [1, 2, 2],
         }
+    }
+
+    #[test]
+    fn byte_encoding_reencodes_a_char_corpus() {
+        let t = TextSet::from_text("ab£abcdefghij");
+        let v = DataView {
+            text_encoding: Some(TextEncoding::Bytes),
+            ..Default::default()
+        };
+        let Loaded::Text(b) = v.apply(&Loaded::Text(t)).unwrap() else {
+            panic!("text")
+        };
+        assert!(b.is_byte_level());
+        // 14 UTF-8 bytes ('£' is two): 12 train, 2 test.
+        assert_eq!(b.train.len() + b.test.len(), 14);
+        assert_eq!(&b.train[..4], &[97, 98, 0xc2, 0xa3]);
+        assert!(v.validate(false, 10).is_err());
     }
 
     #[test]

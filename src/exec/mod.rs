@@ -741,7 +741,7 @@ fn record(
     };
     let (status, mut error) = status_of(&outcome, &task.tracked.key);
     if status == Status::Dnf && error.is_none() {
-        let best = best_of(&obs.curve, dir);
+        let best = metrics::best_in(&obs.curve, dir);
         error = best.map(|b| {
             format!(
                 "did not reach T = {} (best {b} in {} evals)",
@@ -846,7 +846,7 @@ fn record(
             chance: task.chance,
             chance_declared: task.spec.as_ref().map_or(task.chance, |s| s.target.chance),
             final_value: last.map(|p| p.value),
-            best: best_of(&obs.curve, dir),
+            best: metrics::best_in(&obs.curve, dir),
             final_binomial_sd: None,
             eval_predictions: 0,
             ladder: metrics::ladder_in(&obs.curve, task.target, task.chance, dir),
@@ -895,15 +895,6 @@ fn record(
     };
     let timeline = window.report.timeline.clone();
     (rec, obs.events.0, timeline)
-}
-
-/// The best value in the metric's direction.
-fn best_of(curve: &[CurvePoint], dir: Direction) -> Option<f64> {
-    let vals = curve.iter().map(|c| c.value);
-    match dir {
-        Direction::Higher => vals.reduce(f64::max),
-        Direction::Lower => vals.reduce(f64::min),
-    }
 }
 
 /// `setup` (before `run_start`), `train`, `teardown` (after `run_stop`): spans of one window

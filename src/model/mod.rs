@@ -8,9 +8,10 @@
 mod cnn;
 mod mlp;
 mod params;
-mod transformer;
+pub mod resnet;
+pub mod transformer;
 
-pub use params::{in_layer, ParamStore, SeededRng, WeightInfo};
+pub use params::{in_layer, read_buffer, write_buffer, Buffer, ParamStore, SeededRng, WeightInfo};
 
 use crate::precision::Cast;
 use crate::task::ModelSpec;
@@ -18,8 +19,8 @@ use candle_core::{Device, Result, Tensor};
 
 /// A reference model: logits from inputs.
 pub trait RefModel {
-    /// Forward pass in f32. `train` toggles training-only behaviour (none of the shipped models
-    /// has dropout or batch norm, so both give the same logits today).
+    /// Forward pass in f32. `train` toggles training-only behaviour: dropout (the GPT) and batch
+    /// statistics with a running-statistics update (the ResNet's batch norm).
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_cast(x, train, &Cast::f32())
     }
@@ -115,14 +116,54 @@ fn build_inner(
             },
             InputShape::Tokens { vocab, .. },
         ) => Ok(Box::new(transformer::CharTransformer::new(
+            transformer::Config::classic(vocab, *context, *d_model, *heads, *layers, *ff_mult),
+            params,
+            rng,
+            device,
+        )?)),
+        (
+            ModelSpec::Gpt {
+                context,
+                d_model,
+                heads,
+                layers,
+                ff_mult,
+                dropout,
+                kept_heads,
+                ff_hidden,
+            },
+            InputShape::Tokens { vocab, .. },
+        ) => Ok(Box::new(transformer::CharTransformer::new(
             transformer::Config {
                 vocab,
                 context: *context,
                 d_model: *d_model,
                 heads: *heads,
                 layers: *layers,
-                ff_mult: *ff_mult,
+                style: transformer::Style::Gpt,
+                dropout: *dropout,
+                kept_heads: kept_heads.unwrap_or(*heads),
+                ff_hidden: ff_hidden.unwrap_or(ff_mult * d_model),
             },
+            params,
+            rng,
+            device,
+        )?)),
+        (
+            ModelSpec::Resnet {
+                channels,
+                blocks,
+                inner,
+            },
+            InputShape::Image { c, h, w },
+        ) => Ok(Box::new(resnet::Resnet::new(
+            (c, h, w),
+            resnet::Config {
+                channels: *channels,
+                blocks: *blocks,
+                inner: inner.unwrap_or(*channels),
+            },
+            classes,
             params,
             rng,
             device,
@@ -176,6 +217,32 @@ mod tests {
                     vocab: 10,
                 },
                 Tensor::from_vec((0..32u32).map(|i| (i * 7) % 10).collect(), (4, 8), &dev).unwrap(),
+            ),
+            (
+                ModelSpec::Gpt {
+                    context: 8,
+                    d_model: 16,
+                    heads: 2,
+                    layers: 2,
+                    ff_mult: 2,
+                    dropout: 0.1,
+                    kept_heads: None,
+                    ff_hidden: None,
+                },
+                InputShape::Tokens {
+                    context: 8,
+                    vocab: 10,
+                },
+                Tensor::from_vec((0..32u32).map(|i| (i * 7) % 10).collect(), (4, 8), &dev).unwrap(),
+            ),
+            (
+                ModelSpec::Resnet {
+                    channels: [4, 8, 8],
+                    blocks: 1,
+                    inner: None,
+                },
+                InputShape::Image { c: 1, h: 8, w: 8 },
+                Tensor::rand(0f32, 1., (4, 1, 8, 8), &dev).unwrap(),
             ),
         ];
         for (spec, input, x) in cases {

@@ -59,6 +59,28 @@ pub struct ParamStore {
     uses: HashMap<String, u64>,
     given: Option<HashMap<String, Tensor>>,
     freeze: Vec<String>,
+    /// State that is not trained but is part of the model (batch norm's running statistics):
+    /// saved and loaded with the parameters, never counted or optimised.
+    buffers: Vec<(String, Buffer)>,
+}
+
+/// A model's non-trainable state tensor, replaced in place by its layer (running statistics).
+pub type Buffer = std::sync::Arc<std::sync::Mutex<Tensor>>;
+
+/// The tensor a buffer holds now.
+pub fn read_buffer(b: &Buffer) -> Result<Tensor> {
+    b.lock()
+        .map(|t| t.clone())
+        .map_err(|_| candle_core::Error::Msg("a model buffer's lock was poisoned".into()))
+}
+
+/// Replace the tensor a buffer holds.
+pub fn write_buffer(b: &Buffer, t: Tensor) -> Result<()> {
+    let mut g = b
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("a model buffer's lock was poisoned".into()))?;
+    *g = t;
+    Ok(())
 }
 
 /// What the FLOP counts and pruning need to know about one weight matrix or kernel.
@@ -110,6 +132,23 @@ impl ParamStore {
         self.push(name, Tensor::from_vec(data, shape, device)?)
     }
 
+    /// N(0, std^2), drawn from the seeded RNG (GPT-style init).
+    pub fn normal(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        std: f32,
+        rng: &mut SeededRng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        if let Some(t) = self.take_given(name, shape, device)? {
+            return self.push(name, t);
+        }
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| rng.normal() * std).collect();
+        self.push(name, Tensor::from_vec(data, shape, device)?)
+    }
+
     pub fn constant(
         &mut self,
         name: &str,
@@ -122,6 +161,39 @@ impl ParamStore {
         }
         let t = (Tensor::ones(shape, DType::F32, device)? * value as f64)?;
         self.push(name, t)
+    }
+
+    /// A buffer filled with `value` (or given, like a parameter).
+    pub fn buffer(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        value: f32,
+        device: &Device,
+    ) -> Result<Buffer> {
+        let t = match self.take_given(name, shape, device)? {
+            Some(t) => t,
+            None => (Tensor::ones(shape, DType::F32, device)? * value as f64)?,
+        };
+        let b: Buffer = std::sync::Arc::new(std::sync::Mutex::new(t));
+        self.buffers.push((name.to_string(), b.clone()));
+        Ok(b)
+    }
+
+    /// The buffers with their current values, in creation order.
+    pub fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        self.buffers
+            .iter()
+            .map(|(n, b)| Ok((n.clone(), read_buffer(b)?)))
+            .collect()
+    }
+
+    /// Put back values read with `buffers` (warm-up passes must leave no trace in the model).
+    pub fn restore_buffers(&self, saved: &[(String, Tensor)]) -> Result<()> {
+        for ((_, b), (_, t)) in self.buffers.iter().zip(saved) {
+            write_buffer(b, t.clone())?;
+        }
+        Ok(())
     }
 
     /// Record how many multiply-adds one element of weight `name` does per sample.
@@ -251,9 +323,10 @@ impl ParamStore {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
-    /// Every parameter, trainable and frozen, as one safetensors file.
+    /// Every parameter, trainable and frozen, and every buffer, as one safetensors file.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> = self.all().into_iter().collect();
+        let mut map: HashMap<String, Tensor> = self.all().into_iter().collect();
+        map.extend(self.buffers()?);
         candle_core::safetensors::save(&map, path)
     }
 }

@@ -39,6 +39,28 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
     front
 }
 
+/// Accuracies are drawn in percent, losses as they are.
+fn quality_scale(task: &TaskBoard) -> f64 {
+    if task.is_accuracy() {
+        100.0
+    } else {
+        1.0
+    }
+}
+
+/// "%, higher is better" or "nats/char, lower is better": every quality axis says which way
+/// is better.
+fn axis_unit(task: &TaskBoard) -> String {
+    let unit = if task.is_accuracy() {
+        "%".to_string()
+    } else if task.unit.is_empty() {
+        task.metric.clone()
+    } else {
+        task.unit.clone()
+    };
+    format!("{unit}, {}", task.direction.better())
+}
+
 fn span(values: impl Iterator<Item = f64>, pad_frac: f64, floor_zero: bool) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
@@ -109,6 +131,7 @@ fn series_label(v: &super::model::VariantRow) -> String {
 /// Energy (gross window energy) against final quality: every run as a small dot, every
 /// system x variant as its median, and the Pareto front through the medians.
 pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, String> {
+    let k = quality_scale(task);
     let mut groups: Vec<(String, f64, f64)> = Vec::new();
     let mut dots: Vec<(usize, f64, f64)> = Vec::new();
     for (gi, v) in table.variants.iter().enumerate() {
@@ -147,12 +170,12 @@ pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, 
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(64)
-            .build_cartesian_2d(x0..x1, (100.0 * y0)..(100.0 * y1))
+            .build_cartesian_2d(x0..x1, (k * y0)..(k * y1))
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("energy of the run (J)")
-            .y_desc(format!("final {} (%)", task.metric))
+            .y_desc(format!("final {} ({})", task.metric, axis_unit(task)))
             .label_style((FONT, 12))
             .bold_line_style(RGBColor(215, 215, 215))
             .light_line_style(RGBColor(242, 242, 242))
@@ -160,13 +183,13 @@ pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, 
             .map_err(err)?;
         chart
             .draw_series(LineSeries::new(
-                [(x0, 100.0 * task.target), (x1, 100.0 * task.target)],
+                [(x0, k * task.target), (x1, k * task.target)],
                 RGBColor(150, 150, 150).stroke_width(1),
             ))
             .map_err(err)?
             .label(format!(
-                "target T = {} %",
-                super::format::pct_trim(task.target)
+                "target T = {}",
+                super::format::level(task, task.target)
             ))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(150, 150, 150)));
         for (gi, (label, e, q)) in groups.iter().enumerate() {
@@ -175,19 +198,21 @@ pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, 
                 .draw_series(
                     dots.iter()
                         .filter(|d| d.0 == gi)
-                        .map(|d| Circle::new((d.1, 100.0 * d.2), 3, color.mix(0.35).filled())),
+                        .map(|d| Circle::new((d.1, k * d.2), 3, color.mix(0.35).filled())),
                 )
                 .map_err(err)?;
             chart
-                .draw_series([Circle::new((*e, 100.0 * q), 6, color.filled())])
+                .draw_series([Circle::new((*e, k * q), 6, color.filled())])
                 .map_err(err)?
                 .label(label.clone())
                 .legend(move |(x, y)| Circle::new((x + 9, y), 5, color.filled()));
         }
-        let pts: Vec<(f64, f64)> = groups.iter().map(|g| (g.1, g.2)).collect();
+        // The front is taken on quality in the better-is-greater sense (a loss negated).
+        let sign = task.direction.sign();
+        let pts: Vec<(f64, f64)> = groups.iter().map(|g| (g.1, sign * g.2)).collect();
         let front: Vec<(f64, f64)> = pareto_front(&pts)
             .into_iter()
-            .map(|i| (pts[i].0, 100.0 * pts[i].1))
+            .map(|i| (pts[i].0, k * sign * pts[i].1))
             .collect();
         if front.len() >= 2 {
             chart
@@ -211,6 +236,7 @@ pub fn learning_curves(
     report: &Report,
 ) -> Result<String, String> {
     // (colour index, legend label or empty, points)
+    let ks = quality_scale(task);
     let mut lines: Vec<CurveLine> = Vec::new();
     for (gi, v) in table.variants.iter().enumerate() {
         for (k, r) in v.stats.run_list.iter().enumerate() {
@@ -222,7 +248,7 @@ pub fn learning_curves(
                 .quality
                 .curve
                 .iter()
-                .map(|p| (p.energy_j, 100.0 * p.value))
+                .map(|p| (p.energy_j, ks * p.value))
                 .collect();
             let label = if k == 0 {
                 series_label(v)
@@ -244,7 +270,7 @@ pub fn learning_curves(
         lines
             .iter()
             .flat_map(|l| l.2.iter().map(|p| p.1))
-            .chain([100.0 * task.target, 100.0 * task.chance]),
+            .chain([ks * task.target, ks * task.chance]),
         0.05,
         false,
     );
@@ -265,7 +291,7 @@ pub fn learning_curves(
                 "energy since run start (J, boundary {})",
                 table.boundary
             ))
-            .y_desc(format!("{} (%)", task.metric))
+            .y_desc(format!("{} ({})", task.metric, axis_unit(task)))
             .label_style((FONT, 12))
             .bold_line_style(RGBColor(215, 215, 215))
             .light_line_style(RGBColor(242, 242, 242))
@@ -275,13 +301,13 @@ pub fn learning_curves(
             let grey = RGBColor(150, 150, 150);
             chart
                 .draw_series(DashedLineSeries::new(
-                    [(x0, 100.0 * level), (x1, 100.0 * level)],
+                    [(x0, ks * level), (x1, ks * level)],
                     6,
                     4,
                     grey.stroke_width(1),
                 ))
                 .map_err(err)?
-                .label(format!("{name} = {} %", super::format::pct_trim(level)))
+                .label(format!("{name} = {}", super::format::level(task, level)))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey));
         }
         for (gi, label, pts) in &lines {

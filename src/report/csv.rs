@@ -36,9 +36,11 @@ fn hi(c: Option<Ci>) -> String {
     })
 }
 
-pub const HEADER: [&str; 41] = [
+pub const HEADER: [&str; 43] = [
     "task",
     "metric",
+    "direction",
+    "unit",
     "target",
     "chance",
     "boundary",
@@ -111,6 +113,8 @@ impl Exporter for CsvExporter {
                     let row: Vec<String> = vec![
                         task.task.clone(),
                         task.metric.clone(),
+                        task.direction.as_str().into(),
+                        task.unit.clone(),
                         task.target.to_string(),
                         task.chance.to_string(),
                         table.boundary.clone(),

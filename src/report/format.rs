@@ -94,20 +94,50 @@ pub fn cv(x: Option<f64>) -> String {
 /// "412.0 J/pp @ 97 % (c = 11.35 %, G)": a JPP is never printed without T, c and boundary;
 /// estimated rows also say so.
 pub fn jpp_label(jpp: Option<f64>, task: &TaskBoard, table: &RankTable) -> String {
-    match jpp {
-        None => "DNF".into(),
-        Some(v) => format!(
-            "{} J/pp @ {} % (c = {} %, {}{})",
+    let est = if table.energy == EnergyClass::Estimated {
+        ", estimated"
+    } else {
+        ""
+    };
+    match (jpp, task.is_accuracy()) {
+        (None, _) => "DNF".into(),
+        (Some(v), true) => format!(
+            "{} J/pp @ {} % (c = {} %, {}{est})",
             num4(v),
             pct_trim(task.target),
             pct_trim(task.chance),
             table.boundary,
-            if table.energy == EnergyClass::Estimated {
-                ", estimated"
-            } else {
-                ""
-            }
         ),
+        (Some(v), false) => format!(
+            "{} J per 0.01{} @ {} (c = {}, {}, {}{est})",
+            num4(v),
+            task.unit_suffix(),
+            level(task, task.target),
+            level(task, task.chance),
+            task.direction.better(),
+            table.boundary,
+        ),
+    }
+}
+
+/// A quality level of the task's metric: "97 %" for an accuracy, "1.4700" for a loss.
+pub fn level(task: &TaskBoard, v: f64) -> String {
+    if task.is_accuracy() {
+        format!("{} %", pct_trim(v))
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// A quality value with its spread: "97.04 +- 0.12 %" or "1.4712 +- 0.0031 nats/char".
+pub fn quality(task: &TaskBoard, mean: Option<f64>, sd: Option<f64>) -> String {
+    let unit = task.unit_suffix();
+    match (mean, sd, task.is_accuracy()) {
+        (Some(m), Some(sd), true) => format!("{:.2} +- {:.2} %", 100.0 * m, 100.0 * sd),
+        (Some(m), None, true) => format!("{:.2} %", 100.0 * m),
+        (Some(m), Some(sd), false) => format!("{m:.4} +- {sd:.4}{unit}"),
+        (Some(m), None, false) => format!("{m:.4}{unit}"),
+        _ => "-".into(),
     }
 }
 
@@ -141,11 +171,12 @@ pub const ESTIMATED_WARNING: &str = "Estimated energy: at least one component is
 /// "mnist-mlp: accuracy, target T = 97 %, chance c = 11.35 %".
 pub fn task_title(task: &TaskBoard) -> String {
     format!(
-        "{}: {} target T = {} %, chance c = {} %",
+        "{}: {} ({}) target T = {}, chance c = {}",
         task.task,
         task.metric,
-        pct_trim(task.target),
-        pct_trim(task.chance)
+        task.direction.better(),
+        level(task, task.target),
+        level(task, task.chance)
     )
 }
 

@@ -122,14 +122,26 @@ fn caption(task: &TaskBoard, table: &RankTable, what: &str, resamples: usize) ->
             escape(ESTIMATED_WARNING)
         ),
     };
+    let (t, c, per) = if task.is_accuracy() {
+        (
+            format!("{}\\,\\%", f::pct_trim(task.target)),
+            format!("{}\\,\\%", f::pct_trim(task.chance)),
+            "J per accuracy point".to_string(),
+        )
+    } else {
+        (
+            format!("{:.4}", task.target),
+            format!("{:.4}", task.chance),
+            format!("J per 0.01{}", escape(&task.unit_suffix())),
+        )
+    };
     format!(
-        "\\textbf{{{}}}: {what}; {class}, boundary {} ({}). Target $T = {}\\,\\%$, chance $c = {}\\,\\%$ ({}); JPP = ETT / (100 (T - c)) in J per accuracy point at this $T$, $c$ and boundary. Sources: {}. Medians with 95\\,\\% percentile-bootstrap CIs ({resamples} resamples).",
+        "\\textbf{{{}}}: {what}; {class}, boundary {} ({}). Target $T = {t}$, chance $c = {c}$ ({}, {}); JPP = ETT / (100 |T - c|) in {per} at this $T$, $c$ and boundary. Sources: {}. Medians with 95\\,\\% percentile-bootstrap CIs ({resamples} resamples).",
         escape(&task.task),
         escape(&table.boundary),
         escape(f::boundary_name(&table.boundary)),
-        f::pct_trim(task.target),
-        f::pct_trim(task.chance),
         escape(&task.metric),
+        escape(task.direction.better()),
         escape(&table.sources.join(", ")),
     )
 }

@@ -68,7 +68,7 @@ pub fn render<M: Markup>(
         .collect();
     m.paragraph(&format!("Results folders: {}.", folders.join(", ")));
     m.paragraph(&format!(
-        "ETT = energy from run start to the end of the first evaluation reaching the target T (evaluation on the meter); JPP = ETT / (100 (T - c)). \
+        "ETT = energy from run start to the end of the first evaluation reaching the target T (at or beyond T in the metric's direction; evaluation on the meter); JPP = ETT / (100 |T - c|): joules per accuracy point, or per 0.01 nat of a loss. \
          Medians with {:.0} % percentile-bootstrap CIs ({} resamples, fixed seed); olympic mean drops the minimum and the maximum (one DNF counts as the maximum, two invalidate it); \
          CV over runs that reached T; outliers by Tukey fences, flagged and never dropped. \
          Change in ETT vs the f32 baseline on the same system, paired by seed: {}. P(better): {}. \
@@ -154,12 +154,8 @@ fn olympic(s: &super::model::GroupStats) -> String {
     }
 }
 
-fn final_quality(s: &super::model::GroupStats) -> String {
-    match (s.mean_final_quality, s.sd_final_quality) {
-        (Some(m), Some(sd)) => format!("{:.2} +- {:.2} %", 100.0 * m, 100.0 * sd),
-        (Some(m), None) => format!("{:.2} %", 100.0 * m),
-        _ => "-".into(),
-    }
+fn final_quality(task: &TaskBoard, s: &super::model::GroupStats) -> String {
+    f::quality(task, s.mean_final_quality, s.sd_final_quality)
 }
 
 pub fn systems_table(task: &TaskBoard, table: &RankTable) -> Table {
@@ -198,7 +194,7 @@ pub fn systems_table(task: &TaskBoard, table: &RankTable) -> Table {
                     f::cv(s.stats.cv_ett),
                     f::jpp_label(s.stats.median_jpp_j_per_pp, task, table),
                     f::seconds(s.stats.median_ttt_s),
-                    final_quality(&s.stats),
+                    final_quality(task, &s.stats),
                 ]
             })
             .collect(),

@@ -256,9 +256,30 @@ pub struct RankTable {
 pub struct TaskBoard {
     pub task: String,
     pub metric: String,
+    /// Which way the metric improves (`higher` for accuracy, `lower` for a loss).
+    pub direction: crate::metrics::Direction,
+    /// The metric's unit: `fraction` (an accuracy) or `nats/char` (a loss); empty when a
+    /// foreign program's metric has no known unit.
+    pub unit: String,
     pub target: f64,
     pub chance: f64,
     pub tables: Vec<RankTable>,
+}
+
+impl TaskBoard {
+    /// An accuracy in [0, 1], printed in percent; anything else is printed as is.
+    pub fn is_accuracy(&self) -> bool {
+        self.direction == crate::metrics::Direction::Higher && self.unit == "fraction"
+    }
+
+    /// " nats/char", or nothing for a fraction or an unknown unit.
+    pub fn unit_suffix(&self) -> String {
+        if self.unit.is_empty() || self.unit == "fraction" {
+            String::new()
+        } else {
+            format!(" {}", self.unit)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -305,6 +326,11 @@ pub struct Leaderboard {
 }
 
 fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
+    // One board holds one metric, so its runs share the direction.
+    let dir = runs
+        .first()
+        .map(|r| r.quality.direction)
+        .unwrap_or_default();
     let etts: Vec<f64> = runs.iter().map(|r| ett_of(r)).collect();
     let flags = stats::tukey_outliers(&etts);
     let (converged, n) = stats::converged(&etts);
@@ -380,7 +406,7 @@ fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
         olympic_mean_note: olympic_note,
         sd_ett_j: stats::sd(&etts),
         cv_ett: stats::cv(&etts),
-        median_jpp_j_per_pp: median.and_then(|m| crate::metrics::jpp(m, target, chance)),
+        median_jpp_j_per_pp: median.and_then(|m| crate::metrics::jpp_in(m, target, chance, dir)),
         median_ttt_s: stats::median(&ttt).and_then(finite),
         median_energy_j: stats::median(&energy),
         median_net_energy_j: stats::median(&net),
@@ -677,6 +703,17 @@ fn median_run(list: &[RunRef]) -> Option<String> {
 }
 
 /// Build the leaderboard. `runs` may come from several folders (machines) in any order.
+/// The unit of a metric by its name: a shipped task's metric, MLPerf's `eval_accuracy`, or
+/// nothing known (a foreign program's own key).
+pub fn metric_unit(metric: &str, dir: crate::metrics::Direction) -> String {
+    let known = serde_json::from_value::<crate::task::Metric>(serde_json::json!(metric)).ok();
+    match (known, metric, dir) {
+        (Some(m), _, _) => m.unit().into(),
+        (None, "eval_accuracy", crate::metrics::Direction::Higher) => "fraction".into(),
+        _ => String::new(),
+    }
+}
+
 pub fn build(
     runs: &[LoadedRun],
     generated_by: &str,
@@ -709,6 +746,8 @@ pub fn build(
         .into_iter()
         .map(|((task, metric, t, c), rs)| {
             let (target, chance) = (f64::from_bits(t), f64::from_bits(c));
+            let direction = rs.first().map(|r| r.quality.direction).unwrap_or_default();
+            let unit = metric_unit(&metric, direction);
             let mut by_table: BTreeMap<(EnergyClass, String), Vec<&RunRecord>> = BTreeMap::new();
             for r in rs {
                 by_table
@@ -719,6 +758,8 @@ pub fn build(
             TaskBoard {
                 task,
                 metric,
+                direction,
+                unit,
                 target,
                 chance,
                 tables: by_table

@@ -41,11 +41,13 @@
 //! The Gaussian and the GMM compute on the host in f64 whatever `device` says (at these sizes a
 //! host loop beats kernel launches); the VAE runs on `device` in f32.
 //!
-//! Text has no generator here: a class-conditional model of characters is a language model, and
-//! the collapse of an LM on its own output is a different experiment (collapse.md part 3).
+//! Text has its own generator, `ngram::CharNgram` (a character n-gram model with interpolated
+//! absolute discounting, fitted to the training text and sampled to its length): the text
+//! analogue of the Gaussian and the GMM. It is not a `Generator` (no classes, no images).
 
 pub mod gaussian;
 pub mod gmm;
+pub mod ngram;
 pub mod vae;
 
 pub use gaussian::DiagGaussian;
@@ -126,7 +128,7 @@ pub enum SynthError {
     UnknownGenerator { value: String, why: String },
     #[error("cannot fit a generator to an empty training set")]
     NoData,
-    #[error("image set is inconsistent: {0}")]
+    #[error("training data is inconsistent: {0}")]
     Malformed(String),
     #[error("label {label} is out of range for {classes} classes")]
     LabelOutOfRange { label: u8, classes: usize },

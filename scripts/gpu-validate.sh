@@ -29,8 +29,10 @@
 #   then summary.txt (printed), and with --out-tar DIR one tarball of the results folder.
 # Every command inside a stage gets the time the stage has left, so a stage ends by itself.
 # Tasks: mnist-cnn, text-charlm, shakespeare-gpt, fashion-resnet, those `joulebench list` shows
-# (the last two are picked up as soon as they exist; until then the largest existing tasks,
-# mnist-cnn and text-charlm, stand in); --tasks overrides.
+# (a missing one is logged and skipped); --tasks overrides. The dry run trains the CPU members of
+# the two GPU families instead (shakespeare-gpt-mini, fashion-resnet-mini: a shakespeare-gpt step
+# is about 1.2 TFLOP, 40 s on a 2-core CPU) through the same code: the same torch programs (a
+# `-mini` task runs its family's program with --task-file), the same data handling.
 #
 # Budget sizing for stage c (no window under the 5 s floor; the stage about 4 to 4.5 minutes).
 # From FLOPs (forward FLOPs per sample as the model counts them, run files' flops.forward_per_sample;
@@ -92,7 +94,9 @@ WANTED_TASKS="mnist-cnn text-charlm shakespeare-gpt fashion-resnet"
 WANTED_VARIANTS="f32 tf32 bf16-amp"
 EXEC_VARIANTS="f32 bf16-amp"
 # Fallback epoch times (s) on an H100 when a calibration run fails (see the sizing note above).
-declare -A PRIOR_EPOCH_S=([mnist-cnn]=1.4 [mnist-mlp]=1.4 [text-charlm]=5.4)
+# shakespeare-gpt: 278 steps x 1.17 TFLOP at an assumed 25 TFLOP/s; fashion-resnet: 468 steps x
+# 23.8 GFLOP at an assumed 5 TFLOP/s (small convolutions): FLOP-based guesses, not measurements.
+declare -A PRIOR_EPOCH_S=([mnist-cnn]=1.4 [mnist-mlp]=1.4 [text-charlm]=5.4 [shakespeare-gpt]=13 [fashion-resnet]=3)
 
 now() { date +%s; }
 stamp() { date -u +%FT%TZ; }
@@ -495,8 +499,10 @@ stage_e() {
   else
     for v in $EXEC_VARIANTS; do
       for t in $tasks; do
-        prog="$ROOT/scripts/torch/${t//-/_}.py"
-        [ -f "$prog" ] || { [ "$v" = f32 ] && note "exec: $t skipped (no scripts/torch/${t//-/_}.py)"; continue; }
+        # A family's CPU member (`-mini`) runs the family's program on its own task file.
+        local fam="${t%-mini}"
+        prog="$ROOT/scripts/torch/${fam//-/_}.py"
+        [ -f "$prog" ] || { [ "$v" = f32 ] && note "exec: $t skipped (no scripts/torch/${fam//-/_}.py)"; continue; }
         left=$(( $(remaining) - 10 ))
         [ "$left" -ge 15 ] || { note "FAILED: exec $t $v not run: ${left} s left"; failed=1; continue; }
         dd=$(data_dir_for "$t") || { failed=1; continue; }
@@ -505,6 +511,7 @@ stage_e() {
         if [ -n "${steps:-}" ] && tf=$(task_file_with_epochs "$t" "$eps"); then
           budget=(--task-file "$tf" --full-budget --max-steps "$steps")
         else
+          budget=(--task-file "${JOULEBENCH_MODELS:-$ROOT/models}/$t.toml")
           note "exec $t $v: no stage c budget to mirror: the program's own (to the target)"
         fi
         local cmd=("$GV_JB" exec --task "$t" --seeds "$GV_EXEC_SEEDS" --variant-label "$v" --device "$GV_DEVICE"
@@ -641,6 +648,9 @@ export PYTHONPYCACHEPREFIX="$RESULTS/validate/pycache" # py_compile leaves nothi
 export PYTHONUNBUFFERED=1
 export JOULEBENCH_DATA="${JOULEBENCH_DATA:-$ROOT/data}"
 export GV_MODE="$MODE" GV_RESULTS="$RESULTS" GV_STATE="$RESULTS/validate" GV_JB="$JB" GV_PY="$PY"
+if [ "$MODE" = dry ] && [ -z "$TASKS" ]; then
+  TASKS="mnist-cnn text-charlm shakespeare-gpt-mini fashion-resnet-mini"
+fi
 export GV_DEVICE="$DEVICE" GV_METER="$METER" GV_CUDA_INDEX="$CUDA_INDEX" GV_PACK="$PACK" GV_TASKS="$TASKS"
 export GV_TINY GV_SEEDS GV_PROBE_S GV_IDLE_S GV_COOLDOWN_S GV_C_PLAN_S GV_CAL_CAP_S GV_W_MIN GV_W_MAX
 export GV_CMP_STEPS GV_CMP_WARMUP GV_CMP_ROUNDS GV_EXEC_SEEDS GV_EXEC_IDLE_S GV_EXEC_MAX_S

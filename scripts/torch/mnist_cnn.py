@@ -19,7 +19,7 @@ im2col kernels. Under bf16-amp joulebench's CPU build runs the convolutions in f
 bf16 CPU conv2d; its run file says so) while PyTorch's CPU autocast runs them in bf16.
 
 Usage: mnist_cnn.py --seed N [--precision f32|bf16-amp|tf32] [--device cpu|cuda] [--threads N]
-       [--task-file PATH] [--data-dir PATH] [--full-budget] [--max-steps N]
+       [--task NAME | --task-file PATH] [--data-dir PATH] [--full-budget] [--max-steps N]
 Exit status: 0 on completion (target reached or not), 2 on bad input, 143 on SIGTERM (after
 printing run_stop with status "aborted" when run_start was printed).
 """

@@ -18,7 +18,7 @@ so curves agree in distribution, not bit for bit; PyTorch's kernels sum in anoth
 joulebench's fused CPU kernels (last-bit differences per step).
 
 Usage: mnist_mlp.py --seed N [--precision f32|bf16-amp|tf32] [--device cpu|cuda] [--threads N]
-       [--task-file PATH] [--data-dir PATH] [--full-budget] [--max-steps N]
+       [--task NAME | --task-file PATH] [--data-dir PATH] [--full-budget] [--max-steps N]
 Exit status: 0 on completion (target reached or not), 2 on bad input, 143 on SIGTERM (after
 printing run_stop with status "aborted" when run_start was printed).
 """

@@ -30,7 +30,7 @@ softmaxed in f32, as joulebench's Cast does, but which other ops run in bf16 is 
 choice (PyTorch's op lists), not joulebench's (its own per-op-class policy in src/precision.rs).
 
 Usage: text_charlm.py --seed N [--precision f32|bf16-amp|tf32] [--device cpu|cuda] [--threads N]
-       [--task-file PATH] [--data-dir PATH] [--full-budget] [--max-steps N]
+       [--task NAME | --task-file PATH] [--data-dir PATH] [--full-budget] [--max-steps N]
 Exit status: 0 on completion (target reached or not), 2 on bad input, 143 on SIGTERM (after
 printing run_stop with status "aborted" when run_start was printed).
 """

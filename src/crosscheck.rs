@@ -9,6 +9,7 @@
 //! meter uses, so the two sides differ only in who read NVML and when.
 //! Must not: measure anything, or change run files (its report is a file of its own).
 
+use crate::carbon::csvline::excerpt;
 use crate::energy::nvml::{self, CounterSample, PowerReading};
 use crate::results::write_atomic;
 use serde::{Deserialize, Serialize};
@@ -92,7 +93,7 @@ impl Trace {
             Some((i, h)) => {
                 return Err(err(
                     i + 1,
-                    format!("expected the header {TRACE_HEADER:?}, found {h:?}"),
+                    format!("expected the header {TRACE_HEADER:?}, found {}", excerpt(h)),
                 ))
             }
             None => return Err(err(2, format!("missing the header {TRACE_HEADER:?}"))),
@@ -130,7 +131,11 @@ impl Trace {
 fn parse_row(line: &str) -> Result<TraceSample, String> {
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     if f.len() != 4 {
-        return Err(format!("expected 4 fields, found {}: {line:?}", f.len()));
+        return Err(format!(
+            "expected 4 fields, found {}: {}",
+            f.len(),
+            excerpt(line)
+        ));
     }
     fn opt<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>, String> {
         if s.is_empty() {
@@ -138,15 +143,15 @@ fn parse_row(line: &str) -> Result<TraceSample, String> {
         } else {
             s.parse()
                 .map(Some)
-                .map_err(|_| format!("{what} {s:?} is not a number"))
+                .map_err(|_| format!("{what} {} is not a number", excerpt(s)))
         }
     }
     let t_unix_s: f64 = f[0]
         .parse()
-        .map_err(|_| format!("t_unix_s {:?} is not a number", f[0]))?;
+        .map_err(|_| format!("t_unix_s {} is not a number", excerpt(f[0])))?;
     let power_w: Option<f64> = opt(f[2], "power_w")?;
     if !t_unix_s.is_finite() || power_w.is_some_and(|p| !p.is_finite()) {
-        return Err(format!("non-finite value in {line:?}"));
+        return Err(format!("non-finite value in {}", excerpt(line)));
     }
     Ok(TraceSample {
         t_unix_s,

@@ -69,6 +69,10 @@ pub struct QualitySummary {
     /// Which way the metric improves; absent (higher) for accuracy.
     #[serde(default, skip_serializing_if = "is_higher")]
     pub direction: Direction,
+    /// The metric's unit (`fraction`, `nats/char`); absent in older files and for a foreign
+    /// program's own key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
     pub target: f64,
     /// Majority-class rate of the eval set actually used.
     pub chance: f64,

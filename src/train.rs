@@ -393,6 +393,9 @@ pub enum TrainError {
     Meter(#[from] MeterError),
 }
 
+/// Predictions per evaluation chunk of a token model (see `evaluate`).
+pub const EVAL_TOKENS: usize = 4096;
+
 /// The task's metric on the eval set, batched, always in f32, model in evaluation mode; one
 /// host read per eval. Accuracy: the share of correct top-1 predictions. Held-out loss: the
 /// mean cross-entropy in nats over every prediction.
@@ -403,7 +406,13 @@ pub fn evaluate(
     metric: Metric,
 ) -> candle_core::Result<f64> {
     let mut total = Tensor::zeros((), DType::F32, p.eval_x.device())?;
-    let bs = batch.max(256);
+    // candle keeps every intermediate of a forward pass alive while its output is (the graph
+    // of a model with `Var` parameters), so a chunk's memory is its whole forward: token models
+    // are evaluated EVAL_TOKENS predictions at a time (256 windows of 64 characters took 1.4 GB).
+    let bs = match p.input {
+        InputShape::Tokens { context, .. } => (EVAL_TOKENS / context.max(1)).max(1),
+        InputShape::Image { .. } => batch.max(256),
+    };
     let mut start = 0;
     while start < p.n_eval {
         let len = bs.min(p.n_eval - start);

@@ -208,6 +208,7 @@ fn gpt_variants_score_a_loss_target() {
     let q = &r["quality"];
     assert_eq!(q["metric"], "held-out-loss");
     assert_eq!(q["direction"], "lower");
+    assert_eq!(q["unit"], "nats/char");
     let (target, chance) = (f(&q["target"]), f(&q["chance"]));
     // c is the unigram entropy of the held-out targets, in nats: about 3.3 for Shakespeare.
     assert!((3.0..3.6).contains(&chance), "{chance}");
@@ -271,6 +272,30 @@ fn gpt_variants_score_a_loss_target() {
     let ck = &ft["variant"]["checkpoint"];
     assert!(ck.is_object(), "{}", ft["variant"]);
     assert!(f(&ck["cumulative_energy_j"]) > f(&ck["incremental_energy_j"]));
+
+    // The report says which way is better everywhere, with nothing special-cased.
+    let out = t.res.join("report");
+    let o = jb(&[
+        "report",
+        t.res.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
+    assert!(
+        md.contains("## tiny-gpt: held-out-loss (lower is better) target T = 3.2500, chance c = "),
+        "{md}"
+    );
+    assert!(md.contains("J per 0.01 nats/char @ 3.2500"), "{md}");
+    let csv = std::fs::read_to_string(out.join("leaderboard.csv")).unwrap();
+    assert!(
+        csv.contains("tiny-gpt,held-out-loss,lower,nats/char,3.25,"),
+        "{csv}"
+    );
+    let tex = std::fs::read_to_string(out.join("leaderboard.tex")).unwrap();
+    assert!(tex.contains("held-out-loss, lower is better"), "{tex}");
+    assert!(tex.contains("J per 0.01 nats/char"), "{tex}");
 }
 
 #[test]
@@ -375,4 +400,21 @@ fn a_corrupt_corpus_is_refused() {
         "0",
     ]);
     assert_usage_error(&o, &["shakespeare.txt.gz"]);
+}
+
+/// Every shipped task declares the chance level its shipped data gives (the majority-class
+/// rate, or for a loss the unigram entropy of the held-out targets), as a run computes it.
+#[test]
+fn shipped_chance_levels_match_the_data() {
+    let dir = joulebench::task::default_models_dir();
+    for spec in joulebench::task::load_all(&dir).unwrap() {
+        let data = joulebench::data::load(spec.dataset, None).unwrap();
+        let c = joulebench::train::eval_chance(&spec, &data).unwrap();
+        assert!(
+            (c - spec.target.chance).abs() < 1e-4,
+            "{}: declared chance {} but the shipped data gives {c}",
+            spec.name,
+            spec.target.chance
+        );
+    }
 }

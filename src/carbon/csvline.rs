@@ -1,5 +1,36 @@
 //! One CSV line into fields (RFC 4180 quoting, no line breaks inside fields): enough for the
 //! shipped tables and for users' hourly intensity exports, strict about malformed quoting.
+//! Also `excerpt`, how every CSV reader quotes input in an error: at most `EXCERPT_CHARS`
+//! characters of it, so one garbage line of any length stays one short error line.
+
+/// The most characters of an input line (or field) an error message quotes.
+pub const EXCERPT_CHARS: usize = 120;
+
+/// `s` quoted for an error message: Rust-escaped (control characters cannot break the line),
+/// cut to its first `EXCERPT_CHARS` characters with `...` and its full length when longer.
+pub fn excerpt(s: &str) -> String {
+    let (head, rest) = cut(s);
+    format!("{head:?}{rest}")
+}
+
+/// `s` unquoted for an error message where it is known to be a number or a timestamp: as it is
+/// (control characters escaped), cut like `excerpt`.
+pub fn clip(s: &str) -> String {
+    let (head, rest) = cut(s);
+    if head.chars().any(char::is_control) {
+        format!("{}{rest}", head.escape_debug())
+    } else {
+        format!("{head}{rest}")
+    }
+}
+
+/// The first `EXCERPT_CHARS` characters of `s` and what to say after them.
+fn cut(s: &str) -> (&str, String) {
+    match s.char_indices().nth(EXCERPT_CHARS) {
+        None => (s, String::new()),
+        Some((at, _)) => (&s[..at], format!("... ({} bytes)", s.len())),
+    }
+}
 
 /// Split `line` on commas; `"a, b"` is one field and `""` inside quotes is a literal quote.
 pub fn split(line: &str) -> Result<Vec<String>, String> {
@@ -98,7 +129,27 @@ pub fn sourced_rows<E>(
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{clip, excerpt, split, EXCERPT_CHARS};
+
+    #[test]
+    fn excerpts_are_short_quoted_and_whole_characters() {
+        assert_eq!(excerpt("a,b"), "\"a,b\"");
+        assert_eq!(excerpt("x\ny"), "\"x\\ny\"");
+        let long = "é".repeat(10_000_000);
+        let e = excerpt(&long);
+        assert!(e.len() < 4 * EXCERPT_CHARS, "{}", e.len());
+        assert!(e.ends_with("... (20000000 bytes)"), "{e}");
+        assert_eq!(e.matches('é').count(), EXCERPT_CHARS);
+        assert_eq!(clip("-5"), "-5");
+        let c = clip(&"9".repeat(20_000_000));
+        assert_eq!(
+            c,
+            format!("{}... (20000000 bytes)", "9".repeat(EXCERPT_CHARS))
+        );
+        assert_eq!(clip("a\nb"), "a\\nb");
+        let exact = "x".repeat(EXCERPT_CHARS);
+        assert_eq!(excerpt(&exact), format!("{exact:?}"));
+    }
 
     #[test]
     fn splits_plain_and_quoted_fields() {

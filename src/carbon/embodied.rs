@@ -101,16 +101,22 @@ pub fn parse_table(text: &str, path: &str) -> Result<EmbodiedTable, CarbonError>
             .ok_or_else(|| {
                 err(
                     n,
-                    format!("embodied_kg_co2e {:?} is not a positive number", f[3]),
+                    format!(
+                        "embodied_kg_co2e {} is not a positive number",
+                        csvline::excerpt(&f[3])
+                    ),
                 )
             })?;
         let year: u16 = f[4]
             .parse()
             .ok()
             .filter(|y| (1990..=2100).contains(y))
-            .ok_or_else(|| err(n, format!("year {:?} is not a year", f[4])))?;
+            .ok_or_else(|| err(n, format!("year {} is not a year", csvline::excerpt(&f[4]))))?;
         if !sources.contains_key(&f[6]) {
-            return Err(err(n, format!("cites undefined source {:?}", f[6])));
+            return Err(err(
+                n,
+                format!("cites undefined source {}", csvline::excerpt(&f[6])),
+            ));
         }
         rows.push(EmbodiedRow {
             device: f[0].clone(),

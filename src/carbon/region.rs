@@ -65,9 +65,12 @@ pub fn parse_table(text: &str, path: &str) -> Result<RegionTable, CarbonError> {
     )?;
     let mut rows = Vec::new();
     for (n, f) in table {
-        let g: f64 = f[2]
-            .parse()
-            .map_err(|_| err(n, format!("g_co2e_per_kwh {:?} is not a number", f[2])))?;
+        let g: f64 = f[2].parse().map_err(|_| {
+            err(
+                n,
+                format!("g_co2e_per_kwh {} is not a number", csvline::excerpt(&f[2])),
+            )
+        })?;
         if !(g.is_finite() && g > 0.0 && g <= MAX_PLAUSIBLE_G_PER_KWH) {
             return Err(err(n, format!("g_co2e_per_kwh {g} out of (0, 2000]")));
         }
@@ -75,9 +78,9 @@ pub fn parse_table(text: &str, path: &str) -> Result<RegionTable, CarbonError> {
             .parse()
             .ok()
             .filter(|y| (1990..=2100).contains(y))
-            .ok_or_else(|| err(n, format!("year {:?} is not a year", f[3])))?;
-        let basis =
-            Basis::parse(&f[4]).ok_or_else(|| err(n, format!("unknown basis {:?}", f[4])))?;
+            .ok_or_else(|| err(n, format!("year {} is not a year", csvline::excerpt(&f[3]))))?;
+        let basis = Basis::parse(&f[4])
+            .ok_or_else(|| err(n, format!("unknown basis {}", csvline::excerpt(&f[4]))))?;
         if f[0].is_empty() || f[5].is_empty() {
             return Err(err(n, "empty region or source".into()));
         }
@@ -95,10 +98,10 @@ pub fn parse_table(text: &str, path: &str) -> Result<RegionTable, CarbonError> {
             return Err(err(
                 0,
                 format!(
-                    "row {} ({}) cites undefined source {:?}",
+                    "row {} ({}) cites undefined source {}",
                     i + 1,
-                    r.region,
-                    r.source_id
+                    csvline::clip(&r.region),
+                    csvline::excerpt(&r.source_id)
                 ),
             ));
         }

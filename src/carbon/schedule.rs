@@ -97,25 +97,35 @@ pub fn parse_hourly(text: &str, path: &str) -> Result<HourlySeries, CarbonError>
                 ),
             ));
         }
-        let ts = f[0].trim();
-        let t = parse_timestamp(ts).map_err(|why| err(n, format!("timestamp {ts:?}: {why}")))?;
+        // Fields are quoted in errors as excerpts: a garbage line of any length is one short line.
+        let ts_text = f[0].trim();
+        let ts = csvline::clip(ts_text);
+        let t = parse_timestamp(ts_text)
+            .map_err(|why| err(n, format!("timestamp {}: {why}", csvline::excerpt(ts_text))))?;
         let v_text = f[1].trim();
+        let v_shown = csvline::excerpt(v_text);
         let v: f64 = v_text
             .parse()
-            .map_err(|_| err(n, format!("intensity {v_text:?} is not a number")))?;
+            .map_err(|_| err(n, format!("intensity {v_shown} is not a number")))?;
         if !v.is_finite() {
             return Err(err(
                 n,
-                format!("intensity {v_text:?} is not a finite number"),
+                format!("intensity {v_shown} is not a finite number"),
             ));
         }
         if v < 0.0 {
-            return Err(err(n, format!("intensity {v_text} is negative")));
+            return Err(err(
+                n,
+                format!("intensity {} is negative", csvline::clip(v_text)),
+            ));
         }
         if v > MAX_PLAUSIBLE_G_PER_KWH {
             return Err(err(
                 n,
-                format!("intensity {v_text} is above 2000 g CO2e/kWh; the unit is g/kWh"),
+                format!(
+                    "intensity {} is above 2000 g CO2e/kWh; the unit is g/kWh",
+                    csvline::clip(v_text)
+                ),
             ));
         }
         if let (Some(&prev), Some(&prev_line)) = (starts.last(), lines_of.last()) {
@@ -209,13 +219,18 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
             let sign = if tz.starts_with('-') { -1 } else { 1 };
             let digits: String = tz[1..].chars().filter(|c| *c != ':').collect();
             if digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(format!("bad UTC offset {tz:?}"));
+                return Err(format!("bad UTC offset {}", csvline::excerpt(tz)));
             }
             let hh: i64 = digits[..2].parse().map_err(|_| "bad offset".to_string())?;
             let mm: i64 = digits[2..].parse().map_err(|_| "bad offset".to_string())?;
             sign * (hh * 3600 + mm * 60)
         }
-        other => return Err(format!("unexpected {other:?} after the time")),
+        other => {
+            return Err(format!(
+                "unexpected {} after the time",
+                csvline::excerpt(other)
+            ))
+        }
     };
     let days_in = |y: i64, m: i64| match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,

@@ -158,14 +158,28 @@ pub struct MeasureArgs {
 }
 
 impl MeasureArgs {
-    /// The seconds and the TDP are non-negative finite numbers (the TDP positive).
+    /// The seconds are in 0..=MAX_PAUSE_S and the TDP, when given, is positive and finite.
     pub fn check(&self) -> Result<(), anyhow::Error> {
         for (flag, v) in [("--idle-s", self.idle_s), ("--cooldown-s", self.cooldown_s)] {
-            if !(v >= 0.0 && v.is_finite()) {
-                anyhow::bail!("{flag} must be a non-negative number of seconds, got {v}");
-            }
+            check_pause_s(flag, v).map_err(anyhow::Error::msg)?;
         }
         check_cpu_tdp_w(self.cpu_tdp_w)
+    }
+}
+
+/// The longest idle baseline or cooldown accepted, in seconds (one day): a typo such as
+/// `1e300` is refused instead of overflowing the timer (a panic).
+pub const MAX_PAUSE_S: f64 = 86_400.0;
+
+/// An idle baseline or cooldown (`--idle-s`, a suite's or plan's `idle_s`): a number of
+/// seconds in 0..=MAX_PAUSE_S; the message names `name`.
+pub fn check_pause_s(name: &str, v: f64) -> Result<(), String> {
+    if (0.0..=MAX_PAUSE_S).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be a non-negative number of seconds (at most {MAX_PAUSE_S}), got {v:?}"
+        ))
     }
 }
 
@@ -432,6 +446,11 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(usage)?
     };
+    if a.checkpoint.is_some() && !variants.iter().any(|v| v.init == variant::Init::Finetune) {
+        return Err(usage(anyhow::anyhow!(
+            "--checkpoint is only used by finetune variants; none of the given variants is one"
+        )));
+    }
     let seeds: Vec<u64> = match (a.seeds, a.seed) {
         (Some(0), _) => return Err(usage(anyhow::anyhow!("--seeds must be at least 1"))),
         (Some(n), _) if n > MAX_SEEDS => {
@@ -446,8 +465,10 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         Some(d) => parse_device(d).map_err(usage)?,
         None => default_device(),
     };
-    let results = ResultsDir::open(&a.measure.results).map_err(usage)?;
+    // The data first: a dataset too small for the task is refused before the results folder
+    // is made.
     let data = data::load(spec.dataset, a.data_dir.as_deref()).map_err(usage)?;
+    runner::preflight_data(&spec, &data).map_err(usage)?;
     for v in &variants {
         variant_run::preflight(&spec, v, &device, a.checkpoint.is_some()).map_err(usage)?;
     }
@@ -463,6 +484,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     {
         Some(s) => {
             let d = data::load(s.dataset, a.data_dir.as_deref()).map_err(usage)?;
+            runner::preflight_data(&s, &d).map_err(usage)?;
             Some(Box::new(TaskRun {
                 spec: s,
                 data: d,
@@ -471,6 +493,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         }
         None => None,
     };
+    let results = ResultsDir::open(&a.measure.results).map_err(usage)?;
     let gpu = device_label
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());
@@ -691,6 +714,28 @@ mod clap_tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pauses_are_bounded_seconds() {
+        use super::check_pause_s;
+        for ok in [0.0, 30.0, super::MAX_PAUSE_S] {
+            assert_eq!(check_pause_s("--idle-s", ok), Ok(()));
+        }
+        // 1e300 s overflowed the timer (a panic, exit 101) before the bound.
+        for bad in [
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+            super::MAX_PAUSE_S + 1.0,
+        ] {
+            let e = check_pause_s("--cooldown-s", bad).unwrap_err();
+            assert!(
+                e.starts_with("--cooldown-s must be") && e.len() < 120,
+                "{e}"
+            );
+        }
     }
 
     #[test]

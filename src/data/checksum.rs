@@ -76,7 +76,7 @@ impl Sums {
             let bad = || DataError::ChecksumList {
                 path: file.to_path_buf(),
                 line: i + 1,
-                found: line.chars().take(200).collect(),
+                found: line.to_string(),
             };
             let (hex, rest) = line.split_once(' ').ok_or_else(bad)?;
             let name = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*'));

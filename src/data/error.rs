@@ -82,8 +82,9 @@ pub enum DataError {
 
     /// A `SHA256SUMS` line is not `<64 hex digits>  <relative path>`.
     #[error(
-        "data file {}: line {line}: expected `<64 hex digits>  <relative path>`, found {found:?}",
-        p(path)
+        "data file {}: line {line}: expected `<64 hex digits>  <relative path>`, found {}",
+        p(path),
+        crate::carbon::csvline::excerpt(found)
     )]
     ChecksumList {
         path: PathBuf,
@@ -91,10 +92,13 @@ pub enum DataError {
         found: String,
     },
 
-    /// A CSV field is not what the format needs (1-based line and column).
+    /// A CSV field is not what the format needs (1-based line and column). The field is quoted
+    /// as an excerpt (`carbon::csvline::excerpt`): a garbage line of any length stays one short
+    /// line.
     #[error(
-        "data file {}: CSV parse error at line {line}, column {column}: found {value:?}, expected {expected}",
-        p(path)
+        "data file {}: CSV parse error at line {line}, column {column}: found {}, expected {expected}",
+        p(path),
+        crate::carbon::csvline::excerpt(value)
     )]
     Csv {
         path: PathBuf,
@@ -129,6 +133,31 @@ pub enum DataError {
         labels_path: PathBuf,
         images: usize,
         labels: usize,
+    },
+
+    /// The train and the test images of one dataset have different shapes.
+    #[error(
+        "data file {}: shape mismatch: its training images are {train}, but the test images of {} are {test}; both splits must have one shape",
+        p(train_path),
+        p(test_path)
+    )]
+    ShapeMismatch {
+        train_path: PathBuf,
+        test_path: PathBuf,
+        /// e.g. `28x28`, `3x32x32`.
+        train: String,
+        test: String,
+    },
+
+    /// The dataset loads but is too small for the task that would train on it (fewer training
+    /// samples than one batch, no test sample, a text shorter than one window).
+    #[error("data {what} {}: too small for task {task}: {detail}", p(path))]
+    TooSmall {
+        /// `file` or `directory`.
+        what: &'static str,
+        path: PathBuf,
+        task: String,
+        detail: String,
     },
 
     /// A text corpus is not valid UTF-8.
@@ -186,8 +215,10 @@ impl DataError {
             | DataError::Csv { path, .. }
             | DataError::LabelOutOfRange { path, .. }
             | DataError::NotUtf8 { path, .. }
-            | DataError::Malformed { path, .. } => path,
+            | DataError::Malformed { path, .. }
+            | DataError::TooSmall { path, .. } => path,
             DataError::CountMismatch { images_path, .. } => images_path,
+            DataError::ShapeMismatch { train_path, .. } => train_path,
             DataError::NoTextFile { dir } | DataError::AmbiguousTextFile { dir, .. } => dir,
         }
     }
@@ -258,6 +289,29 @@ mod tests {
              (IDX images), found 0x00000801"
         );
         assert_eq!(errors[0].path(), path.as_path());
+    }
+
+    #[test]
+    fn quoted_file_content_is_an_excerpt() {
+        let huge = "7".repeat(20_000_000);
+        for e in [
+            DataError::Csv {
+                path: "d/digits.csv".into(),
+                line: 2,
+                column: 1,
+                value: huge.clone(),
+                expected: "an integer 0..=16".into(),
+            },
+            DataError::ChecksumList {
+                path: "d/SHA256SUMS".into(),
+                line: 1,
+                found: huge.clone(),
+            },
+        ] {
+            let msg = e.to_string();
+            assert!(msg.len() < 400, "{} bytes", msg.len());
+            assert!(msg.contains("... (20000000 bytes)"), "{msg}");
+        }
     }
 
     #[test]

@@ -309,12 +309,40 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>) -> Result<DatasetBundle, Data
             Loaded::Text(set)
         }
     };
+    if let Loaded::Images { train, test, .. } = &data {
+        if train.shape != test.shape {
+            // The first file read holds training images, the last test images (mnist: train
+            // images, train labels, test images, test labels; cifar: 5 training batches, then
+            // the test batch); digits has one file for both.
+            let test_file = match kind {
+                DatasetKind::Mnist | DatasetKind::FashionMnist => files.get(2),
+                _ => files.last(),
+            };
+            let path_of =
+                |f: Option<&FileRecord>| f.map_or_else(|| dir.clone(), |f| PathBuf::from(&f.path));
+            return Err(DataError::ShapeMismatch {
+                train_path: path_of(files.first()),
+                test_path: path_of(test_file),
+                train: shape_text(train.shape),
+                test: shape_text(test.shape),
+            });
+        }
+    }
     Ok(DatasetBundle {
         kind,
         dir,
         data,
         files,
     })
+}
+
+/// An image shape as a person writes it: `28x28` for one channel, `3x32x32` otherwise.
+pub fn shape_text([c, h, w]: [usize; 3]) -> String {
+    if c == 1 {
+        format!("{h}x{w}")
+    } else {
+        format!("{c}x{h}x{w}")
+    }
 }
 
 fn mnist_paths(dir: &Path) -> Result<[PathBuf; 4], DataError> {
@@ -406,6 +434,46 @@ mod tests {
         assert!(msg.contains("t10k-labels-idx1-ubyte"), "{msg}");
         let err = load(DatasetKind::Digits, Some(dir.path())).unwrap_err();
         assert!(err.to_string().contains("digits.csv.gz or digits.csv"));
+    }
+
+    /// An IDX images file (magic 0x803) of `n` images of `rows` x `cols`, and its labels.
+    fn write_idx_pair(dir: &Path, prefix: &str, n: u32, rows: u32, cols: u32) {
+        let mut img = Vec::new();
+        for v in [0x803, n, rows, cols] {
+            img.extend_from_slice(&u32::to_be_bytes(v));
+        }
+        img.extend(std::iter::repeat_n(7u8, (n * rows * cols) as usize));
+        let kind = if prefix == "train" { "train" } else { "t10k" };
+        std::fs::write(dir.join(format!("{kind}-images-idx3-ubyte")), img).unwrap();
+        let mut lab = Vec::new();
+        for v in [0x801, n] {
+            lab.extend_from_slice(&u32::to_be_bytes(v));
+        }
+        lab.extend((0..n).map(|i| (i % 10) as u8));
+        std::fs::write(dir.join(format!("{kind}-labels-idx1-ubyte")), lab).unwrap();
+    }
+
+    #[test]
+    fn train_and_test_images_of_different_shapes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx_pair(dir.path(), "train", 4, 28, 28);
+        write_idx_pair(dir.path(), "test", 3, 20, 20);
+        let err = load(DatasetKind::Mnist, Some(dir.path())).unwrap_err();
+        assert!(matches!(err, DataError::ShapeMismatch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(!msg.contains('\n'));
+        for needle in [
+            "train-images-idx3-ubyte",
+            "t10k-images-idx3-ubyte",
+            "28x28",
+            "20x20",
+        ] {
+            assert!(msg.contains(needle), "{needle} not in {msg}");
+        }
+        // One shape loads.
+        write_idx_pair(dir.path(), "test", 3, 28, 28);
+        load(DatasetKind::FashionMnist, Some(dir.path())).unwrap();
+        assert_eq!(shape_text([3, 32, 32]), "3x32x32");
     }
 
     #[test]

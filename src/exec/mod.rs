@@ -245,9 +245,10 @@ impl ExecPlan {
             task: ExecTask {
                 name: task.name.clone(),
                 metric: task.metric.as_str().into(),
+                // The task's own metric: `eval_accuracy`, or `eval_loss` for a loss task.
                 tracked: Tracked {
-                    key: "eval_accuracy".into(),
-                    direction: Direction::Higher,
+                    key: task.metric.mllog_key().into(),
+                    direction: task.metric.direction(),
                 },
                 target: task.target.value,
                 chance,
@@ -842,6 +843,10 @@ fn record(
         quality: QualitySummary {
             metric: task.metric.clone(),
             direction: dir,
+            unit: task
+                .spec
+                .as_ref()
+                .map_or_else(String::new, |s| s.metric.unit().to_string()),
             target: task.target,
             chance: task.chance,
             chance_declared: task.spec.as_ref().map_or(task.chance, |s| s.target.chance),

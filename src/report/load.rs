@@ -317,7 +317,10 @@ pub fn parse_timeline(text: &str) -> Result<Vec<PowerSample>, String> {
     let mut lines = text.lines();
     let header = lines.next().unwrap_or("");
     if header.trim() != "t_s,component,energy_j,power_w" {
-        return Err(format!("unexpected header {header:?}"));
+        return Err(format!(
+            "unexpected header {}",
+            crate::carbon::csvline::excerpt(header)
+        ));
     }
     let mut out = Vec::new();
     for (i, line) in lines.enumerate() {
@@ -325,7 +328,7 @@ pub fn parse_timeline(text: &str) -> Result<Vec<PowerSample>, String> {
             continue;
         }
         let f: Vec<&str> = line.split(',').collect();
-        let bad = || format!("line {}: {line:?}", i + 2);
+        let bad = || format!("line {}: {}", i + 2, crate::carbon::csvline::excerpt(line));
         if f.len() != 4 {
             return Err(bad());
         }

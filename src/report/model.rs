@@ -747,7 +747,11 @@ pub fn build(
         .map(|((task, metric, t, c), rs)| {
             let (target, chance) = (f64::from_bits(t), f64::from_bits(c));
             let direction = rs.first().map(|r| r.quality.direction).unwrap_or_default();
-            let unit = metric_unit(&metric, direction);
+            let unit = rs
+                .iter()
+                .map(|r| r.quality.unit.clone())
+                .find(|u| !u.is_empty())
+                .unwrap_or_else(|| metric_unit(&metric, direction));
             let mut by_table: BTreeMap<(EnergyClass, String), Vec<&RunRecord>> = BTreeMap::new();
             for r in rs {
                 by_table

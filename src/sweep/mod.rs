@@ -46,7 +46,7 @@ pub enum SweepCommand {
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SuiteChoice {
-    /// A shipped suite: quick, standard or full (models/suite-<name>.toml). Default: quick.
+    /// A shipped suite: quick, standard, full, gpu or mnist-mlp (models/suite-<name>.toml). Default: quick.
     #[arg(long, conflicts_with = "config")]
     pub suite: Option<String>,
     /// A suite TOML file of your own (same keys as models/suite-quick.toml).

@@ -140,11 +140,7 @@ pub fn load_suite(path: &Path) -> Result<Suite, PlanError> {
         return Err(err(format!("seeds must be 1-10000, got {}", suite.seeds)));
     }
     for (key, v) in [("idle_s", suite.idle_s), ("cooldown_s", suite.cooldown_s)] {
-        if !(v >= 0.0 && v.is_finite()) {
-            return Err(err(format!(
-                "{key} must be a non-negative number of seconds, got {v}"
-            )));
-        }
+        crate::cli::check_pause_s(key, v).map_err(err)?;
     }
     if suite.max_epochs == Some(0) {
         return Err(err("max_epochs must be at least 1".into()));
@@ -309,6 +305,27 @@ impl PlanFile {
                 env!("CARGO_PKG_VERSION")
             )));
         }
+        // A setting of the wrong kind is named by its key (serde's message would not say which
+        // field): an unknown order, seconds that are not a number (JSON has no NaN: null).
+        for key in ["idle_s", "cooldown_s"] {
+            if let Some(v) = probe.pointer(&format!("/settings/{key}")) {
+                if !v.is_number() {
+                    return Err(err(format!(
+                        "settings.{key} must be a number of seconds, got {}",
+                        crate::carbon::csvline::clip(&v.to_string())
+                    )));
+                }
+            }
+        }
+        if let Some(order) = probe.pointer("/settings/order") {
+            let known = [Order::Interleaved, Order::Randomised].map(Order::as_str);
+            if !order.as_str().is_some_and(|o| known.contains(&o)) {
+                return Err(err(format!(
+                    "settings.order must be \"interleaved\" or \"randomised\", got {}",
+                    crate::carbon::csvline::clip(&order.to_string())
+                )));
+            }
+        }
         // serde quotes the offending value, which may hold a line break: keep the error one line.
         let plan: PlanFile = serde_json::from_value(probe)
             .map_err(|e| err(e.to_string().replace('\n', "\\n").replace('\r', "\\r")))?;
@@ -325,6 +342,14 @@ impl PlanFile {
     }
 
     fn check(&self) -> Result<(), String> {
+        // The settings as a suite's are checked (a re-hashed hand edit passes the hash).
+        let s = &self.settings;
+        for (key, v) in [
+            ("settings.idle_s", s.idle_s),
+            ("settings.cooldown_s", s.cooldown_s),
+        ] {
+            crate::cli::check_pause_s(key, v)?;
+        }
         let mut seen = vec![false; self.entries.len()];
         for &i in &self.execution {
             match seen.get_mut(i) {
@@ -711,6 +736,62 @@ mod tests {
         .unwrap();
         let e = PlanFile::read(&p).unwrap_err().to_string();
         assert!(e.contains("plan_version 9"), "{e}");
+    }
+
+    #[test]
+    fn rehashed_settings_are_checked_and_name_the_key() {
+        let dir = task::default_models_dir();
+        let good = expand(&suite(Order::Interleaved), &dir).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("plan.json");
+        let read_with = |edit: &dyn Fn(&mut Settings)| {
+            let mut p = good.clone();
+            edit(&mut p.settings);
+            p.hash = p.content_hash();
+            std::fs::write(&path, p.to_json()).unwrap();
+            PlanFile::read(&path).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(read_with(&|_| {}), Ok(()));
+        for (edit, key) in [
+            (
+                &(|s: &mut Settings| s.idle_s = -5.0) as &dyn Fn(&mut Settings),
+                "settings.idle_s",
+            ),
+            (
+                &|s: &mut Settings| s.cooldown_s = -0.5,
+                "settings.cooldown_s",
+            ),
+            (&|s: &mut Settings| s.idle_s = 1e300, "settings.idle_s"),
+            (
+                &|s: &mut Settings| s.cooldown_s = f64::NAN,
+                "settings.cooldown_s",
+            ),
+        ] {
+            let e = read_with(edit).unwrap_err();
+            assert!(e.contains(key) && e.contains("plan.json"), "{e}");
+            assert!(!e.contains("hash mismatch"), "{e}");
+        }
+        // An unknown order never deserialises: named by its key all the same.
+        std::fs::write(
+            &path,
+            good.to_json()
+                .replace("\"order\": \"interleaved\"", "\"order\": \"sideways\""),
+        )
+        .unwrap();
+        let e = PlanFile::read(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("settings.order") && e.contains("sideways"),
+            "{e}"
+        );
+        // A suite's seconds are bounded the same way.
+        let st = t.path().join("s.toml");
+        std::fs::write(
+            &st,
+            "name = \"s\"\ndescription = \"d\"\ntasks = [\"digits-mlp\"]\nvariants = \"all\"\nseeds = 1\nidle_s = 1e300\ncooldown_s = 0.0\n",
+        )
+        .unwrap();
+        let e = load_suite(&st).unwrap_err().to_string();
+        assert!(e.contains("idle_s") && e.contains("at most"), "{e}");
     }
 
     #[test]

@@ -356,6 +356,15 @@ pub fn load_tasks(
         .iter()
         .map(|spec| {
             let data = crate::data::load(spec.dataset, data_dir)?;
+            // A task joulebench trains must have data enough for a run (a task only an
+            // `[[exec]]` program trains is read for its chance level).
+            if file
+                .entries
+                .iter()
+                .any(|e| e.exec.is_none() && e.task == spec.name)
+            {
+                crate::runner::preflight_data(spec, &data)?;
+            }
             let variants: Vec<crate::variant::Variant> = file
                 .variants
                 .iter()
@@ -374,11 +383,15 @@ pub fn load_tasks(
                 &data,
                 device,
             )? {
-                Some(s) => Some(Box::new(TaskRun {
-                    data: crate::data::load(s.dataset, data_dir)?,
-                    spec: s,
-                    finetune_source: None,
-                })),
+                Some(s) => {
+                    let data = crate::data::load(s.dataset, data_dir)?;
+                    crate::runner::preflight_data(&s, &data)?;
+                    Some(Box::new(TaskRun {
+                        data,
+                        spec: s,
+                        finetune_source: None,
+                    }))
+                }
                 None => None,
             };
             Ok(TaskRun {

@@ -163,7 +163,7 @@ data_dir_for() { # data_dir_for TASK -> prints a path or nothing
   src="${JOULEBENCH_DATA:-$ROOT/data}/$ds"
   dst="$GV_STATE/tiny-data/$ds"
   if [ ! -d "$dst" ]; then
-    "$GV_PY" "$ROOT/scripts/tiny-data.py" "$src" "$dst" --train 256 --test 256 --text-chars 8000 >&2 || return 1
+    "$GV_PY" "$ROOT/scripts/tiny-data.py" "$src" "$dst" --train 256 --test 256 --text-chars 4000 >&2 || return 1
   fi
   echo "$dst"
 }

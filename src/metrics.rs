@@ -89,12 +89,14 @@ pub fn quality_at_energy(curve: &[CurvePoint], budget_j: f64) -> Option<f64> {
 
 /// Q@E for either direction: the best value in the metric's direction within the budget.
 pub fn quality_at_energy_in(curve: &[CurvePoint], budget_j: f64, dir: Direction) -> Option<f64> {
-    let within: Vec<CurvePoint> = curve
+    let vals = curve
         .iter()
         .filter(|p| p.energy_j <= budget_j)
-        .cloned()
-        .collect();
-    best_in(&within, dir)
+        .map(|p| p.value);
+    match dir {
+        Direction::Higher => vals.reduce(f64::max),
+        Direction::Lower => vals.reduce(f64::min),
+    }
 }
 
 /// The binomial noise floor of an accuracy measured on n predictions: sqrt(q(1-q)/n).

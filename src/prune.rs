@@ -285,13 +285,14 @@ fn prune_gpt(
     removed: &mut Vec<serde_json::Value>,
 ) -> Result<ModelSpec> {
     let ModelSpec::Gpt {
+        context,
         d_model,
         heads,
         layers,
         ff_mult,
+        dropout,
         kept_heads,
         ff_hidden,
-        ..
     } = spec.clone()
     else {
         candle_core::bail!("prune_gpt: not a gpt");
@@ -340,12 +341,6 @@ fn prune_gpt(
         removed.push(json!({"layer": format!("{p}.mlp"), "unit": "hidden unit",
                             "units_before": f_now, "units_after": kept.len()}));
     }
-    let ModelSpec::Gpt {
-        context, dropout, ..
-    } = spec.clone()
-    else {
-        unreachable!("matched above")
-    };
     Ok(ModelSpec::Gpt {
         context,
         d_model,
@@ -410,7 +405,6 @@ fn prune_resnet(
 /// and the classifier's outputs stay.
 pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Result<Structured> {
     let mut w: HashMap<String, Tensor> = model.params().all().into_iter().collect();
-    let n_params: usize = w.values().map(|t| t.elem_count()).sum();
     let buffers = model.params().buffers()?;
     let buffer_names: Vec<String> = buffers.iter().map(|(n, _)| n.clone()).collect();
     w.extend(buffers);
@@ -482,7 +476,6 @@ pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Resu
         .filter(|(n, _)| !buffer_names.contains(n))
         .map(|(_, t)| t.elem_count())
         .sum();
-    debug_assert!(n_params >= after);
     Ok(Structured {
         report: json!({
             "kind": "structured: whole hidden units, conv channels (with their batch norm) and attention heads by the L2 norm of incoming weights, one shot, then a smaller dense model",

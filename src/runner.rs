@@ -67,6 +67,22 @@ pub struct Idle {
 
 /// The system a series on `device` records: its accelerator is what a usable NVML probe
 /// found. Every command that needs run ids before running reads it the same way.
+/// The longest idle baseline or cooldown accepted, in seconds (one day): a typo such as
+/// `1e300` is refused instead of overflowing the timer (a panic).
+pub const MAX_PAUSE_S: f64 = 86_400.0;
+
+/// An idle baseline or cooldown (`--idle-s`, a suite's or plan's `idle_s`): a number of
+/// seconds in 0..=MAX_PAUSE_S; the message names `name`.
+pub fn check_pause_s(name: &str, v: f64) -> Result<(), String> {
+    if (0.0..=MAX_PAUSE_S).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be a non-negative number of seconds (at most {MAX_PAUSE_S}), got {v:?}"
+        ))
+    }
+}
+
 pub fn system_of(device: &str, probes: &[MeterProbe]) -> SystemInfo {
     let accelerator = probes
         .iter()
@@ -139,18 +155,14 @@ pub fn prepared_sizes(spec: &TaskSpec, bundle: &DatasetBundle) -> anyhow::Result
 }
 
 fn sizes_of(spec: &TaskSpec, data: &Loaded) -> anyhow::Result<(usize, usize)> {
-    let cap = |n: usize| spec.train.eval_max_samples.map_or(n, |m| m.min(n));
+    let cap = |n: usize| train::eval_cap(spec, n);
     Ok(match data {
         Loaded::Images { train, test, .. } => (train.len(), cap(test.len())),
         Loaded::Text(text) => {
-            let context = spec
-                .model
-                .context()
-                .ok_or_else(|| {
-                    anyhow::anyhow!("task {}: text data needs a token model", spec.name)
-                })?
-                .max(1);
-            let windows = |ids: &[u32]| ids.len().saturating_sub(1) / context;
+            let context = spec.model.context().ok_or_else(|| {
+                anyhow::anyhow!("task {}: text data needs a token model", spec.name)
+            })?;
+            let windows = |ids: &[u32]| train::window_count(ids.len(), context);
             (windows(&text.train), cap(windows(&text.test)))
         }
     })

@@ -114,7 +114,7 @@ pub fn prepare(
     bundle: &DatasetBundle,
     device: &Device,
 ) -> candle_core::Result<Prepared> {
-    let cap = |n: usize| spec.train.eval_max_samples.map_or(n, |m| m.min(n));
+    let cap = |n: usize| eval_cap(spec, n);
     match &task_data(spec, bundle)? {
         Loaded::Images {
             train,
@@ -170,13 +170,23 @@ pub fn prepare(
 
 /// Non-overlapping windows of `context + 1` ids, at most `max` of them: inputs are the first
 /// `context` ids of each, targets the same window shifted by one. Returns (x, y, windows).
+/// How many of `n` held-out samples (text: windows) a task evaluates on.
+pub fn eval_cap(spec: &TaskSpec, n: usize) -> usize {
+    spec.train.eval_max_samples.map_or(n, |m| m.min(n))
+}
+
+/// The number of non-overlapping windows of `context + 1` ids in `len` ids.
+pub fn window_count(len: usize, context: usize) -> usize {
+    len.saturating_sub(1) / context.max(1)
+}
+
 pub fn text_windows(
     ids: &[u32],
     context: usize,
     max: usize,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor, usize)> {
-    let n = (ids.len().saturating_sub(1) / context.max(1)).min(max);
+    let n = window_count(ids.len(), context).min(max);
     let mut x = Vec::with_capacity(n * context);
     let mut y = Vec::with_capacity(n * context);
     for i in 0..n {
@@ -194,7 +204,20 @@ pub fn text_windows(
 /// Entropy in nats of the empirical distribution of `ids`: the held-out loss of the best model
 /// that ignores context (the chance level of a loss metric).
 pub fn unigram_entropy_nats(ids: impl Iterator<Item = u32>, vocab: usize) -> f64 {
-    let mut counts = vec![0usize; vocab.max(1)];
+    let (counts, n) = histogram(ids, vocab);
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n.max(1) as f64;
+            -p * p.ln()
+        })
+        .sum()
+}
+
+/// Counts per id below `k` (ids at or above `k` are counted in the total only) and the total.
+fn histogram(ids: impl Iterator<Item = u32>, k: usize) -> (Vec<usize>, usize) {
+    let mut counts = vec![0usize; k.max(1)];
     let mut n = 0usize;
     for i in ids {
         if let Some(c) = counts.get_mut(i as usize) {
@@ -202,29 +225,12 @@ pub fn unigram_entropy_nats(ids: impl Iterator<Item = u32>, vocab: usize) -> f64
         }
         n += 1;
     }
-    if n == 0 {
-        return 0.0;
-    }
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / n as f64;
-            -p * p.ln()
-        })
-        .sum()
+    (counts, n)
 }
 
 /// Share of the most frequent class: the chance level c of measurement.md section 1.
 pub fn majority_rate(labels: impl Iterator<Item = u32>, classes: usize) -> f64 {
-    let mut counts = vec![0usize; classes.max(1)];
-    let mut n = 0usize;
-    for l in labels {
-        if let Some(c) = counts.get_mut(l as usize) {
-            *c += 1;
-        }
-        n += 1;
-    }
+    let (counts, n) = histogram(labels, classes);
     if n == 0 {
         return 0.0;
     }

@@ -167,21 +167,7 @@ impl MeasureArgs {
     }
 }
 
-/// The longest idle baseline or cooldown accepted, in seconds (one day): a typo such as
-/// `1e300` is refused instead of overflowing the timer (a panic).
-pub const MAX_PAUSE_S: f64 = 86_400.0;
-
-/// An idle baseline or cooldown (`--idle-s`, a suite's or plan's `idle_s`): a number of
-/// seconds in 0..=MAX_PAUSE_S; the message names `name`.
-pub fn check_pause_s(name: &str, v: f64) -> Result<(), String> {
-    if (0.0..=MAX_PAUSE_S).contains(&v) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name} must be a non-negative number of seconds (at most {MAX_PAUSE_S}), got {v:?}"
-        ))
-    }
-}
+pub use crate::runner::{check_pause_s, MAX_PAUSE_S};
 
 /// Largest number of seeds one command takes (a typo of `--seeds 10000000000000` must not
 /// allocate the plan).

@@ -140,7 +140,7 @@ pub fn load_suite(path: &Path) -> Result<Suite, PlanError> {
         return Err(err(format!("seeds must be 1-10000, got {}", suite.seeds)));
     }
     for (key, v) in [("idle_s", suite.idle_s), ("cooldown_s", suite.cooldown_s)] {
-        crate::cli::check_pause_s(key, v).map_err(err)?;
+        crate::runner::check_pause_s(key, v).map_err(err)?;
     }
     if suite.max_epochs == Some(0) {
         return Err(err("max_epochs must be at least 1".into()));
@@ -348,7 +348,7 @@ impl PlanFile {
             ("settings.idle_s", s.idle_s),
             ("settings.cooldown_s", s.cooldown_s),
         ] {
-            crate::cli::check_pause_s(key, v)?;
+            crate::runner::check_pause_s(key, v)?;
         }
         let mut seen = vec![false; self.entries.len()];
         for &i in &self.execution {

@@ -7,12 +7,12 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use joulebench::energy::estimate::EstimateMeter;
-use joulebench::energy::fake::FakeMeter;
-use joulebench::energy::poller::Poller;
-use joulebench::energy::{rapl, Meter, PowerSample};
-use joulebench::results::{self, ResultsDir, RunRecord};
-use joulebench::train::Event;
+use joulebench::engine::train::Event;
+use joulebench::measure::estimate::EstimateMeter;
+use joulebench::measure::fake::FakeMeter;
+use joulebench::measure::poller::Poller;
+use joulebench::measure::{rapl, Meter, PowerSample};
+use joulebench::record::{self, ResultsDir, RunRecord};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -129,9 +129,9 @@ fn bench_exporters(c: &mut Criterion) {
     g.bench_function("write_run", |b| {
         b.iter(|| out.write_run(&rec, &events, &timeline).expect("write"))
     });
-    g.bench_function("mllog", |b| b.iter(|| results::mllog(&events)));
+    g.bench_function("mllog", |b| b.iter(|| record::mllog(&events)));
     g.bench_function("power_csv_10800_rows", |b| {
-        b.iter(|| results::power_csv(&timeline))
+        b.iter(|| record::power_csv(&timeline))
     });
     g.finish();
 }

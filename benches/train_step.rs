@@ -8,8 +8,10 @@
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use joulebench::precision::{Amp, Cast};
-use joulebench::{data, model, task, train, variant};
+use joulebench::data;
+use joulebench::engine::precision::{Amp, Cast};
+use joulebench::engine::{model, train};
+use joulebench::spec::{task, variant};
 
 const TASKS: [&str; 4] = ["digits-mlp", "mnist-mlp", "mnist-cnn", "text-charlm"];
 

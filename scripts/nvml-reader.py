@@ -42,7 +42,7 @@ def fail(msg):
 
 
 def resolve_device(nvml, args):
-    """Same mapping as joulebench (src/energy/nvml.rs resolve_cuda_index): CUDA renumbers the
+    """Same mapping as joulebench (src/measure/nvml.rs resolve_cuda_index): CUDA renumbers the
     devices in CUDA_VISIBLE_DEVICES from 0, NVML does not."""
     if args.uuid:
         return nvml.nvmlDeviceGetHandleByUUID(args.uuid), f"uuid {args.uuid}"

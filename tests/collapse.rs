@@ -3,13 +3,13 @@
 //! deterministic cost proxies (never joules), and the CLI's bad-input handling.
 
 use candle_core::Device;
-use joulebench::collapse::digits::{self, Detector, DigitsConfig, Env};
-use joulebench::collapse::gaussian::{self, Estimator, GaussianConfig};
-use joulebench::collapse::Policy;
 use joulebench::data::{self, DatasetKind, ImageSet, Loaded};
-use joulebench::energy::fake::FakeMeter;
-use joulebench::synth::GeneratorKind;
-use joulebench::task;
+use joulebench::engine::synth::GeneratorKind;
+use joulebench::measure::fake::FakeMeter;
+use joulebench::orchestrate::collapse::digits::{self, Detector, DigitsConfig, Env};
+use joulebench::orchestrate::collapse::gaussian::{self, Estimator, GaussianConfig};
+use joulebench::orchestrate::collapse::Policy;
+use joulebench::spec::task;
 use std::process::Command;
 
 fn cfg(

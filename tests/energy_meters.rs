@@ -2,17 +2,17 @@
 //! scripted CPU-time reader, the measured window's call order, composites, the idle baseline
 //! and meter detection. Nothing here needs a GPU; the one test that does is ignored.
 
-use joulebench::energy::composite::CompositeMeter;
-use joulebench::energy::cputime::ProcPaths;
-use joulebench::energy::cputime::SystemCpuTimes;
-use joulebench::energy::detect::{probe_all, DetectOptions, UnavailableMeter};
-use joulebench::energy::estimate::{CpuTimesReader, EstimateMeter, Tdp};
-use joulebench::energy::fake::{
+use joulebench::measure::composite::CompositeMeter;
+use joulebench::measure::cputime::ProcPaths;
+use joulebench::measure::cputime::SystemCpuTimes;
+use joulebench::measure::detect::{probe_all, DetectOptions, UnavailableMeter};
+use joulebench::measure::estimate::{CpuTimesReader, EstimateMeter, Tdp};
+use joulebench::measure::fake::{
     new_call_log, FakeComponent, FakeMeter, ManualClock, RecordingMeter, RecordingSync, ReplayMeter,
 };
-use joulebench::energy::idle::measure_idle_sliced;
-use joulebench::energy::rapl::{self, RaplMeter, SysfsReader};
-use joulebench::energy::{
+use joulebench::measure::idle::measure_idle_sliced;
+use joulebench::measure::rapl::{self, RaplMeter, SysfsReader};
+use joulebench::measure::{
     detect_meter, Boundary, MeasuredWindow, Meter, MeterChoice, MeterError, Source,
 };
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ fn one_package(start_uj: u64) -> (tempfile::TempDir, PathBuf, RaplMeter) {
     (tmp, pkg, m)
 }
 
-fn energy_of(report: &joulebench::energy::MeterReport, component: &str) -> f64 {
+fn energy_of(report: &joulebench::measure::MeterReport, component: &str) -> f64 {
     report
         .components
         .iter()
@@ -426,7 +426,7 @@ fn measured_window_synchronises_before_every_edge() {
 #[test]
 fn short_window_flag_is_not_duplicated() {
     let mut meter = FakeMeter::constant(10.0).with_flags(&["short_window"]);
-    let sync = joulebench::energy::fake::NoSync;
+    let sync = joulebench::measure::fake::NoSync;
     let w = MeasuredWindow::open(&mut meter, &sync).expect("open");
     let r = w.close().expect("close");
     assert_eq!(r.report.flags, ["short_window"]);
@@ -539,7 +539,7 @@ fn idle_baseline_spread_of_a_varying_trace() {
 // ----------------------------------------------------------------------------------------
 
 fn nvml_present() -> bool {
-    joulebench::energy::nvml::init().is_ok()
+    joulebench::measure::nvml::init().is_ok()
 }
 
 fn no_rapl_opts(
@@ -673,7 +673,7 @@ fn nvml_measures_a_real_gpu() {
         eprintln!("skip: NVML not loadable");
         return;
     }
-    let mut m = joulebench::energy::nvml::NvmlMeter::probe(0).expect("probe gpu 0");
+    let mut m = joulebench::measure::nvml::NvmlMeter::probe(0).expect("probe gpu 0");
     m.start().expect("start");
     std::thread::sleep(Duration::from_secs(2));
     let mid = m.read().expect("read");

@@ -3,7 +3,7 @@
 //! `pynvml` (tests/fixtures/fake-pynvml) drawing a constant 300 W. Skips cleanly where no
 //! python3 is installed. The real reader on a real GPU is run by scripts/gpu-run.sh.
 
-use joulebench::crosscheck::{Trace, Verdict};
+use joulebench::analyse::crosscheck::{Trace, Verdict};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

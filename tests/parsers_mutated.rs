@@ -4,8 +4,8 @@
 //! one line (naming the file, for the parsers that are given one). `JOULEBENCH_MUTATIONS=N`
 //! sets the cases per parser (default 10,000; `scripts/fuzz.sh` runs 10^6).
 
-use joulebench::exec::events::{self, LineSplitter, Tracked};
-use joulebench::metrics::Direction;
+use joulebench::orchestrate::exec::events::{self, LineSplitter, Tracked};
+use joulebench::record::metrics::Direction;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
@@ -203,7 +203,7 @@ fn run_files_as_report_reads_them() {
         "run file",
         &inputs,
         4,
-        |b| joulebench::report::load::parse_run(p, b).map(|_| ()),
+        |b| joulebench::analyse::report::load::parse_run(p, b).map(|_| ()),
         |s| {
             assert!(
                 s.starts_with("r/runs/x.json"),
@@ -230,7 +230,7 @@ fn task_toml() {
         "task TOML",
         &inputs,
         5,
-        |b| joulebench::task::parse_task(p, &text(b)).map(|_| ()),
+        |b| joulebench::spec::task::parse_task(p, &text(b)).map(|_| ()),
         |s| {
             assert!(
                 s.contains("models/x.toml"),
@@ -256,7 +256,7 @@ fn power_timeline_and_nvml_trace_csv() {
         "power timeline CSV",
         &timeline,
         6,
-        |b| joulebench::report::load::parse_timeline(&text(b)).map(|_| ()),
+        |b| joulebench::analyse::report::load::parse_timeline(&text(b)).map(|_| ()),
         |_| {},
     );
     let trace = vec![std::fs::read("tests/fixtures/crosscheck/nvml-trace.csv").unwrap()];
@@ -264,7 +264,7 @@ fn power_timeline_and_nvml_trace_csv() {
         "NVML trace CSV",
         &trace,
         7,
-        |b| joulebench::crosscheck::Trace::parse("t.csv", &text(b)).map(|_| ()),
+        |b| joulebench::analyse::crosscheck::Trace::parse("t.csv", &text(b)).map(|_| ()),
         |s| assert!(s.contains("t.csv"), "error does not name the file: {s}"),
     );
 }
@@ -276,7 +276,7 @@ fn carbon_tables() {
         "grid-intensity table",
         &grid,
         8,
-        |b| joulebench::carbon::region::parse_table(&text(b), "g.csv").map(|_| ()),
+        |b| joulebench::analyse::carbon::region::parse_table(&text(b), "g.csv").map(|_| ()),
         |s| assert!(s.contains("g.csv"), "error does not name the file: {s}"),
     );
     let emb = vec![std::fs::read("data/carbon/embodied.csv").unwrap()];
@@ -284,7 +284,7 @@ fn carbon_tables() {
         "embodied table",
         &emb,
         9,
-        |b| joulebench::carbon::embodied::parse_table(&text(b), "e.csv").map(|_| ()),
+        |b| joulebench::analyse::carbon::embodied::parse_table(&text(b), "e.csv").map(|_| ()),
         |s| assert!(s.contains("e.csv"), "error does not name the file: {s}"),
     );
     let hourly = vec![std::fs::read("data/carbon/de-2020-03-02-week-hourly.csv").unwrap()];
@@ -292,7 +292,7 @@ fn carbon_tables() {
         "hourly intensity series",
         &hourly,
         10,
-        |b| joulebench::carbon::schedule::parse_hourly(&text(b), "h.csv").map(|_| ()),
+        |b| joulebench::analyse::carbon::schedule::parse_hourly(&text(b), "h.csv").map(|_| ()),
         |s| assert!(s.contains("h.csv"), "error does not name the file: {s}"),
     );
 }
@@ -312,7 +312,7 @@ fn plan_files_and_suites() {
     // break into the error, which became two lines.
     let bad = String::from_utf8_lossy(&plan.stdout).replacen("\"none\"", "\"no\\ne\"", 1);
     std::fs::write(&path, bad).unwrap();
-    let e = joulebench::sweep::plan::PlanFile::read(&path)
+    let e = joulebench::orchestrate::sweep::plan::PlanFile::read(&path)
         .unwrap_err()
         .to_string();
     assert!(!e.contains('\n') && e.contains("no\\ne"), "{e}");
@@ -322,7 +322,7 @@ fn plan_files_and_suites() {
         11,
         |b| {
             std::fs::write(&path, b).unwrap();
-            joulebench::sweep::plan::PlanFile::read(&path).map(|_| ())
+            joulebench::orchestrate::sweep::plan::PlanFile::read(&path).map(|_| ())
         },
         |s| assert!(s.contains(&shown), "error does not name the file: {s}"),
     );
@@ -338,7 +338,7 @@ fn plan_files_and_suites() {
         12,
         |b| {
             std::fs::write(&spath, b).unwrap();
-            joulebench::sweep::plan::load_suite(&spath).map(|_| ())
+            joulebench::orchestrate::sweep::plan::load_suite(&spath).map(|_| ())
         },
         |s| assert!(s.contains(&sshown), "error does not name the file: {s}"),
     );

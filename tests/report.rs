@@ -8,7 +8,7 @@
 //! Snapshots live in tests/snapshots/; `INSTA_UPDATE=always cargo test --test report` rewrites
 //! them after an intended change (review the diff).
 
-use joulebench::report::{self, load, CarbonSettings, Format, Report};
+use joulebench::analyse::report::{self, load, CarbonSettings, Format, Report};
 use std::path::{Path, PathBuf};
 
 mod common;

@@ -4,7 +4,7 @@
 //! absent, prints why it skips and passes. CI (`.ci/run`) installs Debian's texlive packages
 //! and chromium, so there they run for real.
 
-use joulebench::report::{load, CarbonSettings, Format, Report};
+use joulebench::analyse::report::{load, CarbonSettings, Format, Report};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

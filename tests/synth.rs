@@ -4,8 +4,8 @@
 
 use candle_core::Device;
 use joulebench::data::{self, DatasetKind, ImageSet, Loaded};
-use joulebench::model::SeededRng;
-use joulebench::synth::{
+use joulebench::engine::model::SeededRng;
+use joulebench::engine::synth::{
     self, standard_normal, DiagGaussian, Generator, GeneratorKind, Gmm, GmmOptions, Vae, VaeOptions,
 };
 

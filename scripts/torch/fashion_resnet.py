@@ -37,7 +37,7 @@ augmentation draws come from PyTorch's generators, not joulebench's ChaCha8 stre
 distributions, different numbers); PyTorch's convolutions and batch norm (oneDNN on the CPU,
 cuDNN on CUDA) sum in another order than joulebench's kernels. Under bf16-amp PyTorch's autocast
 runs the convolutions and the Linear in bf16 and batch norm in f32 (its op lists), which need not
-be joulebench's per-op-class policy (src/precision.rs); joulebench's CPU build has no bf16 conv2d.
+be joulebench's per-op-class policy (src/engine/precision.rs); joulebench's CPU build has no bf16 conv2d.
 
 Usage: fashion_resnet.py --seed N [--precision f32|bf16-amp|tf32] [--device cpu|cuda]
        [--threads N] [--task NAME | --task-file PATH] [--data-dir PATH] [--full-budget]

@@ -2,7 +2,7 @@
 
 The programs (`mnist_mlp.py`, `mnist_cnn.py`, `text_charlm.py`, `shakespeare_gpt.py`,
 `fashion_resnet.py`) are what `joulebench exec` runs as a child process: each trains one shipped
-task the way joulebench's own candle loop does (src/train.rs) and reports its quality as MLPerf
+task the way joulebench's own candle loop does (src/engine/train.rs) and reports its quality as MLPerf
 `:::MLLOG {json}` lines on stdout, one JSON object per line, flushed after each line. joulebench
 measures the energy from outside; nothing here measures energy, and no canonical number is
 computed here.
@@ -10,7 +10,7 @@ computed here.
 What this module mirrors of joulebench (read from the source, not from its output):
 
 * Task file: `models/<task>.toml` (tomllib; `--task NAME` for models/NAME.toml, `--task-file
-  PATH` for any file), the keys joulebench's `src/task.rs` reads; the checks the programs need
+  PATH` for any file), the keys joulebench's `src/spec/task.rs` reads; the checks the programs need
   are repeated (a bad file is one line on stderr and exit 2). Optional keys and their defaults:
   `[optimizer] decay` ("all"), `schedule` ("constant"), `lr_warmup_steps` (0), `min_lr` (lr),
   `decay_steps` (the task's budget steps), `clip_grad_norm` (none); `[train] augment_crop_pad`
@@ -36,7 +36,7 @@ What this module mirrors of joulebench (read from the source, not from its outpu
   models/mnist-rot90-mlp.toml` and `text-charlm-p1`/`-p2` with `text_charlm.py --task-file
   models/text-charlm-p1.toml`. `[finetune]` is ignored: it belongs to joulebench's finetune
   variant (a checkpoint of another task), which is not mirrored; the programs train from scratch.
-* Inputs (src/train.rs `prepare`): images as (x - input_mean) / input_sd in f32 (the task's
+* Inputs (src/engine/train.rs `prepare`): images as (x - input_mean) / input_sd in f32 (the task's
   declared constants, computed with f32 operands as joulebench does); text as non-overlapping
   windows of context + 1 characters (inputs the first `context`, targets shifted by one),
   (len - 1) // context windows; the held-out set capped at `eval_max_samples` (the first ones).
@@ -45,7 +45,7 @@ What this module mirrors of joulebench (read from the source, not from its outpu
   image padded by p pixels with the standardised black value (0 - input_mean) / input_sd,
   offsets dx, dy uniform in 0..=2p, then a horizontal flip with probability 1/2; the draws from
   their own stream (derive_seed(seed, 7)) on the CPU, the crop and flip one gather on the device.
-* Loop (src/train.rs `Session::train_stage`): batch = min(batch_size, n_train); steps per epoch
+* Loop (src/engine/train.rs `Session::train_stage`): batch = min(batch_size, n_train); steps per epoch
   n_train // batch (the remainder is dropped); every epoch a fresh random permutation (joulebench
   Fisher-Yates-shuffles the previous one with its order stream, which is a uniformly random
   permutation too); budget = max_epochs x steps per epoch, capped by `[budget] max_steps`
@@ -56,14 +56,14 @@ What this module mirrors of joulebench (read from the source, not from its outpu
   sum of 1 / steps-per-epoch over the steps taken, accumulated in f64 as joulebench does.
   `train_loss` is the mean of the per-step losses since the previous eval, summed on the device
   in f32 and read once per eval, as joulebench does.
-* Eval (src/train.rs `evaluate`): the held-out set in batches of max(batch, 256), forward in f32
+* Eval (src/engine/train.rs `evaluate`): the held-out set in batches of max(batch, 256), forward in f32
   (never under autocast), model in eval mode (no dropout, batch norm on running statistics),
   top-1 accuracy over every prediction (text: every position of every window), MLLOG
   `eval_accuracy`; for `metric = "held-out-loss"` the mean cross-entropy in nats over every
   prediction instead (summed in f32), MLLOG `eval_loss` (the key `joulebench exec` reads as
   lower-is-better; the chance level, the unigram entropy of the eval targets, is joulebench's to
   compute and not needed here); inside the timed part, like joulebench.
-* Optimizer (src/optim.rs, src/train.rs `optimizer`): torch.optim.AdamW with the task's lr,
+* Optimizer (src/engine/optim.rs, src/engine/train.rs `optimizer`): torch.optim.AdamW with the task's lr,
   betas, eps and weight decay, over every parameter with `decay = "all"` (biases, layer norms
   and embeddings decay too, as in joulebench), or with `decay = "matrices"` in two groups,
   nanoGPT's rule: parameters with dim >= 2 decay, the rest (biases, layer/batch-norm weights)
@@ -77,13 +77,13 @@ What this module mirrors of joulebench (read from the source, not from its outpu
   The update rule is the same as joulebench's by reading both (decoupled decay w*(1 - lr*wd),
   with the scheduled lr, bias-corrected moments, eps added to sqrt(v_hat)); not compared step
   by step.
-* Warm-up (src/train.rs `Session::open`): `warmup_steps` forward + backward passes on the real
+* Warm-up (src/engine/train.rs `Session::open`): `warmup_steps` forward + backward passes on the real
   model with random batches (standard normal pixels or uniform tokens, uniform labels) under the
   run's precision, gradients discarded, no optimizer step, the model's buffers (batch-norm
   running statistics) restored afterwards, so nothing training depends on is touched; printed
   as an `INTERVAL_START`/`INTERVAL_END` pair with key `warmup` before `run_start`. The random
   batches come from their own generator, not the init or order stream.
-* Init: every weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (src/model/params.rs
+* Init: every weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (src/engine/model/params.rs
   `uniform`, which is also PyTorch's default distribution; the GPT's are nanoGPT's normals,
   see shakespeare_gpt.py), drawn on the CPU after
   `torch.manual_seed(seed)` and then moved to the device, so a seed gives the same initial model
@@ -311,7 +311,7 @@ def load_task(path: Path, kind: str, dataset) -> dict:
     metric = spec.setdefault("metric", "next-char-accuracy" if is_text else "accuracy")
     if metric not in METRICS:
         raise bad(f"key 'metric' is {metric!r}; expected one of {', '.join(METRICS)}")
-    if (metric != "accuracy") != is_text:  # as src/task.rs: the text metrics on text only
+    if (metric != "accuracy") != is_text:  # as src/spec/task.rs: the text metrics on text only
         raise bad(f"key 'metric' = '{metric}' does not fit key 'dataset' = '{dataset}'")
     m = spec.get("model")
     if not isinstance(m, dict) or m.get("kind") != kind:
@@ -647,7 +647,7 @@ def point(key, value, metadata=None):
 
 
 def uniform_(t, fan_in: int) -> None:
-    """joulebench's init (src/model/params.rs `uniform`): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    """joulebench's init (src/engine/model/params.rs `uniform`): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     b = 1.0 / math.sqrt(max(fan_in, 1))
     t.uniform_(-b, b)
 
@@ -785,7 +785,7 @@ def make_augment(spec: dict, shape, device, torch):
     F = torch.nn.functional
     c, h, w = shape
     tr = spec["train"]
-    # As src/train.rs: -input_mean / input_sd in f64, rounded to f32 (by F.pad on an f32 batch).
+    # As src/engine/train.rs: -input_mean / input_sd in f64, rounded to f32 (by F.pad on an f32 batch).
     fill = -float(tr["input_mean"]) / float(tr["input_sd"]) if "input_mean" in tr else 0.0
     hp, wp = h + 2 * pad, w + 2 * pad
     rows = torch.arange(h, device=device)

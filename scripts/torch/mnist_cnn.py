@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """joulebench's task mnist-cnn (models/mnist-cnn.toml) in PyTorch, for `joulebench exec`.
 
-Mirrors src/model/cnn.rs: two blocks of Conv2d(kernel k, stride 1, 'same' padding k // 2, with
+Mirrors src/engine/model/cnn.rs: two blocks of Conv2d(kernel k, stride 1, 'same' padding k // 2, with
 bias) -> ReLU -> MaxPool2d(2) (floor on odd sizes), channels `[model] channels` (mnist-cnn:
 1 -> 16 -> 32, k = 5, 28 -> 14 -> 7), then flatten (C, H, W order), Linear(32*7*7, hidden = 128)
 -> ReLU -> Linear(128, 10). Every weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """joulebench's task mnist-mlp (models/mnist-mlp.toml) in PyTorch, for `joulebench exec`.
 
-Mirrors src/model/mlp.rs: the image flattened (784 inputs), one Linear per layer of
+Mirrors src/engine/model/mlp.rs: the image flattened (784 inputs), one Linear per layer of
 `[model] hidden` (mnist-mlp: 784-256-10), ReLU between layers and none after the last, every
 weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Data, standardisation, AdamW, batch order,
 warm-up, eval cadence, budget, stop rule, precision and the MLLOG output are jbtorch.py's (its

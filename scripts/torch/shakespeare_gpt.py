@@ -47,7 +47,7 @@ distributions, different numbers); kernels sum in another order. PyTorch's SDPA 
 kernel (flash / memory-efficient / math on CUDA, a fused kernel on the CPU), and its attention
 dropout is drawn inside that kernel. Under bf16-amp, which ops run in bf16 is autocast's choice
 (PyTorch's op lists; linear and SDPA in bf16, layer norm and the loss in f32), not joulebench's
-per-op-class policy (src/precision.rs). nanoGPT itself draws the tied weight twice (Embedding,
+per-op-class policy (src/engine/precision.rs). nanoGPT itself draws the tied weight twice (Embedding,
 then Linear init of the same tensor); here it is drawn once, from the same N(0, 0.02).
 
 Usage: shakespeare_gpt.py --seed N [--precision f32|bf16-amp|tf32] [--device cpu|cuda]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """joulebench's task text-charlm (models/text-charlm.toml) in PyTorch, for `joulebench exec`.
 
-Mirrors src/model/transformer.rs, a decoder-only character transformer:
+Mirrors src/engine/model/transformer.rs, a decoder-only character transformer:
   h = tok[x] + pos[0:T]                    (learned token and position tables, untied from the
                                             head; both U(-1/sqrt(d), 1/sqrt(d)))
   for each of `layers` blocks (pre-norm):
@@ -27,7 +27,7 @@ Known differences from joulebench's candle run: the initial weights and the batc
 PyTorch's generators, not joulebench's ChaCha8 streams (same distributions, different numbers);
 kernels sum in another order. Under bf16-amp the attention scores are scaled in bf16 and then
 softmaxed in f32, as joulebench's Cast does, but which other ops run in bf16 is autocast's
-choice (PyTorch's op lists), not joulebench's (its own per-op-class policy in src/precision.rs).
+choice (PyTorch's op lists), not joulebench's (its own per-op-class policy in src/engine/precision.rs).
 
 Usage: text_charlm.py --seed N [--precision f32|bf16-amp|tf32] [--device cpu|cuda] [--threads N]
        [--task NAME | --task-file PATH] [--data-dir PATH] [--full-budget] [--max-steps N]

@@ -1,13 +1,13 @@
 //! `joulebench exec`: its flags and the checks made before anything is written.
 
 use super::{detect_options, usage, Failure, MAX_SEEDS};
-use crate::energy::{self, MeterChoice};
-use crate::exec::{self, events::Tracked, ExecPlan, ExecTask};
-use crate::metrics::Direction;
-use crate::results::{EngineInfo, ResultsDir};
-use crate::task;
-use crate::train::Status;
-use crate::variant;
+use crate::engine::train::Status;
+use crate::measure::{self, MeterChoice};
+use crate::orchestrate::exec::{self, events::Tracked, ExecPlan, ExecTask};
+use crate::record::metrics::Direction;
+use crate::record::{EngineInfo, ResultsDir};
+use crate::spec::task;
+use crate::spec::variant;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -104,7 +104,7 @@ fn task_of(a: &ExecArgs, models_dir: &Path) -> Result<ExecTask, anyhow::Error> {
         // c as joulebench's own runs of the task score it (from the shipped data, checked
         // against its checksums), so the program's runs rank beside them.
         let data = crate::data::load(spec.dataset, None)?;
-        let chance = crate::train::eval_chance(&spec, &data)?;
+        let chance = crate::engine::train::eval_chance(&spec, &data)?;
         return Ok(ExecTask {
             name: spec.name.clone(),
             metric: spec.metric.as_str().into(),
@@ -225,7 +225,7 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         }
     }
     let nvml_gpu = |i: usize| {
-        energy::probe_all(&detect_options(
+        measure::probe_all(&detect_options(
             MeterChoice::Auto,
             Some(i),
             a.measure.cpu_tdp_w,
@@ -245,9 +245,9 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         )));
     }
     let (mut meter, probes) =
-        energy::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
+        measure::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
             .map_err(usage)?;
-    let system = crate::runner::system_of(&device_label, &probes);
+    let system = crate::orchestrate::runner::system_of(&device_label, &probes);
     let program_name = exec::program_name(&program);
     let engine = EngineInfo {
         kind: "exec".into(),
@@ -326,11 +326,11 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
                 Err(e) => eprintln!("joulebench: encoding run {}: {e}", rec.run_id),
             }
         } else {
-            println!("{}", crate::runner::summary_line(rec));
+            println!("{}", crate::orchestrate::runner::summary_line(rec));
         }
     })
     .map_err(Failure::Runtime)?;
-    if !as_json && records.iter().any(crate::runner::is_estimated) {
+    if !as_json && records.iter().any(crate::orchestrate::runner::is_estimated) {
         println!("note: energy is ESTIMATED (no readable counter): labelled estimated_tdp_load, never ranked with measurements");
     }
     Ok(if records.iter().all(|r| r.status == Status::Ok) {

@@ -9,13 +9,13 @@ mod exec;
 pub use exec::ExecArgs;
 
 use crate::data::{self, DatasetKind};
-use crate::energy::{self, DetectOptions, MeterChoice};
-use crate::results::ResultsDir;
-use crate::runner::{self, Plan, TaskRun};
-use crate::task;
-use crate::train::Status;
-use crate::variant;
-use crate::variant_run;
+use crate::engine::train::Status;
+use crate::engine::variant_run;
+use crate::measure::{self, DetectOptions, MeterChoice};
+use crate::orchestrate::runner::{self, Plan, TaskRun};
+use crate::record::ResultsDir;
+use crate::spec::task;
+use crate::spec::variant;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -51,22 +51,22 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Carbon (operational and embodied), inference energy and break-even per run, from result
     /// folders: derived figures, a separate table from the joule ranking.
-    Footprint(Box<crate::carbon::footprint::FootprintArgs>),
+    Footprint(Box<crate::analyse::carbon::footprint::FootprintArgs>),
     /// Leaderboard (md, csv, json, LaTeX, HTML, emissions.csv) from results folders.
-    Report(crate::report::ReportArgs),
+    Report(crate::analyse::report::ReportArgs),
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
     Target(TargetArgs),
     /// Training speed and the harness's own overhead (no run files; see README "Speed").
-    Speed(crate::speed::SpeedArgs),
+    Speed(crate::orchestrate::speed::SpeedArgs),
     /// Model collapse: recursive synthetic-data generations and the energy they waste.
-    Collapse(Box<crate::collapse::CollapseArgs>),
+    Collapse(Box<crate::orchestrate::collapse::CollapseArgs>),
     /// Compare the GPU energy of a results folder's runs with an independent NVML trace
     /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
-    Crosscheck(crate::crosscheck::CrosscheckArgs),
+    Crosscheck(crate::analyse::crosscheck::CrosscheckArgs),
     /// Tasks x variants x seeds of a suite or plan, resumable and shardable (`sweep plan`, `sweep emit`).
-    Sweep(Box<crate::sweep::SweepArgs>),
+    Sweep(Box<crate::orchestrate::sweep::SweepArgs>),
     /// Gather shard results folders into one, de-duplicated by run id; report missing runs.
-    Merge(crate::sweep::MergeArgs),
+    Merge(crate::orchestrate::sweep::MergeArgs),
     /// Measure any training program (PyTorch, JAX, your own) to its target: the same
     /// windows, meters, idle protocol and run files as `run`, quality from its MLLOG lines.
     Exec(Box<ExecArgs>),
@@ -167,7 +167,7 @@ impl MeasureArgs {
     }
 }
 
-pub use crate::runner::{check_pause_s, MAX_PAUSE_S};
+pub use crate::orchestrate::runner::{check_pause_s, MAX_PAUSE_S};
 
 /// Largest number of seeds one command takes (a typo of `--seeds 10000000000000` must not
 /// allocate the plan).
@@ -267,16 +267,16 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
-        Command::Footprint(args) => crate::carbon::footprint::run_command(&args)
+        Command::Footprint(args) => crate::analyse::carbon::footprint::run_command(&args)
             .map(|_| 0)
             .map_err(usage),
-        Command::Report(args) => crate::report::command(args),
+        Command::Report(args) => crate::analyse::report::command(args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
-        Command::Speed(args) => crate::speed::run(args),
-        Command::Collapse(args) => crate::collapse::run_cmd(*args),
-        Command::Crosscheck(a) => crate::crosscheck::command(&a).map_err(usage),
-        Command::Sweep(args) => crate::sweep::command(*args),
-        Command::Merge(args) => crate::sweep::merge_cmd(args),
+        Command::Speed(args) => crate::orchestrate::speed::run(args),
+        Command::Collapse(args) => crate::orchestrate::collapse::run_cmd(*args),
+        Command::Crosscheck(a) => crate::analyse::crosscheck::command(&a).map_err(usage),
+        Command::Sweep(args) => crate::orchestrate::sweep::command(*args),
+        Command::Merge(args) => crate::orchestrate::sweep::merge_cmd(args),
         Command::Exec(args) => exec::exec_cmd(*args),
     }
 }
@@ -319,14 +319,14 @@ fn list(as_json: bool) -> Result<(), Failure> {
     let w = tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in &tasks {
         match t.metric.direction() {
-            crate::metrics::Direction::Higher => println!(
+            crate::record::metrics::Direction::Higher => println!(
                 "  {:<w$} {} (T = {:.1} %, c = {:.1} %)",
                 t.name,
                 t.description,
                 100.0 * t.target.value,
                 100.0 * t.target.chance
             ),
-            crate::metrics::Direction::Lower => println!(
+            crate::record::metrics::Direction::Lower => println!(
                 "  {:<w$} {} (T = {} {u}, c = {} {u}, lower is better)",
                 t.name,
                 t.description,
@@ -364,8 +364,8 @@ pub fn detect_options(
 fn env(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
     let (_, device) = default_device();
     let gpu = device.strip_prefix("cuda:").and_then(|i| i.parse().ok());
-    let probes = energy::probe_all(&detect_options(MeterChoice::Auto, gpu, cpu_tdp_w));
-    let sys = crate::system::collect(&device, None);
+    let probes = measure::probe_all(&detect_options(MeterChoice::Auto, gpu, cpu_tdp_w));
+    let sys = crate::measure::system::collect(&device, None);
     if as_json {
         let v = json!({
             "system": sys,
@@ -484,16 +484,16 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());
     let (mut meter, probes) =
-        energy::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
+        measure::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
             .map_err(usage)?;
     if !a.measure.overwrite {
         // The run ids this series writes (the system as `runner::Session` reads it).
-        let sys = crate::runner::system_of(&device_label, &probes);
+        let sys = crate::orchestrate::runner::system_of(&device_label, &probes);
         if let Some(path) = variants
             .iter()
             .flat_map(|v| seeds.iter().map(move |&s| (v, s)))
             .map(|(v, s)| {
-                results.run_path(&crate::results::run_id(
+                results.run_path(&crate::record::run_id(
                     &spec.name,
                     &v.name,
                     s,
@@ -543,14 +543,18 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         checkpoint: a.checkpoint.clone(),
         inference: a
             .inference
-            .then(crate::inference::InferenceOptions::default),
+            .then(crate::engine::inference::InferenceOptions::default),
     };
     let as_json = a.measure.json;
     let series = runner::run_series(
         &plan,
         meter.as_mut(),
         &probes,
-        |label| Box::new(crate::progress::ProgressObserver::new(label.to_string())),
+        |label| {
+            Box::new(crate::orchestrate::progress::ProgressObserver::new(
+                label.to_string(),
+            ))
+        },
         |rec| {
             if as_json {
                 println!("{}", serde_json::to_string(rec).unwrap_or_default());
@@ -585,7 +589,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
     }
     let mut curves = Vec::new();
     // The metric's direction and chance level, from the runs themselves.
-    let mut metric: Option<(crate::metrics::Direction, f64)> = None;
+    let mut metric: Option<(crate::record::metrics::Direction, f64)> = None;
     for dir in &a.dirs {
         let runs = dir.join("runs");
         let entries = std::fs::read_dir(&runs)
@@ -596,7 +600,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
             .collect();
         paths.sort();
         for path in paths {
-            let rec: crate::results::RunRecord = match std::fs::read(&path)
+            let rec: crate::record::RunRecord = match std::fs::read(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
             {
@@ -619,7 +623,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
                 continue;
             }
             metric.get_or_insert((rec.quality.direction, rec.quality.chance));
-            curves.push(crate::knee::SeedCurve {
+            curves.push(crate::stats::knee::SeedCurve {
                 seed: rec.seed,
                 points: rec
                     .quality
@@ -639,12 +643,12 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
             a.task
         )));
     }
-    let aligned = crate::knee::align(&curves).map_err(usage)?;
+    let aligned = crate::stats::knee::align(&curves).map_err(usage)?;
     let (direction, chance) = metric.unwrap_or_default();
-    let choice =
-        crate::knee::choose_target_in(&aligned, a.grid_pp, direction, chance).map_err(usage)?;
+    let choice = crate::stats::knee::choose_target_in(&aligned, a.grid_pp, direction, chance)
+        .map_err(usage)?;
     if let Some(path) = &a.csv {
-        crate::results::write_atomic(path, aligned.to_csv().as_bytes()).map_err(usage)?;
+        crate::record::write_atomic(path, aligned.to_csv().as_bytes()).map_err(usage)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&choice).map_err(usage)?);
@@ -652,7 +656,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
     }
     let mut steps: Vec<usize> = choice.steps_to_target.iter().map(|s| s.1).collect();
     steps.sort_unstable();
-    if direction == crate::metrics::Direction::Lower {
+    if direction == crate::record::metrics::Direction::Lower {
         println!(
             "{}: {} seeds; knee of the mean curve at step {} (epoch {:.2}), loss {:.4}; plateau {:.4} (lower is better)",
             a.task,
@@ -727,7 +731,7 @@ mod clap_tests {
     #[test]
     fn one_line_does_not_repeat_a_cause_the_message_already_holds() {
         let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
-        let e = anyhow::Error::new(crate::results::ResultsError::Write {
+        let e = anyhow::Error::new(crate::record::ResultsError::Write {
             path: "/r/runs/x.json".into(),
             source: io,
         })

@@ -84,7 +84,7 @@ pub enum DataError {
     #[error(
         "data file {}: line {line}: expected `<64 hex digits>  <relative path>`, found {}",
         p(path),
-        crate::carbon::csvline::excerpt(found)
+        crate::base::csvline::excerpt(found)
     )]
     ChecksumList {
         path: PathBuf,
@@ -98,7 +98,7 @@ pub enum DataError {
     #[error(
         "data file {}: CSV parse error at line {line}, column {column}: found {}, expected {expected}",
         p(path),
-        crate::carbon::csvline::excerpt(value)
+        crate::base::csvline::excerpt(value)
     )]
     Csv {
         path: PathBuf,

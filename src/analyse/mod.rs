@@ -1,0 +1,9 @@
+//! Reading results back: leaderboards in every format, carbon and footprint, the NVML
+//! cross-check.
+//!
+//! Owns: derived figures and their rendering.
+//! Must not: train or measure, or import `orchestrate` (the two share only `record`) or `cli`.
+
+pub mod carbon;
+pub mod crosscheck;
+pub mod report;

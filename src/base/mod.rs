@@ -1,0 +1,6 @@
+//! Infrastructure every layer may use: no knowledge of tasks, runs or meters.
+//!
+//! Owns: CSV line helpers (splitting, quoting, the short excerpt an error message quotes).
+//! Must not: import any other joulebench module.
+
+pub mod csvline;

@@ -1,0 +1,439 @@
+//! Inference energy of a trained model, and the training-vs-serving break-even.
+//!
+//! Owns: measuring joules per 1,000 predictions on the held-out set at batch 1 and at a large
+//! batch, each in its own `MeasuredWindow` on the run's meter, after training and outside its
+//! window (so it never counts in ETT); the `inference` key of the run file; and the break-even
+//! N* = (ETT_variant - ETT_baseline) / (e_baseline - e_variant) with every case named.
+//! Must not: train, choose a meter or write files.
+//!
+//! A window shorter than 5 s is unreliable (measurement.md section 2), so each batch size loops
+//! over the held-out set (wrapping round) until its window has lasted `min_window_s` and covered
+//! the whole set at least once, or until `max_window_s` (then flagged `partial_pass`); a window
+//! that still ends short keeps the `short_window` flag. The device is synchronised at every edge by the window, and every 32 batches (through a
+//! window mark) so the clock never runs ahead of queued GPU work. Predictions are the model's
+//! argmax per sample (text: per token, `predictions_per_sample` = context).
+
+use crate::engine::model::RefModel;
+use crate::engine::train::Prepared;
+use crate::measure::{Boundary, ComponentEnergy, MeasuredWindow, Meter, MeterError};
+use candle_core::{Device, D};
+use serde::{Deserialize, Serialize};
+
+/// Batch sizes and window bounds of an inference measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceOptions {
+    /// Default `[1, 1024]` (clamped to the held-out set's size).
+    pub batches: Vec<usize>,
+    /// Keep predicting until the window is at least this long (above the 5 s short-window limit)
+    /// and at least one full pass over the held-out set is done.
+    pub min_window_s: f64,
+    /// Stop here even before a full pass over the held-out set (slow models at batch 1; the
+    /// measurement is then flagged `partial_pass`).
+    pub max_window_s: f64,
+    /// Unmeasured forward passes per batch size before its window opens.
+    pub warmup_batches: usize,
+}
+
+impl Default for InferenceOptions {
+    fn default() -> Self {
+        Self {
+            batches: vec![1, 1024],
+            min_window_s: 6.0,
+            max_window_s: 20.0,
+            warmup_batches: 3,
+        }
+    }
+}
+
+/// One batch size's measurement (the run file's `inference.measurements[i]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferenceMeasurement {
+    pub batch: usize,
+    /// Samples pushed through the model (may wrap round the held-out set several times).
+    pub samples: usize,
+    /// Scored predictions: samples x predictions_per_sample.
+    pub predictions: usize,
+    /// Passes over the held-out set (fractional).
+    pub passes: f64,
+    pub energy_j: f64,
+    pub time_s: f64,
+    pub j_per_1000: f64,
+    /// energy_j - idle_w x time_s, per 1,000 predictions; null without an idle baseline.
+    pub net_j_per_1000: Option<f64>,
+    pub average_power_w: f64,
+    pub boundary: Boundary,
+    pub components: Vec<ComponentEnergy>,
+    /// True when every component is measured (else the figure is an estimate, labelled so).
+    pub all_measured: bool,
+    pub flags: Vec<String>,
+}
+
+/// The run file's `inference` key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferenceReport {
+    /// Size of the held-out set the predictions are drawn from.
+    pub eval_samples: usize,
+    pub predictions_per_sample: usize,
+    pub measurements: Vec<InferenceMeasurement>,
+    /// How it was measured, in words.
+    pub method: String,
+    /// Why the measurement failed (the training result is kept regardless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl InferenceReport {
+    pub fn at_batch(&self, batch: usize) -> Option<&InferenceMeasurement> {
+        self.measurements.iter().find(|m| m.batch == batch)
+    }
+    /// The measurement at batch 1 and the one at the largest batch.
+    pub fn small_and_large(
+        &self,
+    ) -> (Option<&InferenceMeasurement>, Option<&InferenceMeasurement>) {
+        let small = self.measurements.iter().min_by_key(|m| m.batch);
+        let large = self
+            .measurements
+            .iter()
+            .max_by_key(|m| m.batch)
+            .filter(|m| Some(m.batch) != small.map(|s| s.batch));
+        (small, large)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error("inference: {0}")]
+    Model(#[from] candle_core::Error),
+    #[error("inference meter: {0}")]
+    Meter(#[from] MeterError),
+    #[error("inference: {0}")]
+    Options(String),
+}
+
+/// The boundary covered by a window's components (the meter's own when it names none).
+pub fn window_boundary(components: &[ComponentEnergy], meter: &dyn Meter) -> Boundary {
+    let infos = meter.components();
+    components
+        .iter()
+        .filter_map(|c| infos.iter().find(|i| i.component == c.component))
+        .map(|i| i.boundary)
+        .reduce(|a, b| a.union(b))
+        .unwrap_or(meter.boundary())
+}
+
+/// Measure inference energy of `model` on `p`'s held-out set at each batch size of `opts`.
+pub fn measure(
+    model: &dyn RefModel,
+    p: &Prepared,
+    meter: &mut dyn Meter,
+    device: &Device,
+    idle_w: Option<f64>,
+    opts: &InferenceOptions,
+) -> Result<InferenceReport, InferenceError> {
+    if p.n_eval == 0 {
+        return Err(InferenceError::Options("empty held-out set".into()));
+    }
+    if opts.batches.is_empty() || opts.batches.contains(&0) {
+        return Err(InferenceError::Options(format!(
+            "batch sizes must be at least 1, got {:?}",
+            opts.batches
+        )));
+    }
+    if !(opts.min_window_s >= 0.0 && opts.max_window_s >= opts.min_window_s) {
+        return Err(InferenceError::Options(format!(
+            "window bounds {}..{} s",
+            opts.min_window_s, opts.max_window_s
+        )));
+    }
+    let per_sample = (p.eval_predictions / p.n_eval).max(1);
+    let mut batches: Vec<usize> = opts.batches.iter().map(|&b| b.min(p.n_eval)).collect();
+    batches.dedup();
+    let mut out = Vec::new();
+    for batch in batches {
+        // Warm-up (allocations, kernel selection): not measured.
+        for k in 0..opts.warmup_batches {
+            let start = (k * batch) % p.n_eval;
+            let len = batch.min(p.n_eval - start);
+            let x = p.eval_x.narrow(0, start, len)?;
+            drop(model.forward_t(&x, false)?.argmax(D::Minus1)?);
+        }
+        let mut window = MeasuredWindow::open(meter, device)?;
+        let mut samples = 0usize;
+        let mut start = 0usize;
+        let mut k = 0usize;
+        let run = (|| -> Result<(), InferenceError> {
+            loop {
+                let len = batch.min(p.n_eval - start);
+                let x = p.eval_x.narrow(0, start, len)?;
+                // The predicted class per sample stays on the device: no host copy per batch.
+                let pred = model.forward_t(&x, false)?.argmax(D::Minus1)?;
+                drop(pred);
+                samples += len;
+                start = (start + len) % p.n_eval;
+                k += 1;
+                let full_pass = samples >= p.n_eval;
+                if k % 32 == 0 || (full_pass && window.elapsed_s() >= opts.min_window_s) {
+                    // Synchronise (through a mark) so the clock counts finished work only.
+                    window.mark()?;
+                    let t = window.elapsed_s();
+                    if (t >= opts.min_window_s && full_pass) || t >= opts.max_window_s {
+                        return Ok(());
+                    }
+                }
+            }
+        })();
+        let report = window.close()?;
+        run?;
+        let energy_j = report.total_j();
+        let time_s = report.duration_s;
+        let predictions = samples * per_sample;
+        let comps = report.report.components.clone();
+        let mut flags = report.report.flags.clone();
+        if samples < p.n_eval {
+            flags.push("partial_pass".into());
+        }
+        let per_1000 = |j: f64| 1000.0 * j / predictions.max(1) as f64;
+        out.push(InferenceMeasurement {
+            batch,
+            samples,
+            predictions,
+            passes: samples as f64 / p.n_eval as f64,
+            energy_j,
+            time_s,
+            j_per_1000: per_1000(energy_j),
+            net_j_per_1000: idle_w.map(|w| per_1000(energy_j - w * time_s)),
+            average_power_w: if time_s > 0.0 { energy_j / time_s } else { 0.0 },
+            boundary: window_boundary(&comps, meter),
+            all_measured: !comps.is_empty() && comps.iter().all(|c| c.source.is_measured()),
+            components: comps,
+            flags,
+        });
+    }
+    Ok(InferenceReport {
+        eval_samples: p.n_eval,
+        predictions_per_sample: per_sample,
+        measurements: out,
+        error: None,
+        method: format!(
+            "trained model, eval mode, argmax per sample; own measured window per batch size after training (not in ETT); loops over the held-out set until the window lasts {} s and covers the set once (cap {} s); {} unmeasured warm-up batches",
+            opts.min_window_s, opts.max_window_s, opts.warmup_batches
+        ),
+    })
+}
+
+impl InferenceReport {
+    /// One human line: "inference: batch 1 12.3 J/1000 predictions (H, estimated) | batch 1024 ...".
+    pub fn summary(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("inference: not measured: {e}");
+        }
+        let parts: Vec<String> = self
+            .measurements
+            .iter()
+            .map(|m| {
+                format!(
+                    "batch {} {:.4} J/1000 predictions ({}, {}; {} predictions in {:.1} s{})",
+                    m.batch,
+                    m.j_per_1000,
+                    m.boundary.as_str(),
+                    if m.all_measured {
+                        "measured"
+                    } else {
+                        "ESTIMATED"
+                    },
+                    m.predictions,
+                    m.time_s,
+                    if m.flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", flags {}", m.flags.join(" "))
+                    }
+                )
+            })
+            .collect();
+        format!("inference: {}", parts.join(" | "))
+    }
+}
+
+/// `measure`, with a failure recorded in the report instead of returned, so an inference
+/// problem never loses the training run it follows.
+pub fn measure_or_note(
+    model: &dyn RefModel,
+    p: &Prepared,
+    meter: &mut dyn Meter,
+    device: &Device,
+    idle_w: Option<f64>,
+    opts: &InferenceOptions,
+) -> InferenceReport {
+    measure(model, p, meter, device, idle_w, opts).unwrap_or_else(|e| InferenceReport {
+        eval_samples: p.n_eval,
+        predictions_per_sample: (p.eval_predictions / p.n_eval.max(1)).max(1),
+        measurements: Vec::new(),
+        method: String::new(),
+        error: Some(e.to_string()),
+    })
+}
+
+/// After how many predictions a variant's extra training energy is paid back by cheaper serving.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "case", rename_all = "kebab-case")]
+pub enum BreakEven {
+    /// Costs more to train and less to serve: even after `predictions`.
+    PaysBackAfter { predictions: f64 },
+    /// Costs no more to train and no more to serve (and less on one): better from the start.
+    CheaperOnBoth,
+    /// Costs less to train but more to serve: its training saving is used up after
+    /// `predictions`; beyond that the baseline is cheaper in total.
+    AdvantageLostAfter { predictions: f64 },
+    /// Costs no less to train and no less to serve (and more on one): never pays back.
+    NeverPaysBack,
+    /// Same training energy and same serving energy.
+    Identical,
+}
+
+impl BreakEven {
+    pub fn describe(&self) -> String {
+        match self {
+            BreakEven::PaysBackAfter { predictions } => {
+                format!("pays back after {} predictions", human_count(*predictions))
+            }
+            BreakEven::CheaperOnBoth => {
+                "cheaper to train and to serve: no break-even needed".into()
+            }
+            BreakEven::AdvantageLostAfter { predictions } => format!(
+                "cheaper to train, dearer to serve: ahead until {} predictions, behind after",
+                human_count(*predictions)
+            ),
+            BreakEven::NeverPaysBack => "never pays back (no cheaper to serve)".into(),
+            BreakEven::Identical => "identical training and serving energy".into(),
+        }
+    }
+}
+
+/// A prediction count: whole numbers with thousands separators, scientific from 1e12.
+fn human_count(n: f64) -> String {
+    if n >= 1e12 {
+        return format!("{n:.3e}");
+    }
+    let digits = format!("{:.0}", n.ceil());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// N* = (ETT_variant - ETT_baseline) / (e_baseline - e_variant), energies per prediction in J.
+pub fn break_even(
+    ett_variant_j: f64,
+    ett_baseline_j: f64,
+    e_variant_j_per_prediction: f64,
+    e_baseline_j_per_prediction: f64,
+) -> BreakEven {
+    let extra_train = ett_variant_j - ett_baseline_j;
+    let saving_per_prediction = e_baseline_j_per_prediction - e_variant_j_per_prediction;
+    match (
+        extra_train.partial_cmp(&0.0),
+        saving_per_prediction.partial_cmp(&0.0),
+    ) {
+        (Some(std::cmp::Ordering::Equal), Some(std::cmp::Ordering::Equal)) => BreakEven::Identical,
+        (Some(std::cmp::Ordering::Greater), Some(std::cmp::Ordering::Greater)) => {
+            BreakEven::PaysBackAfter {
+                predictions: extra_train / saving_per_prediction,
+            }
+        }
+        (Some(std::cmp::Ordering::Less), Some(std::cmp::Ordering::Less)) => {
+            BreakEven::AdvantageLostAfter {
+                predictions: extra_train / saving_per_prediction,
+            }
+        }
+        (Some(t), Some(s)) if t != std::cmp::Ordering::Greater && s != std::cmp::Ordering::Less => {
+            BreakEven::CheaperOnBoth
+        }
+        _ => BreakEven::NeverPaysBack,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn break_even_cases_hand_computed() {
+        // Variant costs 1,000 J more to train, saves 0.5 mJ per prediction: 2,000,000 predictions.
+        assert_eq!(
+            break_even(3000.0, 2000.0, 0.0015, 0.0020),
+            BreakEven::PaysBackAfter { predictions: 2.0e6 }
+        );
+        // Cheaper to train and to serve.
+        assert_eq!(
+            break_even(1000.0, 2000.0, 0.001, 0.002),
+            BreakEven::CheaperOnBoth
+        );
+        // Same training, cheaper serving: better from the start.
+        assert_eq!(
+            break_even(2000.0, 2000.0, 0.001, 0.002),
+            BreakEven::CheaperOnBoth
+        );
+        // Cheaper to serve, same training... and cheaper training, same serving.
+        assert_eq!(
+            break_even(1000.0, 2000.0, 0.002, 0.002),
+            BreakEven::CheaperOnBoth
+        );
+        // Dearer to train, dearer or equal to serve: never.
+        assert_eq!(
+            break_even(3000.0, 2000.0, 0.003, 0.002),
+            BreakEven::NeverPaysBack
+        );
+        assert_eq!(
+            break_even(3000.0, 2000.0, 0.002, 0.002),
+            BreakEven::NeverPaysBack
+        );
+        assert_eq!(
+            break_even(2000.0, 2000.0, 0.003, 0.002),
+            BreakEven::NeverPaysBack
+        );
+        // Cheaper to train by 500 J, dearer to serve by 1 mJ: ahead for 500,000 predictions.
+        assert_eq!(
+            break_even(1500.0, 2000.0, 0.003, 0.002),
+            BreakEven::AdvantageLostAfter {
+                predictions: 500_000.0
+            }
+        );
+        assert_eq!(
+            break_even(2000.0, 2000.0, 0.002, 0.002),
+            BreakEven::Identical
+        );
+        // NaN input (a missing figure) never claims a payback.
+        assert_eq!(
+            break_even(f64::NAN, 2000.0, 0.001, 0.002),
+            BreakEven::NeverPaysBack
+        );
+        assert!(BreakEven::PaysBackAfter { predictions: 2.0e6 }
+            .describe()
+            .contains("2,000,000"));
+        assert!(BreakEven::PaysBackAfter {
+            predictions: 1234.2
+        }
+        .describe()
+        .contains("1,235"));
+        assert!(BreakEven::PaysBackAfter { predictions: 999.0 }
+            .describe()
+            .contains("999 "));
+        assert!(BreakEven::PaysBackAfter {
+            predictions: 2.5e12
+        }
+        .describe()
+        .contains("2.500e12"));
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let o = InferenceOptions::default();
+        assert_eq!(o.batches, vec![1, 1024]);
+        assert!(o.min_window_s > crate::measure::window::SHORT_WINDOW_S);
+    }
+}

@@ -1,0 +1,1396 @@
+//! The one training loop for every reference model, and the held-out evaluation.
+//!
+//! Owns: turning a loaded dataset (through the task's data view) into device tensors
+//! (`prepare`), seeded batch order, the optimizer step (mixed precision and loss scaling
+//! through `precision`, a `StepHook` after every step for pruning masks), evaluation on a fixed
+//! step cadence inside the measured window (on the clock and on the meter, as MLPerf requires),
+//! the stop decision (target, budget, divergence), named phases of one window, executed and
+//! nominal FLOPs, and the event log of what happened when.
+//! Must not: write files or choose a meter; it is handed an opened meter and returns data.
+//!
+//! A run is one `Session`: one `MeasuredWindow` from `run_start` to `run_stop`. A pipeline
+//! (dense training, pruning, recovery; generator fit, sampling, training) is several `Stage`s
+//! and phases of that one session, so its phases add up to the run's energy.
+//!
+//! The loss never makes a host round-trip on an ordinary step: it is accumulated on the
+//! device and read once per eval (a per-step `to_scalar` stalls a GPU and skews energy;
+//! candle's mnist-training example does exactly that). The one exception is f16 with dynamic
+//! loss scaling, which must know before each step whether a gradient overflowed (PyTorch's
+//! GradScaler reads the same flag on the host).
+
+use crate::data::{DatasetBundle, ImageSet, Loaded};
+use crate::engine::model::{InputShape, RefModel, SeededRng};
+use crate::engine::optim::FusedAdamW;
+use crate::engine::precision::{Amp, Cast, ScaleDecision, ScaleSummary};
+use crate::measure::{MeasuredWindow, Meter, MeterError, WindowReport};
+use crate::record::Phase;
+use crate::spec::task::{Metric, OptimizerSpec, TaskSpec};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{Optimizer, ParamsAdamW};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Device-resident train and eval tensors of one task.
+pub struct Prepared {
+    pub train_x: Tensor,
+    pub train_y: Tensor,
+    pub n_train: usize,
+    pub eval_x: Tensor,
+    pub eval_y: Tensor,
+    pub n_eval: usize,
+    /// Individual predictions scored per eval (text: windows x context).
+    pub eval_predictions: usize,
+    pub input: InputShape,
+    pub classes: usize,
+    /// Majority-class rate of the eval targets actually used.
+    pub chance: f64,
+}
+
+/// The task's view of a loaded dataset (class filter, rotation, corpus part; see
+/// `data::view`): what every model of the task trains and evaluates on.
+pub fn task_data(spec: &TaskSpec, bundle: &DatasetBundle) -> candle_core::Result<Loaded> {
+    spec.data
+        .apply(&bundle.data)
+        .map_err(|e| candle_core::Error::Msg(format!("task {}: {e}", spec.name)))
+}
+
+/// What the task's model eats and how many classes it predicts, from the (viewed) data.
+pub fn input_of(spec: &TaskSpec, data: &Loaded) -> candle_core::Result<(InputShape, usize)> {
+    match data {
+        Loaded::Images { train, classes, .. } => {
+            let [c, h, w] = train.shape;
+            Ok((InputShape::Image { c, h, w }, *classes))
+        }
+        Loaded::Text(text) => match spec.model.context() {
+            Some(context) => Ok((
+                InputShape::Tokens {
+                    context,
+                    vocab: text.vocab.len(),
+                },
+                text.vocab.len(),
+            )),
+            None => candle_core::bail!("text data needs a token model"),
+        },
+    }
+}
+
+/// The first `n` images of `set` as a standardised `(n, c, h, w)` tensor (the task's declared
+/// input mean and sd) and their labels as `u32`: the one place pixels become model inputs.
+pub fn images_to_tensors(
+    spec: &TaskSpec,
+    set: &ImageSet,
+    n: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let [c, h, w] = set.shape;
+    let (mean, sd) = match (spec.train.input_mean, spec.train.input_sd) {
+        (Some(m), Some(s)) => (m as f32, s as f32),
+        _ => (0.0, 1.0),
+    };
+    let x: Vec<f32> = set.images[..n * c * h * w]
+        .iter()
+        .map(|&p| (p - mean) / sd)
+        .collect();
+    let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
+    Ok((
+        Tensor::from_vec(x, (n, c, h, w), device)?,
+        Tensor::from_vec(y, n, device)?,
+    ))
+}
+
+/// The chance level c of a task's eval set as a run of it scores (the majority-class rate of
+/// the eval targets actually used), for a program `exec` measures against the task: the same
+/// c as joulebench's own runs, so both land on one leaderboard.
+pub fn eval_chance(spec: &TaskSpec, bundle: &DatasetBundle) -> candle_core::Result<f64> {
+    Ok(prepare(spec, bundle, &Device::Cpu)?.chance)
+}
+
+/// Move a loaded dataset to the device in the shape the task's model eats.
+pub fn prepare(
+    spec: &TaskSpec,
+    bundle: &DatasetBundle,
+    device: &Device,
+) -> candle_core::Result<Prepared> {
+    let cap = |n: usize| eval_cap(spec, n);
+    match &task_data(spec, bundle)? {
+        Loaded::Images {
+            train,
+            test,
+            classes,
+        } => {
+            let [c, h, w] = train.shape;
+            let n_eval = cap(test.len());
+            let (train_x, train_y) = images_to_tensors(spec, train, train.len(), device)?;
+            let (eval_x, eval_y) = images_to_tensors(spec, test, n_eval, device)?;
+            Ok(Prepared {
+                train_x,
+                train_y,
+                n_train: train.len(),
+                eval_x,
+                eval_y,
+                n_eval,
+                eval_predictions: n_eval,
+                input: InputShape::Image { c, h, w },
+                classes: *classes,
+                chance: majority_rate(test.labels[..n_eval].iter().map(|&l| l as u32), *classes),
+            })
+        }
+        Loaded::Text(text) => {
+            let Some(context) = spec.model.context() else {
+                candle_core::bail!("text data needs a token model");
+            };
+            let vocab = text.vocab.len();
+            let (train_x, train_y, n_train) =
+                text_windows(&text.train, context, usize::MAX, device)?;
+            let (eval_x, eval_y, n_eval) =
+                text_windows(&text.test, context, cap(usize::MAX), device)?;
+            let targets = text.test[1..=n_eval * context].iter().copied();
+            let chance = match spec.metric {
+                Metric::HeldOutLoss => unigram_entropy_nats(targets, vocab),
+                _ => majority_rate(targets, vocab),
+            };
+            Ok(Prepared {
+                train_x,
+                train_y,
+                n_train,
+                eval_x,
+                eval_y,
+                n_eval,
+                eval_predictions: n_eval * context,
+                input: InputShape::Tokens { context, vocab },
+                classes: vocab,
+                chance,
+            })
+        }
+    }
+}
+
+/// Non-overlapping windows of `context + 1` ids, at most `max` of them: inputs are the first
+/// `context` ids of each, targets the same window shifted by one. Returns (x, y, windows).
+/// How many of `n` held-out samples (text: windows) a task evaluates on.
+pub fn eval_cap(spec: &TaskSpec, n: usize) -> usize {
+    spec.train.eval_max_samples.map_or(n, |m| m.min(n))
+}
+
+/// The number of non-overlapping windows of `context + 1` ids in `len` ids.
+pub fn window_count(len: usize, context: usize) -> usize {
+    len.saturating_sub(1) / context.max(1)
+}
+
+pub fn text_windows(
+    ids: &[u32],
+    context: usize,
+    max: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor, usize)> {
+    let n = window_count(ids.len(), context).min(max);
+    let mut x = Vec::with_capacity(n * context);
+    let mut y = Vec::with_capacity(n * context);
+    for i in 0..n {
+        let s = i * context;
+        x.extend_from_slice(&ids[s..s + context]);
+        y.extend_from_slice(&ids[s + 1..s + context + 1]);
+    }
+    Ok((
+        Tensor::from_vec(x, (n, context), device)?,
+        Tensor::from_vec(y, (n, context), device)?,
+        n,
+    ))
+}
+
+/// Entropy in nats of the empirical distribution of `ids`: the held-out loss of the best model
+/// that ignores context (the chance level of a loss metric).
+pub fn unigram_entropy_nats(ids: impl Iterator<Item = u32>, vocab: usize) -> f64 {
+    let (counts, n) = histogram(ids, vocab);
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n.max(1) as f64;
+            -p * p.ln()
+        })
+        .sum()
+}
+
+/// Counts per id below `k` (ids at or above `k` are counted in the total only) and the total.
+fn histogram(ids: impl Iterator<Item = u32>, k: usize) -> (Vec<usize>, usize) {
+    let mut counts = vec![0usize; k.max(1)];
+    let mut n = 0usize;
+    for i in ids {
+        if let Some(c) = counts.get_mut(i as usize) {
+            *c += 1;
+        }
+        n += 1;
+    }
+    (counts, n)
+}
+
+/// Share of the most frequent class: the chance level c of measurement.md section 1.
+pub fn majority_rate(labels: impl Iterator<Item = u32>, classes: usize) -> f64 {
+    let (counts, n) = histogram(labels, classes);
+    if n == 0 {
+        return 0.0;
+    }
+    *counts.iter().max().unwrap_or(&0) as f64 / n as f64
+}
+
+/// One evaluation of the held-out set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub step: usize,
+    pub epoch: f64,
+    /// Energy since `run_start`, evaluation included.
+    pub energy_j: f64,
+    pub time_s: f64,
+    pub value: f64,
+    /// Mean training loss over the steps since the previous eval (NaN, written as null, when
+    /// the loss diverged or a foreign program did not report it).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub train_loss: f64,
+    /// The phase of the run this eval belongs to (`train`, `dense-train`, `recover`, ...).
+    #[serde(default = "default_phase")]
+    pub phase: String,
+    /// Whether this eval scores the variant: false for the dense model of a pruning pipeline
+    /// and during gradual pruning, whose quality is not the pruned model's. ETT, JPP, the
+    /// ladder, final and best quality are computed from scored evals only.
+    #[serde(default = "default_true")]
+    pub scored: bool,
+}
+
+/// The error text a run file keeps: its first line. candle appends a backtrace to its errors'
+/// text when RUST_BACKTRACE is set, which belongs on a terminal, not in a result.
+pub fn error_text(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim_end().to_string()
+}
+
+/// serde_json writes a non-finite f64 as `null`; this reads it back as NaN, so every file
+/// joulebench wrote reads back.
+pub(crate) fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn default_phase() -> String {
+    "train".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Dnf,
+    Diverged,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Dnf => "dnf",
+            Status::Diverged => "diverged",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// An MLPerf-style event (`:::MLLOG` line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub time_ms: u128,
+    pub event_type: &'static str,
+    pub key: String,
+    pub value: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Default)]
+pub struct EventLog(pub Vec<Event>);
+
+impl EventLog {
+    pub fn point(&mut self, key: &str, value: serde_json::Value, metadata: serde_json::Value) {
+        self.push("POINT_IN_TIME", key, value, metadata)
+    }
+    pub fn interval(&mut self, key: &str, start: bool, metadata: serde_json::Value) {
+        let t = if start {
+            "INTERVAL_START"
+        } else {
+            "INTERVAL_END"
+        };
+        self.push(t, key, serde_json::Value::Null, metadata)
+    }
+    fn push(
+        &mut self,
+        et: &'static str,
+        key: &str,
+        value: serde_json::Value,
+        md: serde_json::Value,
+    ) {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        self.0.push(Event {
+            time_ms,
+            event_type: et,
+            key: key.to_string(),
+            value,
+            metadata: md,
+        });
+    }
+}
+
+/// What the loop observes, for progress bars; every hook has a no-op default.
+pub trait Observer {
+    fn on_start(&mut self, _steps_per_epoch: usize, _max_epochs: usize) {}
+    fn on_step(&mut self, _step: usize, _epoch: usize) {}
+    fn on_eval(&mut self, _point: &CurvePoint, _watts: f64) {}
+    fn on_finish(&mut self) {}
+}
+
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Options of one training run beyond the task spec.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub seed: u64,
+    /// Stop at the first eval reaching T (the benchmark); false to trace the whole budget
+    /// (reference curves for choosing T).
+    pub stop_at_target: bool,
+}
+
+pub struct TrainOutcome {
+    pub status: Status,
+    pub error: Option<String>,
+    pub curve: Vec<CurvePoint>,
+    pub steps: usize,
+    pub samples: usize,
+    pub epochs: f64,
+    pub warmup_s: f64,
+    pub train_s: f64,
+    pub eval_s: f64,
+    pub window: Option<WindowReport>,
+    pub events: EventLog,
+    /// Parameters of the final model (smaller after structured pruning).
+    pub param_count: usize,
+    /// Measured spans of the window, in order; they add up to the window's energy.
+    pub phases: Vec<Phase>,
+    /// FLOPs the kernels executed, and the nominal FLOPs counting only unpruned weights.
+    pub flops_executed: f64,
+    pub flops_nominal: f64,
+    /// Dtype per op class as observed (non-f32 precisions).
+    pub precision_report: Option<BTreeMap<String, String>>,
+    pub loss_scale: Option<ScaleSummary>,
+    /// Optimizer steps skipped by the loss scaler (inf/NaN gradients).
+    pub skipped_steps: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training setup: {0}")]
+    Setup(#[from] candle_core::Error),
+    #[error("meter: {0}")]
+    Meter(#[from] MeterError),
+}
+
+/// Predictions per evaluation chunk of a token model (see `evaluate`).
+pub const EVAL_TOKENS: usize = 4096;
+
+/// The task's metric on the eval set, batched, always in f32, model in evaluation mode; one
+/// host read per eval. Accuracy: the share of correct top-1 predictions. Held-out loss: the
+/// mean cross-entropy in nats over every prediction.
+pub fn evaluate(
+    model: &dyn RefModel,
+    p: &Prepared,
+    batch: usize,
+    metric: Metric,
+) -> candle_core::Result<f64> {
+    let mut total = Tensor::zeros((), DType::F32, p.eval_x.device())?;
+    // candle keeps every intermediate of a forward pass alive while its output is (the graph
+    // of a model with `Var` parameters), so a chunk's memory is its whole forward: token models
+    // are evaluated EVAL_TOKENS predictions at a time.
+    let bs = match p.input {
+        InputShape::Tokens { context, .. } => (EVAL_TOKENS / context.max(1)).max(1),
+        InputShape::Image { .. } => batch.max(256),
+    };
+    let mut start = 0;
+    while start < p.n_eval {
+        let len = bs.min(p.n_eval - start);
+        let x = p.eval_x.narrow(0, start, len)?;
+        let y = p.eval_y.narrow(0, start, len)?;
+        let logits = model.forward_t(&x, false)?;
+        let part = match metric {
+            Metric::HeldOutLoss => {
+                let classes = logits.dim(D::Minus1)?;
+                let logits = logits.reshape(((), classes))?;
+                let y = y.flatten_all()?;
+                let n = y.dim(0)? as f64;
+                // Sum of the per-prediction losses: the mean times the count.
+                (candle_nn::loss::cross_entropy(&logits, &y)? * n)?
+            }
+            _ => logits
+                .argmax(D::Minus1)?
+                .eq(&y)?
+                .to_dtype(DType::F32)?
+                .sum_all()?,
+        };
+        // Detached: a sum that referenced each chunk's loss would keep every chunk's forward
+        // graph alive until the eval ends.
+        total = (total + part.detach())?;
+        start += len;
+    }
+    let c = total.to_scalar::<f32>()? as f64;
+    Ok(c / p.eval_predictions.max(1) as f64)
+}
+
+/// AdamW over every trainable parameter of `model`, with the task's hyperparameters (frozen
+/// parameters are constants, not `Var`s, so they are not in it). Fused and in place (`optim`;
+/// the same update as candle-nn's `AdamW`).
+pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<FusedAdamW> {
+    let OptimizerSpec::Adamw {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        decay,
+        ..
+    } = spec.optimizer;
+    let opt = FusedAdamW::new(
+        model.params().vars(),
+        ParamsAdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        },
+    )?;
+    Ok(match decay {
+        crate::spec::task::Decay::All => opt,
+        crate::spec::task::Decay::Matrices => {
+            let vectors: Vec<candle_core::Var> = model
+                .params()
+                .vars()
+                .into_iter()
+                .filter(|v| v.rank() < 2)
+                .collect();
+            opt.without_decay_on(&vectors)
+        }
+    })
+}
+
+/// One f32 optimizer step on one batch; returns the (device-resident) loss.
+pub fn train_step(
+    model: &dyn RefModel,
+    opt: &mut impl Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (loss, grads) = grads_of(model, &Cast::f32(), None, x, y)?;
+    opt.step(&grads)?;
+    Ok(loss)
+}
+
+/// Cross-entropy of the model's f32 logits; the forward pass follows `cast`.
+pub fn loss_of(
+    model: &dyn RefModel,
+    cast: &Cast,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let logits = model.forward_cast(x, true, cast)?.to_dtype(DType::F32)?;
+    let classes = logits.dim(D::Minus1)?;
+    let logits = logits.reshape(((), classes))?;
+    candle_nn::loss::cross_entropy(&logits, &y.flatten_all()?)
+}
+
+/// Forward (under `cast`), f32 loss, backward of the loss times `scale` (dynamic loss
+/// scaling), and the gradients divided by `scale` again: what the optimizer steps with. The
+/// gradients of the f32 master `Var`s are f32 whatever the forward dtype (`to_dtype` is an
+/// autograd op). Returns the unscaled loss.
+pub fn grads_of(
+    model: &dyn RefModel,
+    cast: &Cast,
+    scale: Option<f64>,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<(Tensor, GradStore)> {
+    let loss = loss_of(model, cast, x, y)?;
+    let Some(scale) = scale else {
+        let grads = loss.backward()?;
+        return Ok((loss, grads));
+    };
+    let mut grads = (&loss * scale)?.backward()?;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.remove(var.as_tensor()) {
+            grads.insert(var.as_tensor(), (g * (1.0 / scale))?);
+        }
+    }
+    Ok((loss, grads))
+}
+
+/// Scale every gradient by min(1, max_norm / (||g|| + 1e-6)), ||g|| the global L2 norm over
+/// all of `model`'s gradients (PyTorch's `clip_grad_norm_`). The norm and the factor stay on
+/// the device: no host read per step.
+pub fn clip_grad_norm(
+    model: &dyn RefModel,
+    mut grads: GradStore,
+    max_norm: f64,
+) -> candle_core::Result<GradStore> {
+    let mut total: Option<Tensor> = None;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let s = g.to_dtype(DType::F32)?.sqr()?.sum_all()?;
+            total = Some(match total {
+                Some(t) => (t + s)?,
+                None => s,
+            });
+        }
+    }
+    let Some(total) = total else {
+        return Ok(grads);
+    };
+    let factor = (total.sqrt()? + 1e-6)?
+        .recip()?
+        .affine(max_norm, 0.0)?
+        .clamp(0f32, 1f32)?;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.remove(var.as_tensor()) {
+            let scaled = g.broadcast_mul(&factor.to_dtype(g.dtype())?)?;
+            grads.insert(var.as_tensor(), scaled);
+        }
+    }
+    Ok(grads)
+}
+
+/// A training batch (n, c, h, w), already standardised, with the task's augmentation: per
+/// sample a crop of the image padded by `augment_crop_pad` pixels of `pad_value` (offsets
+/// uniform in 0..=2 pad) and a horizontal flip with probability 1/2, drawn from `rng`. Built
+/// as one gather with host-drawn indices, so it runs on any device with one upload.
+pub fn augment(
+    x: &Tensor,
+    spec: &crate::spec::task::TrainSpec,
+    pad_value: f32,
+    rng: &mut SeededRng,
+) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let pad = spec.augment_crop_pad.unwrap_or(0) as isize;
+    let plane = c * h * w;
+    let outside = plane as u32;
+    let mut idx = Vec::with_capacity(n * plane);
+    for _ in 0..n {
+        let (dy, dx) = if pad > 0 {
+            (
+                rng.below(2 * pad as usize + 1) as isize - pad,
+                rng.below(2 * pad as usize + 1) as isize - pad,
+            )
+        } else {
+            (0, 0)
+        };
+        let flip = spec.augment_hflip && rng.below(2) == 1;
+        for ch in 0..c {
+            for i in 0..h as isize {
+                for j in 0..w as isize {
+                    let jj = if flip { w as isize - 1 - j } else { j };
+                    let (r, col) = (i + dy, jj + dx);
+                    idx.push(
+                        if r < 0 || col < 0 || r >= h as isize || col >= w as isize {
+                            outside
+                        } else {
+                            (ch * h * w) as u32 + (r as usize * w) as u32 + col as u32
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let flat = x.reshape((n, plane))?;
+    let padded = Tensor::cat(
+        &[
+            &flat,
+            &Tensor::full(pad_value, (n, 1), x.device())?.to_dtype(x.dtype())?,
+        ],
+        1,
+    )?;
+    let idx = Tensor::from_vec(idx, (n, plane), x.device())?;
+    padded.gather(&idx, 1)?.reshape((n, c, h, w))
+}
+
+/// True when every gradient of `model` is finite (one host read).
+pub fn grads_finite(model: &dyn RefModel, grads: &GradStore) -> candle_core::Result<bool> {
+    let mut total: Option<Tensor> = None;
+    for (_, var) in model.params().named() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let s = g.to_dtype(DType::F32)?.abs()?.sum_all()?;
+            total = Some(match total {
+                Some(t) => (t + s)?,
+                None => s,
+            });
+        }
+    }
+    Ok(match total {
+        Some(t) => t.to_scalar::<f32>()?.is_finite(),
+        None => true,
+    })
+}
+
+/// `n` random inputs of the model's input shape (standard normal pixels, uniform tokens) and
+/// uniform random labels, drawn from the seeded host RNG: warm-up batches and the throughput
+/// track.
+pub fn random_batch(
+    input: InputShape,
+    classes: usize,
+    n: usize,
+    rng: &mut SeededRng,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    match input {
+        InputShape::Image { c, h, w } => {
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
+            let y: Vec<u32> = (0..n).map(|_| rng.below(classes) as u32).collect();
+            Ok((
+                Tensor::from_vec(x, (n, c, h, w), device)?,
+                Tensor::from_vec(y, n, device)?,
+            ))
+        }
+        InputShape::Tokens { context, vocab } => {
+            let x: Vec<u32> = (0..n * context).map(|_| rng.below(vocab) as u32).collect();
+            let y: Vec<u32> = (0..n * context).map(|_| rng.below(vocab) as u32).collect();
+            Ok((
+                Tensor::from_vec(x, (n, context), device)?,
+                Tensor::from_vec(y, (n, context), device)?,
+            ))
+        }
+    }
+}
+
+/// The training set a classifier learns from in one run: the real one, a synthetic one made
+/// inside the window, a blend, or random tensors.
+pub struct TrainSet {
+    pub x: Tensor,
+    pub y: Tensor,
+    pub n: usize,
+}
+
+impl TrainSet {
+    pub fn real(p: &Prepared) -> TrainSet {
+        TrainSet {
+            x: p.train_x.clone(),
+            y: p.train_y.clone(),
+            n: p.n_train,
+        }
+    }
+}
+
+/// What a stage does to the model after every applied optimizer step (pruning masks).
+pub trait StepHook {
+    /// `stage_step` counts the stage's optimizer steps from 1.
+    fn after_step(&mut self, _stage_step: usize) -> candle_core::Result<()> {
+        Ok(())
+    }
+    /// Forward FLOPs per sample spent on weights that are pruned to zero (the dense kernels
+    /// execute them; the nominal count leaves them out).
+    fn zeroed_forward_flops(&self) -> u64 {
+        0
+    }
+}
+
+/// A stage with nothing to do between steps.
+pub struct NoHook;
+impl StepHook for NoHook {}
+
+/// One stretch of training inside the session's window.
+pub struct Stage<'h> {
+    /// The most optimizer steps this stage may take.
+    pub max_steps: usize,
+    /// Which eval reaching T ends the stage.
+    pub until: Until,
+    /// Whether its evals score the variant (see `CurvePoint::scored`).
+    pub scored: bool,
+    /// Score the eval at the stage's last step even when `scored` is false (gradual pruning
+    /// reaches its final sparsity at its last step: that model is the pruned model).
+    pub score_last: bool,
+    /// False for the throughput track: no evals at all.
+    pub evaluate: bool,
+    pub hook: &'h mut dyn StepHook,
+}
+
+/// Which eval reaching T ends a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Train the stage's whole budget.
+    Budget,
+    /// The first eval reaching T, scored or not (the dense model of a pruning pipeline).
+    AnyEval,
+    /// The first scored eval reaching T (the benchmark: ETT).
+    ScoredEval,
+}
+
+impl Until {
+    /// The benchmark's rule for a scored stage: stop at T, or trace the whole budget.
+    pub fn target_if(stop_at_target: bool) -> Until {
+        if stop_at_target {
+            Until::ScoredEval
+        } else {
+            Until::Budget
+        }
+    }
+}
+
+/// Why a stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageEnd {
+    Target,
+    Steps,
+    EnergyBudget,
+    TimeBudget,
+    Diverged,
+}
+
+/// The steps the task's budget allows for a training set of `steps_per_epoch` batches.
+pub fn budget_steps(spec: &TaskSpec, steps_per_epoch: usize) -> usize {
+    spec.budget
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(spec.budget.max_epochs.saturating_mul(steps_per_epoch))
+}
+
+/// The batch size of a task on a training set of `n` samples.
+pub fn batch_size(spec: &TaskSpec, n: usize) -> usize {
+    spec.train.batch_size.min(n.max(1))
+}
+
+/// One run: one measured window, its phases, stages, evals and counters.
+pub struct Session<'a> {
+    spec: &'a TaskSpec,
+    p: &'a Prepared,
+    device: &'a Device,
+    observer: &'a mut dyn Observer,
+    window: MeasuredWindow<'a>,
+    amp: Amp,
+    clock: Instant,
+    order_rng: SeededRng,
+    events: EventLog,
+    curve: Vec<CurvePoint>,
+    phases: Vec<Phase>,
+    /// The open phase: name, start time and cumulative energy at its start.
+    open_phase: Option<(String, f64, f64)>,
+    step: usize,
+    samples: usize,
+    epochs: f64,
+    eval_s: f64,
+    warmup_s: f64,
+    loss_sum: Tensor,
+    loss_steps: usize,
+    /// Applied steps between the last two evals.
+    last_applied: usize,
+    skipped: usize,
+    flops_executed: f64,
+    flops_nominal: f64,
+    status: Status,
+    error: Option<String>,
+    param_count: usize,
+    /// Per-sample crop and flip draws (stream 7 of the seed).
+    augment_rng: SeededRng,
+    /// The standardised value of a black pixel: what a crop pads with.
+    pad_value: f32,
+}
+
+impl<'a> Session<'a> {
+    /// Warm up on `model` (forward and backward of random batches, gradients discarded, no
+    /// update: kernels and allocator warm, nothing the seed decides is touched and no training
+    /// image is read), then open the measured window: `run_start`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        spec: &'a TaskSpec,
+        p: &'a Prepared,
+        opts: &TrainOptions,
+        amp: Amp,
+        model: &dyn RefModel,
+        meter: &'a mut dyn Meter,
+        device: &'a Device,
+        observer: &'a mut dyn Observer,
+    ) -> Result<Session<'a>, TrainError> {
+        let mut events = EventLog::default();
+        events.point("seed", json!(opts.seed), json!({}));
+        events.point("global_batch_size", json!(spec.train.batch_size), json!({}));
+        let OptimizerSpec::Adamw { lr, .. } = spec.optimizer;
+        events.point("opt_name", json!("adamw"), json!({}));
+        events.point("opt_base_learning_rate", json!(lr), json!({}));
+        let bs = batch_size(spec, p.n_train);
+        let warm = Instant::now();
+        events.interval("warmup", true, json!({"steps": spec.train.warmup_steps}));
+        let mut warm_rng = SeededRng::new(opts.seed, 9);
+        let scale = amp.scaler.as_ref().map(|s| s.scale());
+        // Warm-up passes run in training mode; batch norm's running statistics are put back
+        // after them, so random batches leave no trace in the model.
+        let buffers = model.params().buffers()?;
+        for _ in 0..spec.train.warmup_steps {
+            let (x, y) = random_batch(p.input, p.classes, bs, &mut warm_rng, device)?;
+            drop(grads_of(model, &amp.cast, scale, &x, &y)?);
+        }
+        model.params().restore_buffers(&buffers)?;
+        device.synchronize()?;
+        events.interval("warmup", false, json!({}));
+        let warmup_s = warm.elapsed().as_secs_f64();
+        observer.on_start(p.n_train / bs.max(1), spec.budget.max_epochs);
+        let window = MeasuredWindow::open(meter, device)?;
+        events.interval("run_start", true, json!({}));
+        Ok(Session {
+            spec,
+            p,
+            device,
+            observer,
+            window,
+            amp,
+            clock: Instant::now(),
+            order_rng: SeededRng::new(opts.seed, 1),
+            events,
+            curve: Vec::new(),
+            phases: Vec::new(),
+            open_phase: None,
+            step: 0,
+            samples: 0,
+            epochs: 0.0,
+            eval_s: 0.0,
+            warmup_s,
+            loss_sum: Tensor::zeros((), DType::F32, device)?,
+            loss_steps: 0,
+            last_applied: 0,
+            skipped: 0,
+            flops_executed: 0.0,
+            flops_nominal: 0.0,
+            status: Status::Dnf,
+            error: None,
+            param_count: model.params().count(),
+            augment_rng: SeededRng::new(opts.seed, 7),
+            pad_value: match (spec.train.input_mean, spec.train.input_sd) {
+                (Some(m), Some(sd)) => (-m / sd) as f32,
+                _ => 0.0,
+            },
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.device
+    }
+
+    pub fn events(&mut self) -> &mut EventLog {
+        &mut self.events
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Optimizer steps taken so far in this session (all stages).
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// Seconds since `run_start`.
+    pub fn elapsed_s(&self) -> f64 {
+        self.window.elapsed_s()
+    }
+
+    /// The throughput track: a run with no target is complete when its steps are done.
+    pub fn complete_without_target(&mut self) {
+        if self.status == Status::Dnf {
+            self.status = Status::Ok;
+        }
+    }
+
+    /// The model the run ends with (after structured pruning, a smaller one).
+    pub fn set_final_model(&mut self, model: &dyn RefModel) {
+        self.param_count = model.params().count();
+    }
+
+    /// Close the open phase (if any) at a mark and open `name`.
+    pub fn begin_phase(&mut self, name: &str) -> Result<(), TrainError> {
+        let mark = self.window.mark()?;
+        if let Some((prev, start_s, start_j)) = self.open_phase.take() {
+            self.events
+                .interval(&prev, false, json!({"energy_j": mark.energy_j}));
+            self.phases.push(Phase {
+                name: prev,
+                start_s,
+                end_s: mark.t_s,
+                energy_j: mark.energy_j - start_j,
+            });
+        }
+        self.events
+            .interval(name, true, json!({"energy_j": mark.energy_j}));
+        // The first phase starts at `run_start`, so the phases add up to the window.
+        let start = if self.phases.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (mark.t_s, mark.energy_j)
+        };
+        self.open_phase = Some((name.to_string(), start.0, start.1));
+        Ok(())
+    }
+
+    /// Add work done outside the training loop (fitting a generator, sampling) to the FLOP
+    /// counts: executed and nominal alike.
+    pub fn add_flops(&mut self, flops: f64) {
+        self.flops_executed += flops;
+        self.flops_nominal += flops;
+    }
+
+    fn phase_name(&self) -> String {
+        self.open_phase
+            .as_ref()
+            .map_or_else(default_phase, |(n, _, _)| n.clone())
+    }
+
+    /// One optimizer step on one batch. False when the loss scaler skipped it.
+    fn step<O: Optimizer>(
+        &mut self,
+        model: &dyn RefModel,
+        opt: &mut O,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> candle_core::Result<bool> {
+        let scale = self.amp.scaler.as_ref().map(|s| s.scale());
+        let (loss, grads) = grads_of(model, &self.amp.cast, scale, x, y)?;
+        if self.amp.scaler.is_some() {
+            let finite = grads_finite(model, &grads)?;
+            let step = self.step + 1;
+            if let Some(s) = self.amp.scaler.as_mut() {
+                if s.update(step, !finite) == ScaleDecision::Skip {
+                    self.skipped += 1;
+                    self.events.point(
+                        "loss_scale_backoff",
+                        json!(s.scale()),
+                        json!({"step": step}),
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        let grads = match self.spec.optimizer.clip_grad_norm() {
+            Some(max) => clip_grad_norm(model, grads, max)?,
+            None => grads,
+        };
+        opt.step(&grads)?;
+        self.loss_sum = (&self.loss_sum + loss.detach())?;
+        self.loss_steps += 1;
+        Ok(true)
+    }
+
+    /// Evaluate now (on the clock and on the meter) and add the point to the curve; its FLOPs
+    /// are forward passes over the eval set (`zeroed_fwd`: per-sample FLOPs of masked weights).
+    pub fn eval_now(
+        &mut self,
+        model: &dyn RefModel,
+        scored: bool,
+        zeroed_fwd: u64,
+    ) -> candle_core::Result<f64> {
+        let fwd = model.forward_flops_per_sample() as f64;
+        let n_eval = self.p.n_eval as f64;
+        self.flops_executed += fwd * n_eval;
+        self.flops_nominal += (fwd - zeroed_fwd as f64) * n_eval;
+        let t_eval = Instant::now();
+        let step = self.step;
+        self.events.interval(
+            "eval",
+            true,
+            json!({"epoch_num": self.epochs, "step": step}),
+        );
+        let bs = batch_size(self.spec, self.p.n_train);
+        let q = evaluate(model, self.p, bs, self.spec.metric)?;
+        // With no step applied since the previous eval (right after a structural prune, or
+        // every step skipped by the loss scaler) the previous mean is carried over.
+        let mean_loss = if self.loss_steps > 0 {
+            self.loss_sum.to_scalar::<f32>()? as f64 / self.loss_steps as f64
+        } else {
+            self.curve.last().map_or(0.0, |p| p.train_loss)
+        };
+        self.last_applied = self.loss_steps;
+        self.loss_sum = Tensor::zeros((), DType::F32, self.device)?;
+        self.loss_steps = 0;
+        let mark = self
+            .window
+            .mark()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        self.eval_s += t_eval.elapsed().as_secs_f64();
+        let point = CurvePoint {
+            step,
+            epoch: self.epochs,
+            energy_j: mark.energy_j,
+            time_s: self.clock.elapsed().as_secs_f64(),
+            value: q,
+            train_loss: mean_loss,
+            phase: self.phase_name(),
+            scored,
+        };
+        self.events.point(
+            self.spec.metric.mllog_key(),
+            json!(q),
+            json!({"epoch_num": point.epoch, "step": step, "energy_j": mark.energy_j,
+                   "phase": point.phase, "scored": scored}),
+        );
+        self.events.interval("eval", false, json!({"step": step}));
+        let watts = if mark.t_s > 0.0 {
+            mark.energy_j / mark.t_s
+        } else {
+            0.0
+        };
+        self.observer.on_eval(&point, watts);
+        if scored
+            && self
+                .spec
+                .metric
+                .direction()
+                .reached(q, self.spec.target.value)
+            && self.status != Status::Ok
+        {
+            self.status = Status::Ok;
+            self.events
+                .point("target_reached", json!(q), json!({"step": step}));
+        }
+        self.curve.push(point);
+        Ok(q)
+    }
+
+    /// Train `model` on `data` with `opt` for one stage.
+    pub fn train_stage<O: Optimizer>(
+        &mut self,
+        model: &dyn RefModel,
+        data: &TrainSet,
+        opt: &mut O,
+        stage: Stage,
+    ) -> candle_core::Result<StageEnd> {
+        let bs = batch_size(self.spec, data.n);
+        let steps_per_epoch = data.n / bs;
+        if steps_per_epoch == 0 {
+            candle_core::bail!(
+                "training set of {} samples is smaller than one batch",
+                data.n
+            );
+        }
+        let fwd = model.forward_flops_per_sample() as f64;
+        let frozen_prefix = model.params().frozen_prefix_flops() as f64;
+        let target = self.spec.target.value;
+        let dir = self.spec.metric.direction();
+        let budget = self.spec.budget.clone();
+        let schedule_steps = budget_steps(self.spec, steps_per_epoch);
+        let scheduled = self.spec.optimizer.scheduled();
+        let every = self.spec.train.eval_every_steps;
+        let mut perm: Vec<u32> = (0..data.n as u32).collect();
+        let mut done = 0usize;
+        if stage.max_steps == 0 {
+            return Ok(StageEnd::Steps);
+        }
+        loop {
+            self.order_rng.shuffle(&mut perm);
+            self.events.interval(
+                "epoch",
+                true,
+                json!({"epoch_num": self.epochs.floor() + 1.0}),
+            );
+            // The epoch's order goes to the device once; each step gathers its batch through a
+            // view of it (no per-step index upload).
+            let order = Tensor::from_slice(&perm, perm.len(), self.device)?;
+            for b in 0..steps_per_epoch {
+                let idx = order.narrow(0, b * bs, bs)?;
+                let mut x = data.x.index_select(&idx, 0)?;
+                let y = data.y.index_select(&idx, 0)?;
+                if self.spec.train.augments() {
+                    x = augment(&x, &self.spec.train, self.pad_value, &mut self.augment_rng)?;
+                }
+                if scheduled {
+                    opt.set_learning_rate(crate::spec::task::lr_at(
+                        &self.spec.optimizer,
+                        self.step,
+                        schedule_steps,
+                    ));
+                }
+                let applied = self.step(model, opt, &x, &y)?;
+                done += 1;
+                self.step += 1;
+                self.samples += bs;
+                self.epochs += 1.0 / steps_per_epoch as f64;
+                if applied {
+                    stage.hook.after_step(done)?;
+                }
+                let zeroed = stage.hook.zeroed_forward_flops() as f64;
+                self.flops_executed += (3.0 * fwd - 2.0 * frozen_prefix) * bs as f64;
+                self.flops_nominal += (3.0 * (fwd - zeroed) - 2.0 * frozen_prefix) * bs as f64;
+                self.observer.on_step(self.step, self.epochs as usize);
+                let last = done >= stage.max_steps;
+                if !stage.evaluate {
+                    if last {
+                        return Ok(StageEnd::Steps);
+                    }
+                    continue;
+                }
+                if self.step % every != 0 && !last {
+                    continue;
+                }
+                // Evaluation: on the clock and on the meter.
+                let scored = stage.scored || (last && stage.score_last);
+                let q = self.eval_now(model, scored, zeroed as u64)?;
+                let point = self.curve.last().cloned();
+                if self.last_applied > 0
+                    && point.as_ref().is_some_and(|p| !p.train_loss.is_finite())
+                {
+                    self.status = Status::Diverged;
+                    return Ok(StageEnd::Diverged);
+                }
+                let stop = match stage.until {
+                    Until::Budget => false,
+                    Until::AnyEval => true,
+                    Until::ScoredEval => scored,
+                };
+                if dir.reached(q, target) && stop {
+                    return Ok(StageEnd::Target);
+                }
+                let (e, t) = point.map_or((0.0, 0.0), |p| (p.energy_j, self.window.elapsed_s()));
+                if budget.max_energy_j.is_some_and(|m| e >= m) {
+                    return Ok(StageEnd::EnergyBudget);
+                }
+                if budget.max_time_s.is_some_and(|m| t >= m) {
+                    return Ok(StageEnd::TimeBudget);
+                }
+                if last {
+                    return Ok(StageEnd::Steps);
+                }
+            }
+            self.events
+                .interval("epoch", false, json!({"epoch_num": self.epochs.floor()}));
+        }
+    }
+
+    /// Record a failure (the run file says `failed` with this text).
+    pub fn fail(&mut self, e: impl std::fmt::Display) {
+        self.status = Status::Failed;
+        self.error = Some(error_text(&e.to_string()));
+    }
+
+    /// Close the last phase and the window: `run_stop`.
+    pub fn finish(mut self) -> Result<TrainOutcome, TrainError> {
+        let train_wall_s = self.clock.elapsed().as_secs_f64();
+        let report = self.window.close()?;
+        if let Some((name, start_s, start_j)) = self.open_phase.take() {
+            self.events.interval(&name, false, json!({}));
+            self.phases.push(Phase {
+                name,
+                start_s,
+                end_s: report.duration_s,
+                energy_j: report.total_j() - start_j,
+            });
+        }
+        self.observer.on_finish();
+        self.events.interval(
+            "run_stop",
+            false,
+            json!({"status": self.status.as_str(), "steps": self.step}),
+        );
+        let precision_report = (!self.amp.cast.is_f32() || self.amp.cast.ran_low_precision())
+            .then(|| self.amp.cast.report());
+        Ok(TrainOutcome {
+            status: self.status,
+            error: self.error,
+            curve: self.curve,
+            steps: self.step,
+            samples: self.samples,
+            epochs: self.epochs,
+            warmup_s: self.warmup_s,
+            train_s: train_wall_s - self.eval_s,
+            eval_s: self.eval_s,
+            window: Some(report),
+            events: self.events,
+            param_count: self.param_count,
+            phases: self.phases,
+            flops_executed: self.flops_executed,
+            flops_nominal: self.flops_nominal,
+            precision_report,
+            loss_scale: self.amp.scaler.as_ref().map(|s| s.summary()),
+            skipped_steps: self.skipped,
+        })
+    }
+}
+
+/// Train `model` on the real training set in one stage (the plain f32 run), inside one
+/// measured window opened on `meter`.
+pub fn train(
+    spec: &TaskSpec,
+    p: &Prepared,
+    model: &dyn RefModel,
+    opts: &TrainOptions,
+    meter: &mut dyn Meter,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome, TrainError> {
+    let mut opt = optimizer(spec, model)?;
+    let data = TrainSet::real(p);
+    let mut s = Session::open(spec, p, opts, Amp::f32(), model, meter, device, observer)?;
+    s.begin_phase("train")?;
+    let steps = budget_steps(spec, data.n / batch_size(spec, data.n).max(1));
+    let stage = Stage {
+        max_steps: steps,
+        until: Until::target_if(opts.stop_at_target),
+        scored: true,
+        score_last: false,
+        evaluate: true,
+        hook: &mut NoHook,
+    };
+    if let Err(e) = s.train_stage(model, &data, &mut opt, stage) {
+        s.fail(e);
+    }
+    s.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_errors_drop_a_backtrace() {
+        let e = "cuda error: out of memory\n   0: candle_core::error::Error::bt\n   1: main";
+        assert_eq!(error_text(e), "cuda error: out of memory");
+        assert_eq!(error_text("one line"), "one line");
+    }
+
+    #[test]
+    fn a_non_finite_train_loss_round_trips_as_null() {
+        let p = CurvePoint {
+            step: 95,
+            epoch: 1.0,
+            energy_j: 1.0,
+            time_s: 1.0,
+            value: 0.5,
+            train_loss: f64::NAN,
+            phase: "train".into(),
+            scored: true,
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"train_loss\":null"), "{json}");
+        let back: CurvePoint = serde_json::from_str(&json).unwrap();
+        assert!(back.train_loss.is_nan());
+    }
+
+    #[test]
+    fn unigram_entropy_is_the_chance_of_a_loss() {
+        assert!((unigram_entropy_nats([0u32, 1, 0, 1].into_iter(), 4) - 2f64.ln()).abs() < 1e-12);
+        assert_eq!(unigram_entropy_nats([3u32, 3, 3].into_iter(), 4), 0.0);
+        assert_eq!(unigram_entropy_nats(std::iter::empty(), 4), 0.0);
+    }
+
+    /// Crop offsets within the padding and flips, seeded: every output pixel is an input pixel
+    /// at the drawn shift (mirrored when flipped) or the pad value; no flip and no pad is the
+    /// identity.
+    #[test]
+    fn augmentation_crops_and_flips_per_sample() {
+        let dev = Device::Cpu;
+        let (n, h, w) = (16, 5, 6);
+        let vals: Vec<f32> = (0..n * h * w).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(vals.clone(), (n, 1, h, w), &dev).unwrap();
+        let spec = |pad: Option<usize>, flip: bool| crate::spec::task::TrainSpec {
+            batch_size: 1,
+            eval_every_steps: 1,
+            eval_max_samples: None,
+            warmup_steps: 0,
+            input_mean: None,
+            input_sd: None,
+            augment_crop_pad: pad,
+            augment_hflip: flip,
+        };
+        let same = augment(&x, &spec(Some(0), false), -9.0, &mut SeededRng::new(1, 7)).unwrap();
+        assert_eq!(same.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vals);
+        let s = spec(Some(2), true);
+        let a = augment(&x, &s, -9.0, &mut SeededRng::new(1, 7)).unwrap();
+        let b = augment(&x, &s, -9.0, &mut SeededRng::new(1, 7)).unwrap();
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let mut flips = 0;
+        let mut shifted = 0;
+        for k in 0..n {
+            let out = &a[k * h * w..(k + 1) * h * w];
+            let src = &vals[k * h * w..(k + 1) * h * w];
+            // Find the (dy, dx, flip) that explains this sample: exactly one must.
+            let mut found = Vec::new();
+            for dy in -2i64..=2 {
+                for dx in -2i64..=2 {
+                    for flip in [false, true] {
+                        let ok = (0..h as i64).all(|i| {
+                            (0..w as i64).all(|j| {
+                                let jj = if flip { w as i64 - 1 - j } else { j };
+                                let (r, c) = (i + dy, jj + dx);
+                                let want = if r < 0 || c < 0 || r >= h as i64 || c >= w as i64 {
+                                    -9.0
+                                } else {
+                                    src[r as usize * w + c as usize]
+                                };
+                                out[i as usize * w + j as usize] == want
+                            })
+                        });
+                        if ok {
+                            found.push((dy, dx, flip));
+                        }
+                    }
+                }
+            }
+            assert_eq!(found.len(), 1, "sample {k}: {found:?}");
+            flips += usize::from(found[0].2);
+            shifted += usize::from(found[0].0 != 0 || found[0].1 != 0);
+        }
+        assert!(flips > 0 && flips < n, "{flips}");
+        assert!(shifted > n / 2, "{shifted}");
+    }
+
+    #[test]
+    fn gradient_clipping_scales_to_the_max_norm() {
+        use crate::engine::model::{self, InputShape};
+        let dev = Device::Cpu;
+        let spec = crate::spec::task::ModelSpec::Mlp { hidden: vec![4] };
+        let m = model::build(
+            &spec,
+            InputShape::Image { c: 1, h: 2, w: 2 },
+            3,
+            &mut SeededRng::new(1, 0),
+            &dev,
+        )
+        .unwrap();
+        let x = Tensor::new(&[[[[1f32, -2.], [3., 4.]]]], &dev).unwrap();
+        let y = Tensor::new(&[2u32], &dev).unwrap();
+        let norm = |g: &GradStore| -> f64 {
+            m.params()
+                .named()
+                .iter()
+                .map(|(_, v)| {
+                    let t = g.get(v.as_tensor()).unwrap();
+                    t.sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap() as f64
+                })
+                .sum::<f64>()
+                .sqrt()
+        };
+        let (_, g) = grads_of(m.as_ref(), &Cast::f32(), None, &x, &y).unwrap();
+        let before = norm(&g);
+        assert!(before > 0.01);
+        let clipped = clip_grad_norm(m.as_ref(), g, before / 4.0).unwrap();
+        assert!((norm(&clipped) - before / 4.0).abs() < 1e-4 * before);
+        let (_, g) = grads_of(m.as_ref(), &Cast::f32(), None, &x, &y).unwrap();
+        let kept = clip_grad_norm(m.as_ref(), g, before * 10.0).unwrap();
+        assert!((norm(&kept) - before).abs() < 1e-6 * before);
+    }
+
+    #[test]
+    fn majority_rate_counts_the_largest_class() {
+        assert_eq!(majority_rate([0u32, 1, 1, 2].into_iter(), 3), 0.5);
+        assert_eq!(majority_rate(std::iter::empty(), 3), 0.0);
+    }
+}

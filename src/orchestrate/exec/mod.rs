@@ -1,0 +1,1100 @@
+//! `joulebench exec`: measure a foreign training program (PyTorch, JAX, a user's own script) to
+//! its target under the same protocol as `run`.
+//!
+//! Owns: the series of a program's runs (system read once, idle baseline once, then per seed a
+//! cooldown, a random start delay and one measured window around the whole child process), the
+//! energy at each eval the program reports (the meter read the moment its line arrives), the
+//! stop at target (SIGTERM, then SIGKILL after a grace period), the run's status from what the
+//! program did, and its run record. Must not: parse argv (cli) or read a report line itself
+//! (`events`) or manage the process (`child`).
+//!
+//! The window opens before the program starts and closes after it is reaped, so everything it
+//! does is on the meter. ETT is counted from the program's MLLOG `run_start` (its setup, before
+//! that line, is a separate `setup` phase), or from the program's start when it prints none
+//! (flagged `no_run_start`).
+
+pub mod child;
+pub mod events;
+
+use crate::engine::train::{CurvePoint, EventLog, Status};
+use crate::measure::system::{self, SystemInfo};
+use crate::measure::{self, DeviceSync, MeasuredWindow, Meter, MeterError, MeterProbe};
+use crate::orchestrate::runner::{Idle, RunExtras};
+use crate::record::metrics::{self, Direction};
+use crate::record::{
+    self, EngineInfo, ExecInfo, Flops, Phase, QualitySummary, ResultsDir, RunRecord, TimeSummary,
+};
+use crate::spec::task::TaskSpec;
+use crate::spec::variant::Variant;
+use child::{Running, Stream};
+use events::{LineEvent, Tracked};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How often the events file is read, and how long the main loop waits for a line.
+const POLL: Duration = Duration::from_millis(50);
+/// How long the readers may stay open after the program exited (a grandchild holding its
+/// stdout open must not hang the series).
+const LINGER: Duration = Duration::from_secs(2);
+/// Malformed lines quoted in the run file (all are counted).
+const MALFORMED_EXAMPLES: usize = 5;
+
+/// Environment variables recorded because they change what a program computes or on what.
+pub const COMPUTE_ENV: &[&str] = &[
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "TORCH_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+    "CANDLE_NUM_THREADS",
+    "XLA_FLAGS",
+    "JAX_PLATFORMS",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "PYTHONHASHSEED",
+    "PYTHONUNBUFFERED",
+    "JOULEBENCH_SEED",
+];
+
+/// What the program is measured against.
+#[derive(Debug, Clone)]
+pub struct ExecTask {
+    /// The task name in run ids and the leaderboard.
+    pub name: String,
+    /// The quality metric's name as the leaderboard shows it (`accuracy`, `eval_loss`, ...).
+    pub metric: String,
+    pub tracked: Tracked,
+    pub target: f64,
+    pub chance: f64,
+    /// The shipped task, when `--task` named one.
+    pub spec: Option<TaskSpec>,
+}
+
+/// A validated `exec` series: everything checked before anything is written.
+pub struct ExecPlan {
+    pub task: ExecTask,
+    pub variant: Variant,
+    pub seeds: Vec<u64>,
+    /// The command with `{seed}` still in it.
+    pub argv: Vec<String>,
+    /// `--events PATH` (may hold `{seed}`).
+    pub events: Option<String>,
+    pub engine: EngineInfo,
+    /// `--engine-label`: the user's words shown beside the engine.
+    pub engine_user_label: Option<String>,
+    /// The part of run ids that names the engine (`exec-python3-mnist_mlp`).
+    pub engine_slug: String,
+    pub device_label: String,
+    pub results: ResultsDir,
+    pub system: SystemInfo,
+    pub idle_s: f64,
+    pub cooldown_s: f64,
+    pub stop_at_target: bool,
+    pub grace_s: f64,
+    pub time_limit_s: Option<f64>,
+    /// Set for the child beyond our own environment (`JOULEBENCH_SEED` is added per run).
+    pub env: Vec<(String, String)>,
+    pub stdout_to_stderr: bool,
+}
+
+/// `{seed}` replaced in a command word or path.
+pub fn substitute(word: &str, seed: u64) -> String {
+    word.replace("{seed}", &seed.to_string())
+}
+
+/// A foreign program in a suite (`[[exec]]` in `models/suite-*.toml`), frozen into the plan:
+/// it runs each of its tasks x variants x the suite's seeds like a native entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    /// Shown beside the engine (`exec: torch 2.9 [NAME]`) and part of the run ids.
+    pub name: String,
+    /// The command; `{seed}`, `{variant}`, `{task}` and `{task_snake}` (the task name with
+    /// `_` for `-`) are replaced per run. Relative paths are from the sweep's working folder.
+    pub command: Vec<String>,
+    pub tasks: Vec<String>,
+    pub variants: Vec<String>,
+    #[serde(default)]
+    pub stop_at_target: bool,
+    #[serde(default)]
+    pub max_time_s: Option<f64>,
+}
+
+impl ExecSpec {
+    /// A one-line reason the spec cannot be planned, if any.
+    pub fn check(&self) -> Result<(), String> {
+        let label_ok = !self.name.is_empty()
+            && self.name.len() <= 40
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        if !label_ok {
+            return Err(format!(
+                "exec name '{}': 1-40 characters of letters, digits, '-', '.', '_'",
+                self.name
+            ));
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(format!("exec '{}': command is empty", self.name));
+        }
+        if self.tasks.is_empty() || self.variants.is_empty() {
+            return Err(format!("exec '{}': needs tasks and variants", self.name));
+        }
+        if let Some(t) = self.max_time_s {
+            if !(t > 0.0 && t.is_finite()) {
+                return Err(format!("exec '{}': max_time_s must be positive", self.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The command of one task and variant (`{seed}` is left for the run).
+    pub fn command_for(&self, task: &str, variant: &str) -> Vec<String> {
+        self.command
+            .iter()
+            .map(|w| {
+                w.replace("{variant}", variant)
+                    .replace("{task_snake}", &task.replace('-', "_"))
+                    .replace("{task}", task)
+            })
+            .collect()
+    }
+}
+
+/// The environment a program gets beyond ours: unbuffered Python output (otherwise an eval
+/// line arrives late, with the energy of whatever ran after it) and, on `cuda:i`, that GPU.
+pub fn child_env(gpu: Option<usize>) -> Vec<(String, String)> {
+    let mut env = vec![];
+    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+        env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
+    }
+    if let Some(i) = gpu {
+        if std::env::var_os("CUDA_VISIBLE_DEVICES").is_none() {
+            env.push(("CUDA_VISIBLE_DEVICES".to_string(), i.to_string()));
+        }
+    }
+    env
+}
+
+/// The program's path when it can be run: a word with a `/` must be an executable file, a
+/// bare word must be found as one on PATH.
+pub fn resolve_program(word: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if word.is_empty() {
+        return Err("the command is empty".into());
+    }
+    if word.contains('/') {
+        let p = PathBuf::from(word);
+        return if runnable(&p) {
+            Ok(p)
+        } else {
+            Err(format!("command '{word}': no executable file there"))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(word))
+        .find(|p| runnable(p))
+        .ok_or_else(|| format!("command '{word}': not found on PATH"))
+}
+
+/// The program's name as the engine shows it (its file name).
+pub fn program_name(program: &std::path::Path) -> String {
+    program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("program")
+        .to_string()
+}
+
+impl ExecPlan {
+    /// The plan of one sweep entry: the suite's program for one shipped task and variant,
+    /// measured on the sweep's device into its results folder.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_entry(
+        spec: &ExecSpec,
+        task: &TaskSpec,
+        chance: f64,
+        variant: &Variant,
+        device_label: &str,
+        results: ResultsDir,
+        system: SystemInfo,
+        idle_s: f64,
+        cooldown_s: f64,
+    ) -> Result<ExecPlan, String> {
+        let mut argv = spec.command_for(&task.name, &variant.name);
+        let program = resolve_program(&argv[0])?;
+        argv[0] = program.display().to_string();
+        let name = program_name(&program);
+        let gpu = device_label
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok());
+        Ok(ExecPlan {
+            task: ExecTask {
+                name: task.name.clone(),
+                metric: task.metric.as_str().into(),
+                // The task's own metric: `eval_accuracy`, or `eval_loss` for a loss task.
+                tracked: Tracked {
+                    key: task.metric.mllog_key().into(),
+                    direction: task.metric.direction(),
+                },
+                target: task.target.value,
+                chance,
+                spec: Some(task.clone()),
+            },
+            variant: variant.clone(),
+            seeds: Vec::new(),
+            engine: EngineInfo {
+                kind: "exec".into(),
+                label: engine_label(None, &name, Some(&spec.name)),
+                framework: None,
+                program: name,
+            },
+            engine_user_label: Some(spec.name.clone()),
+            engine_slug: engine_slug(
+                &spec.command_for(&task.name, &variant.name),
+                Some(&spec.name),
+            ),
+            argv,
+            events: None,
+            device_label: device_label.to_string(),
+            results,
+            system,
+            idle_s,
+            cooldown_s,
+            stop_at_target: spec.stop_at_target,
+            grace_s: 10.0,
+            time_limit_s: spec.max_time_s,
+            env: child_env(gpu),
+            stdout_to_stderr: false,
+        })
+    }
+}
+
+/// The run id of one seed: the variant part names the engine too, so a program's runs never
+/// share an id with joulebench's own runs of the same task, variant and seed.
+pub fn run_id(plan_task: &str, variant: &str, engine_slug: &str, seed: u64, sys: &str) -> String {
+    record::run_id(plan_task, &format!("{variant}-{engine_slug}"), seed, sys)
+}
+
+impl ExecPlan {
+    pub fn run_id(&self, seed: u64) -> String {
+        run_id(
+            &self.task.name,
+            &self.variant.name,
+            &self.engine_slug,
+            seed,
+            &self.system.system_id,
+        )
+    }
+}
+
+/// A window edge that synchronises nothing: the program's device work is its own, and its
+/// process has ended by the time the window closes.
+struct NoSync;
+impl DeviceSync for NoSync {
+    fn synchronize(&self) -> Result<(), MeterError> {
+        Ok(())
+    }
+}
+
+/// Run every seed of the plan; each record is written the moment its run ends.
+pub fn run_series(
+    plan: &ExecPlan,
+    meter: &mut dyn Meter,
+    _probes: &[MeterProbe],
+    mut on_record: impl FnMut(&RunRecord),
+) -> anyhow::Result<Vec<RunRecord>> {
+    plan.results.write_system(&plan.system)?;
+    let idle = crate::orchestrate::runner::idle_baseline(meter, plan.idle_s)?;
+    let mut delay = crate::orchestrate::runner::start_delay_rng();
+    let mut out = Vec::new();
+    for (i, &seed) in plan.seeds.iter().enumerate() {
+        if i > 0 && plan.cooldown_s > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(plan.cooldown_s));
+        }
+        std::thread::sleep(Duration::from_millis(delay.below(101) as u64));
+        let rec = run_one(plan, seed, meter, idle.as_ref(), &RunExtras::default())?;
+        on_record(&rec);
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+/// What one run of the program produced, before it is scored.
+#[derive(Default)]
+struct Observed {
+    curve: Vec<CurvePoint>,
+    events: EventLog,
+    framework: Option<String>,
+    /// (seconds since the window opened, energy since it opened) at `run_start`.
+    run_start: Option<(f64, f64)>,
+    run_stop: Option<(f64, f64)>,
+    run_stop_status: Option<String>,
+    evals_before_run_start: usize,
+    output_lines: usize,
+    malformed: usize,
+    malformed_examples: Vec<String>,
+    over_long: usize,
+    reached_at: Option<Instant>,
+    /// joulebench sent SIGTERM because the program reached T.
+    stopped_for_target: bool,
+    signals_sent: Vec<String>,
+    timed_out: bool,
+}
+
+impl Observed {
+    fn malformed(&mut self, stream: Stream, line_no: usize, why: &str) {
+        self.malformed += 1;
+        if self.malformed_examples.len() < MALFORMED_EXAMPLES {
+            self.malformed_examples
+                .push(format!("{} line {line_no}: {why}", stream.as_str()));
+        }
+    }
+}
+
+fn log_temp(
+    results: &ResultsDir,
+    run_id: &str,
+) -> anyhow::Result<(PathBuf, PathBuf, std::fs::File)> {
+    let dir = results.root().join("logs");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{run_id}.log"));
+    let tmp = dir.join(format!(".{run_id}.log.{}.tmp", std::process::id()));
+    let f = std::fs::File::create(&tmp)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", tmp.display()))?;
+    Ok((path, tmp, f))
+}
+
+/// One measured run of the program for `seed`, its run file written when it ends.
+pub fn run_one(
+    plan: &ExecPlan,
+    seed: u64,
+    meter: &mut dyn Meter,
+    idle: Option<&Idle>,
+    extras: &RunExtras,
+) -> anyhow::Result<RunRecord> {
+    let task = &plan.task;
+    let run_id = plan.run_id(seed);
+    let argv: Vec<String> = plan.argv.iter().map(|w| substitute(w, seed)).collect();
+    let events_file = plan
+        .events
+        .as_deref()
+        .map(|p| PathBuf::from(substitute(p, seed)));
+    let mut env = plan.env.clone();
+    env.push(("JOULEBENCH_SEED".into(), seed.to_string()));
+    // What the program sees of the variables that matter, ours overridden by what we set.
+    let mut seen_env: std::collections::BTreeMap<String, String> = COMPUTE_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    for (k, v) in &env {
+        if COMPUTE_ENV.contains(&k.as_str()) {
+            seen_env.insert(k.clone(), v.clone());
+        }
+    }
+    let (log_path, log_tmp, log_file) = log_temp(&plan.results, &run_id)?;
+    let log_sync = log_file.try_clone()?;
+    let started_at = system::utc_now();
+    let co_start = crate::orchestrate::sweep::engine::co_tenancy_now();
+    let mut obs = Observed::default();
+    obs.events.point("seed", json!(seed), json!({}));
+    obs.events
+        .point("submission_platform", json!(plan.engine.label), json!({}));
+    let sync = NoSync;
+    let mut window = MeasuredWindow::open(meter, &sync)?;
+    let spawned = Running::spawn(child::Spec {
+        argv: &argv,
+        env: &env,
+        stdout_to_stderr: plan.stdout_to_stderr,
+        log: log_file,
+        events_file: events_file.clone(),
+        poll: POLL,
+    });
+    let label = format!("{} {} seed {seed}", task.name, plan.variant.name);
+    let (exit, spawn_error) = match spawned {
+        Err(e) => (None, Some(format!("could not start {}: {e}", argv[0]))),
+        Ok(mut running) => match watch(plan, &label, &mut running, &mut window, &mut obs) {
+            Ok(exit) => {
+                running.finish();
+                (exit, None)
+            }
+            Err(e) => {
+                // The meter failed mid-run: end the program rather than leave it running.
+                running.signal(libc::SIGKILL);
+                let deadline = Instant::now() + LINGER;
+                while running.poll_exit().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(POLL);
+                }
+                running.finish();
+                return Err(e);
+            }
+        },
+    };
+    let report = window.close()?;
+    let co_end = crate::orchestrate::sweep::engine::co_tenancy_now();
+    let _ = log_sync.sync_all();
+    std::fs::rename(&log_tmp, &log_path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", log_path.display()))?;
+    let rec = record(
+        plan,
+        RecordInputs {
+            seed,
+            run_id,
+            argv,
+            events_file,
+            env: seen_env,
+            exit,
+            spawn_error,
+            report,
+            meter,
+            idle,
+            started_at,
+            co_start,
+            co_end,
+            extras,
+        },
+        obs,
+    );
+    let (rec, events, timeline) = rec;
+    plan.results.write_run(&rec, &events, &timeline)?;
+    Ok(rec)
+}
+
+/// Read the program's lines until it has exited and its streams are closed: each eval is
+/// stamped with the meter's reading as its line arrives; the program is stopped at the target
+/// (when asked) and at the time limit.
+fn watch(
+    plan: &ExecPlan,
+    label: &str,
+    running: &mut Running,
+    window: &mut MeasuredWindow<'_>,
+    obs: &mut Observed,
+) -> anyhow::Result<Option<child::Exit>> {
+    let task = &plan.task;
+    let from_file = plan.events.is_some();
+    let t0 = Instant::now();
+    let grace = Duration::from_secs_f64(plan.grace_s);
+    let mut term_at: Option<Instant> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut lines = [0usize; 3];
+    let mut tail_stopped = false;
+    loop {
+        if let Some((stream, line, _at)) = running.next(POLL) {
+            let n = &mut lines[stream as usize];
+            *n += 1;
+            let line_no = *n;
+            obs.output_lines += 1;
+            let event = match stream {
+                Stream::EventsFile => events::parse_jsonl_line(&line.text, &task.tracked),
+                _ => events::parse_mllog_line(&line.text, &task.tracked),
+            };
+            if line.truncated {
+                obs.over_long += 1;
+                if !matches!(event, LineEvent::Other) || line.text.contains(events::MLLOG_MARK) {
+                    obs.malformed(stream, line_no, "line longer than 64 KiB");
+                    continue;
+                }
+            }
+            match event {
+                LineEvent::Other => {}
+                LineEvent::Malformed(why) => obs.malformed(stream, line_no, &why),
+                LineEvent::Framework(f) => obs.framework = Some(f),
+                LineEvent::RunStart => {
+                    if obs.run_start.is_none() {
+                        let m = window.mark()?;
+                        obs.run_start = Some((m.t_s, m.energy_j));
+                        obs.evals_before_run_start = obs.curve.len();
+                        obs.events.interval("run_start", true, json!({}));
+                    }
+                }
+                LineEvent::RunStop { status } => {
+                    if obs.run_stop.is_none() {
+                        let m = window.mark()?;
+                        obs.run_stop = Some((m.t_s, m.energy_j));
+                        obs.events.interval(
+                            "run_stop",
+                            false,
+                            json!({"status": status, "energy_j": m.energy_j}),
+                        );
+                        obs.run_stop_status = status;
+                    }
+                }
+                LineEvent::Eval(e) => {
+                    // With an events file, quality comes from it alone (no double count).
+                    if from_file != (stream == Stream::EventsFile) {
+                        continue;
+                    }
+                    let m = window.mark()?;
+                    let (t0_s, e0_j) = obs.run_start.unwrap_or((0.0, 0.0));
+                    let point = CurvePoint {
+                        step: e.step.map_or(obs.curve.len() + 1, |s| s as usize),
+                        epoch: e.epoch.unwrap_or(0.0),
+                        energy_j: m.energy_j - e0_j,
+                        time_s: m.t_s - t0_s,
+                        value: e.value,
+                        train_loss: e.train_loss.unwrap_or(f64::NAN),
+                        phase: "train".into(),
+                        scored: true,
+                    };
+                    obs.events.point(
+                        &task.tracked.key,
+                        json!(e.value),
+                        json!({"epoch_num": point.epoch, "step": point.step, "energy_j": point.energy_j}),
+                    );
+                    let reached = task.tracked.direction.reached(e.value, task.target);
+                    eprintln!(
+                        "joulebench: {label}: eval {} {} = {} (T {}{}) at {:.1} J, {:.1} s",
+                        point.step,
+                        task.tracked.key,
+                        e.value,
+                        if task.tracked.direction == Direction::Higher {
+                            ">= "
+                        } else {
+                            "<= "
+                        },
+                        task.target,
+                        point.energy_j,
+                        point.time_s
+                    );
+                    obs.curve.push(point);
+                    if reached && obs.reached_at.is_none() {
+                        obs.reached_at = Some(Instant::now());
+                        if plan.stop_at_target && running.signal(libc::SIGTERM) {
+                            obs.signals_sent.push("SIGTERM".into());
+                            obs.stopped_for_target = true;
+                            term_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        // No line for a poll interval: look at the process and the clocks.
+        if let Some(limit) = plan.time_limit_s {
+            if term_at.is_none() && t0.elapsed().as_secs_f64() > limit && exited_at.is_none() {
+                obs.timed_out = true;
+                if running.signal(libc::SIGTERM) {
+                    obs.signals_sent.push("SIGTERM".into());
+                    term_at = Some(Instant::now());
+                }
+            }
+        }
+        if let Some(t) = term_at {
+            if t.elapsed() > grace
+                && exited_at.is_none()
+                && !obs.signals_sent.iter().any(|s| s == "SIGKILL")
+                && running.signal(libc::SIGKILL)
+            {
+                obs.signals_sent.push("SIGKILL".into());
+            }
+        }
+        if running.poll_exit().is_some() && exited_at.is_none() {
+            exited_at = Some(Instant::now());
+        }
+        if let Some(t) = exited_at {
+            if !tail_stopped {
+                running.stop_tail();
+                tail_stopped = true;
+            }
+            if running.streams_open() == 0 {
+                break;
+            }
+            if t.elapsed() > LINGER {
+                // Something it started still holds its output open: end it, so it does not
+                // run on into the next window.
+                if running.kill_leftovers() {
+                    obs.signals_sent.push("SIGKILL (leftover processes)".into());
+                }
+                break;
+            }
+        }
+    }
+    Ok(running.poll_exit())
+}
+
+struct RecordInputs<'m> {
+    seed: u64,
+    run_id: String,
+    argv: Vec<String>,
+    events_file: Option<PathBuf>,
+    env: std::collections::BTreeMap<String, String>,
+    exit: Option<child::Exit>,
+    spawn_error: Option<String>,
+    report: measure::WindowReport,
+    meter: &'m dyn Meter,
+    idle: Option<&'m Idle>,
+    started_at: String,
+    co_start: record::CoTenancy,
+    co_end: record::CoTenancy,
+    extras: &'m RunExtras,
+}
+
+/// What a program did, as far as its status goes.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// An eval at or beyond T arrived.
+    pub reached: bool,
+    /// joulebench signalled it because it reached T (`--stop-at-target`).
+    pub stopped_by_us: bool,
+    pub timed_out: bool,
+    pub exit: Option<child::Exit>,
+    pub spawn_error: Option<String>,
+    pub evals: usize,
+    pub malformed: usize,
+}
+
+/// The run's status and the reason when it is not ok, from what the program did (pure).
+pub fn status_of(o: &Outcome, key: &str) -> (Status, Option<String>) {
+    let (reached, stopped_by_us, timed_out, exit) =
+        (o.reached, o.stopped_by_us, o.timed_out, o.exit);
+    let (evals, malformed) = (o.evals, o.malformed);
+    if let Some(e) = &o.spawn_error {
+        return (Status::Failed, Some(e.to_string()));
+    }
+    let Some(exit) = exit else {
+        return (
+            Status::Failed,
+            Some("the program did not exit (its exit status is unknown)".into()),
+        );
+    };
+    if reached && (stopped_by_us || exit.success()) {
+        return (Status::Ok, None);
+    }
+    if timed_out {
+        return (
+            Status::Dnf,
+            Some("stopped at the time limit (--max-time-s)".into()),
+        );
+    }
+    if let Some(sig) = exit.signal {
+        return (
+            Status::Failed,
+            Some(format!(
+                "the program was killed by {}",
+                child::signal_name(sig)
+            )),
+        );
+    }
+    if !exit.success() {
+        let code = exit.code.map_or("unknown".into(), |c| c.to_string());
+        return (
+            Status::Failed,
+            Some(format!("the program exited with status {code}")),
+        );
+    }
+    if evals == 0 {
+        let bad = if malformed > 0 {
+            format!(" ({malformed} malformed report lines)")
+        } else {
+            String::new()
+        };
+        return (
+            Status::Dnf,
+            Some(format!("the program never reported `{key}`{bad}")),
+        );
+    }
+    (Status::Dnf, None)
+}
+
+fn record(
+    plan: &ExecPlan,
+    r: RecordInputs<'_>,
+    obs: Observed,
+) -> (
+    RunRecord,
+    Vec<crate::engine::train::Event>,
+    Vec<measure::PowerSample>,
+) {
+    let task = &plan.task;
+    let dir = task.tracked.direction;
+    let window = r.report;
+    let mut energy = crate::orchestrate::runner::energy_summary(&window, r.meter, r.idle);
+    if obs.run_start.is_none() {
+        energy.flags.push("no_run_start".into());
+    }
+    if obs.malformed > 0 {
+        energy.flags.push("malformed_report_lines".into());
+    }
+    let stopped_by_us = obs.stopped_for_target;
+    let hit = metrics::first_reaching_in(&obs.curve, task.target, dir).cloned();
+    let outcome = Outcome {
+        reached: hit.is_some(),
+        stopped_by_us,
+        timed_out: obs.timed_out,
+        exit: r.exit,
+        spawn_error: r.spawn_error.clone(),
+        evals: obs.curve.len(),
+        malformed: obs.malformed,
+    };
+    let (status, mut error) = status_of(&outcome, &task.tracked.key);
+    if status == Status::Dnf && error.is_none() {
+        let best = metrics::best_in(&obs.curve, dir);
+        error = best.map(|b| {
+            format!(
+                "did not reach T = {} (best {b} in {} evals)",
+                task.target,
+                obs.curve.len()
+            )
+        });
+    }
+    let (ett_j, ttt_s) = match (&hit, status) {
+        (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
+        _ => (None, None),
+    };
+    let sources = crate::orchestrate::runner::sources_of(&window);
+    let jpp = ett_j.and_then(|e| metrics::jpp_in(e, task.target, task.chance, dir));
+    let jpp_label = jpp.map(|j| {
+        crate::orchestrate::runner::jpp_label(
+            j,
+            task.target,
+            task.chance,
+            dir,
+            energy.boundary,
+            &sources,
+        )
+    });
+    let end_s = window.duration_s;
+    let total_j = energy.total_j;
+    let phases = phases(obs.run_start, obs.run_stop, end_s, total_j);
+    let last = obs.curve.last();
+    let mut engine = plan.engine.clone();
+    if let Some(f) = &obs.framework {
+        engine.framework = Some(f.clone());
+        engine.label = engine_label(Some(f), &engine.program, plan.engine_user_label.as_deref());
+    }
+    let exec = ExecInfo {
+        command: r.argv.clone(),
+        cwd: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        env: r.env,
+        source: if plan.events.is_some() {
+            "events-file"
+        } else {
+            "mllog"
+        }
+        .into(),
+        events_path: r.events_file.map(|p| p.display().to_string()),
+        metric_key: task.tracked.key.clone(),
+        exit_code: r.exit.and_then(|e| e.code),
+        signal: r.exit.and_then(|e| e.signal).map(child::signal_name),
+        peak_rss_kib: r.exit.and_then(|e| e.peak_rss_kib),
+        stop_at_target: plan.stop_at_target,
+        stopped_at_target: stopped_by_us,
+        signals_sent: obs.signals_sent.clone(),
+        time_limit_s: plan.time_limit_s,
+        timed_out: obs.timed_out,
+        run_start_s: obs.run_start.map(|s| s.0),
+        run_stop_s: obs.run_stop.map(|s| s.0),
+        run_stop_status: obs.run_stop_status.clone(),
+        output_lines: obs.output_lines,
+        eval_lines: obs.curve.len(),
+        malformed_lines: obs.malformed,
+        malformed_examples: obs.malformed_examples.clone(),
+        over_long_lines: obs.over_long,
+        log: format!("logs/{}.log", r.run_id),
+    };
+    if obs.evals_before_run_start > 0 {
+        energy.flags.push("evals_before_run_start".into());
+    }
+    let setup_s = obs.run_start.map_or(0.0, |s| s.0);
+    let train_end_s = obs.run_stop.map_or(end_s, |s| s.0);
+    let config = json!({
+        "task": task.spec.as_ref().map_or_else(
+            || json!({"name": task.name, "metric": task.metric, "target": task.target, "chance": task.chance}),
+            |s| serde_json::to_value(s).unwrap_or(serde_json::Value::Null),
+        ),
+        "variant": plan.variant,
+        "seed": r.seed,
+        "device": plan.device_label,
+        "stop_at_target": plan.stop_at_target,
+        "idle_s": plan.idle_s,
+        "cooldown_s": plan.cooldown_s,
+        "meter": r.meter.name(),
+        "grace_s": plan.grace_s,
+        "time_limit_s": plan.time_limit_s,
+        "command": r.argv,
+    });
+    let rec = RunRecord {
+        schema_version: record::SCHEMA_VERSION,
+        run_id: r.run_id,
+        task: task.name.clone(),
+        seed: r.seed,
+        variant: plan.variant.clone(),
+        status,
+        error,
+        device: plan.device_label.clone(),
+        energy,
+        phases,
+        time: TimeSummary {
+            warmup_s: setup_s,
+            train_s: (train_end_s - setup_s).max(0.0),
+            // Not separable: the program's evaluations are inside its own loop.
+            eval_s: 0.0,
+            total_s: end_s,
+        },
+        quality: QualitySummary {
+            metric: task.metric.clone(),
+            direction: dir,
+            unit: task
+                .spec
+                .as_ref()
+                .map_or_else(String::new, |s| s.metric.unit().to_string()),
+            target: task.target,
+            chance: task.chance,
+            chance_declared: task.spec.as_ref().map_or(task.chance, |s| s.target.chance),
+            final_value: last.map(|p| p.value),
+            best: metrics::best_in(&obs.curve, dir),
+            final_binomial_sd: None,
+            eval_predictions: 0,
+            ladder: metrics::ladder_in(&obs.curve, task.target, task.chance, dir),
+            curve: obs.curve.clone(),
+        },
+        ett_j,
+        ttt_s,
+        jpp,
+        jpp_label,
+        quality_at_energy_budget: None,
+        samples: 0,
+        steps: last.map_or(0, |p| p.step),
+        epochs: last.map_or(0.0, |p| p.epoch),
+        j_per_sample: None,
+        flops: Flops {
+            nominal: 0.0,
+            executed: 0.0,
+            forward_per_sample: 0,
+        },
+        model: json!({
+            "kind": task.spec.as_ref().map_or("external", |s| s.model.kind()),
+            "parameters": null,
+            "note": "built and trained by the program, not by joulebench",
+        }),
+        dataset: json!({
+            "name": task.spec.as_ref().map(|s| s.dataset.as_str()),
+            "note": "read by the program",
+        }),
+        config,
+        system: plan.system.clone(),
+        provenance: window.report.provenance.clone(),
+        started_at: r.started_at,
+        finished_at: system::utc_now(),
+        inference: None,
+        plan: r.extras.plan.clone(),
+        scheduler: Some(r.extras.scheduler.clone().unwrap_or_else(|| {
+            crate::orchestrate::sweep::engine::scheduler_info(
+                &crate::orchestrate::sweep::engine::ProcessEnv,
+                None,
+            )
+        })),
+        isolation: Some(crate::orchestrate::sweep::engine::assess(
+            &window.report,
+            Some(r.co_start),
+            Some(r.co_end),
+        )),
+        engine: Some(engine),
+        exec: Some(exec),
+    };
+    let timeline = window.report.timeline.clone();
+    (rec, obs.events.0, timeline)
+}
+
+/// `setup` (before `run_start`), `train`, `teardown` (after `run_stop`): spans of one window
+/// that add up to its energy. Without the MLLOG markers the whole window is `train`.
+fn phases(
+    run_start: Option<(f64, f64)>,
+    run_stop: Option<(f64, f64)>,
+    end_s: f64,
+    total_j: f64,
+) -> Vec<Phase> {
+    let (s_t, s_e) = run_start.unwrap_or((0.0, 0.0));
+    let (e_t, e_e) = run_stop.unwrap_or((end_s, total_j));
+    let mut out = Vec::new();
+    if run_start.is_some() {
+        out.push(Phase {
+            name: "setup".into(),
+            start_s: 0.0,
+            end_s: s_t,
+            energy_j: s_e,
+        });
+    }
+    out.push(Phase {
+        name: "train".into(),
+        start_s: s_t,
+        end_s: e_t,
+        energy_j: e_e - s_e,
+    });
+    if run_stop.is_some() {
+        out.push(Phase {
+            name: "teardown".into(),
+            start_s: e_t,
+            end_s,
+            energy_j: total_j - e_e,
+        });
+    }
+    out
+}
+
+/// `exec: torch 2.9.1`, or `exec: python3` when the program named no framework, with the
+/// user's `--engine-label` in brackets.
+pub fn engine_label(framework: Option<&str>, program: &str, user: Option<&str>) -> String {
+    let base = match framework {
+        Some(f) => format!("exec: {f}"),
+        None => format!("exec: {program}"),
+    };
+    match user {
+        Some(l) => format!("{base} [{l}]"),
+        None => base,
+    }
+}
+
+/// The run-id part naming a command: its first word's file stem, and for an interpreter also
+/// the script's (`python3-mnist_mlp`).
+pub fn engine_slug(argv: &[String], user: Option<&str>) -> String {
+    let stem = |w: &str| {
+        std::path::Path::new(w)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(w)
+            .to_string()
+    };
+    let first = argv.first().map(|w| stem(w)).unwrap_or_default();
+    let interpreter = [
+        "python", "bash", "sh", "node", "ruby", "perl", "julia", "Rscript", "uv",
+    ]
+    .iter()
+    .any(|p| first.starts_with(p));
+    let mut slug = format!("exec-{first}");
+    if interpreter {
+        if let Some(script) = argv[1..].iter().find(|a| !a.starts_with('-')) {
+            slug.push('-');
+            slug.push_str(&stem(script));
+        }
+    }
+    if let Some(l) = user {
+        slug.push('-');
+        slug.push_str(l);
+    }
+    slug
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use child::Exit;
+
+    #[test]
+    fn status_follows_what_the_program_did() {
+        let ok = Some(Exit {
+            code: Some(0),
+            signal: None,
+            peak_rss_kib: None,
+        });
+        let three = Some(Exit {
+            code: Some(3),
+            signal: None,
+            peak_rss_kib: None,
+        });
+        let killed = Some(Exit {
+            code: None,
+            signal: Some(libc::SIGKILL),
+            peak_rss_kib: None,
+        });
+        let termed = Some(Exit {
+            code: None,
+            signal: Some(libc::SIGTERM),
+            peak_rss_kib: None,
+        });
+        let k = "eval_accuracy";
+        let o = |reached, stopped_by_us, timed_out, exit, evals, malformed| Outcome {
+            reached,
+            stopped_by_us,
+            timed_out,
+            exit,
+            spawn_error: None,
+            evals,
+            malformed,
+        };
+        assert_eq!(status_of(&o(true, false, false, ok, 3, 0), k).0, Status::Ok);
+        // Stopped by us at the target: ok whatever its exit.
+        assert_eq!(
+            status_of(&o(true, true, false, termed, 3, 0), k).0,
+            Status::Ok
+        );
+        let (s, e) = status_of(&o(true, false, false, three, 3, 0), k);
+        assert_eq!(
+            (s, e.as_deref()),
+            (Status::Failed, Some("the program exited with status 3"))
+        );
+        let (s, e) = status_of(&o(false, false, false, killed, 1, 0), k);
+        assert_eq!(
+            (s, e.as_deref()),
+            (Status::Failed, Some("the program was killed by SIGKILL"))
+        );
+        let (s, e) = status_of(&o(false, false, false, ok, 0, 2), k);
+        assert_eq!(s, Status::Dnf);
+        assert!(e
+            .unwrap()
+            .contains("never reported `eval_accuracy` (2 malformed"));
+        assert_eq!(
+            status_of(&o(false, false, true, termed, 1, 0), k).0,
+            Status::Dnf
+        );
+        assert_eq!(
+            status_of(&o(false, false, false, ok, 4, 0), k),
+            (Status::Dnf, None)
+        );
+        let mut spawn = o(false, false, false, None, 0, 0);
+        spawn.spawn_error = Some("x".into());
+        assert_eq!(status_of(&spawn, k).0, Status::Failed);
+    }
+
+    #[test]
+    fn phases_add_up_to_the_window() {
+        let p = phases(Some((2.0, 20.0)), Some((9.0, 100.0)), 10.0, 110.0);
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["setup", "train", "teardown"]);
+        assert_eq!(p.iter().map(|p| p.energy_j).sum::<f64>(), 110.0);
+        assert_eq!(p[1].energy_j, 80.0);
+        let p = phases(None, None, 10.0, 110.0);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].start_s, p[0].end_s, p[0].energy_j),
+            (0.0, 10.0, 110.0)
+        );
+    }
+
+    #[test]
+    fn engine_names() {
+        let argv: Vec<String> = ["python3", "-u", "scripts/torch/mnist_mlp.py", "--seed", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(engine_slug(&argv, None), "exec-python3-mnist_mlp");
+        assert_eq!(
+            engine_slug(&["/opt/bin/train".into()], Some("v2")),
+            "exec-train-v2"
+        );
+        assert_eq!(
+            engine_label(Some("torch 2.9.1"), "python3", None),
+            "exec: torch 2.9.1"
+        );
+        assert_eq!(engine_label(None, "train", Some("v2")), "exec: train [v2]");
+        assert_eq!(substitute("--seed={seed}", 4), "--seed=4");
+        let id = run_id("mnist-mlp", "f32", "exec-python3-mnist_mlp", 2, "ab12");
+        assert_eq!(id, "mnist-mlp--f32-exec-python3-mnist-mlp--seed-2--ab12");
+    }
+}

@@ -1,0 +1,8 @@
+//! What to run, as the user declares it: task TOMLs (model, data, optimizer, metric, target)
+//! and the variant grammar (precision, pruning, init, data source).
+//!
+//! Owns: parsing and validating task and variant specifications and run ids.
+//! Must not: train, measure or read run files (layers below: `data`, `base`).
+
+pub mod task;
+pub mod variant;

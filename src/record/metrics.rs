@@ -4,7 +4,7 @@
 //! ladder at 25/50/75/100 % of the way from chance to target, and quality within an energy
 //! budget (Q@E). Pure functions of the curve: nothing here measures or reads files.
 
-use crate::engine::train::CurvePoint;
+use crate::record::curve::CurvePoint;
 use serde::{Deserialize, Serialize};
 
 pub use crate::spec::task::Direction;

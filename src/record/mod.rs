@@ -5,11 +5,14 @@
 //! when everything it points to does).
 //! Must not: measure or compute scores; it stores what it is given.
 
+pub mod collapse;
+pub mod curve;
+pub mod inference;
 pub mod metrics;
 
-use crate::engine::train::{CurvePoint, Event, Status};
 use crate::measure::system::SystemInfo;
 use crate::measure::{Boundary, ComponentEnergy, PowerSample};
+use crate::record::curve::{CurvePoint, Event, Status};
 use crate::record::metrics::{Direction, LadderRung};
 use crate::spec::variant::Variant;
 use serde::{Deserialize, Serialize};
@@ -154,7 +157,7 @@ pub struct RunRecord {
     /// Inference energy of the trained model (`run --inference`), measured after training in
     /// its own windows, never part of ETT; absent when not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inference: Option<crate::engine::inference::InferenceReport>,
+    pub inference: Option<crate::record::inference::InferenceReport>,
     /// The sweep plan this run belongs to; null for a plain `joulebench run`. A rerun of the
     /// same plan skips a run whose file carries the same plan hash and entry id.
     #[serde(default)]

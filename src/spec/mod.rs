@@ -4,5 +4,6 @@
 //! Owns: parsing and validating task and variant specifications and run ids.
 //! Must not: train, measure or read run files (layers below: `data`, `base`).
 
+pub mod generator;
 pub mod task;
 pub mod variant;

@@ -19,7 +19,7 @@
 //! 4. T is the mean quality at the knee rounded DOWN to the grid (0.5 pp), lowered one grid
 //!    step at a time until every seed's curve reaches it.
 
-use crate::record::metrics::Direction;
+use crate::spec::task::Direction;
 use serde::Serialize;
 
 /// One seed's curve: (step, epoch, quality) per eval, in step order.

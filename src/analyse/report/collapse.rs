@@ -15,9 +15,9 @@
 
 use super::charts::{self, Legend, Level, Line, LineChart, Stroke};
 use super::markup::{Align, Markup, Table};
-use crate::orchestrate::collapse::digits::{self, DigitsReport};
-use crate::orchestrate::collapse::gaussian::GaussianGeneration;
-use crate::orchestrate::collapse::{GaussianFile, Policy};
+use crate::record::collapse::GaussianGeneration;
+use crate::record::collapse::{self as digits, DigitsReport};
+use crate::record::collapse::{GaussianFile, Policy};
 use std::path::{Path, PathBuf};
 
 /// A collapse file that cannot be reported: a usage error (exit 2), one line naming it.
@@ -228,10 +228,10 @@ pub fn digits_table(d: &DigitsReport) -> Table {
     }
 }
 
-fn estimator_name(e: crate::orchestrate::collapse::gaussian::Estimator) -> &'static str {
+fn estimator_name(e: crate::record::collapse::Estimator) -> &'static str {
     match e {
-        crate::orchestrate::collapse::gaussian::Estimator::Mle => "mle",
-        crate::orchestrate::collapse::gaussian::Estimator::Unbiased => "unbiased",
+        crate::record::collapse::Estimator::Mle => "mle",
+        crate::record::collapse::Estimator::Unbiased => "unbiased",
     }
 }
 
@@ -443,7 +443,7 @@ pub fn digits_charts(d: &DigitsReport) -> Vec<(String, LineChart)> {
 pub fn gaussian_charts(g: &GaussianFile) -> Vec<(String, LineChart)> {
     let policies: Vec<Policy> = g.runs.iter().map(|r| r.config.policy).collect();
     let strokes = strokes(&policies);
-    let same = |f: &dyn Fn(&crate::orchestrate::collapse::gaussian::GaussianConfig) -> String| {
+    let same = |f: &dyn Fn(&crate::record::collapse::GaussianConfig) -> String| {
         let first = f(&g.runs[0].config);
         g.runs
             .iter()
@@ -458,7 +458,7 @@ pub fn gaussian_charts(g: &GaussianFile) -> Vec<(String, LineChart)> {
         )
     });
     let chains = same(&|c| c.chains.to_string());
-    let label = |r: &crate::orchestrate::collapse::gaussian::GaussianReport| match &setting {
+    let label = |r: &crate::record::collapse::GaussianReport| match &setting {
         Some(_) => r.config.policy.to_string(),
         None => format!(
             "{} (M = {}, {})",

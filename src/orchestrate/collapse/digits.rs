@@ -25,9 +25,12 @@ use crate::engine::model::{self, InputShape, SeededRng};
 use crate::engine::synth::{self, Generator, GeneratorKind};
 use crate::engine::train::{self, NoObserver, Prepared, TrainOptions};
 use crate::measure::{self, MeasuredWindow, Meter, WindowReport};
+pub use crate::record::collapse::{
+    opt, summary_cells, Detector, DigitsConfig, DigitsGeneration, DigitsReport, PhaseEnergy,
+    PolicyRun, PolicySummary, CLASSIFIER_TASK, SUMMARY_HEADER, SUMMARY_NUMERIC,
+};
 use crate::spec::task::{self, TaskSpec};
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 pub const CLASSES: usize = 10;
 /// Neighbours defining each synthetic sample's radius in the k-NN recall.
@@ -35,27 +38,6 @@ pub const RECALL_K: usize = 3;
 /// Images per class drawn from G_t for the variance ratio and the recall (a fixed number, so
 /// the k-NN radii are comparable across generations and policies).
 pub const EVAL_PER_CLASS: usize = 100;
-/// The classifier task.
-pub const CLASSIFIER_TASK: &str = "digits-mlp";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Detector {
-    /// Fires when the seed-mean held-out log-likelihood falls this many nats/image below gen 0.
-    pub ll_drop: f64,
-    pub recall_drop: f64,
-    pub acc_drop_pp: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigitsConfig {
-    pub policies: Vec<Policy>,
-    pub generations: usize,
-    pub seeds: Vec<u64>,
-    pub generator: GeneratorKind,
-    pub real_per_class: usize,
-    pub classifier_epochs: usize,
-    pub detector: Detector,
-}
 
 impl DigitsConfig {
     /// Checks against the loaded training set (class sizes bound the fresh real data).
@@ -114,99 +96,6 @@ impl DigitsConfig {
 /// Real images per class under mix-*:alpha: round(alpha n), between 1 and n.
 pub fn mix_count(alpha: f64, n: usize) -> usize {
     ((alpha * n as f64).round() as usize).clamp(1, n)
-}
-
-/// Per-chain energy of one generation's phases, in joules.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PhaseEnergy {
-    pub generator_fit_j: f64,
-    pub sampling_j: f64,
-    pub classifier_j: f64,
-    pub evaluation_j: f64,
-}
-
-impl PhaseEnergy {
-    pub fn total_j(&self) -> f64 {
-        self.generator_fit_j + self.sampling_j + self.classifier_j + self.evaluation_j
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigitsGeneration {
-    pub generation: usize,
-    /// Images G_t was fitted to, per chain.
-    pub generator_train_size: usize,
-    /// Images the classifier trained on (D_{t+1}; real-only: the real set), per chain.
-    pub classifier_train_size: usize,
-    pub accuracy_mean: f64,
-    pub accuracy_sd: f64,
-    #[serde(deserialize_with = "super::nan_if_null")]
-    pub log_likelihood_mean: f64,
-    #[serde(deserialize_with = "super::nan_if_null")]
-    pub log_likelihood_sd: f64,
-    pub variance_ratio_mean: f64,
-    pub recall_mean: f64,
-    /// Analytic FLOPs per chain: generator fit + sampling, and classifier.
-    pub generator_flops: f64,
-    pub classifier_flops: f64,
-    pub energy: PhaseEnergy,
-    pub energy_j: f64,
-    pub cumulative_energy_j: f64,
-    pub wall_s: f64,
-    /// Cumulative energy / (100 (accuracy - chance)): J per accuracy point above chance.
-    pub jpp_j: Option<f64>,
-    /// Energy since generation 0 / accuracy points lost since generation 0.
-    pub j_per_point_lost: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PolicySummary {
-    pub policy: Policy,
-    /// First generation >= 1 where the detector fires, and what fired.
-    pub detected_at: Option<usize>,
-    pub detected_by: Vec<String>,
-    /// Energy of the discarded generations 1..=detected_at plus one retrain from real data.
-    pub collapse_tax_j: Option<f64>,
-    /// (energy through detection + retrain) / retrain.
-    pub amplification_at_detection: Option<f64>,
-    /// Cumulative energy of all generations / one real-data training.
-    pub amplification_total: Option<f64>,
-    pub final_accuracy: f64,
-    pub final_cumulative_j: f64,
-    /// Energy of the last generation / energy of generation 0 (accumulate: grows linearly,
-    /// so the cumulative cost grows quadratically).
-    pub last_to_first_energy: f64,
-    /// Accuracy and likelihood of the last generation whose cumulative energy fits the
-    /// smallest final cumulative energy of all policies (quality at equal energy).
-    pub equal_energy_budget_j: f64,
-    pub accuracy_at_equal_energy: Option<f64>,
-    pub log_likelihood_at_equal_energy: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PolicyRun {
-    pub policy: Policy,
-    pub generations: Vec<DigitsGeneration>,
-    pub summary: PolicySummary,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DigitsReport {
-    pub config: DigitsConfig,
-    pub generator: String,
-    pub meter: String,
-    pub boundary: String,
-    /// Every component measured (false: the energy is an estimate, labelled, never ranked).
-    pub measured: bool,
-    pub sources: Vec<String>,
-    /// Windows shorter than 5 s (flagged `short_window` by the window).
-    pub short_windows: usize,
-    pub windows: usize,
-    pub chance: f64,
-    /// Energy of one real-only generation (per chain), when real-only ran.
-    pub real_retrain_j: Option<f64>,
-    pub runs: Vec<PolicyRun>,
-    pub wall_s: f64,
 }
 
 /// Image indices per class.
@@ -694,48 +583,6 @@ pub fn summarise(
         accuracy_at_equal_energy: None,
         log_likelihood_at_equal_energy: None,
     }
-}
-
-fn opt(v: Option<f64>, prec: usize) -> String {
-    v.map_or("-".into(), |x| format!("{x:.prec$}"))
-}
-
-/// The columns of the per-policy summary (here and in `joulebench report`'s collapse section).
-pub const SUMMARY_HEADER: [&str; 11] = [
-    "policy",
-    "detector fires at",
-    "by",
-    "final acc",
-    "final cum. J",
-    "collapse tax J",
-    "amplification at detection",
-    "amplification total",
-    "last/first gen energy",
-    "equal-energy budget J",
-    "acc at equal energy",
-];
-
-/// Which columns of [`SUMMARY_HEADER`] are numbers (right-aligned).
-pub const SUMMARY_NUMERIC: [bool; 11] = [
-    false, true, false, true, true, true, true, true, true, true, true,
-];
-
-/// One policy's summary row, formatted (the same cells in every output).
-pub fn summary_cells(r: &PolicyRun) -> Vec<String> {
-    let m = &r.summary;
-    vec![
-        r.policy.to_string(),
-        m.detected_at.map_or("-".into(), |d| d.to_string()),
-        m.detected_by.join("+"),
-        format!("{:.3}", m.final_accuracy),
-        format!("{:.1}", m.final_cumulative_j),
-        opt(m.collapse_tax_j, 1),
-        opt(m.amplification_at_detection, 2),
-        opt(m.amplification_total, 2),
-        format!("{:.2}", m.last_to_first_energy),
-        format!("{:.1}", m.equal_energy_budget_j),
-        opt(m.accuracy_at_equal_energy, 3),
-    ]
 }
 
 pub fn markdown(rep: &DigitsReport) -> String {

@@ -18,14 +18,7 @@
 use super::{CollapseError, Policy};
 use crate::engine::model::SeededRng;
 use crate::engine::synth::standard_normal;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Estimator {
-    Mle,
-    Unbiased,
-}
+pub use crate::record::collapse::{Estimator, GaussianConfig, GaussianGeneration, GaussianReport};
 
 impl Estimator {
     pub fn parse(s: &str) -> Result<Self, CollapseError> {
@@ -37,16 +30,6 @@ impl Estimator {
             ))),
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GaussianConfig {
-    pub samples_per_generation: usize,
-    pub chains: usize,
-    pub generations: usize,
-    pub policy: Policy,
-    pub estimator: Estimator,
-    pub seed: u64,
 }
 
 impl GaussianConfig {
@@ -83,40 +66,6 @@ impl GaussianConfig {
             _ => 0,
         }
     }
-}
-
-/// Statistics across chains of one generation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GaussianGeneration {
-    pub generation: usize,
-    /// Samples the fit of this generation saw, per chain.
-    pub train_size: usize,
-    /// log v is -inf for a chain whose variance reached 0: written as null, read back as NaN.
-    #[serde(deserialize_with = "super::nan_if_null")]
-    pub mean_log_var: f64,
-    #[serde(deserialize_with = "super::nan_if_null")]
-    pub sd_log_var: f64,
-    #[serde(deserialize_with = "super::nan_if_null")]
-    pub median_log_var: f64,
-    pub median_var: f64,
-    pub mean_var: f64,
-    /// Standard error of `mean_var` across chains.
-    pub se_mean_var: f64,
-    pub mean_w2: f64,
-    pub median_w2: f64,
-    /// Closed-form E[log v] (replace only).
-    pub predicted_mean_log_var: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GaussianReport {
-    pub config: GaussianConfig,
-    pub generations: Vec<GaussianGeneration>,
-    /// Closed-form drift of log v per generation under replace.
-    pub replace_drift_per_generation: f64,
-    pub replace_increment_var: f64,
-    /// Closed-form fixed point of E[v] under mix-fresh.
-    pub mix_fresh_fixed_point_var: Option<f64>,
 }
 
 /// psi(x), x > 0: recurrence to x >= 10, then the asymptotic series (error below 1e-12).

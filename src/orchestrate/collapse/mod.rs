@@ -12,104 +12,9 @@ pub mod digits;
 pub mod gaussian;
 
 use crate::cli::Failure;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
 use std::path::PathBuf;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CollapseError {
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// How generation t+1's training set is built from generation t's.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Policy {
-    /// Only the samples of the last generation (collapses).
-    Replace,
-    /// Real data plus every synthetic sample so far (bounded; grows every generation).
-    Accumulate,
-    /// A fixed-size uniform subsample of everything accumulated so far (Kazdan et al. 2024).
-    AccumulateSubsample,
-    /// A fraction alpha of *fresh* real samples each generation, the rest synthetic.
-    MixFresh(f64),
-    /// A fraction alpha taken from the same fixed real slice each generation.
-    MixFixed(f64),
-    /// Real data every generation (the reference: what training once on real data costs).
-    RealOnly,
-}
-
-pub const POLICY_NAMES: &str =
-    "replace, accumulate, accumulate-subsample, mix-fresh:<alpha>, mix-fixed:<alpha>, real-only";
-
-impl Policy {
-    pub fn parse(s: &str) -> Result<Self, CollapseError> {
-        let alpha = |v: &str| -> Result<f64, CollapseError> {
-            match v.parse::<f64>() {
-                Ok(a) if a > 0.0 && a <= 1.0 => Ok(a),
-                _ => Err(CollapseError::Invalid(format!(
-                    "--policy '{s}': alpha must be a number in (0, 1], got '{v}'"
-                ))),
-            }
-        };
-        match s {
-            "replace" => Ok(Policy::Replace),
-            "accumulate" => Ok(Policy::Accumulate),
-            "accumulate-subsample" => Ok(Policy::AccumulateSubsample),
-            "real-only" => Ok(Policy::RealOnly),
-            _ => {
-                if let Some(v) = s.strip_prefix("mix-fresh:") {
-                    Ok(Policy::MixFresh(alpha(v)?))
-                } else if let Some(v) = s.strip_prefix("mix-fixed:") {
-                    Ok(Policy::MixFixed(alpha(v)?))
-                } else {
-                    Err(CollapseError::Invalid(format!(
-                        "unknown --policy '{s}'; valid: {POLICY_NAMES}"
-                    )))
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Display for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Policy::Replace => f.write_str("replace"),
-            Policy::Accumulate => f.write_str("accumulate"),
-            Policy::AccumulateSubsample => f.write_str("accumulate-subsample"),
-            Policy::MixFresh(a) => write!(f, "mix-fresh:{a}"),
-            Policy::MixFixed(a) => write!(f, "mix-fixed:{a}"),
-            Policy::RealOnly => f.write_str("real-only"),
-        }
-    }
-}
-
-impl Serialize for Policy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-/// Read back from the name `Display` writes (the files `joulebench report` reads).
-impl<'de> Deserialize<'de> for Policy {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Policy::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Every file `collapse` wrote reads back with its non-finite values (a report draws no point
-/// for them).
-pub(crate) use crate::engine::train::nan_if_null;
-
-/// `collapse-gaussian.json`: the report of every policy run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GaussianFile {
-    /// Always "gaussian" (`collapse-digits.json` has no such field).
-    pub experiment: String,
-    pub runs: Vec<gaussian::GaussianReport>,
-}
+pub use crate::record::collapse::{CollapseError, GaussianFile, Policy, POLICY_NAMES};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CollapseArgs {
@@ -256,6 +161,8 @@ pub fn run_cmd(args: CollapseArgs) -> Result<i32, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::curve::nan_if_null;
+    use serde::Deserialize;
 
     #[test]
     fn policies_parse_and_print_back() {

@@ -4,7 +4,10 @@
 //! (0 all ok, 1 some run failed/dnf/diverged, 2 usage or configuration error) and the one-line
 //! error messages.
 
+mod emit;
 mod exec;
+mod sweep;
+mod values;
 
 pub use exec::ExecArgs;
 
@@ -64,9 +67,9 @@ pub enum Command {
     /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
     Crosscheck(crate::analyse::crosscheck::CrosscheckArgs),
     /// Tasks x variants x seeds of a suite or plan, resumable and shardable (`sweep plan`, `sweep emit`).
-    Sweep(Box<crate::orchestrate::sweep::SweepArgs>),
+    Sweep(Box<sweep::SweepArgs>),
     /// Gather shard results folders into one, de-duplicated by run id; report missing runs.
-    Merge(crate::orchestrate::sweep::MergeArgs),
+    Merge(sweep::MergeArgs),
     /// Measure any training program (PyTorch, JAX, your own) to its target: the same
     /// windows, meters, idle protocol and run files as `run`, quality from its MLLOG lines.
     Exec(Box<ExecArgs>),
@@ -182,7 +185,7 @@ pub enum Failure {
     Runtime(anyhow::Error),
 }
 
-fn usage<E: Into<anyhow::Error>>(e: E) -> Failure {
+pub(crate) fn usage<E: Into<anyhow::Error>>(e: E) -> Failure {
     Failure::Usage(e.into())
 }
 
@@ -275,8 +278,8 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Speed(args) => crate::orchestrate::speed::run(args),
         Command::Collapse(args) => crate::orchestrate::collapse::run_cmd(*args),
         Command::Crosscheck(a) => crate::analyse::crosscheck::command(&a).map_err(usage),
-        Command::Sweep(args) => crate::orchestrate::sweep::command(*args),
-        Command::Merge(args) => crate::orchestrate::sweep::merge_cmd(args),
+        Command::Sweep(args) => sweep::command(*args),
+        Command::Merge(args) => sweep::merge_cmd(args),
         Command::Exec(args) => exec::exec_cmd(*args),
     }
 }

@@ -13,17 +13,7 @@ use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterRe
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MeterChoice {
     #[default]

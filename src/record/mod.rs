@@ -560,7 +560,7 @@ mod tests {
 
     #[test]
     fn mllog_lines_parse_back() {
-        let mut log = crate::engine::train::EventLog::default();
+        let mut log = crate::record::curve::EventLog::default();
         log.point("seed", serde_json::json!(7), serde_json::json!({}));
         let text = mllog(&log.0);
         let line = text.lines().next().unwrap();
@@ -569,5 +569,15 @@ mod tests {
         assert_eq!(v["key"], "seed");
         assert_eq!(v["value"], 7);
         assert_eq!(v["event_type"], "POINT_IN_TIME");
+    }
+
+    #[test]
+    fn every_preset_variant_makes_a_plain_run_id() {
+        for (v, _) in crate::spec::variant::catalog() {
+            assert_eq!(
+                run_id("t", &v.name, 1, "s"),
+                format!("t--{}--seed-1--s", v.name)
+            );
+        }
     }
 }

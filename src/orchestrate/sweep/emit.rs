@@ -7,10 +7,9 @@
 //! Must not: submit anything itself (the script the user runs does).
 
 use super::plan::PlanFile;
-use crate::cli::Failure;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// An sbatch script (`bash` it to submit the array and the merge; `sbatch` it for the array)
     Slurm,
@@ -21,7 +20,7 @@ pub enum Engine {
 }
 
 /// How each task is isolated so its energy is attributable (measurement.md section 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
     /// One GPU per task (`--gres=gpu:1`): NVML counters are per board.
     Gpu,
@@ -31,38 +30,27 @@ pub enum Isolation {
     None,
 }
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct EmitArgs {
-    #[arg(value_enum)]
+#[derive(Debug, Clone)]
+pub struct EmitOptions {
     pub engine: Engine,
     /// The plan file (from `joulebench sweep plan --out`); use a path every node can read.
-    #[arg(long)]
     pub plan: PathBuf,
     /// Number of shards (array tasks, Kubernetes completions, parallel jobs).
-    #[arg(long)]
     pub shard_count: u64,
     /// Results root on shared storage: shards write RESULTS/shards/<i>, the merge RESULTS.
-    #[arg(long, default_value = "results")]
     pub results: PathBuf,
-    #[arg(long, value_enum, default_value = "gpu")]
     pub isolation: Isolation,
     /// CPUs per task.
-    #[arg(long, default_value_t = 4)]
     pub cpus_per_task: u32,
     /// Slurm --time per task (HH:MM:SS).
-    #[arg(long, default_value = "04:00:00")]
     pub time: String,
     /// Slurm partition.
-    #[arg(long)]
     pub partition: Option<String>,
     /// Extra arguments for every `joulebench sweep` (e.g. "--meter nvml --device cuda:0").
-    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub sweep_args: String,
     /// The joulebench binary the tasks run (default: this one).
-    #[arg(long)]
     pub joulebench: Option<PathBuf>,
     /// Kubernetes container image.
-    #[arg(long, default_value = "joulebench:latest")]
     pub image: String,
 }
 
@@ -75,32 +63,7 @@ fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
-pub fn command(a: EmitArgs) -> Result<i32, Failure> {
-    let usage = |m: String| Failure::Usage(anyhow::anyhow!(m));
-    if a.shard_count == 0 {
-        return Err(usage("--shard-count must be at least 1".into()));
-    }
-    let plan = PlanFile::read(&a.plan).map_err(|e| Failure::Usage(e.into()))?;
-    if a.shard_count > plan.entries.len() as u64 {
-        return Err(usage(format!(
-            "--shard-count {} is more than the plan's {} runs: some shards would be empty",
-            a.shard_count,
-            plan.entries.len()
-        )));
-    }
-    if a.time.contains(char::is_whitespace) || a.image.contains(char::is_whitespace) {
-        return Err(usage("--time and --image take one word".into()));
-    }
-    let text = match a.engine {
-        Engine::Slurm => slurm(&a, &plan),
-        Engine::K8s => k8s(&a, &plan),
-        Engine::Parallel => parallel(&a, &plan),
-    };
-    print!("{text}");
-    Ok(0)
-}
-
-fn binary(a: &EmitArgs) -> PathBuf {
+fn binary(a: &EmitOptions) -> PathBuf {
     a.joulebench
         .clone()
         .or_else(|| std::env::current_exe().ok())
@@ -109,7 +72,7 @@ fn binary(a: &EmitArgs) -> PathBuf {
 
 /// The sbatch script. `sbatch FILE` submits the array; `bash FILE [sbatch options]` submits
 /// the array and the merge job chained with `afterany`.
-pub fn slurm(a: &EmitArgs, plan: &PlanFile) -> String {
+pub fn slurm(a: &EmitOptions, plan: &PlanFile) -> String {
     let n = a.shard_count;
     let results = abs(&a.results);
     let plan_path = abs(&a.plan);
@@ -177,7 +140,7 @@ exec "$JOULEBENCH" sweep --plan "$PLAN" --shard-count "$SHARDS" \
 }
 
 /// A Kubernetes Indexed Job: completions = parallelism = shard count.
-pub fn k8s(a: &EmitArgs, plan: &PlanFile) -> String {
+pub fn k8s(a: &EmitOptions, plan: &PlanFile) -> String {
     let n = a.shard_count;
     let gpu = match a.isolation {
         Isolation::Gpu => "\n              nvidia.com/gpu: 1",
@@ -223,7 +186,7 @@ spec:
 }
 
 /// A GNU parallel line: N shards, `--jobs` of them at a time, then the merge.
-pub fn parallel(a: &EmitArgs, plan: &PlanFile) -> String {
+pub fn parallel(a: &EmitOptions, plan: &PlanFile) -> String {
     let n = a.shard_count;
     let bin = q(&binary(a));
     format!(

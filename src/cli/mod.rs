@@ -4,8 +4,10 @@
 //! (0 all ok, 1 some run failed/dnf/diverged, 2 usage or configuration error) and the one-line
 //! error messages.
 
+mod collapse;
 mod emit;
 mod exec;
+mod speed;
 mod sweep;
 mod values;
 
@@ -60,9 +62,9 @@ pub enum Command {
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
     Target(TargetArgs),
     /// Training speed and the harness's own overhead (no run files; see README "Speed").
-    Speed(crate::orchestrate::speed::SpeedArgs),
+    Speed(speed::SpeedArgs),
     /// Model collapse: recursive synthetic-data generations and the energy they waste.
-    Collapse(Box<crate::orchestrate::collapse::CollapseArgs>),
+    Collapse(Box<collapse::CollapseArgs>),
     /// Compare the GPU energy of a results folder's runs with an independent NVML trace
     /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
     Crosscheck(crate::analyse::crosscheck::CrosscheckArgs),
@@ -275,8 +277,8 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             .map_err(usage),
         Command::Report(args) => crate::analyse::report::command(args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
-        Command::Speed(args) => crate::orchestrate::speed::run(args),
-        Command::Collapse(args) => crate::orchestrate::collapse::run_cmd(*args),
+        Command::Speed(args) => speed::run(args),
+        Command::Collapse(args) => collapse::run_cmd(*args),
         Command::Crosscheck(a) => crate::analyse::crosscheck::command(&a).map_err(usage),
         Command::Sweep(args) => sweep::command(*args),
         Command::Merge(args) => sweep::merge_cmd(args),

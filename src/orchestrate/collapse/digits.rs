@@ -18,18 +18,17 @@
 //! (fit plus its test-set accuracy eval), `evaluation` (likelihood, variance, recall).
 //! Energies are reported per chain (window / seeds).
 
-use super::{usage, CollapseArgs, CollapseError, Policy};
-use crate::cli::Failure;
-use crate::data::{self, DatasetKind, ImageSet, Loaded};
+use super::{CollapseError, Policy};
+use crate::data::ImageSet;
 use crate::engine::model::{self, InputShape, SeededRng};
-use crate::engine::synth::{self, Generator, GeneratorKind};
+use crate::engine::synth::{self, Generator};
 use crate::engine::train::{self, NoObserver, Prepared, TrainOptions};
-use crate::measure::{self, MeasuredWindow, Meter, WindowReport};
+use crate::measure::{MeasuredWindow, Meter, WindowReport};
 pub use crate::record::collapse::{
     opt, summary_cells, Detector, DigitsConfig, DigitsGeneration, DigitsReport, PhaseEnergy,
     PolicyRun, PolicySummary, CLASSIFIER_TASK, SUMMARY_HEADER, SUMMARY_NUMERIC,
 };
-use crate::spec::task::{self, TaskSpec};
+use crate::spec::task::TaskSpec;
 use candle_core::{Device, Tensor};
 
 pub const CLASSES: usize = 10;
@@ -653,77 +652,6 @@ pub fn markdown(rep: &DigitsReport) -> String {
         }
     }
     s
-}
-
-/// The `digits` branch of `joulebench collapse`.
-pub fn run_cmd(args: &CollapseArgs, policies: Vec<Policy>) -> Result<i32, Failure> {
-    let policies = if policies.is_empty() {
-        vec![
-            Policy::Replace,
-            Policy::Accumulate,
-            Policy::AccumulateSubsample,
-            Policy::MixFresh(0.2),
-            Policy::MixFixed(0.2),
-            Policy::RealOnly,
-        ]
-    } else {
-        policies
-    };
-    if args.seeds == 0 {
-        return Err(usage(anyhow::anyhow!("--seeds must be at least 1")));
-    }
-    crate::cli::check_cpu_tdp_w(args.cpu_tdp_w).map_err(usage)?;
-    let generator = GeneratorKind::parse(&args.generator).map_err(usage)?;
-    let cfg = DigitsConfig {
-        policies,
-        generations: args.generations,
-        seeds: (0..args.seeds as u64).map(|i| args.seed + i).collect(),
-        generator,
-        real_per_class: args.real_per_class,
-        classifier_epochs: args.classifier_epochs,
-        detector: Detector {
-            ll_drop: args.detect_ll_drop,
-            recall_drop: args.detect_recall_drop,
-            acc_drop_pp: args.detect_acc_drop_pp,
-        },
-    };
-    let bundle = data::load(DatasetKind::Digits, None).map_err(usage)?;
-    let Loaded::Images { train, test, .. } = bundle.data else {
-        return Err(usage(anyhow::anyhow!(
-            "the digits dataset did not load as images"
-        )));
-    };
-    cfg.validate(&train).map_err(usage)?;
-    let base = task::find(&task::default_models_dir(), CLASSIFIER_TASK).map_err(usage)?;
-    let spec = classifier_spec(&base, cfg.classifier_epochs);
-    let (device, label) = match &args.device {
-        Some(d) => crate::cli::parse_device(d).map_err(usage)?,
-        None => (Device::Cpu, "cpu".to_string()),
-    };
-    let gpu = label.strip_prefix("cuda:").and_then(|i| i.parse().ok());
-    let (mut meter, _) = measure::detect_meter(&measure::DetectOptions {
-        choice: args.meter,
-        gpu_index: gpu,
-        cpu_tdp_w: args.cpu_tdp_w,
-        powercap_root: std::path::PathBuf::from("/sys/class/powercap"),
-    })
-    .map_err(usage)?;
-    eprintln!(
-        "joulebench collapse: digits, {} policies x {} seeds x {} generations on {label}, meter {}",
-        cfg.policies.len(),
-        cfg.seeds.len(),
-        cfg.generations + 1,
-        meter.name()
-    );
-    let mut env = Env {
-        meter: meter.as_mut(),
-        device: &device,
-        spec: &spec,
-    };
-    let rep = run(&cfg, &train, &test, &mut env).map_err(Failure::Runtime)?;
-    let json = serde_json::to_value(&rep).map_err(|e| Failure::Runtime(e.into()))?;
-    super::emit(args, "digits", json, &markdown(&rep))?;
-    Ok(0)
 }
 
 #[cfg(test)]

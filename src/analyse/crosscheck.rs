@@ -563,52 +563,22 @@ pub fn render(report: &CrosscheckReport) -> String {
     s
 }
 
-/// `joulebench crosscheck`: compare, print, and write `crosscheck.json` (and `.md`).
-#[derive(clap::Args, Debug, Clone)]
-pub struct CrosscheckArgs {
-    /// The independent reader's trace (scripts/nvml-reader.py --out).
-    #[arg(long)]
-    pub trace: PathBuf,
-    /// Largest accepted |joulebench / reader - 1|.
-    #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
-    pub tolerance: f64,
-    /// Where to write the JSON report (default RESULTS/crosscheck.json, with crosscheck.md beside it).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Print the JSON report instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// The results folder the runs were written to.
-    pub results: PathBuf,
-}
-
-/// Exit code 0 when every compared run agrees, 1 when one does not or none could be compared;
-/// bad input is an error (exit 2 in the CLI).
-pub fn command(a: &CrosscheckArgs) -> Result<i32, CrosscheckError> {
-    let report = crosscheck(&a.trace, &a.results, a.tolerance)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| a.results.join("crosscheck.json"));
-    let json = serde_json::to_vec_pretty(&report).map_err(|source| {
+/// Write the report to `out` (JSON) and beside it `out` with extension `md` (the table), each
+/// atomically; returns the JSON text and the table for the caller to show.
+pub fn save(report: &CrosscheckReport, out: &Path) -> Result<(String, String), CrosscheckError> {
+    let json = serde_json::to_vec_pretty(report).map_err(|source| {
         crate::record::ResultsError::Encode {
             what: "crosscheck report".into(),
             source,
         }
     })?;
-    write_atomic(&out, &json)?;
-    let table = render(&report);
+    write_atomic(out, &json)?;
+    let table = render(report);
     write_atomic(
         &out.with_extension("md"),
         format!("```\n{table}```\n").as_bytes(),
     )?;
-    if a.json {
-        println!("{}", String::from_utf8_lossy(&json));
-    } else {
-        print!("{table}");
-        println!("report: {}", out.display());
-    }
-    Ok(if report.all_agree() { 0 } else { 1 })
+    Ok((String::from_utf8_lossy(&json).into_owned(), table))
 }
 
 #[cfg(test)]
@@ -765,14 +735,9 @@ mod tests {
         .unwrap();
         let trace = tmp.path().join("trace.csv");
         std::fs::write(&trace, trace_text(1000.0, 0.05, 401, 200.0, 0)).unwrap();
-        let args = CrosscheckArgs {
-            trace: trace.clone(),
-            tolerance: 0.02,
-            out: None,
-            json: false,
-            results: dir.clone(),
-        };
-        assert_eq!(command(&args).unwrap(), 0);
+        let rep = crosscheck(&trace, &dir, 0.02).unwrap();
+        assert!(rep.all_agree());
+        save(&rep, &dir.join("crosscheck.json")).unwrap();
         let rep: CrosscheckReport =
             serde_json::from_slice(&std::fs::read(dir.join("crosscheck.json")).unwrap()).unwrap();
         assert_eq!((rep.compared, rep.agree), (1, 1));
@@ -780,12 +745,8 @@ mod tests {
         assert!(std::fs::read_to_string(dir.join("crosscheck.md"))
             .unwrap()
             .contains("agree"));
-        // At 0.1 % the same run disagrees: exit 1, report still written.
-        let strict = CrosscheckArgs {
-            tolerance: 0.001,
-            ..args.clone()
-        };
-        assert_eq!(command(&strict).unwrap(), 1);
+        // At 0.1 % the same run disagrees (exit 1 in the CLI).
+        assert!(!crosscheck(&trace, &dir, 0.001).unwrap().all_agree());
         // Bad input is an error (exit 2 in the CLI), naming what is wrong.
         let e = crosscheck(&trace, tmp.path(), 0.02)
             .unwrap_err()

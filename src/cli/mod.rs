@@ -5,8 +5,11 @@
 //! error messages.
 
 mod collapse;
+mod crosscheck;
 mod emit;
 mod exec;
+mod footprint;
+mod report;
 mod speed;
 mod sweep;
 mod values;
@@ -56,9 +59,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Carbon (operational and embodied), inference energy and break-even per run, from result
     /// folders: derived figures, a separate table from the joule ranking.
-    Footprint(Box<crate::analyse::carbon::footprint::FootprintArgs>),
+    Footprint(Box<footprint::FootprintArgs>),
     /// Leaderboard (md, csv, json, LaTeX, HTML, emissions.csv) from results folders.
-    Report(crate::analyse::report::ReportArgs),
+    Report(report::ReportArgs),
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
     Target(TargetArgs),
     /// Training speed and the harness's own overhead (no run files; see README "Speed").
@@ -67,7 +70,7 @@ pub enum Command {
     Collapse(Box<collapse::CollapseArgs>),
     /// Compare the GPU energy of a results folder's runs with an independent NVML trace
     /// (scripts/nvml-reader.py): ratio per run, agreement within --tolerance (2 %).
-    Crosscheck(crate::analyse::crosscheck::CrosscheckArgs),
+    Crosscheck(crosscheck::CrosscheckArgs),
     /// Tasks x variants x seeds of a suite or plan, resumable and shardable (`sweep plan`, `sweep emit`).
     Sweep(Box<sweep::SweepArgs>),
     /// Gather shard results folders into one, de-duplicated by run id; report missing runs.
@@ -272,14 +275,12 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::List { json } => list(json).map(|_| 0),
         Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
-        Command::Footprint(args) => crate::analyse::carbon::footprint::run_command(&args)
-            .map(|_| 0)
-            .map_err(usage),
-        Command::Report(args) => crate::analyse::report::command(args),
+        Command::Footprint(args) => footprint::command(&args).map(|_| 0).map_err(usage),
+        Command::Report(args) => report::command(args),
         Command::Target(args) => target_cmd(args).map(|_| 0),
         Command::Speed(args) => speed::run(args),
         Command::Collapse(args) => collapse::run_cmd(*args),
-        Command::Crosscheck(a) => crate::analyse::crosscheck::command(&a).map_err(usage),
+        Command::Crosscheck(a) => crosscheck::command(&a),
         Command::Sweep(args) => sweep::command(*args),
         Command::Merge(args) => sweep::merge_cmd(args),
         Command::Exec(args) => exec::exec_cmd(*args),

@@ -51,7 +51,8 @@ pub enum Command {
     Env {
         #[arg(long)]
         json: bool,
-        /// CPU TDP in watts for the estimate (otherwise a known-model table or 4 W per thread).
+        /// CPU TDP in watts for the estimate (otherwise CodeCarbon 3.3.2's CPU table, else 4 W per
+        /// thread).
         #[arg(long)]
         cpu_tdp_w: Option<f64>,
     },
@@ -150,7 +151,8 @@ pub struct MeasureArgs {
     /// Pause between runs, in seconds.
     #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     pub cooldown_s: f64,
-    /// CPU TDP in watts for the estimate (otherwise a known-model table or 4 W per thread).
+    /// CPU TDP in watts for the estimate (otherwise CodeCarbon 3.3.2's CPU table, else 4 W per
+    /// thread).
     #[arg(long, allow_negative_numbers = true)]
     pub cpu_tdp_w: Option<f64>,
     /// Folder of task TOMLs (default: the shipped models/).

@@ -566,19 +566,19 @@ pub fn render(report: &CrosscheckReport) -> String {
 /// Write the report to `out` (JSON) and beside it `out` with extension `md` (the table), each
 /// atomically; returns the JSON text and the table for the caller to show.
 pub fn save(report: &CrosscheckReport, out: &Path) -> Result<(String, String), CrosscheckError> {
-    let json = serde_json::to_vec_pretty(report).map_err(|source| {
+    let json = serde_json::to_string_pretty(report).map_err(|source| {
         crate::record::ResultsError::Encode {
             what: "crosscheck report".into(),
             source,
         }
     })?;
-    write_atomic(out, &json)?;
+    write_atomic(out, json.as_bytes())?;
     let table = render(report);
     write_atomic(
         &out.with_extension("md"),
         format!("```\n{table}```\n").as_bytes(),
     )?;
-    Ok((String::from_utf8_lossy(&json).into_owned(), table))
+    Ok((json, table))
 }
 
 #[cfg(test)]

@@ -119,7 +119,11 @@ pub fn command(a: &FootprintArgs) -> Result<(), CarbonError> {
         None => print!("{text}"),
     }
     if opts.intensity.fallback {
-        eprintln!("joulebench: note: no --grid-intensity or --region: the world average 475 g CO2e/kWh is used and labelled FALLBACK");
+        eprintln!(
+            "joulebench: note: no --grid-intensity or --region: the world average {} g CO2e/kWh \
+             is used and labelled FALLBACK",
+            carbon::WORLD_AVERAGE_G_PER_KWH
+        );
     }
     Ok(())
 }

@@ -99,6 +99,8 @@ pub enum TableTdp<'a> {
 #[derive(Debug, Clone)]
 pub struct CpuPowerTable {
     rows: Vec<CpuPowerRow>,
+    /// Each row's name in lower case, for the exact matches.
+    lower: Vec<String>,
     /// Each row's name as rapidfuzz's `default_process` token set.
     tokens: Vec<BTreeSet<String>>,
 }
@@ -109,8 +111,13 @@ impl CpuPowerTable {
         let rows: Vec<CpuPowerRow> = csv::Reader::from_reader(text.as_bytes())
             .deserialize()
             .collect::<Result<_, _>>()?;
+        let lower = rows.iter().map(|r| r.name.to_lowercase()).collect();
         let tokens = rows.iter().map(|r| token_set(&r.name)).collect();
-        Ok(Self { rows, tokens })
+        Ok(Self {
+            rows,
+            lower,
+            tokens,
+        })
     }
 
     /// The table CodeCarbon 3.3.2 ships (4,918 rows).
@@ -137,14 +144,14 @@ impl CpuPowerTable {
     /// 3. the one row whose token set (lower case, non-alphanumerics as spaces) contains, or
     ///    is contained in, the cleaned model's; two or more such rows match nothing.
     ///
-    /// CodeCarbon then reads the TDP of the first row with the matched name.
+    /// The row is the first with its name, the one whose TDP CodeCarbon reads (a second row
+    /// of the same name would make a token match ambiguous).
     pub fn lookup(&self, model: &str) -> Option<&CpuPowerRow> {
-        let found = self.equal_ignoring_case(model).or_else(|| {
+        self.equal_ignoring_case(model).or_else(|| {
             let cleaned = clean_model(model);
             self.equal_ignoring_case(&cleaned)
                 .or_else(|| self.unique_token_subset(&cleaned))
-        })?;
-        self.rows.iter().find(|r| r.name == found.name)
+        })
     }
 
     /// The TDP CodeCarbon's `_get_cpu_power_from_registry` returns for `model`.
@@ -167,7 +174,8 @@ impl CpuPowerTable {
 
     fn equal_ignoring_case(&self, model: &str) -> Option<&CpuPowerRow> {
         let wanted = model.to_lowercase();
-        self.rows.iter().find(|r| r.name.to_lowercase() == wanted)
+        let i = self.lower.iter().position(|l| *l == wanted)?;
+        Some(&self.rows[i])
     }
 
     /// rapidfuzz `token_set_ratio == 100`: both token sets non-empty and one a subset of
@@ -384,15 +392,20 @@ pub fn codecarbon_dimm_count(total_gib: f64) -> u32 {
     }
 }
 
+/// Watts per DIMM and the floor, x86 or ARM.
+fn ram_rule(arm: bool) -> (f64, f64) {
+    if arm {
+        (RAM_W_PER_DIMM_ARM, RAM_MIN_W_ARM)
+    } else {
+        (RAM_W_PER_DIMM_X86, RAM_MIN_W_X86)
+    }
+}
+
 /// CodeCarbon 3.3.2's `RAM._calculate_ram_power`: per-DIMM power with a decreasing marginal
 /// figure above 4, 8 and 16 DIMMs, and a floor. Same operation order as its Python.
 pub fn codecarbon_ram_power_w(total_gib: f64, arm: bool) -> f64 {
     let n = f64::from(codecarbon_dimm_count(total_gib));
-    let (b, min_w) = if arm {
-        (RAM_W_PER_DIMM_ARM, RAM_MIN_W_ARM)
-    } else {
-        (RAM_W_PER_DIMM_X86, RAM_MIN_W_X86)
-    };
+    let (b, min_w) = ram_rule(arm);
     let p = if n <= 4.0 {
         b * n
     } else if n <= 8.0 {
@@ -417,11 +430,7 @@ pub fn dram_power_w(mem_total_kb: u64, arm: bool) -> f64 {
 
 /// The DRAM power and its stated origin.
 fn dram_estimate(mem_total_kb: Option<u64>, arm: bool) -> (f64, String) {
-    let (per_dimm, floor_w) = if arm {
-        (RAM_W_PER_DIMM_ARM, RAM_MIN_W_ARM)
-    } else {
-        (RAM_W_PER_DIMM_X86, RAM_MIN_W_X86)
-    };
+    let (per_dimm, floor_w) = ram_rule(arm);
     let kind = if arm { "ARM" } else { "x86" };
     match mem_total_kb {
         Some(kb) => {

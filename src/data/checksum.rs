@@ -34,22 +34,12 @@ pub(crate) fn sha256_and_len(path: &Path) -> Result<(String, u64), DataError> {
         hasher.update(buf.get(..n).unwrap_or(&[]));
         total += n as u64;
     }
-    Ok((to_hex(&hasher.finalize()), total))
+    Ok((hex::encode(hasher.finalize()), total))
 }
 
 /// The lowercase hex SHA-256 of a file's bytes.
 pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     sha256_and_len(path).map(|(hex, _)| hex)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 /// A parsed `SHA256SUMS` file: relative path (with `/` separators) to lowercase hex.

@@ -107,18 +107,12 @@ pub fn save(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| werr(e.to_string()))?;
     }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("checkpoint");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    params
-        .save_safetensors(&tmp)
-        .map_err(|e| werr(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        werr(e.to_string())
-    })?;
+    crate::base::atomic::write_via(path, |tmp| {
+        params
+            .save_safetensors(tmp)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .map_err(|e| werr(e.to_string()))?;
     sidecar.weights_sha256 = crate::data::sha256_file(path).map_err(|e| werr(e.to_string()))?;
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| werr(e.to_string()))?;
     record::write_atomic(&sidecar_path(path), &json).map_err(|e| werr(e.to_string()))?;

@@ -117,7 +117,7 @@ pub fn measure(
                 start = (start + len) % p.n_eval;
                 k += 1;
                 let full_pass = samples >= p.n_eval;
-                if k % 32 == 0 || (full_pass && window.elapsed_s() >= opts.min_window_s) {
+                if k.is_multiple_of(32) || (full_pass && window.elapsed_s() >= opts.min_window_s) {
                     // Synchronise (through a mark) so the clock counts finished work only.
                     window.mark()?;
                     let t = window.elapsed_s();

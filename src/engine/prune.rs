@@ -188,7 +188,7 @@ impl StepHook for Masks {
     fn after_step(&mut self, stage_step: usize) -> Result<()> {
         let every = self.schedule.every_steps;
         let k = stage_step / every;
-        if stage_step % every == 0 && k >= 1 && k <= self.schedule.updates {
+        if stage_step.is_multiple_of(every) && k >= 1 && k <= self.schedule.updates {
             let target = cubic_sparsity(self.final_sparsity, k, self.schedule.updates);
             self.prune_to(target)?;
             self.history.push((stage_step, target, self.sparsity()));

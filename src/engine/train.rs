@@ -1025,7 +1025,7 @@ impl<'a> Session<'a> {
                     }
                     continue;
                 }
-                if self.step % every != 0 && !last {
+                if !self.step.is_multiple_of(every) && !last {
                     continue;
                 }
                 // Evaluation: on the clock and on the meter.

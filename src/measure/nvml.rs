@@ -260,11 +260,7 @@ pub fn trailing_average_edge_bound_j(power: &[PowerReading]) -> f64 {
 /// First 16 hex digits of SHA-256 of the UUID: identifies a board across runs without
 /// publishing its serial identity.
 pub fn hash_uuid(uuid: &str) -> String {
-    Sha256::digest(uuid.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(uuid.as_bytes()).get(..8).unwrap_or_default())
 }
 
 /// How a CUDA ordinal names an NVML device.

@@ -208,7 +208,7 @@ mod tests {
         let mut n = 0u32;
         let poller = Poller::spawn("err", Duration::from_millis(5), Instant::now(), move || {
             n += 1;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 Err(format!("fail {n}"))
             } else {
                 Ok(n)

@@ -97,12 +97,7 @@ pub fn collect(device: &str, accelerator: Option<String>) -> SystemInfo {
         accelerator.as_deref().unwrap_or("")
     );
     h.update(ident.as_bytes());
-    let system_id: String = h
-        .finalize()
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let system_id = hex::encode(h.finalize().get(..4).unwrap_or_default());
     SystemInfo {
         system_id,
         hostname: read_trim("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),

@@ -16,7 +16,6 @@ use crate::record::curve::{CurvePoint, Event, Status};
 use crate::record::metrics::{Direction, LadderRung};
 use crate::spec::variant::Variant;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Bumped on any breaking change of the run file (CHANGELOG.md says what changed).
@@ -421,58 +420,13 @@ impl ResultsDir {
     }
 }
 
-/// Temp file in the same folder, fsync, rename: readers see the old file or the whole new one.
+/// [`crate::base::atomic::write`] with the error a results folder reports: readers see the
+/// old file or the whole new one, and a failed write leaves no temp file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
-    let werr = |source| ResultsError::Write {
+    crate::base::atomic::write(path, bytes).map_err(|source| ResultsError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    // A name no other writer can hold (pid + a per-process counter + clock), created with
-    // O_EXCL: two processes on two hosts sharing a folder never write the same temp file.
-    let (tmp, mut f) = loop {
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", temp_nonce()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(werr(e)),
-        }
-    };
-    // On any error (a full disk, a quota, a file-size limit) the temp file goes: a retry must
-    // not find the disk fuller, and nothing may mistake it for data.
-    let written = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| {
-        drop(f);
-        std::fs::rename(&tmp, path)
-    });
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        werr(e)
     })
-}
-
-/// `<pid>-<counter>-<nanos>`: unique per process and call.
-fn temp_nonce() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{}-{n}-{nanos:x}", std::process::id())
-}
-
-/// Whether a file name is one of `write_atomic`'s temp files for `name`
-/// (`.<name>.<nonce>.tmp`): stale ones are left by a killed writer.
-pub fn is_temp_for(file_name: &str, name: &str) -> bool {
-    file_name
-        .strip_prefix('.')
-        .and_then(|r| r.strip_prefix(name))
-        .and_then(|r| r.strip_prefix('.'))
-        .is_some_and(|r| r.ends_with(".tmp") && !r[..r.len() - 4].contains('.'))
 }
 
 /// `:::MLLOG {json}` lines, as MLPerf's mllog package writes them.
@@ -531,31 +485,6 @@ mod tests {
         assert!(e.contains("not a directory") && e.contains("/f"), "{e}");
         let ok = ResultsDir::open(&tmp.path().join("r")).unwrap();
         assert!(ok.root().join("runs").is_dir());
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temp_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("a.json");
-        write_atomic(&p, b"{}").unwrap();
-        write_atomic(&p, b"{\"x\":1}").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"{\"x\":1}");
-        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-        assert_eq!(names.len(), 1);
-    }
-
-    #[test]
-    fn temp_names_are_recognised_only_for_their_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("a--b.json");
-        // What write_atomic would create for this path.
-        let name = format!(".a--b.json.{}.tmp", temp_nonce());
-        assert!(is_temp_for(&name, "a--b.json"), "{name}");
-        assert!(!is_temp_for(&name, "a--b.js"));
-        assert!(!is_temp_for(".a--b.json.x.y.tmp", "a--b.json"));
-        assert!(!is_temp_for("a--b.json", "a--b.json"));
-        write_atomic(&p, b"1").unwrap();
-        assert_ne!(temp_nonce(), temp_nonce());
     }
 
     #[test]

@@ -368,14 +368,14 @@ impl Observed {
 fn log_temp(
     results: &ResultsDir,
     run_id: &str,
-) -> anyhow::Result<(PathBuf, PathBuf, std::fs::File)> {
+) -> anyhow::Result<(PathBuf, crate::base::atomic::NamedTempFile, std::fs::File)> {
     let dir = results.root().join("logs");
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("{run_id}.log"));
-    let tmp = dir.join(format!(".{run_id}.log.{}.tmp", std::process::id()));
-    let f = std::fs::File::create(&tmp)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", tmp.display()))?;
+    let tmp = crate::base::atomic::temp_beside(&path)
+        .map_err(|e| anyhow::anyhow!("creating a temp file for {}: {e}", path.display()))?;
+    let f = tmp.as_file().try_clone()?;
     Ok((path, tmp, f))
 }
 
@@ -406,8 +406,9 @@ pub fn run_one(
             seen_env.insert(k.clone(), v.clone());
         }
     }
+    // The program's log is written to a temp file and persisted when the run ends; removed if
+    // the run errors out before that.
     let (log_path, log_tmp, log_file) = log_temp(&plan.results, &run_id)?;
-    let log_sync = log_file.try_clone()?;
     let started_at = system::utc_now();
     let co_start = crate::orchestrate::sweep::engine::co_tenancy_now();
     let mut obs = Observed::default();
@@ -446,8 +447,7 @@ pub fn run_one(
     };
     let report = window.close()?;
     let co_end = crate::orchestrate::sweep::engine::co_tenancy_now();
-    let _ = log_sync.sync_all();
-    std::fs::rename(&log_tmp, &log_path)
+    crate::base::atomic::persist(log_tmp, &log_path)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", log_path.display()))?;
     let rec = record(
         plan,

@@ -206,10 +206,7 @@ pub struct PlanFile {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Canonical JSON: serde_json's maps are sorted (no `preserve_order`), struct fields in

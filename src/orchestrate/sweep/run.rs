@@ -144,18 +144,12 @@ pub fn try_lock(results: &ResultsDir, run_id: &str) -> Result<Option<RunLock>, S
         .write(true)
         .open(&path)
         .map_err(err)?;
-    use std::os::fd::AsRawFd;
-    // flock(2): held by the open file, released when it is closed or the process dies (a
-    // killed task leaves no stale lock). SAFETY: a valid fd owned by `f` for the call.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(Some(RunLock(f)));
-    }
-    let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(err(e))
+    // flock(2) through std: held by the open file, released when it is closed or the process
+    // dies (a killed task leaves no stale lock).
+    match f.try_lock() {
+        Ok(()) => Ok(Some(RunLock(f))),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
     }
 }
 

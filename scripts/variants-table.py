@@ -71,6 +71,9 @@ def main():
                 verdict = c["verdict"].replace("-", " ")
             else:
                 change, verdict = "-", (c or {}).get("verdict", "").replace("-", " ")
+            if c and c.get("engine_limited"):
+                # The precision verdict describes the engine or hardware (leaderboard.json says why).
+                verdict += " (engine-limited)"
             steps, share = [], []
             for rl in sorted(v["stats"]["run_list"], key=lambda r: r["seed"]):
                 r = runs.get(rl["run_id"], {})

@@ -564,3 +564,45 @@ fn a_signal_to_joulebench_reaches_the_program_and_what_it_started() {
     // Killed mid-run: no run file, so a rerun redoes it.
     assert!(run_files(&res).is_empty());
 }
+
+#[test]
+fn a_precision_variant_records_its_derived_or_declared_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Derived: from this machine's CPU flags alone.
+    let res = tmp.path().join("derived");
+    let o = exec(&res, &["--variant-label", "bf16-amp"], &["ok"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r = only_run(&res);
+    let rep = &r["variant"]["precision_report"];
+    assert_eq!(rep["basis"], "derived", "{rep}");
+    assert_eq!(rep["ops"]["matmul"]["requested"], "bf16", "{rep}");
+    let native = r["system"]["capabilities"]["cpu_flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "avx512_bf16" || f == "amx_bf16" || f == "bf16");
+    let want = if native { "native" } else { "emulated" };
+    assert_eq!(rep["ops"]["matmul"]["support"], want, "{rep}");
+    // Declared: the program says its linear layers ran in f32 -- emulated whatever the CPU.
+    let res = tmp.path().join("declared");
+    let o = exec(
+        &res,
+        &["--variant-label", "bf16-amp"],
+        &["declared", "float32"],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r = only_run(&res);
+    let rep = &r["variant"]["precision_report"];
+    assert_eq!(rep["basis"], "declared", "{rep}");
+    assert_eq!(rep["ops"]["matmul"]["ran"], "f32", "{rep}");
+    assert_eq!(rep["ops"]["matmul"]["support"], "emulated", "{rep}");
+    assert_eq!(
+        rep["observed"]["lowest_numerical_precision_in_linear"],
+        "float32"
+    );
+    // An f32 run has no record.
+    let res = tmp.path().join("f32");
+    let o = exec(&res, &[], &["ok"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(only_run(&res)["variant"].get("precision_report").is_none());
+}

@@ -204,6 +204,9 @@ mod mirror {
         pub pruning: String,
         pub init: String,
         pub data: String,
+        /// The first run's precision record (precision variants with one).
+        #[serde(default)]
+        pub precision_report: Option<serde_json::Value>,
     }
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
@@ -275,6 +278,8 @@ mod mirror {
         pub p_better_ci: Option<Ci>,
         pub verdict: String,
         pub reason: String,
+        /// Why the verdict describes the engine or hardware, not the technique.
+        pub engine_limited: Option<String>,
     }
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
@@ -823,4 +828,140 @@ fn random_tensors_runs_are_listed_not_ranked() {
         skipped.contains("6 random-tensors run(s)"),
         "skipped: {skipped}"
     );
+}
+
+/// Every medium's export of the folder at `dir`.
+fn exports_of(dir: &Path) -> Vec<(Format, String)> {
+    let r = report_from(&[dir.to_str().unwrap()], CarbonSettings::default());
+    [
+        Format::Md,
+        Format::Text,
+        Format::Csv,
+        Format::Json,
+        Format::Latex,
+        Format::Html,
+    ]
+    .into_iter()
+    .map(|f| (f, export(&r, f)))
+    .collect()
+}
+
+/// What candle's cast policy records for a bf16-amp MLP: its GEMMs and activations in bf16.
+fn bf16_observed() -> std::collections::BTreeMap<String, String> {
+    [("matmul", "bf16"), ("activation", "bf16")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Rewrite the `variant.precision_report` of every bf16-amp run in `dir/runs`.
+fn set_precision_report(dir: &Path, report: &serde_json::Value) {
+    for e in std::fs::read_dir(dir.join("runs")).unwrap() {
+        let p = e.unwrap().path();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        if v["variant"]["precision"] == "bf16-amp" {
+            v["variant"]["precision_report"] = report.clone();
+            std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_cpu_bf16_verdict_without_avx512_bf16_is_engine_limited_in_every_format() {
+    use joulebench::spec::precision::{candle_report, Capabilities, CPU_FLAGS_CONSULTED};
+    use joulebench::spec::variant::Precision;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("xeon");
+    copy_dir(&Path::new(MACHINES).join("xeon-rapl"), &dir);
+    // The record a candle run writes on a CPU without AVX512-BF16 or AMX.
+    let caps = Capabilities {
+        arch: "x86_64".into(),
+        cpu_flags_consulted: CPU_FLAGS_CONSULTED.iter().map(|f| f.to_string()).collect(),
+        cpu_flags: vec!["f16c".into()],
+        cuda_compute_capability: None,
+    };
+    let observed = bf16_observed();
+    let rec = candle_report(Precision::Bf16Amp, false, &caps, &observed);
+    set_precision_report(&dir, &serde_json::to_value(&rec).unwrap());
+    let why = "matmul: bf16 requested, ran in f32";
+    for (f, text) in exports_of(&dir) {
+        // The data formats name it as a column or field, the documents as a word.
+        let mark = match f {
+            Format::Csv | Format::Json => "engine_limited",
+            _ => "engine-limited",
+        };
+        assert!(text.contains(mark), "{f:?}: no mark\n{text}");
+        assert!(text.contains(why), "{f:?}: no reason\n{text}");
+    }
+    let json = exports_of(&dir)
+        .into_iter()
+        .find(|(f, _)| *f == Format::Json)
+        .unwrap()
+        .1;
+    let lb: mirror::Leaderboard = serde_json::from_str(&json).unwrap();
+    let digits = lb.tasks.iter().find(|t| t.task == "digits-mlp").unwrap();
+    let bf16 = digits.tables[0]
+        .variants
+        .iter()
+        .find(|v| v.variant.name == "bf16-amp")
+        .unwrap();
+    let c = bf16.comparison.as_ref().unwrap();
+    assert!(c.engine_limited.as_deref().unwrap().starts_with(why));
+    // The mark never hides or reorders a row: every variant is still there, in rank order.
+    assert_eq!(digits.tables[0].variants.len(), 4);
+    let f32 = digits.tables[0]
+        .variants
+        .iter()
+        .find(|v| v.variant.name == "f32")
+        .unwrap();
+    assert!(f32.comparison.is_none());
+    // HTML: a badge with the reason on hover.
+    let html = exports_of(&dir)
+        .into_iter()
+        .find(|(f, _)| *f == Format::Html)
+        .unwrap()
+        .1;
+    assert!(
+        html.contains("<span class=\"badge\" title=\"matmul: bf16 requested, ran in f32"),
+        "{html}"
+    );
+}
+
+#[test]
+fn a_native_bf16_record_gets_no_mark() {
+    use joulebench::spec::precision::{candle_report, Capabilities};
+    use joulebench::spec::variant::Precision;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a100");
+    copy_dir(&Path::new(MACHINES).join("a100-nvml"), &dir);
+    // candle on an A100: cuBLAS bf16 GEMMs on sm_80 tensor cores.
+    let caps = Capabilities {
+        arch: "x86_64".into(),
+        cuda_compute_capability: Some("8.0".into()),
+        ..Capabilities::default()
+    };
+    let observed = bf16_observed();
+    let rec = candle_report(Precision::Bf16Amp, true, &caps, &observed);
+    assert_eq!(rec.limiting(), None);
+    set_precision_report(&dir, &serde_json::to_value(&rec).unwrap());
+    for (f, text) in exports_of(&dir) {
+        assert!(!text.contains("engine-limited"), "{f:?}: marked\n{text}");
+        assert!(
+            !text.contains("\"engine_limited\": \""),
+            "{f:?}: marked\n{text}"
+        );
+    }
+    // The CSV has the column, empty.
+    let csv = exports_of(&dir)
+        .into_iter()
+        .find(|(f, _)| *f == Format::Csv)
+        .unwrap()
+        .1;
+    let mut lines = csv.lines().filter(|l| !l.starts_with('#'));
+    let header = csv_fields(lines.next().unwrap());
+    let col = header.iter().position(|h| h == "engine_limited").unwrap();
+    for l in lines {
+        assert_eq!(csv_fields(l)[col], "", "{l}");
+    }
 }

@@ -83,9 +83,18 @@ fn bf16_amp_runs_in_bf16_and_evaluates_in_f32() {
     let r = run_variant(tmp.path(), "digits-mlp", "bf16-amp", &[]);
     assert_eq!(r["status"], "ok", "{}", r["error"]);
     let rep = &r["variant"]["precision_report"];
-    assert_eq!(rep["matmul"], "bf16", "{rep}");
-    assert_eq!(rep["eval"], "f32");
-    assert_eq!(rep["master_weights"], "f32");
+    // The storage dtypes the engine observed, as before.
+    assert_eq!(rep["observed"]["matmul"], "bf16", "{rep}");
+    assert_eq!(rep["observed"]["eval"], "f32");
+    assert_eq!(rep["observed"]["master_weights"], "f32");
+    // The arithmetic: candle's CPU backend widens bf16 GEMMs to f32 on every CPU.
+    assert_eq!(rep["basis"], "engine");
+    let m = &rep["ops"]["matmul"];
+    assert_eq!(m["requested"], "bf16", "{rep}");
+    assert_eq!(m["ran"], "f32", "{rep}");
+    assert_eq!(m["support"], "emulated", "{rep}");
+    assert_eq!(rep["ops"]["conv"]["support"], "not-applicable", "{rep}");
+    assert_eq!(rep["ops"]["optimizer"]["support"], "native", "{rep}");
     assert_eq!(r["variant"]["precision"], "bf16-amp");
     assert!(r["ett_j"].as_f64().is_some());
 }
@@ -99,7 +108,14 @@ fn f16_amp_records_its_loss_scale() {
         "{}",
         r["error"]
     );
-    assert_eq!(r["variant"]["precision_report"]["matmul"], "f16");
+    assert_eq!(
+        r["variant"]["precision_report"]["observed"]["matmul"],
+        "f16"
+    );
+    assert_eq!(
+        r["variant"]["precision_report"]["ops"]["matmul"]["requested"],
+        "f16"
+    );
     let ls = &r["variant"]["loss_scale"];
     assert_eq!(f(&ls["initial"]), 65536.0, "{ls}");
     assert!(ls["skipped_steps"].as_u64().is_some(), "{ls}");

@@ -42,6 +42,9 @@ pub struct ExecArgs {
     pub seed: Option<u64>,
     /// The joulebench variant the program runs (f32, bf16-amp, tf32, ...), as it declares:
     /// joulebench cannot see inside it. Runs are compared with joulebench's of the same variant.
+    /// A precision variant's record (native or emulated GEMMs) is derived from the device's
+    /// capabilities, or taken from the program's MLLOG `lowest_numerical_precision_in_linear`
+    /// and `..._in_attn` lines when it prints them.
     #[arg(long, default_value = "f32")]
     pub variant_label: String,
     /// Words shown beside the engine in the leaderboard (`exec: torch 2.9 [LABEL]`).

@@ -7,6 +7,7 @@
 mod collapse;
 mod crosscheck;
 mod emit;
+mod env;
 mod exec;
 mod footprint;
 mod report;
@@ -275,7 +276,7 @@ pub fn default_device() -> (Device, String) {
 pub fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::List { json } => list(json).map(|_| 0),
-        Command::Env { json, cpu_tdp_w } => env(json, cpu_tdp_w).map(|_| 0),
+        Command::Env { json, cpu_tdp_w } => env::command(json, cpu_tdp_w).map(|_| 0),
         Command::Run(args) => run_cmd(*args),
         Command::Footprint(args) => footprint::command(&args).map(|_| 0).map_err(usage),
         Command::Report(args) => report::command(args),
@@ -367,54 +368,6 @@ pub fn detect_options(
         cpu_tdp_w,
         powercap_root: PathBuf::from("/sys/class/powercap"),
     }
-}
-
-fn env(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
-    let (_, device) = default_device();
-    let gpu = device.strip_prefix("cuda:").and_then(|i| i.parse().ok());
-    let probes = measure::probe_all(&detect_options(MeterChoice::Auto, gpu, cpu_tdp_w));
-    let sys = crate::measure::system::collect(&device, None);
-    if as_json {
-        let v = json!({
-            "system": sys,
-            "default_device": device,
-            "cuda_feature": cfg!(feature = "cuda"),
-            "meters": probes.iter().map(|p| json!({
-                "meter": p.meter, "available": p.available,
-                "source": p.source.map(|s| s.as_str()),
-                "boundary": p.boundary.map(|b| b.as_str()),
-                "detail": p.detail,
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(usage)?);
-        return Ok(());
-    }
-    println!(
-        "cpu:      {} ({} logical CPUs, {:.1} GiB)",
-        sys.cpu_model, sys.logical_cpus, sys.memory_gib
-    );
-    println!("os:       {} (kernel {})", sys.os, sys.kernel);
-    println!(
-        "device:   {device} (cuda feature {})",
-        if cfg!(feature = "cuda") { "on" } else { "off" }
-    );
-    println!(
-        "build:    joulebench {} {} candle {} {}",
-        sys.software.joulebench_version,
-        sys.software.git_commit,
-        sys.software.candle_version,
-        sys.software.build_profile
-    );
-    println!("meters:");
-    for p in &probes {
-        let what = match (p.available, p.source) {
-            (true, Some(s)) => format!("available: {}", s.as_str()),
-            (true, None) => "available".into(),
-            (false, _) => "unavailable".into(),
-        };
-        println!("  {:<9} {what}: {}", p.meter, p.detail);
-    }
-    Ok(())
 }
 
 fn run_cmd(a: RunArgs) -> Result<i32, Failure> {

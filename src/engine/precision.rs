@@ -159,11 +159,12 @@ impl Cast {
         Ok(y)
     }
 
-    /// A product of two activations (attention scores, weighted values) in the GEMM dtype.
+    /// A product of two activations (attention scores, weighted values) in the GEMM dtype,
+    /// recorded as the `attention` op class.
     pub fn matmul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let dt = self.matmul;
         let y = a.to_dtype(dt)?.matmul(&b.to_dtype(dt)?)?;
-        self.note("matmul", y.dtype());
+        self.note("attention", y.dtype());
         Ok(y)
     }
 
@@ -234,9 +235,53 @@ impl Cast {
                 .seen
                 .borrow()
                 .iter()
-                .filter(|(op, _)| **op == "matmul" || **op == "conv2d")
+                .filter(|(op, _)| matches!(**op, "matmul" | "conv2d" | "attention"))
                 .any(|(_, d)| d.iter().any(|x| *x != "f32"))
     }
+}
+
+/// What candle would run each precision variant in on `device`, for a model with every op
+/// class (`joulebench env`): the storage dtypes its cast policy would take (a convolution in
+/// f32 where the backend has no low-precision kernel, as probed), classified by candle's code
+/// paths and `caps`. An `Err` is why the precision cannot run there at all.
+pub fn engine_table(
+    device: &Device,
+    caps: &crate::spec::precision::Capabilities,
+) -> Vec<(
+    Precision,
+    std::result::Result<crate::spec::precision::PrecisionReport, String>,
+)> {
+    [Precision::Tf32, Precision::Bf16Amp, Precision::F16Amp]
+        .into_iter()
+        .map(|p| {
+            let cast = match Cast::for_precision(p, device) {
+                Ok(c) => c,
+                Err(e) => return (p, Err(e.to_string())),
+            };
+            let low = dtype_name(cast.matmul);
+            let heavy = if cast.tf32 {
+                "tf32".to_string()
+            } else {
+                low.to_string()
+            };
+            let conv = match &cast.conv_note {
+                Some(n) => format!("f32 ({n})"),
+                None => heavy.clone(),
+            };
+            let observed: BTreeMap<String, String> = [
+                ("matmul", heavy.clone()),
+                ("conv2d", conv),
+                ("attention", low.to_string()),
+                ("layer_norm", "f32".to_string()),
+                ("activation", low.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let r = crate::spec::precision::candle_report(p, device.is_cuda(), caps, &observed);
+            (p, Ok(r))
+        })
+        .collect()
 }
 
 fn probe_matmul(device: &Device, dt: DType) -> std::result::Result<(), String> {

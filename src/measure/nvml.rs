@@ -480,6 +480,18 @@ impl NvmlMeter {
     }
 }
 
+/// The compute capability (`9.0`) of the GPU `cuda:<cuda_index>` trains on.
+pub fn compute_capability(cuda_index: usize) -> Result<String, String> {
+    let nvml = init().map_err(|e| e.to_string())?;
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let r = resolve_cuda_index(visible.as_deref(), cuda_index)?;
+    let device = open(&nvml, &r)?;
+    let cc = device
+        .cuda_compute_capability()
+        .map_err(|e| format!("NVML compute capability: {e}"))?;
+    Ok(format!("{}.{}", cc.major, cc.minor))
+}
+
 /// Describe every device NVML sees, for `joulebench env` (no counter probe delay).
 pub fn list_devices() -> Result<Vec<String>, MeterError> {
     let nvml = init()?;

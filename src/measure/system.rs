@@ -1,9 +1,12 @@
 //! What machine and software produced a run (measurement.md section 5).
 //!
-//! Owns: reading CPU model, cores, memory, OS and kernel from /proc and /etc, the build-time
-//! software provenance, and the system id that run ids are derived from.
+//! Owns: reading CPU model, cores, memory, OS and kernel from /proc and /etc, the device's
+//! arithmetic capabilities (the CPU flags that decide native bf16/f16, a GPU's compute
+//! capability), the build-time software provenance, and the system id that run ids are
+//! derived from.
 //! Must not: probe meters (that is `energy::detect`).
 
+use crate::spec::precision::{Capabilities, CPU_FLAGS_CONSULTED};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -21,6 +24,10 @@ pub struct SystemInfo {
     pub device: String,
     pub accelerator: Option<String>,
     pub software: Software,
+    /// What the device runs natively: the CPU flags consulted and present, the GPU's compute
+    /// capability. Empty in folders written before it was recorded.
+    #[serde(default)]
+    pub capabilities: Capabilities,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +116,44 @@ pub fn collect(device: &str, accelerator: Option<String>) -> SystemInfo {
         device: device.to_string(),
         accelerator,
         software: software(),
+        capabilities: capabilities(device),
+    }
+}
+
+/// The consulted flags a `/proc/cpuinfo` text lists (x86 `flags`, aarch64 `Features`); None
+/// when it has neither line.
+pub fn cpu_flags_in(cpuinfo: &str) -> Option<Vec<String>> {
+    let line = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))?;
+    let all: Vec<&str> = line.split(':').nth(1)?.split_whitespace().collect();
+    Some(
+        CPU_FLAGS_CONSULTED
+            .iter()
+            .filter(|f| all.contains(f))
+            .map(|f| f.to_string())
+            .collect(),
+    )
+}
+
+/// This machine's capabilities for `device` (`cpu` or `cuda:i`).
+pub fn capabilities(device: &str) -> Capabilities {
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| cpu_flags_in(&s));
+    let cuda_compute_capability = device
+        .strip_prefix("cuda:")
+        .and_then(|i| i.parse::<usize>().ok())
+        .and_then(|i| super::nvml::compute_capability(i).ok());
+    Capabilities {
+        arch: std::env::consts::ARCH.to_string(),
+        cpu_flags_consulted: if flags.is_some() {
+            CPU_FLAGS_CONSULTED.iter().map(|f| f.to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        cpu_flags: flags.unwrap_or_default(),
+        cuda_compute_capability,
     }
 }
 
@@ -155,6 +200,22 @@ mod tests {
             utc_from_unix_ms(1_709_210_096_789),
             "2024-02-29T12:34:56.789Z"
         );
+    }
+
+    #[test]
+    fn cpu_flags_are_read_from_cpuinfo() {
+        let x86 =
+            "processor\t: 0\nflags\t\t: fpu sse2 avx2 f16c avx512f avx512_bf16 amx_tile amx_bf16\n";
+        assert_eq!(
+            cpu_flags_in(x86).unwrap(),
+            ["avx512_bf16", "amx_bf16", "f16c"]
+        );
+        let arm = "processor\t: 0\nFeatures\t: fp asimd fphp asimdhp bf16 i8mm\n";
+        assert_eq!(cpu_flags_in(arm).unwrap(), ["bf16", "fphp", "asimdhp"]);
+        assert_eq!(cpu_flags_in("processor : 0\n"), None);
+        let caps = capabilities("cpu");
+        assert_eq!(caps.arch, std::env::consts::ARCH);
+        assert_eq!(caps.cuda_compute_capability, None);
     }
 
     #[test]

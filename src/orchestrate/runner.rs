@@ -564,7 +564,16 @@ fn run_one(
     let best = metrics::best_in(&scored, dir);
     let fwd = model.forward_flops_per_sample();
     let mut variant = variant.clone();
-    variant.precision_report = out.precision_report.clone();
+    // What the engine observed, classified by candle's code paths and this device's
+    // capabilities: the record a precision verdict is judged by.
+    variant.precision_report = out.precision_report.as_ref().map(|observed| {
+        crate::spec::precision::candle_report(
+            variant.precision,
+            plan.device.is_cuda(),
+            &sys.capabilities,
+            observed,
+        )
+    });
     variant.loss_scale = out
         .loss_scale
         .as_ref()

@@ -14,6 +14,7 @@ use crate::measure::system::SystemInfo;
 use crate::measure::{Boundary, ComponentEnergy, PowerSample};
 use crate::record::curve::{CurvePoint, Event, Status};
 use crate::record::metrics::{Direction, LadderRung};
+use crate::spec::precision::{self, Basis, PrecisionReport};
 use crate::spec::variant::Variant;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -182,6 +183,41 @@ impl RunRecord {
             Some(e) => e.label.clone(),
             None => format!("joulebench/candle {}", self.system.software.candle_version),
         }
+    }
+
+    /// The precision record a verdict is judged by (None for f32). A run file written before
+    /// the per-class record is read by what is known without it: joulebench's own CPU runs by
+    /// candle's code paths (its bf16 GEMM widens to f32 on every CPU), anything else as
+    /// `unknown`.
+    pub fn precision_record(&self) -> Option<PrecisionReport> {
+        let v = &self.variant;
+        if v.precision == crate::spec::variant::Precision::F32 {
+            return None;
+        }
+        match &v.precision_report {
+            Some(r) if r.basis != Basis::Unknown => Some(r.clone()),
+            old => {
+                let candle_cpu = self.engine.is_none() && self.device == "cpu";
+                let arch = match self.system.capabilities.arch.as_str() {
+                    "" => guess_arch(&self.system.cpu_model),
+                    a => a,
+                };
+                precision::upgrade_legacy(old.as_ref(), v.precision, candle_cpu, arch)
+            }
+        }
+    }
+}
+
+/// `x86_64` for an Intel or AMD x86 model name; empty when the name does not say.
+fn guess_arch(cpu_model: &str) -> &'static str {
+    let m = cpu_model.to_ascii_lowercase();
+    if ["intel", "amd ", "xeon", "epyc", "ryzen", "core(tm)"]
+        .iter()
+        .any(|k| m.contains(k))
+    {
+        "x86_64"
+    } else {
+        ""
     }
 }
 

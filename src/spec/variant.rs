@@ -21,7 +21,6 @@
 //! separator: `<task>--<variant>--seed-N--<system>`), and its characters are `[a-z0-9.-]`.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -98,9 +97,11 @@ pub struct Variant {
     /// Run level: the pruning schedule as executed (steps, sparsities, kept units).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruning_schedule: Option<serde_json::Value>,
-    /// Run level: the dtype each op class actually ran in (non-f32 precisions).
+    /// Run level: per op class, the dtype requested, the dtype the arithmetic ran in and
+    /// whether that was native (non-f32 precisions); older run files hold a flat
+    /// `op -> dtype` map, read as `basis: unknown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision_report: Option<BTreeMap<String, String>>,
+    pub precision_report: Option<crate::spec::precision::PrecisionReport>,
     /// Run level: the dynamic loss scale of an f16 run (trace summary, skipped steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<serde_json::Value>,

@@ -225,6 +225,7 @@ pub fn digits_table(d: &DigitsReport) -> Table {
             .map(|&n| if n { Align::Right } else { Align::Left })
             .collect(),
         rows: d.runs.iter().map(digits::summary_cells).collect(),
+        marks: Vec::new(),
     }
 }
 
@@ -295,6 +296,7 @@ pub fn gaussian_table(g: &GaussianFile) -> Table {
                 ]
             })
             .collect(),
+        marks: Vec::new(),
     }
 }
 

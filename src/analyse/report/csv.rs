@@ -36,7 +36,7 @@ fn hi(c: Option<Ci>) -> String {
     })
 }
 
-pub const HEADER: [&str; 43] = [
+pub const HEADER: [&str; 44] = [
     "task",
     "metric",
     "direction",
@@ -80,6 +80,9 @@ pub const HEADER: [&str; 43] = [
     "p_better_ci_lo",
     "p_better_ci_hi",
     "verdict",
+    // Empty, or why the verdict describes the engine or hardware rather than the technique (a
+    // precision variant whose GEMMs or convolutions did not run natively).
+    "engine_limited",
 ];
 
 impl Exporter for CsvExporter {
@@ -154,6 +157,7 @@ impl Exporter for CsvExporter {
                         lo(c.and_then(|c| c.p_better_ci)),
                         hi(c.and_then(|c| c.p_better_ci)),
                         c.map_or(String::new(), |c| c.verdict.as_str().to_string()),
+                        c.and_then(|c| c.engine_limited.clone()).unwrap_or_default(),
                     ];
                     debug_assert_eq!(row.len(), HEADER.len());
                     let cells: Vec<String> = row.iter().map(|s| field(s)).collect();

@@ -31,6 +31,7 @@ h1{font-size:1.6rem}h2{margin-top:2.5rem;border-bottom:2px solid #333;padding-bo
 p{max-width:75rem;line-height:1.4}\
 .warn{background:#fff3cd;border-left:4px solid #c77c00;padding:.5rem .8rem;font-weight:600}\
 .scroll{overflow-x:auto}\
+.badge{background:#fde2e1;color:#8a1c14;border:1px solid #e3a5a0;border-radius:3px;padding:0 .3rem;font-size:.75rem;cursor:help}\
 table{border-collapse:collapse;font-size:.85rem;background:#fff}\
 th,td{padding:.25rem .55rem;border-bottom:1px solid #ddd;white-space:nowrap}\
 th{background:#eee;text-align:left;border-bottom:2px solid #999}\
@@ -89,7 +90,7 @@ impl Markup for Html {
             self.out.push_str(&format!("<th>{}</th>", escape(h)));
         }
         self.out.push_str("</tr></thead>\n<tbody>\n");
-        for row in &t.rows {
+        for (r, row) in t.rows.iter().enumerate() {
             self.out.push_str("<tr>");
             for (i, c) in row.iter().enumerate() {
                 let class = if t.align.get(i) == Some(&Align::Right) {
@@ -97,7 +98,17 @@ impl Markup for Html {
                 } else {
                     ""
                 };
-                self.out.push_str(&format!("<td{class}>{}</td>", escape(c)));
+                // The engine-limited mark: a badge on the verdict, the reason on hover.
+                let badge = match t.mark(r) {
+                    Some(why) if i + 1 == row.len() => format!(
+                        " <span class=\"badge\" title=\"{}\">{}</span>",
+                        escape(why),
+                        markup::ENGINE_LIMITED
+                    ),
+                    _ => String::new(),
+                };
+                self.out
+                    .push_str(&format!("<td{class}>{}{badge}</td>", escape(c)));
             }
             self.out.push_str("</tr>\n");
         }

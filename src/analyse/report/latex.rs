@@ -100,6 +100,18 @@ impl Notes {
     }
 }
 
+/// The table note of an engine-limited verdict: `engine-limited` and its reason.
+fn limited_mark(notes: &mut Notes, c: &super::model::Comparison) -> String {
+    match &c.engine_limited {
+        Some(why) => format!(
+            " ({}){}",
+            super::markup::ENGINE_LIMITED,
+            notes.mark(format!("{}: {why}", super::markup::ENGINE_LIMITED))
+        ),
+        None => String::new(),
+    }
+}
+
 fn note_label(i: usize) -> String {
     let letters = b"abcdefghijklmnopqrstuvwxyz";
     let mut s = String::new();
@@ -292,7 +304,11 @@ fn variants(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: us
                     ci_text(c.change_ci, |x| format!("{:+.1}", 100.0 * x)),
                     s_cell(c.p_better.map(|x| format!("{x:.2}")), "--"),
                     ci_text(c.p_better_ci, |x| format!("{x:.2}")),
-                    escape(c.verdict.as_str()),
+                    format!(
+                        "{}{}",
+                        escape(c.verdict.as_str()),
+                        limited_mark(&mut notes, c)
+                    ),
                 ),
                 None => (
                     "{--}".into(),
@@ -415,13 +431,14 @@ fn phases(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usiz
 
 /// The engine comparison: the same variant and system trained by two engines.
 fn engines(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usize) {
+    let mut notes = Notes { items: Vec::new() };
     let rows: Vec<Vec<String>> = table
         .engines
         .iter()
         .map(|e| {
             let c = &e.comparison;
             vec![
-                format!("\texttt{{{}}}", escape(&e.system.id)),
+                format!("\\texttt{{{}}}", escape(&e.system.id)),
                 escape(&e.variant),
                 escape(&e.system.engine),
                 escape(&e.reference_engine),
@@ -433,7 +450,11 @@ fn engines(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usi
                     f::change(c.change),
                     f::ci_change(c.change_ci)
                 )),
-                escape(&super::markup::verdict_cell(c.verdict, &c.reason)),
+                format!(
+                    "{}{}",
+                    escape(&super::markup::verdict_cell(c.verdict, &c.reason)),
+                    limited_mark(&mut notes, c)
+                ),
             ]
         })
         .collect();
@@ -463,11 +484,7 @@ fn engines(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usi
         ],
         &rows,
     );
-    end_table(
-        out,
-        &Notes { items: Vec::new() },
-        &[escape(super::markup::ENGINES_NOTE)],
-    );
+    end_table(out, &notes, &[escape(super::markup::ENGINES_NOTE)]);
 }
 
 impl Exporter for LatexExporter {

@@ -21,6 +21,35 @@ pub struct Table {
     pub header: Vec<&'static str>,
     pub align: Vec<Align>,
     pub rows: Vec<Vec<String>>,
+    /// Per row (or empty): why the row's verdict (its last cell) is `engine-limited`. Text
+    /// media append `[engine-limited: reason]` to the cell, HTML a badge with the reason on
+    /// hover. A mark never hides or reorders a row.
+    pub marks: Vec<Option<String>>,
+}
+
+/// The word every medium marks an engine-limited verdict with.
+pub const ENGINE_LIMITED: &str = "engine-limited";
+
+impl Table {
+    /// The mark of row `i`, if any.
+    pub fn mark(&self, i: usize) -> Option<&str> {
+        self.marks.get(i).and_then(|m| m.as_deref())
+    }
+
+    /// The rows with each mark written into the last cell, for the text media.
+    pub fn rows_marked(&self) -> Vec<Vec<String>> {
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let mut row = row.clone();
+                if let (Some(m), Some(last)) = (self.mark(i), row.last_mut()) {
+                    last.push_str(&format!(" [{ENGINE_LIMITED}: {m}]"));
+                }
+                row
+            })
+            .collect()
+    }
 }
 
 /// The drawing primitives of a document. Text given to a markup is plain text: each markup
@@ -198,6 +227,7 @@ pub fn systems_table(task: &TaskBoard, table: &RankTable) -> Table {
                 ]
             })
             .collect(),
+        marks: Vec::new(),
     }
 }
 
@@ -275,6 +305,11 @@ pub fn variants_table(task: &TaskBoard, table: &RankTable) -> Table {
                 ]
             })
             .collect(),
+        marks: table
+            .variants
+            .iter()
+            .map(|v| v.comparison.as_ref().and_then(|c| c.engine_limited.clone()))
+            .collect(),
     }
 }
 
@@ -319,6 +354,11 @@ pub fn engines_table(task: &TaskBoard, table: &RankTable) -> Table {
                     verdict_cell(c.verdict, &c.reason),
                 ]
             })
+            .collect(),
+        marks: table
+            .engines
+            .iter()
+            .map(|e| e.comparison.engine_limited.clone())
             .collect(),
     }
 }
@@ -366,6 +406,7 @@ pub fn phases_table(table: &RankTable) -> Table {
                 ]
             })
             .collect(),
+        marks: Vec::new(),
     }
 }
 
@@ -421,7 +462,7 @@ impl Markup for Markdown {
             })
             .collect();
         self.out.push_str(&format!("|{}|\n", seps.join("|")));
-        for row in &t.rows {
+        for row in &t.rows_marked() {
             let cells: Vec<String> = row.iter().map(|c| md_escape(c)).collect();
             self.out.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
@@ -461,8 +502,9 @@ impl Markup for Text {
     }
     fn table(&mut self, t: &Table) {
         let n = t.header.len();
+        let rows = t.rows_marked();
         let mut widths: Vec<usize> = t.header.iter().map(|h| h.chars().count()).collect();
-        for row in &t.rows {
+        for row in &rows {
             for (i, c) in row.iter().enumerate().take(n) {
                 widths[i] = widths[i].max(c.chars().count());
             }
@@ -491,7 +533,7 @@ impl Markup for Text {
                 .map(String::as_str)
                 .collect(),
         ));
-        for row in &t.rows {
+        for row in &rows {
             self.out
                 .push_str(&line(row.iter().map(String::as_str).collect()));
         }

@@ -183,6 +183,10 @@ pub struct Comparison {
     pub p_better_ci: Option<Ci>,
     pub verdict: Verdict,
     pub reason: String,
+    /// Set when a precision variant's GEMMs or convolutions did not run natively (the engine
+    /// widened them, or the hardware lacks the instructions): the verdict describes the engine
+    /// and the hardware, not the technique. The reason, one line.
+    pub engine_limited: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -419,7 +423,18 @@ fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
     }
 }
 
-fn compare(variant: &[&RunRecord], baseline: &[&RunRecord], baseline_name: &str) -> Comparison {
+/// The first of `runs` whose precision record says its heavy arithmetic was not native.
+fn engine_limit(runs: &[&RunRecord]) -> Option<String> {
+    runs.iter()
+        .find_map(|r| r.precision_record().and_then(|p| p.limiting()))
+}
+
+fn compare(
+    variant: &[&RunRecord],
+    baseline: &[&RunRecord],
+    baseline_name: &str,
+    engine_limited: Option<String>,
+) -> Comparison {
     let base: BTreeMap<u64, f64> = baseline.iter().map(|r| (r.seed, ett_of(r))).collect();
     let pairs: Vec<(f64, f64)> = variant
         .iter()
@@ -436,6 +451,7 @@ fn compare(variant: &[&RunRecord], baseline: &[&RunRecord], baseline_name: &str)
         p_better_ci: c.p_better_ci.map(Ci::from),
         verdict: c.verdict,
         reason: c.reason,
+        engine_limited,
     }
 }
 
@@ -557,7 +573,7 @@ fn build_table(
             .map(|(name, rs)| {
                 let base = is_baseline(&rs[0].variant);
                 let comparison = match (&baseline, base) {
-                    (Some((bname, brs)), false) => Some(compare(rs, brs, bname)),
+                    (Some((bname, brs)), false) => Some(compare(rs, brs, bname, engine_limit(rs))),
                     _ => None,
                 };
                 phases.extend(phase_rows(&rs[0].system.system_id, name, rs));
@@ -683,7 +699,14 @@ fn engine_rows(
                     reference_engine: reference.clone(),
                     reference: group_stats(ref_runs, target, chance),
                     stats: group_stats(rs, target, chance),
-                    comparison: compare(rs, ref_runs, reference),
+                    comparison: compare(rs, ref_runs, reference, {
+                        let sides = [(*engine, rs.as_slice()), (reference, ref_runs.as_slice())];
+                        let why: Vec<String> = sides
+                            .iter()
+                            .filter_map(|(e, r)| engine_limit(r).map(|l| format!("{e}: {l}")))
+                            .collect();
+                        (!why.is_empty()).then(|| why.join(" | "))
+                    }),
                 });
             }
         }

@@ -15,6 +15,10 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// header), so it is searched anywhere in the line.
 pub const MLLOG_MARK: &str = ":::MLLOG";
 
+/// MLPerf's keys for the lowest precision a program's linear layers and attention ran in.
+pub const PRECISION_IN_LINEAR: &str = "lowest_numerical_precision_in_linear";
+pub const PRECISION_IN_ATTN: &str = "lowest_numerical_precision_in_attn";
+
 /// What the run tracks: the metric's key in the child's reports and its direction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracked {
@@ -49,6 +53,12 @@ pub enum LineEvent {
     },
     /// The framework the child says it runs on (`framework` key, e.g. `torch 2.9.1`).
     Framework(String),
+    /// The precision the child says an op class ran in: MLPerf's
+    /// `lowest_numerical_precision_in_linear` / `lowest_numerical_precision_in_attn` keys.
+    Precision {
+        key: String,
+        dtype: String,
+    },
     /// A line that claims to be a report but cannot be read: the reason.
     Malformed(String),
 }
@@ -142,6 +152,15 @@ pub fn parse_mllog_line(line: &str, tracked: &Tracked) -> LineEvent {
                 .and_then(|s| s.as_str())
                 .map(str::to_string),
         },
+        PRECISION_IN_LINEAR | PRECISION_IN_ATTN => {
+            match obj.get("value").and_then(|v| v.as_str()) {
+                Some(d) => LineEvent::Precision {
+                    key: key.to_string(),
+                    dtype: d.chars().take(40).collect(),
+                },
+                None => LineEvent::Malformed(format!("{key}: value is not a string")),
+            }
+        }
         "framework" => match obj.get("value").and_then(|v| v.as_str()) {
             Some(f) => LineEvent::Framework(f.chars().take(200).collect()),
             None => LineEvent::Malformed("framework: value is not a string".into()),
@@ -253,6 +272,17 @@ mod tests {
 
     #[test]
     fn mllog_eval_lines_with_metadata() {
+        let t = acc();
+        let p = r#":::MLLOG {"namespace": "", "time_ms": 1, "event_type": "POINT_IN_TIME", "key": "lowest_numerical_precision_in_linear", "value": "bfloat16", "metadata": {}}"#;
+        assert_eq!(
+            parse_mllog_line(p, &t),
+            LineEvent::Precision {
+                key: PRECISION_IN_LINEAR.into(),
+                dtype: "bfloat16".into()
+            }
+        );
+        let bad = r#":::MLLOG {"key": "lowest_numerical_precision_in_attn", "value": 16}"#;
+        assert!(matches!(parse_mllog_line(bad, &t), LineEvent::Malformed(_)));
         let l = r#":::MLLOG {"namespace": "", "time_ms": 1, "event_type": "POINT_IN_TIME", "key": "eval_accuracy", "value": 0.913, "metadata": {"epoch_num": 1.5, "step": 700, "train_loss": 0.25}}"#;
         assert_eq!(
             parse_mllog_line(l, &acc()),

@@ -29,6 +29,7 @@ use crate::spec::variant::Variant;
 use child::{Running, Stream};
 use events::{LineEvent, Tracked};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -339,6 +340,8 @@ struct Observed {
     curve: Vec<CurvePoint>,
     events: EventLog,
     framework: Option<String>,
+    /// MLPerf `lowest_numerical_precision_*` lines: key -> dtype as the program wrote it.
+    declared_precision: BTreeMap<String, String>,
     /// (seconds since the window opened, energy since it opened) at `run_start`.
     run_start: Option<(f64, f64)>,
     run_stop: Option<(f64, f64)>,
@@ -513,6 +516,9 @@ fn watch(
                 LineEvent::Other => {}
                 LineEvent::Malformed(why) => obs.malformed(stream, line_no, &why),
                 LineEvent::Framework(f) => obs.framework = Some(f),
+                LineEvent::Precision { key, dtype } => {
+                    obs.declared_precision.insert(key, dtype);
+                }
                 LineEvent::RunStart => {
                     if obs.run_start.is_none() {
                         let m = window.mark()?;
@@ -829,12 +835,23 @@ fn record(
         "time_limit_s": plan.time_limit_s,
         "command": r.argv,
     });
+    // A precision variant's record: derived from the device's capabilities, or as the
+    // program declared it.
+    let mut variant = plan.variant.clone();
+    if variant.precision != crate::spec::variant::Precision::F32 {
+        variant.precision_report = Some(crate::spec::precision::foreign_report(
+            variant.precision,
+            plan.device_label.starts_with("cuda"),
+            &plan.system.capabilities,
+            &obs.declared_precision,
+        ));
+    }
     let rec = RunRecord {
         schema_version: record::SCHEMA_VERSION,
         run_id: r.run_id,
         task: task.name.clone(),
         seed: r.seed,
-        variant: plan.variant.clone(),
+        variant,
         status,
         error,
         device: plan.device_label.clone(),

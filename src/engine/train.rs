@@ -325,7 +325,7 @@ pub fn evaluate(
                 let y = y.flatten_all()?;
                 let n = y.dim(0)? as f64;
                 // Sum of the per-prediction losses: the mean times the count.
-                (candle_nn::loss::cross_entropy(&logits, &y)? * n)?
+                (crate::engine::kernels::cross_entropy(&logits, &y)? * n)?
             }
             _ => logits
                 .argmax(D::Minus1)?
@@ -401,7 +401,7 @@ pub fn loss_of(
     let logits = model.forward_cast(x, true, cast)?.to_dtype(DType::F32)?;
     let classes = logits.dim(D::Minus1)?;
     let logits = logits.reshape(((), classes))?;
-    candle_nn::loss::cross_entropy(&logits, &y.flatten_all()?)
+    crate::engine::kernels::cross_entropy(&logits, &y.flatten_all()?)
 }
 
 /// Forward (under `cast`), f32 loss, backward of the loss times `scale` (dynamic loss

@@ -3,7 +3,11 @@
 //! Owns: the layers whose candle 0.11 CPU implementation dominated a training step (profiled
 //! in README "Speed"): a dense layer that fuses its bias and skips the input gradient
 //! nobody asked for (`linear`), an im2col + GEMM convolution whose input and kernel gradients
-//! are GEMMs too (`conv`), and single-pass ReLU and ReLU + 2x2 max-pool (`act`). Each public
+//! are GEMMs too (`conv`), single-pass ReLU and ReLU + 2x2 max-pool (`act`), layer norm
+//! with its backward (`norm`), which candle-nn's fused op lacks, causal self-attention from
+//! the packed q/k/v projection in one op (`attention`), exact GELU (`gelu`), and softmax
+//! cross-entropy against class indices (`loss`). `fused` is the one place the
+//! transformer ops choose between a kernel and candle's composed ops. Each public
 //! function takes and returns ordinary `Tensor`s and records a candle backward op (`bwd`), so
 //! autograd, `GradStore` and the optimizers work unchanged.
 //! Must not: change what a model computes. On other devices every function falls back to the
@@ -16,19 +20,37 @@
 //! default one per core) and run each GEMM single-threaded inside a split.
 
 mod act;
+mod attention;
 mod conv;
+mod gelu;
 mod linear;
+mod loss;
+mod norm;
 
 pub use act::{relu, relu_max_pool2d};
+pub use attention::{causal_attention, AttentionDropout};
 pub use conv::{conv2d, Conv2d};
+pub use gelu::gelu;
 pub use linear::Linear;
+pub use loss::cross_entropy;
+pub use norm::layer_norm;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 
 /// The element types the CPU kernels run (gemm has kernels for both).
-pub(crate) trait Elem: candle_core::WithDType {}
-impl Elem for f32 {}
-impl Elem for f64 {}
+pub(crate) trait Elem: candle_core::WithDType {
+    fn exp(self) -> Self;
+}
+impl Elem for f32 {
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+}
+impl Elem for f64 {
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+}
 
 /// Why a kernel refuses a dtype.
 pub(crate) fn unsupported(kernel: &str, dtype: DType) -> candle_core::Error {
@@ -62,6 +84,37 @@ pub(crate) fn with_cpu<R>(
 /// Whether the CPU kernels handle `t` (CPU device, f32 or f64).
 pub fn cpu_kernel_dtype(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// The environment variable that forces the transformer ops (layer norm, attention, GELU,
+/// cross-entropy) onto
+/// candle's composed ops on the CPU too: `JOULEBENCH_COMPOSED_OPS=1`. The fused and the
+/// composed path compute the same function; tests and benches compare them with it.
+pub const COMPOSED_OPS_ENV: &str = "JOULEBENCH_COMPOSED_OPS";
+
+thread_local! {
+    /// A test's or bench's override of `COMPOSED_OPS_ENV` on this thread (see `with_composed`).
+    static FORCE_COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn composed_by_env() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENV.get_or_init(|| std::env::var(COMPOSED_OPS_ENV).is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// The one place the implementation of a transformer op is chosen: the fused CPU kernel for a
+/// CPU f32/f64 tensor, candle's composed ops on any other device or dtype, or when forced.
+pub fn fused(t: &Tensor) -> bool {
+    cpu_kernel_dtype(t) && !composed_by_env() && !FORCE_COMPOSED.with(|f| f.get())
+}
+
+/// Run `f` with the composed ops forced on this thread (what `JOULEBENCH_COMPOSED_OPS=1` does
+/// for a whole process); the previous setting is restored after.
+pub fn with_composed<R>(f: impl FnOnce() -> R) -> R {
+    let before = FORCE_COMPOSED.with(|c| c.replace(true));
+    let r = f();
+    FORCE_COMPOSED.with(|c| c.set(before));
+    r
 }
 
 /// gemm parallelism inside a kernel split: none (the split itself is the parallelism).

@@ -12,14 +12,18 @@
 //! seeded) and from the device RNG seeded with the same seed on CUDA (host masks of a GPU-sized
 //! model would cost more than the step).
 //!
-//! Only differentiable ops here: candle-nn 0.11's fused `ops::softmax_last_dim` and
-//! `ops::layer_norm` (which `LayerNorm::forward` calls on contiguous input) are recorded with
+//! On the CPU in f32/f64, layer norm, the whole causal attention (from the packed q/k/v
+//! projection to the heads' output) and GELU are joulebench's fused kernels with their own
+//! backward (`engine::kernels::{layer_norm, causal_attention, gelu}`); elsewhere, in mixed precision, or with
+//! `JOULEBENCH_COMPOSED_OPS=1`, the same functions are composed from differentiable candle ops.
+//! Never candle-nn 0.11's fused `ops::softmax_last_dim` or `ops::layer_norm` (which
+//! `candle_nn::LayerNorm::forward` calls on contiguous input): they are recorded with
 //! `apply_op*_no_bwd`, so no gradient passes through them. Used in training they silently
 //! freeze everything below them: the model then learns only its head on random features and
 //! stalls at the unigram loss. `model::tests::every_parameter_gets_a_gradient` guards this.
 
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
-use crate::engine::kernels::Linear;
+use crate::engine::kernels::{self, Linear};
 use crate::engine::precision::Cast;
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::Embedding;
@@ -133,8 +137,8 @@ fn linear(
     }
 }
 
-/// Layer norm built from differentiable tensor ops (see the module note); the Gpt style has no
-/// bias (a zero constant, not a parameter).
+/// Layer norm with a backward: the fused CPU kernel, or differentiable candle ops elsewhere
+/// (see the module note); the Gpt style has no bias (a zero constant, not a parameter).
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -142,7 +146,7 @@ struct LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)
+        crate::engine::kernels::layer_norm(x, &self.weight, &self.bias, 1e-5)
     }
 }
 
@@ -258,17 +262,7 @@ impl CharTransformer {
         }
         let keep = 1.0 - p;
         let mask = if x.device().is_cpu() {
-            let mut rng = self.dropout_rng.borrow_mut();
-            let m: Vec<f32> = (0..x.elem_count())
-                .map(|_| {
-                    if rng.uniform(0.0, 1.0) < keep as f32 {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            Tensor::from_vec(m, x.shape(), x.device())?
+            Tensor::from_vec(self.host_keep_mask(x.elem_count()), x.shape(), x.device())?
         } else {
             Tensor::rand(0f32, 1f32, x.shape(), x.device())?
                 .lt(keep)?
@@ -277,11 +271,38 @@ impl CharTransformer {
         x.mul(&(mask.to_dtype(x.dtype())? * (1.0 / keep))?)
     }
 
+    /// `n` keep flags (1 or 0) from the seeded host stream, in tensor order.
+    fn host_keep_mask(&self, n: usize) -> Vec<f32> {
+        let keep = (1.0 - self.cfg.dropout) as f32;
+        let mut rng = self.dropout_rng.borrow_mut();
+        (0..n)
+            .map(|_| {
+                if rng.uniform(0.0, 1.0) < keep {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     fn attention(&self, b: &Block, x: &Tensor, cast: &Cast, train: bool) -> Result<Tensor> {
         let (bsz, t, _) = x.dims3()?;
         let h = self.cfg.kept_heads;
         let hd = self.cfg.head_dim();
-        let qkv = cast.linear(&b.qkv, x)?.reshape((bsz, t, 3, h, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let qkv = cast.linear(&b.qkv, x)?;
+        if cast.is_f32() && kernels::fused(&qkv) {
+            // One op from the packed projection to the heads' output; the dropout mask is drawn
+            // from the same stream in the same order as the composed path draws it.
+            let dropout = (train && self.cfg.dropout > 0.0).then(|| kernels::AttentionDropout {
+                keep_mask: std::sync::Arc::new(self.host_keep_mask(bsz * h * t * t)),
+                inv_keep: (1.0 / (1.0 - self.cfg.dropout)) as f32,
+            });
+            let y = kernels::causal_attention(&qkv, h, scale, dropout)?;
+            return self.dropout(cast.to_f32(&cast.linear(&b.proj, &y)?)?, train);
+        }
+        let qkv = qkv.reshape((bsz, t, 3, h, hd))?;
         let part = |i: usize| -> Result<Tensor> {
             qkv.narrow(2, i, 1)?
                 .squeeze(2)?
@@ -289,7 +310,6 @@ impl CharTransformer {
                 .contiguous()
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scale = 1.0 / (hd as f64).sqrt();
         let att = (cast.matmul(&q, &k.t()?)? * scale)?;
         let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
         // Masking and softmax in f32 (autocast's rule: exp overflows in half precision).
@@ -318,7 +338,7 @@ impl RefModel for CharTransformer {
             let a = cast.f32_op("layer_norm", &h, |h| b.ln1.forward(h))?;
             h = (&h + self.attention(b, &a, cast, train)?)?;
             let n = cast.f32_op("layer_norm", &h, |h| b.ln2.forward(h))?;
-            let ff = cast.activation(cast.linear(&b.ff_in, &n)?.gelu_erf()?);
+            let ff = cast.activation(kernels::gelu(&cast.linear(&b.ff_in, &n)?)?);
             h = (h + self.dropout(cast.to_f32(&cast.linear(&b.ff_out, &ff)?)?, train)?)?;
         }
         let n = cast.f32_op("layer_norm", &h, |h| self.ln_f.forward(h))?;

@@ -1,0 +1,116 @@
+//! The fused transformer ops (layer norm, GELU, cross-entropy, causal attention) against
+//! candle's composed ops, forward + backward, at the shapes
+//! of the shipped transformer tasks (one step's worth of one layer). Run:
+//! `cargo bench --bench ops`; rows `ops/<op>/<fused|composed>/<task>`. The composed path is the
+//! same function forced with `kernels::with_composed` (what `JOULEBENCH_COMPOSED_OPS=1` does).
+
+use candle_core::{Device, Tensor, Var};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use joulebench::engine::kernels::{
+    causal_attention, cross_entropy, gelu, layer_norm, with_composed,
+};
+
+/// (task, batch, context, d_model, heads).
+const SHAPES: [(&str, usize, usize, usize, usize); 3] = [
+    ("text-charlm", 32, 64, 64, 4),
+    ("shakespeare-gpt-mini", 12, 64, 128, 4),
+    ("shakespeare-gpt", 64, 256, 384, 6),
+];
+
+fn rand(shape: &[usize]) -> Tensor {
+    Tensor::rand(-1f32, 1f32, shape, &Device::Cpu).expect("rand")
+}
+
+/// Forward, a scalar loss, backward: what one training step asks of the op.
+fn fwd_bwd(f: &dyn Fn() -> Tensor) -> f32 {
+    let y = f();
+    let g = y.sum_all().expect("sum").backward().expect("backward");
+    drop(g);
+    0.0
+}
+
+fn bench_ops(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ops");
+    g.sample_size(10);
+    for (task, b, t, d, h) in SHAPES {
+        let x = Var::from_tensor(&rand(&[b, t, d])).expect("var");
+        let w = Var::from_tensor(&rand(&[d])).expect("var");
+        let bias = Var::from_tensor(&rand(&[d])).expect("var");
+        let ln = || layer_norm(x.as_tensor(), w.as_tensor(), bias.as_tensor(), 1e-5).expect("ln");
+        g.bench_function(BenchmarkId::new("layer_norm/fused", task), |bch| {
+            bch.iter(|| fwd_bwd(&ln))
+        });
+        g.bench_function(BenchmarkId::new("layer_norm/composed", task), |bch| {
+            bch.iter(|| with_composed(|| fwd_bwd(&ln)))
+        });
+        let ff = Var::from_tensor(&rand(&[b, t, 4 * d])).expect("var");
+        let act = || gelu(ff.as_tensor()).expect("gelu");
+        g.bench_function(BenchmarkId::new("gelu/fused", task), |bch| {
+            bch.iter(|| fwd_bwd(&act))
+        });
+        g.bench_function(BenchmarkId::new("gelu/composed", task), |bch| {
+            bch.iter(|| with_composed(|| fwd_bwd(&act)))
+        });
+        // Byte-level vocabulary (256) over every position of the batch.
+        let logits = Var::from_tensor(&rand(&[b * t, 256])).expect("var");
+        let targets: Vec<u32> = (0..b * t).map(|i| (i * 37 % 256) as u32).collect();
+        let targets = Tensor::from_vec(targets, b * t, &Device::Cpu).expect("targets");
+        let ce = || cross_entropy(logits.as_tensor(), &targets).expect("loss");
+        g.bench_function(BenchmarkId::new("cross_entropy/fused", task), |bch| {
+            bch.iter(|| fwd_bwd(&ce))
+        });
+        g.bench_function(BenchmarkId::new("cross_entropy/composed", task), |bch| {
+            bch.iter(|| with_composed(|| fwd_bwd(&ce)))
+        });
+        let qkv = Var::from_tensor(&rand(&[b, t, 3 * d])).expect("var");
+        let scale = 1.0 / ((d / h) as f64).sqrt();
+        let att = || causal_attention(qkv.as_tensor(), h, scale, None).expect("attention");
+        g.bench_function(BenchmarkId::new("attention/fused", task), |bch| {
+            bch.iter(|| fwd_bwd(&att))
+        });
+        let composed = || composed_attention(qkv.as_tensor(), h, scale);
+        g.bench_function(BenchmarkId::new("attention/composed", task), |bch| {
+            bch.iter(|| fwd_bwd(&composed))
+        });
+    }
+    g.finish();
+}
+
+/// The model's composed attention (before the kernel): split, transpose, scores, mask,
+/// softmax, weighted sum, transpose back.
+fn composed_attention(qkv: &Tensor, heads: usize, scale: f64) -> Tensor {
+    let (b, t, w3) = qkv.dims3().expect("dims");
+    let hd = w3 / (3 * heads);
+    let qkv = qkv.reshape((b, t, 3, heads, hd)).expect("reshape");
+    let part = |i: usize| {
+        qkv.narrow(2, i, 1)
+            .and_then(|p| p.squeeze(2))
+            .and_then(|p| p.transpose(1, 2))
+            .and_then(|p| p.contiguous())
+            .expect("part")
+    };
+    let (q, k, v) = (part(0), part(1), part(2));
+    let mask: Vec<f32> = (0..t * t)
+        .map(|k| {
+            if k % t > k / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).expect("mask");
+    let att = (q.matmul(&k.t().expect("t")).expect("qk") * scale).expect("scale");
+    let att = candle_nn::ops::softmax(
+        &att.broadcast_add(&mask).expect("mask"),
+        candle_core::D::Minus1,
+    )
+    .expect("softmax");
+    att.matmul(&v)
+        .and_then(|y| y.transpose(1, 2))
+        .and_then(|y| y.reshape((b, t, heads * hd)))
+        .expect("y")
+}
+
+criterion_group!(benches, bench_ops);
+criterion_main!(benches);

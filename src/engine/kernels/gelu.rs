@@ -1,0 +1,172 @@
+//! Exact (erf) GELU, one pass forward and one pass backward.
+//!
+//! candle 0.11 records `gelu_erf` as a unary op whose backward is composed: square, negate,
+//! divide, exp, multiply, divide, erf, multiply, two adds, the product with the gradient and
+//! the accumulation, each a full pass that allocates (about twelve over the GPT MLP's
+//! (batch, t, 4 d) activations). Here the backward reads the input and the gradient once and
+//! writes the input's gradient once: `g (Phi(x) + x phi(x))`, with `Phi(x) = (1 + erf(x /
+//! sqrt 2)) / 2` and `phi` the standard normal density. The forward is candle's own formula with
+//! candle's own `erf`, so the values are the same bit for bit.
+
+use super::{slice, unsupported, with_cpu, Elem};
+use crate::engine::kernels::act::storage_tensor;
+use candle_core::backend::BackendStorage;
+use candle_core::cpu::erf::{erf_f32, erf_f64};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `x Phi(x)` (GELU with the exact normal CDF, PyTorch's default `approximate = "none"`).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if super::fused(x) {
+        x.contiguous()?.apply_op1(Gelu)
+    } else {
+        x.gelu_erf()
+    }
+}
+
+struct Gelu;
+
+/// Values per rayon split (one split per few pages of activations).
+const MIN_SPLIT: usize = 16 * 1024;
+
+/// The two element types' formulas: candle's forward, and the derivative.
+trait GeluElem: Elem {
+    fn gelu(self) -> Self;
+    fn gelu_grad(self) -> Self;
+}
+
+impl GeluElem for f32 {
+    fn gelu(self) -> f32 {
+        (erf_f32(self * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * self
+    }
+    fn gelu_grad(self) -> f32 {
+        // 1 / sqrt(2 pi)
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        let cdf = (erf_f32(self * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5;
+        cdf + self * INV_SQRT_2PI * (-0.5 * self * self).exp()
+    }
+}
+
+impl GeluElem for f64 {
+    fn gelu(self) -> f64 {
+        (erf_f64(self * std::f64::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * self
+    }
+    fn gelu_grad(self) -> f64 {
+        let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+        let cdf = (erf_f64(self * std::f64::consts::FRAC_1_SQRT_2) + 1.) * 0.5;
+        cdf + self * inv_sqrt_2pi * (-0.5 * self * self).exp()
+    }
+}
+
+fn fwd<T: GeluElem>(x: &[T]) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(MIN_SPLIT)
+        .zip(x.par_chunks(MIN_SPLIT))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.gelu()));
+    y
+}
+
+fn bwd<T: GeluElem>(g: &[T], x: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); x.len()];
+    dx.par_chunks_mut(MIN_SPLIT)
+        .zip(x.par_chunks(MIN_SPLIT).zip(g.par_chunks(MIN_SPLIT)))
+        .for_each(|(d, (x, g))| {
+            for ((o, &v), &gv) in d.iter_mut().zip(x).zip(g) {
+                *o = gv * v.gelu_grad();
+            }
+        });
+    dx
+}
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "gelu-erf-fused"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(fwd(slice(v, l, "gelu")?)),
+            CpuStorage::F64(v) => CpuStorage::F64(fwd(slice(v, l, "gelu")?)),
+            s => return Err(unsupported("gelu", s.dtype())),
+        };
+        Ok((out, l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let out = with_cpu(&grad, "gelu grad", |gs, gl| {
+            with_cpu(arg, "gelu x", |xs, xl| {
+                Ok(match (gs, xs) {
+                    (CpuStorage::F32(g), CpuStorage::F32(x)) => {
+                        CpuStorage::F32(bwd(slice(g, gl, "gelu grad")?, slice(x, xl, "gelu x")?))
+                    }
+                    (CpuStorage::F64(g), CpuStorage::F64(x)) => {
+                        CpuStorage::F64(bwd(slice(g, gl, "gelu grad")?, slice(x, xl, "gelu x")?))
+                    }
+                    (g, _) => return Err(unsupported("gelu backward", g.dtype())),
+                })
+            })
+        })?;
+        Ok(Some(storage_tensor(out, arg.shape())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::kernels::tests_util::{assert_close, rand};
+    use crate::engine::kernels::with_composed;
+    use candle_core::{DType, Var};
+
+    fn run(x: &Tensor, r: &Tensor, composed: bool) -> (Tensor, Tensor) {
+        let v = Var::from_tensor(x).unwrap();
+        let f = || gelu(v.as_tensor());
+        let y = if composed { with_composed(f) } else { f() }.unwrap();
+        let g = (y.clone() * r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        (y, g.get(v.as_tensor()).unwrap().clone())
+    }
+
+    #[test]
+    fn fused_matches_candle_values_and_gradients() {
+        for (i, shape) in [vec![1usize], vec![7, 13], vec![12, 64, 512], vec![3, 65, 9]]
+            .iter()
+            .enumerate()
+        {
+            let x = (rand(shape, 60 + i as u64) * 4.0).unwrap();
+            let r = rand(shape, 70 + i as u64);
+            let (yf, gf) = run(&x, &r, false);
+            let (yc, gc) = run(&x, &r, true);
+            // The forward is candle's formula: identical.
+            assert_eq!(
+                yf.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                yc.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+            // candle's backward uses 0.398942 for 1/sqrt(2 pi) (relative error 1e-6).
+            assert_close(&gf, &gc, 8, "dx");
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences_in_f64() {
+        let x = (rand(&[40], 80) * 4.0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let r = rand(&[40], 81).to_dtype(DType::F64).unwrap();
+        let (_, g) = run(&x, &r, false);
+        let g = g.to_vec1::<f64>().unwrap();
+        let (xs, rs) = (x.to_vec1::<f64>().unwrap(), r.to_vec1::<f64>().unwrap());
+        let h = 1e-6;
+        for i in 0..xs.len() {
+            let fd = (f64::gelu(xs[i] + h) - f64::gelu(xs[i] - h)) / (2.0 * h) * rs[i];
+            assert!(
+                (g[i] - fd).abs() < 1e-7,
+                "{i}: analytic {} vs numeric {fd}",
+                g[i]
+            );
+        }
+    }
+}

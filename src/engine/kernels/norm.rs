@@ -1,0 +1,332 @@
+//! Layer norm over the last dimension, with weight and bias: one pass forward, one backward.
+//!
+//! candle-nn 0.11's fused `ops::layer_norm` records no backward (gradients stop there), so the
+//! models used `layer_norm_slow`: about ten tensor ops forward (mean, sub, sqr, mean, add,
+//! sqrt, div, mul, add, broadcasts), each allocating a full-size tensor and each with its own
+//! backward node. Here the forward reads the input once and writes the output once; the
+//! backward recomputes each row's mean and 1/std (two short passes over a row in cache) and
+//! writes the input gradient once, with the weight and bias gradients summed per block of
+//! rows and then over blocks in a fixed order (deterministic whatever the thread count).
+//!
+//! Statistics and sums are accumulated in f64: the result is at least as accurate as the
+//! composed ops (which accumulate in the tensor's dtype).
+
+use super::{slice, unsupported, with_cpu, Elem};
+use crate::engine::kernels::act::storage_tensor;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension of `x` (biased
+/// variance, as PyTorch's `LayerNorm`).
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if super::fused(x) {
+        x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            LayerNorm { eps },
+        )
+    } else {
+        candle_nn::ops::layer_norm_slow(x, weight, bias, eps as f32)
+    }
+}
+
+struct LayerNorm {
+    eps: f64,
+}
+
+/// Rows per rayon split: a GPT-mini step has 768 rows of 128, a text-charlm step 2,048 of 64.
+const ROWS_PER_BLOCK: usize = 64;
+
+/// Mean and 1/sqrt(var + eps) of one row.
+fn stats<T: Elem>(row: &[T], eps: f64) -> (f64, f64) {
+    let d = row.len() as f64;
+    let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / d;
+    let var = row
+        .iter()
+        .map(|v| {
+            let c = v.to_f64() - mean;
+            c * c
+        })
+        .sum::<f64>()
+        / d;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+fn check(d: usize, x_len: usize, w_len: usize, b_len: usize) -> Result<()> {
+    if d == 0 || w_len != d || b_len != d || !x_len.is_multiple_of(d) {
+        candle_core::bail!(
+            "layer_norm: weight ({w_len}) and bias ({b_len}) must match the last dimension ({d})"
+        );
+    }
+    Ok(())
+}
+
+fn fwd<T: Elem>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(d * ROWS_PER_BLOCK)
+        .zip(x.par_chunks(d * ROWS_PER_BLOCK))
+        .for_each(|(yb, xb)| {
+            for (yr, xr) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                let (mean, rstd) = stats(xr, eps);
+                for (((o, &v), &wi), &bi) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *o = T::from_f64((v.to_f64() - mean) * rstd * wi.to_f64() + bi.to_f64());
+                }
+            }
+        });
+    y
+}
+
+/// (dx, dweight, dbias).
+fn bwd<T: Elem>(g: &[T], x: &[T], w: &[T], eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let d = w.len();
+    let mut dx = vec![T::zero(); x.len()];
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = dx
+        .par_chunks_mut(d * ROWS_PER_BLOCK)
+        .zip(x.par_chunks(d * ROWS_PER_BLOCK))
+        .zip(g.par_chunks(d * ROWS_PER_BLOCK))
+        .map(|((dxb, xb), gb)| {
+            let mut dw = vec![0f64; d];
+            let mut db = vec![0f64; d];
+            let mut xhat = vec![0f64; d];
+            for ((dxr, xr), gr) in dxb
+                .chunks_exact_mut(d)
+                .zip(xb.chunks_exact(d))
+                .zip(gb.chunks_exact(d))
+            {
+                let (mean, rstd) = stats(xr, eps);
+                // dxhat = g * w; dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)).
+                let (mut s1, mut s2) = (0f64, 0f64);
+                for i in 0..d {
+                    xhat[i] = (xr[i].to_f64() - mean) * rstd;
+                    let gi = gr[i].to_f64();
+                    dw[i] += gi * xhat[i];
+                    db[i] += gi;
+                    let dxh = gi * w[i].to_f64();
+                    s1 += dxh;
+                    s2 += dxh * xhat[i];
+                }
+                let (s1, s2) = (s1 / d as f64, s2 / d as f64);
+                for i in 0..d {
+                    let dxh = gr[i].to_f64() * w[i].to_f64();
+                    dxr[i] = T::from_f64(rstd * (dxh - s1 - xhat[i] * s2));
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0f64; d], vec![0f64; d]);
+    for (pw, pb) in &partials {
+        for i in 0..d {
+            dw[i] += pw[i];
+            db[i] += pb[i];
+        }
+    }
+    let to_t = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+    (dx, to_t(dw), to_t(db))
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm-fused"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = xl.dims().last().copied().unwrap_or(0);
+        let out = match (xs, ws, bs) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                let (x, w, b) = (
+                    slice(x, xl, "ln x")?,
+                    slice(w, wl, "ln w")?,
+                    slice(b, bl, "ln b")?,
+                );
+                check(d, x.len(), w.len(), b.len())?;
+                CpuStorage::F32(fwd(x, w, b, self.eps))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                let (x, w, b) = (
+                    slice(x, xl, "ln x")?,
+                    slice(w, wl, "ln w")?,
+                    slice(b, bl, "ln b")?,
+                );
+                check(d, x.len(), w.len(), b.len())?;
+                CpuStorage::F64(fwd(x, w, b, self.eps))
+            }
+            (x, _, _) => return Err(unsupported("layer_norm", x.dtype())),
+        };
+        Ok((out, xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (dx, dw, db) = with_cpu(&grad, "ln grad", |gs, gl| {
+            with_cpu(x, "ln x", |xs, xl| {
+                with_cpu(w, "ln w", |ws, wl| {
+                    Ok(match (gs, xs, ws) {
+                        (CpuStorage::F32(g), CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                            let (dx, dw, db) = bwd(
+                                slice(g, gl, "ln grad")?,
+                                slice(x, xl, "ln x")?,
+                                slice(w, wl, "ln w")?,
+                                self.eps,
+                            );
+                            (
+                                CpuStorage::F32(dx),
+                                CpuStorage::F32(dw),
+                                CpuStorage::F32(db),
+                            )
+                        }
+                        (CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                            let (dx, dw, db) = bwd(
+                                slice(g, gl, "ln grad")?,
+                                slice(x, xl, "ln x")?,
+                                slice(w, wl, "ln w")?,
+                                self.eps,
+                            );
+                            (
+                                CpuStorage::F64(dx),
+                                CpuStorage::F64(dw),
+                                CpuStorage::F64(db),
+                            )
+                        }
+                        (g, _, _) => return Err(unsupported("layer_norm backward", g.dtype())),
+                    })
+                })
+            })
+        })?;
+        Ok((
+            Some(storage_tensor(dx, x.shape())?),
+            Some(storage_tensor(dw, w.shape())?),
+            Some(storage_tensor(db, b.shape())?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::kernels::tests_util::{assert_close, rand};
+    use crate::engine::kernels::with_composed;
+    use candle_core::{DType, Var};
+
+    /// Loss `sum(layer_norm(x) * r)` and the gradients of x, w, b, fused or composed.
+    fn run(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        r: &Tensor,
+        composed: bool,
+    ) -> (Tensor, Tensor, Tensor, Tensor) {
+        let (xv, wv, bv) = (
+            Var::from_tensor(x).unwrap(),
+            Var::from_tensor(w).unwrap(),
+            Var::from_tensor(b).unwrap(),
+        );
+        let f = || layer_norm(xv.as_tensor(), wv.as_tensor(), bv.as_tensor(), 1e-5);
+        let y = if composed { with_composed(f) } else { f() }.unwrap();
+        let loss = (y.clone() * r).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        (
+            y,
+            g.get(xv.as_tensor()).unwrap().clone(),
+            g.get(wv.as_tensor()).unwrap().clone(),
+            g.get(bv.as_tensor()).unwrap().clone(),
+        )
+    }
+
+    #[test]
+    fn fused_matches_composed_at_odd_shapes() {
+        // Rows not a multiple of the block, d not a multiple of 8, one row, the models' shapes.
+        for (i, shape) in [
+            vec![1, 1, 7],
+            vec![3, 65, 13],
+            vec![2, 7, 128],
+            vec![32, 64, 64],
+            vec![12, 64, 128],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let d = *shape.last().unwrap();
+            let x = (rand(shape, 1 + i as u64) * 3.0).unwrap();
+            let w = (rand(&[d], 7).affine(0.5, 1.0)).unwrap();
+            let b = rand(&[d], 8);
+            let r = rand(shape, 9);
+            let fused = run(&x, &w, &b, &r, false);
+            let composed = run(&x, &w, &b, &r, true);
+            let rows: usize = shape[..shape.len() - 1].iter().product();
+            assert_close(&fused.0, &composed.0, 4 * d, "y");
+            assert_close(&fused.1, &composed.1, 8 * d, "dx");
+            assert_close(&fused.2, &composed.2, 2 * rows, "dw");
+            assert_close(&fused.3, &composed.3, 2 * rows, "db");
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_in_f64() {
+        let shape = [2, 3, 5];
+        let x = rand(&shape, 3).to_dtype(DType::F64).unwrap();
+        let w = rand(&[5], 4)
+            .affine(0.5, 1.0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let b = rand(&[5], 5).to_dtype(DType::F64).unwrap();
+        let r = rand(&shape, 6).to_dtype(DType::F64).unwrap();
+        let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> f64 {
+            (layer_norm(x, w, b, 1e-5).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let (_, dx, dw, db) = run(&x, &w, &b, &r, false);
+        let h = 1e-6;
+        let fd = |t: &Tensor, which: usize| -> Vec<f64> {
+            let v = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            (0..v.len())
+                .map(|i| {
+                    let bump = |s: f64| {
+                        let mut u = v.clone();
+                        u[i] += s;
+                        Tensor::from_vec(u, t.shape(), t.device()).unwrap()
+                    };
+                    let (p, m) = (bump(h), bump(-h));
+                    let (lp, lm) = match which {
+                        0 => (loss(&p, &w, &b), loss(&m, &w, &b)),
+                        1 => (loss(&x, &p, &b), loss(&x, &m, &b)),
+                        _ => (loss(&x, &w, &p), loss(&x, &w, &m)),
+                    };
+                    (lp - lm) / (2.0 * h)
+                })
+                .collect()
+        };
+        for (which, (got, t)) in [(&dx, &x), (&dw, &w), (&db, &b)].into_iter().enumerate() {
+            let want = fd(t, which);
+            let got = got.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for (g, f) in got.iter().zip(&want) {
+                assert!(
+                    (g - f).abs() < 1e-6,
+                    "arg {which}: analytic {g} vs numeric {f}"
+                );
+            }
+        }
+    }
+}

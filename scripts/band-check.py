@@ -56,8 +56,11 @@ def main():
             if seed in band:
                 worst_same = max(worst_same, abs(v - band[seed]))
         outside_total += len(outside)
+        n = r["quality"].get("eval_predictions")
+        preds = (f" ({worst_same * n:.1f} of {n} eval predictions)"
+                 if n and r["quality"].get("unit", "fraction") == "fraction" else "")
         print(f"{os.path.basename(f)}: {inside}/{inside + len(outside)} evals inside the band; "
-              f"largest |difference| from the reference {seed}: {worst_same:.5f}")
+              f"largest |difference| from the reference {seed}: {worst_same:.5f}{preds}")
         for o in outside:
             print(f"  outside: {o}")
     print("verdict: " + ("every eval inside the reference band" if outside_total == 0

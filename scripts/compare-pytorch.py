@@ -2,7 +2,9 @@
 """Step time of joulebench (candle) against PyTorch on the same machine, in the same invocation.
 
 Trains the same model (the task TOML's MLP or CNN), on the same data (the shipped MNIST IDX
-files in data/mnist, read directly, pixels / 255), with the same batch, optimizer (AdamW with
+files in data/mnist, read directly, pixels / 255); for the text transformers (`text-charlm`,
+`shakespeare-gpt-mini`, `shakespeare-gpt`) the model, data and step of their PyTorch programs
+in scripts/torch/ (jbtorch.py), with the same batch, optimizer (AdamW with
 the task's lr, betas, eps and weight decay) and initial distribution (U(-1/sqrt(fan_in),
 1/sqrt(fan_in)) for weights and biases, PyTorch's default and joulebench's), in PyTorch; and runs
 `joulebench speed steps --json` for the candle side. Rounds alternate candle and PyTorch so
@@ -18,7 +20,7 @@ A step is: gather a batch from a seeded random permutation, forward, cross-entro
 AdamW step (PyTorch: zero_grad(set_to_none=True) first).
 
 Usage:
-  python scripts/compare-pytorch.py [--device cpu|cuda] [--tasks mnist-mlp mnist-cnn]
+  python scripts/compare-pytorch.py [--device cpu|cuda] [--tasks mnist-mlp mnist-cnn text-charlm]
          [--steps 50] [--warmup 10] [--rounds 3] [--threads N]
          [--joulebench target/release/joulebench]
          [--out results/.../compare-pytorch.json]
@@ -125,6 +127,65 @@ def torch_steps(torch, spec, device, steps, warmup, data):
     return statistics.median(times), (time.process_time() - cpu0) * 1e3 / steps
 
 
+# The PyTorch programs of scripts/torch/ that mirror joulebench's text tasks, by model kind:
+# their model builders and jbtorch's data preparation are reused, so the model, data, batch,
+# optimizer (AdamW with decay groups) and clipping are the programs' own.
+TEXT_PROGRAMS = {
+    "char-transformer": ("text_charlm", "text"),
+    "gpt": ("shakespeare_gpt", ("shakespeare", "text")),
+}
+
+
+def torch_text_steps(torch, task, kind, device, steps, warmup):
+    """Step time of a text task's PyTorch program: the step of scripts/torch/jbtorch.py
+    (zero_grad, forward, f32 cross-entropy over every position, backward, clipping, AdamW)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "scripts" / "torch"))
+    import jbtorch
+
+    program, dataset = TEXT_PROGRAMS[kind]
+    build_model = importlib.import_module(program).build
+    a = jbtorch.parse_args("compare-pytorch", task, ["--seed", "1", "--task", task])
+    spec = jbtorch.load_task(a.task_file, kind, dataset)
+    p = jbtorch.prepare(a, spec, spec["dataset"], torch)
+    torch.manual_seed(1)
+    model = build_model(spec, p.info, torch).to(device)
+    model.train()
+    o = spec["optimizer"]
+    opt = torch.optim.AdamW(jbtorch.param_groups(model, o), lr=float(o["lr"]),
+                            betas=(float(o["beta1"]), float(o["beta2"])), eps=float(o["eps"]),
+                            weight_decay=float(o["weight_decay"]))
+    params = list(model.parameters())
+    clip = o["clip_grad_norm"]
+    bs = int(spec["train"]["batch_size"])
+    x_all, y_all = p.train_x.to(device), p.train_y.to(device)
+    perm = torch.randperm(p.n_train, generator=torch.Generator().manual_seed(1)).to(device)
+    per_epoch = p.n_train // bs
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times, cpu0 = [], None
+    for i in range(warmup + steps):
+        if i == warmup:
+            cpu0 = time.process_time()
+        b = i % per_epoch
+        sync()
+        t0 = time.perf_counter()
+        idx = perm[b * bs: (b + 1) * bs]
+        x, y = x_all[idx], y_all[idx]
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, p.classes),
+                                                 y.reshape(-1))
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, float(clip))
+        opt.step()
+        sync()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), (time.process_time() - cpu0) * 1e3 / steps
+
+
 def candle_steps(exe, task, device, steps, warmup):
     out = subprocess.run(
         [exe, "speed", "steps", "--task", task, "--device", device, "--steps", str(steps),
@@ -182,13 +243,18 @@ def main():
     rows = []
     for task in a.tasks:
         spec = tomllib.loads((ROOT / "models" / f"{task}.toml").read_text())
-        if spec["dataset"] != "mnist":
-            print(f"compare-pytorch: {task}: only MNIST tasks are mirrored", file=sys.stderr)
+        kind = spec["model"].get("kind")
+        if spec["dataset"] != "mnist" and kind not in TEXT_PROGRAMS:
+            print(f"compare-pytorch: {task}: only the MNIST MLP/CNN tasks and the text "
+                  f"transformers ({', '.join(TEXT_PROGRAMS)}) are mirrored", file=sys.stderr)
             return 2
         rounds = []
         for r in range(a.rounds):
             c = candle_steps(a.joulebench, task, device, a.steps, a.warmup)
-            t, t_cpu = torch_steps(torch, spec, device, a.steps, a.warmup, data)
+            if spec["dataset"] == "mnist":
+                t, t_cpu = torch_steps(torch, spec, device, a.steps, a.warmup, data)
+            else:
+                t, t_cpu = torch_text_steps(torch, task, kind, device, a.steps, a.warmup)
             c_cpu = c.get("cpu_ms_per_step") or float("nan")
             rounds.append({"candle_ms": c["median_ms"], "torch_ms": t,
                            "ratio": c["median_ms"] / t, "candle_cpu_ms": c_cpu,
@@ -215,10 +281,10 @@ def main():
           f"{info['load_before'][0]:.2f} -> {info['load_after'][0]:.2f}")
     print("wall: medians of per-round medians; CPU: medians of per-round means (all threads); "
           "ratios: medians of per-round ratios")
-    print(f"{'task':<12} {'batch':>5} {'joulebench ms':>14} {'PyTorch ms':>11} {'ratio':>6} "
+    print(f"{'task':<22} {'batch':>5} {'joulebench ms':>14} {'PyTorch ms':>11} {'ratio':>6} "
           f"{'jb CPU ms':>10} {'pt CPU ms':>10} {'CPU ratio':>9}")
     for r in rows:
-        print(f"{r['task']:<12} {r['batch']:>5} {r['candle_ms']:>14.2f} {r['torch_ms']:>11.2f} "
+        print(f"{r['task']:<22} {r['batch']:>5} {r['candle_ms']:>14.2f} {r['torch_ms']:>11.2f} "
               f"{r['ratio']:>6.2f} {r['candle_cpu_ms']:>10.2f} {r['torch_cpu_ms']:>10.2f} "
               f"{r['cpu_ratio']:>9.2f}")
     if a.out:

@@ -7,7 +7,7 @@
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use joulebench::engine::kernels::{
-    causal_attention, cross_entropy, gelu, layer_norm, with_composed,
+    causal_attention, causal_attention_composed, cross_entropy, gelu, layer_norm, with_composed,
 };
 
 /// (task, batch, context, d_model, heads).
@@ -68,48 +68,13 @@ fn bench_ops(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("attention/fused", task), |bch| {
             bch.iter(|| fwd_bwd(&att))
         });
-        let composed = || composed_attention(qkv.as_tensor(), h, scale);
+        let composed =
+            || causal_attention_composed(qkv.as_tensor(), h, scale, None).expect("attention");
         g.bench_function(BenchmarkId::new("attention/composed", task), |bch| {
             bch.iter(|| fwd_bwd(&composed))
         });
     }
     g.finish();
-}
-
-/// The model's composed attention (before the kernel): split, transpose, scores, mask,
-/// softmax, weighted sum, transpose back.
-fn composed_attention(qkv: &Tensor, heads: usize, scale: f64) -> Tensor {
-    let (b, t, w3) = qkv.dims3().expect("dims");
-    let hd = w3 / (3 * heads);
-    let qkv = qkv.reshape((b, t, 3, heads, hd)).expect("reshape");
-    let part = |i: usize| {
-        qkv.narrow(2, i, 1)
-            .and_then(|p| p.squeeze(2))
-            .and_then(|p| p.transpose(1, 2))
-            .and_then(|p| p.contiguous())
-            .expect("part")
-    };
-    let (q, k, v) = (part(0), part(1), part(2));
-    let mask: Vec<f32> = (0..t * t)
-        .map(|k| {
-            if k % t > k / t {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).expect("mask");
-    let att = (q.matmul(&k.t().expect("t")).expect("qk") * scale).expect("scale");
-    let att = candle_nn::ops::softmax(
-        &att.broadcast_add(&mask).expect("mask"),
-        candle_core::D::Minus1,
-    )
-    .expect("softmax");
-    att.matmul(&v)
-        .and_then(|y| y.transpose(1, 2))
-        .and_then(|y| y.reshape((b, t, heads * hd)))
-        .expect("y")
 }
 
 criterion_group!(benches, bench_ops);

@@ -320,8 +320,9 @@ impl CustomOp1 for Attention {
     }
 }
 
-/// The composed reference: candle ops, as the model ran attention before this kernel.
-#[cfg(test)]
+/// The composed reference in f32/f64: candle ops, as the model ran attention before this kernel
+/// (the tests' and `benches/ops.rs`'s baseline; the model's own composed path also casts for
+/// mixed precision).
 pub fn causal_attention_composed(
     qkv: &Tensor,
     heads: usize,

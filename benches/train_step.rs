@@ -13,7 +13,13 @@ use joulebench::engine::precision::{Amp, Cast};
 use joulebench::engine::{model, train};
 use joulebench::spec::{task, variant};
 
-const TASKS: [&str; 4] = ["digits-mlp", "mnist-mlp", "mnist-cnn", "text-charlm"];
+const TASKS: [&str; 5] = [
+    "digits-mlp",
+    "mnist-mlp",
+    "mnist-cnn",
+    "text-charlm",
+    "shakespeare-gpt-mini",
+];
 
 /// Precision variants benched. bf16-amp is the training loop's own recipe (`precision::Amp`):
 /// forward in bf16 where the backend can (candle 0.11's CPU has no bf16 conv2d, so the CNN's

@@ -106,21 +106,30 @@ def torch_steps(torch, spec, device, steps, warmup, data):
     bs = spec["train"]["batch_size"]
     perm = torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(1)).to(device)
     per_epoch = x_all.shape[0] // bs
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
-    cpu0 = None
-    for i in range(warmup + steps):
-        if i == warmup:
-            cpu0 = time.process_time()
+
+    def step(i):
         b = i % per_epoch
-        sync()
-        t0 = time.perf_counter()
         idx = perm[b * bs : (b + 1) * bs]
         x, y = x_all[idx], y_all[idx]
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    return timed(torch, device, steps, warmup, step)
+
+
+def timed(torch, device, steps, warmup, step):
+    """Median wall ms of `step(i)` over `steps` after `warmup`, and CPU ms per step (all
+    threads), synchronising the device around each step."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times, cpu0 = [], None
+    for i in range(warmup + steps):
+        if i == warmup:
+            cpu0 = time.process_time()
+        sync()
+        t0 = time.perf_counter()
+        step(i)
         sync()
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
@@ -162,14 +171,9 @@ def torch_text_steps(torch, task, kind, device, steps, warmup):
     x_all, y_all = p.train_x.to(device), p.train_y.to(device)
     perm = torch.randperm(p.n_train, generator=torch.Generator().manual_seed(1)).to(device)
     per_epoch = p.n_train // bs
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times, cpu0 = [], None
-    for i in range(warmup + steps):
-        if i == warmup:
-            cpu0 = time.process_time()
+
+    def step(i):
         b = i % per_epoch
-        sync()
-        t0 = time.perf_counter()
         idx = perm[b * bs: (b + 1) * bs]
         x, y = x_all[idx], y_all[idx]
         opt.zero_grad(set_to_none=True)
@@ -180,10 +184,8 @@ def torch_text_steps(torch, task, kind, device, steps, warmup):
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, float(clip))
         opt.step()
-        sync()
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), (time.process_time() - cpu0) * 1e3 / steps
+
+    return timed(torch, device, steps, warmup, step)
 
 
 def candle_steps(exe, task, device, steps, warmup):

@@ -11,19 +11,21 @@ use crate::spec::precision::{hardware, Arith, Capabilities, Hardware, OpClass, S
 use candle_core::Device;
 use serde_json::json;
 
-/// The devices to describe: the CPU, and the default device when it is a GPU.
-fn devices(default: &Device, label: &str) -> Vec<(Device, String, Capabilities)> {
-    let mut out = vec![(
-        Device::Cpu,
-        "cpu".to_string(),
-        measure::system::capabilities("cpu"),
-    )];
+/// The devices to describe: the CPU, and the default device when it is a GPU; `caps` are the
+/// default device's capabilities as `system::collect` read them (the CPU flags are the same
+/// for both, so nothing is read twice).
+fn devices(
+    default: &Device,
+    label: &str,
+    caps: &Capabilities,
+) -> Vec<(Device, String, Capabilities)> {
+    let cpu = Capabilities {
+        cuda_compute_capability: None,
+        ..caps.clone()
+    };
+    let mut out = vec![(Device::Cpu, "cpu".to_string(), cpu)];
     if default.is_cuda() {
-        out.push((
-            default.clone(),
-            label.to_string(),
-            measure::system::capabilities(label),
-        ));
+        out.push((default.clone(), label.to_string(), caps.clone()));
     }
     out
 }
@@ -36,8 +38,8 @@ fn hardware_cell(h: Hardware) -> (&'static str, String) {
     }
 }
 
-fn precision_json(default: &Device, label: &str) -> serde_json::Value {
-    let per_device: Vec<serde_json::Value> = devices(default, label)
+fn precision_json(default: &Device, label: &str, caps: &Capabilities) -> serde_json::Value {
+    let per_device: Vec<serde_json::Value> = devices(default, label, caps)
         .into_iter()
         .map(|(d, name, caps)| {
             let hw: serde_json::Map<String, serde_json::Value> = Arith::ALL
@@ -66,8 +68,8 @@ fn precision_json(default: &Device, label: &str) -> serde_json::Value {
     json!(per_device)
 }
 
-fn print_precision(default: &Device, label: &str) {
-    for (d, name, caps) in devices(default, label) {
+fn print_precision(default: &Device, label: &str, caps: &Capabilities) {
+    for (d, name, caps) in devices(default, label, caps) {
         let what = match &caps.cuda_compute_capability {
             Some(cc) => format!("compute capability {cc}"),
             None if caps.cpu_flags_consulted.is_empty() => "CPU flags unread".to_string(),
@@ -122,7 +124,7 @@ pub fn command(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
                 "boundary": p.boundary.map(|b| b.as_str()),
                 "detail": p.detail,
             })).collect::<Vec<_>>(),
-            "precision": precision_json(&candle_device, &device),
+            "precision": precision_json(&candle_device, &device, &sys.capabilities),
         });
         println!("{}", serde_json::to_string_pretty(&v).map_err(usage)?);
         return Ok(());
@@ -152,6 +154,6 @@ pub fn command(as_json: bool, cpu_tdp_w: Option<f64>) -> Result<(), Failure> {
         };
         println!("  {:<9} {what}: {}", p.meter, p.detail);
     }
-    print_precision(&candle_device, &device);
+    print_precision(&candle_device, &device, &sys.capabilities);
     Ok(())
 }

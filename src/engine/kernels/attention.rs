@@ -320,6 +320,21 @@ impl CustomOp1 for Attention {
     }
 }
 
+/// The (t, t) additive causal mask of the composed path: 0 on and below the diagonal, -inf
+/// above (f32).
+pub fn causal_mask(t: usize, dev: &candle_core::Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t * t)
+        .map(|k| {
+            if k % t > k / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, t), dev)
+}
+
 /// The composed reference in f32/f64: candle ops, as the model ran attention before this kernel
 /// (the tests' and `benches/ops.rs`'s baseline; the model's own composed path also casts for
 /// mixed precision).
@@ -340,16 +355,7 @@ pub fn causal_attention_composed(
     };
     let (q, k, v) = (part(0)?, part(1)?, part(2)?);
     let att = (q.matmul(&k.t()?)? * scale)?;
-    let mask: Vec<f32> = (0..t * t)
-        .map(|k| {
-            if k % t > k / t {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, (t, t), qkv.device())?.to_dtype(att.dtype())?;
+    let mask = causal_mask(t, qkv.device())?.to_dtype(att.dtype())?;
     let mut att = candle_nn::ops::softmax(&att.broadcast_add(&mask)?, candle_core::D::Minus1)?;
     if let Some(dr) = dropout {
         let m = Tensor::from_vec(dr.keep_mask.to_vec(), att.shape(), att.device())?;

@@ -28,7 +28,7 @@ mod loss;
 mod norm;
 
 pub use act::{relu, relu_max_pool2d};
-pub use attention::{causal_attention, causal_attention_composed, AttentionDropout};
+pub use attention::{causal_attention, causal_attention_composed, causal_mask, AttentionDropout};
 pub use conv::{conv2d, Conv2d};
 pub use gelu::gelu;
 pub use linear::Linear;

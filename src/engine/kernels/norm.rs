@@ -178,35 +178,31 @@ impl CustomOp3 for LayerNorm {
         let (dx, dw, db) = with_cpu(&grad, "ln grad", |gs, gl| {
             with_cpu(x, "ln x", |xs, xl| {
                 with_cpu(w, "ln w", |ws, wl| {
-                    Ok(match (gs, xs, ws) {
-                        (CpuStorage::F32(g), CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                            let (dx, dw, db) = bwd(
-                                slice(g, gl, "ln grad")?,
-                                slice(x, xl, "ln x")?,
-                                slice(w, wl, "ln w")?,
-                                self.eps,
-                            );
-                            (
-                                CpuStorage::F32(dx),
-                                CpuStorage::F32(dw),
-                                CpuStorage::F32(db),
-                            )
-                        }
-                        (CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                            let (dx, dw, db) = bwd(
-                                slice(g, gl, "ln grad")?,
-                                slice(x, xl, "ln x")?,
-                                slice(w, wl, "ln w")?,
-                                self.eps,
-                            );
-                            (
-                                CpuStorage::F64(dx),
-                                CpuStorage::F64(dw),
-                                CpuStorage::F64(db),
-                            )
-                        }
-                        (g, _, _) => return Err(unsupported("layer_norm backward", g.dtype())),
-                    })
+                    /// The three gradients as storages of the input's dtype.
+                    fn go<T: Elem>(
+                        (gs, gl): (&CpuStorage, &Layout),
+                        (xs, xl): (&CpuStorage, &Layout),
+                        (ws, wl): (&CpuStorage, &Layout),
+                        eps: f64,
+                    ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+                        let (dx, dw, db) = bwd(
+                            slice(T::cpu_storage_as_slice(gs)?, gl, "ln grad")?,
+                            slice(T::cpu_storage_as_slice(xs)?, xl, "ln x")?,
+                            slice(T::cpu_storage_as_slice(ws)?, wl, "ln w")?,
+                            eps,
+                        );
+                        Ok((
+                            T::to_cpu_storage_owned(dx),
+                            T::to_cpu_storage_owned(dw),
+                            T::to_cpu_storage_owned(db),
+                        ))
+                    }
+                    let args = ((gs, gl), (xs, xl), (ws, wl));
+                    match xs {
+                        CpuStorage::F32(_) => go::<f32>(args.0, args.1, args.2, self.eps),
+                        CpuStorage::F64(_) => go::<f64>(args.0, args.1, args.2, self.eps),
+                        s => Err(unsupported("layer_norm backward", s.dtype())),
+                    }
                 })
             })
         })?;

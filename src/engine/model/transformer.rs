@@ -230,17 +230,7 @@ impl CharTransformer {
         if cfg.dropout > 0.0 && !dev.is_cpu() {
             dev.set_seed(dropout_seed)?;
         }
-        let t = cfg.context;
-        let mask: Vec<f32> = (0..t * t)
-            .map(|k| {
-                if k % t > k / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), dev)?;
+        let mask = kernels::causal_mask(cfg.context, dev)?;
         Ok(Self {
             cfg,
             tok,

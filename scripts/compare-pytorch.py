@@ -3,8 +3,9 @@
 
 Trains the same model (the task TOML's MLP or CNN), on the same data (the shipped MNIST IDX
 files in data/mnist, read directly, pixels / 255); for the text transformers (`text-charlm`,
-`shakespeare-gpt-mini`, `shakespeare-gpt`) the model, data and step of their PyTorch programs
-in scripts/torch/ (jbtorch.py), with the same batch, optimizer (AdamW with
+`shakespeare-gpt-mini`, `shakespeare-gpt`) and the ResNets (`fashion-resnet-mini`,
+`fashion-resnet`) the model, data and step of their PyTorch programs in scripts/torch/
+(jbtorch.py), with the same batch, optimizer (AdamW with
 the task's lr, betas, eps and weight decay) and initial distribution (U(-1/sqrt(fan_in),
 1/sqrt(fan_in)) for weights and biases, PyTorch's default and joulebench's), in PyTorch; and runs
 `joulebench speed steps --json` for the candle side. Rounds alternate candle and PyTorch so
@@ -136,24 +137,26 @@ def timed(torch, device, steps, warmup, step):
     return statistics.median(times), (time.process_time() - cpu0) * 1e3 / steps
 
 
-# The PyTorch programs of scripts/torch/ that mirror joulebench's text tasks, by model kind:
-# their model builders and jbtorch's data preparation are reused, so the model, data, batch,
-# optimizer (AdamW with decay groups) and clipping are the programs' own.
-TEXT_PROGRAMS = {
+# The PyTorch programs of scripts/torch/ that mirror joulebench's text transformers and
+# ResNets, by model kind: their model builders and jbtorch's data preparation are reused, so
+# the model, data, batch, optimizer (AdamW with decay groups) and clipping are the programs'
+# own. As in `joulebench speed steps`, no augmentation is timed on either side.
+PROGRAMS = {
     "char-transformer": ("text_charlm", "text"),
     "gpt": ("shakespeare_gpt", ("shakespeare", "text")),
+    "resnet": ("fashion_resnet", "fashion-mnist"),
 }
 
 
-def torch_text_steps(torch, task, kind, device, steps, warmup):
-    """Step time of a text task's PyTorch program: the step of scripts/torch/jbtorch.py
+def torch_program_steps(torch, task, kind, device, steps, warmup):
+    """Step time of a task's PyTorch program: the step of scripts/torch/jbtorch.py
     (zero_grad, forward, f32 cross-entropy over every position, backward, clipping, AdamW)."""
     import importlib
 
     sys.path.insert(0, str(ROOT / "scripts" / "torch"))
     import jbtorch
 
-    program, dataset = TEXT_PROGRAMS[kind]
+    program, dataset = PROGRAMS[kind]
     build_model = importlib.import_module(program).build
     a = jbtorch.parse_args("compare-pytorch", task, ["--seed", "1", "--task", task])
     spec = jbtorch.load_task(a.task_file, kind, dataset)
@@ -246,17 +249,17 @@ def main():
     for task in a.tasks:
         spec = tomllib.loads((ROOT / "models" / f"{task}.toml").read_text())
         kind = spec["model"].get("kind")
-        if spec["dataset"] != "mnist" and kind not in TEXT_PROGRAMS:
-            print(f"compare-pytorch: {task}: only the MNIST MLP/CNN tasks and the text "
-                  f"transformers ({', '.join(TEXT_PROGRAMS)}) are mirrored", file=sys.stderr)
+        if spec["dataset"] != "mnist" and kind not in PROGRAMS:
+            print(f"compare-pytorch: {task}: only the MNIST MLP/CNN tasks and the model "
+                  f"kinds {', '.join(PROGRAMS)} are mirrored", file=sys.stderr)
             return 2
         rounds = []
         for r in range(a.rounds):
             c = candle_steps(a.joulebench, task, device, a.steps, a.warmup)
-            if spec["dataset"] == "mnist":
+            if spec["dataset"] == "mnist" and kind not in PROGRAMS:
                 t, t_cpu = torch_steps(torch, spec, device, a.steps, a.warmup, data)
             else:
-                t, t_cpu = torch_text_steps(torch, task, kind, device, a.steps, a.warmup)
+                t, t_cpu = torch_program_steps(torch, task, kind, device, a.steps, a.warmup)
             c_cpu = c.get("cpu_ms_per_step") or float("nan")
             rounds.append({"candle_ms": c["median_ms"], "torch_ms": t,
                            "ratio": c["median_ms"] / t, "candle_cpu_ms": c_cpu,

@@ -6,8 +6,9 @@
 //! are GEMMs too (`conv`), single-pass ReLU and ReLU + 2x2 max-pool (`act`), layer norm
 //! with its backward (`norm`), which candle-nn's fused op lacks, causal self-attention from
 //! the packed q/k/v projection in one op (`attention`), exact GELU (`gelu`), and softmax
-//! cross-entropy against class indices (`loss`). `fused` is the one place the
-//! transformer ops choose between a kernel and candle's composed ops. Each public
+//! cross-entropy against class indices (`loss`), and batch norm with ReLU fused
+//! (`batch_norm`). `fused` is the one place the
+//! transformer and batch-norm ops choose between a kernel and candle's composed ops. Each public
 //! function takes and returns ordinary `Tensor`s and records a candle backward op (`bwd`), so
 //! autograd, `GradStore` and the optimizers work unchanged.
 //! Must not: change what a model computes. On other devices every function falls back to the
@@ -21,6 +22,7 @@
 
 mod act;
 mod attention;
+mod batch_norm;
 mod conv;
 mod gelu;
 mod linear;
@@ -29,6 +31,7 @@ mod norm;
 
 pub use act::{relu, relu_max_pool2d};
 pub use attention::{causal_attention, causal_attention_composed, causal_mask, AttentionDropout};
+pub use batch_norm::{batch_norm, batch_norm_composed, BnOutput, BnStats};
 pub use conv::{conv2d, Conv2d};
 pub use gelu::gelu;
 pub use linear::Linear;

@@ -27,6 +27,7 @@ use super::{slice, unsupported, with_cpu, Elem};
 use crate::engine::kernels::act::storage_tensor;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use multiversion::multiversion;
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -189,67 +190,73 @@ impl Dims {
 
 const LANES: usize = 16;
 
-/// Adds two per-lane accumulators into f64 sums.
-fn lanes_f64<T: Elem>(a: &[T; LANES], b: &[T; LANES]) -> (f64, f64) {
+/// `sum f(v_i, w_i)` over two planes in `LANES` independent lanes of `T`, the lanes added in
+/// f64. One accumulator per loop: with two, LLVM pairs the accumulators instead of the lanes
+/// and the loop runs scalar (checked in the generated code), so each sum is its own pass over
+/// a plane that is in L1.
+#[inline(always)]
+fn lane_sum<T: Elem>(v: &[T], w: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    let w = &w[..v.len()];
+    let mut acc = [T::zero(); LANES];
+    let (vc, wc) = (v.chunks_exact(LANES), w.chunks_exact(LANES));
+    let rest = vc.remainder().iter().zip(wc.remainder());
+    for (vc, wc) in vc.zip(wc) {
+        for (a, (&v, &w)) in acc.iter_mut().zip(vc.iter().zip(wc)) {
+            *a += f(v, w);
+        }
+    }
+    acc.iter().map(|a| a.to_f64()).sum::<f64>() + rest.map(|(&v, &w)| f(v, w).to_f64()).sum::<f64>()
+}
+
+/// `(sum (v - k), sum (v - k)^2)` over a plane.
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn shifted_moments<T: Elem>(v: &[T], k: T) -> (f64, f64) {
     (
-        a.iter().map(|v| v.to_f64()).sum(),
-        b.iter().map(|v| v.to_f64()).sum(),
+        lane_sum(v, v, |v, _| v - k),
+        lane_sum(v, v, |v, _| (v - k) * (v - k)),
     )
 }
 
-/// `(sum (v - k), sum (v - k)^2)` over a plane, in `LANES` independent lanes of `T` (fixed-size
-/// chunks, no bounds checks: the loop vectorises), the lanes added in f64.
-#[inline(always)]
-fn shifted_moments<T: Elem>(v: &[T], k: T) -> (f64, f64) {
-    let (mut a, mut b) = ([T::zero(); LANES], [T::zero(); LANES]);
-    let chunks = v.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        let ch: &[T; LANES] = ch.try_into().expect("chunk of LANES");
-        for l in 0..LANES {
-            let t = ch[l] - k;
-            a[l] += t;
-            b[l] += t * t;
-        }
-    }
-    let (mut s1, mut s2) = lanes_f64(&a, &b);
-    for &v in rest {
-        let t = (v - k).to_f64();
-        s1 += t;
-        s2 += t * t;
-    }
-    (s1, s2)
+/// `(sum g, sum g (x - m))` over a plane.
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn grad_moments<T: Elem>(g: &[T], x: &[T], m: T) -> (f64, f64) {
+    (lane_sum(g, g, |g, _| g), lane_sum(g, x, |g, x| g * (x - m)))
 }
 
-/// `(sum g', sum g' (x - m))` over a plane, with `g' = g` masked by `y > 0` when `relu` (the
-/// ReLU's gradient), in lanes as `shifted_moments`.
-#[inline(always)]
-fn grad_moments<T: Elem>(g: &[T], y: &[T], x: &[T], m: T, relu: bool) -> (f64, f64) {
+/// `dst = g` where `y > 0`, else 0: the gradient through a ReLU whose output is `y`.
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn relu_mask<T: Elem>(dst: &mut [T], g: &[T], y: &[T]) {
     let z = T::zero();
-    let (mut a, mut b) = ([z; LANES], [z; LANES]);
-    let (gc, yc, xc) = (
-        g.chunks_exact(LANES),
-        y.chunks_exact(LANES),
-        x.chunks_exact(LANES),
-    );
-    let rest = (gc.remainder(), yc.remainder(), xc.remainder());
-    for ((g, y), x) in gc.zip(yc).zip(xc) {
-        let g: &[T; LANES] = g.try_into().expect("chunk of LANES");
-        let y: &[T; LANES] = y.try_into().expect("chunk of LANES");
-        let x: &[T; LANES] = x.try_into().expect("chunk of LANES");
-        for l in 0..LANES {
-            let gl = if !relu || y[l] > z { g[l] } else { z };
-            a[l] += gl;
-            b[l] += gl * (x[l] - m);
+    let (g, y) = (&g[..dst.len()], &y[..dst.len()]);
+    for ((d, &g), &y) in dst.iter_mut().zip(g).zip(y) {
+        *d = if y > z { g } else { z };
+    }
+}
+
+/// `y = relu?((x - m) a + c)` over a plane.
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn normalise_plane<T: Elem>(y: &mut [T], x: &[T], m: T, a: T, c: T, relu: bool) {
+    let z = T::zero();
+    let x = &x[..y.len()];
+    if relu {
+        for (o, &v) in y.iter_mut().zip(x) {
+            let t = (v - m) * a + c;
+            *o = if t > z { t } else { z };
+        }
+    } else {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = (v - m) * a + c;
         }
     }
-    let (mut s1, mut s2) = lanes_f64(&a, &b);
-    for ((&g, &y), &x) in rest.0.iter().zip(rest.1).zip(rest.2) {
-        let gl = if !relu || y > z { g } else { z };
-        s1 += gl.to_f64();
-        s2 += (gl * (x - m)).to_f64();
+}
+
+/// `dx = a dx - dd (x - m) - e` over a plane, in place (`dx` holds the masked gradient).
+#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn dx_plane<T: Elem>(dx: &mut [T], x: &[T], (a, dd, e, m): (T, T, T, T)) {
+    let x = &x[..dx.len()];
+    for (d, &v) in dx.iter_mut().zip(x) {
+        *d = a * *d - dd * (v - m) - e;
     }
-    (s1, s2)
 }
 
 /// Mean and biased variance of each channel of `x`, in parallel over channels.
@@ -281,7 +288,6 @@ fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], d: Dims, s: &Saved, relu: bool) -
         })
         .collect();
     let mut y = vec![T::zero(); x.len()];
-    let z = T::zero();
     y.par_chunks_mut(d.c * d.p)
         .zip(x.par_chunks(d.c * d.p))
         .for_each(|(yn, xn)| {
@@ -291,16 +297,7 @@ fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], d: Dims, s: &Saved, relu: bool) -
                 .enumerate()
             {
                 let (m, a, c) = per[ci];
-                if relu {
-                    for (o, &v) in yp.iter_mut().zip(xp) {
-                        let t = (v - m) * a + c;
-                        *o = if t > z { t } else { z };
-                    }
-                } else {
-                    for (o, &v) in yp.iter_mut().zip(xp) {
-                        *o = (v - m) * a + c;
-                    }
-                }
+                normalise_plane(yp, xp, m, a, c, relu);
             }
         });
     y
@@ -319,17 +316,24 @@ fn backward<T: Elem>(
     relu: bool,
     train: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let z = T::zero();
-    let mask = |g: T, out: T| if !relu || out > z { g } else { z };
-    // Per channel: sum dy and sum dy (x - mean) (dy after the ReLU mask).
+    // dx first holds the gradient after the ReLU mask.
+    let mut dx = if relu {
+        let mut m = vec![T::zero(); x.len()];
+        m.par_chunks_mut(d.c * d.p)
+            .zip(dy.par_chunks(d.c * d.p).zip(y.par_chunks(d.c * d.p)))
+            .for_each(|(mn, (gn, yn))| relu_mask(mn, gn, yn));
+        m
+    } else {
+        dy.to_vec()
+    };
+    // Per channel: sum dy and sum dy (x - mean).
     let sums: Vec<(f64, f64)> = (0..d.c)
         .into_par_iter()
         .map(|ci| {
             let m = T::from_f64(s.mean[ci]);
             let (mut sdy, mut sdx) = (0f64, 0f64);
             for ni in 0..d.n {
-                let (g, o, v) = (d.plane(dy, ni, ci), d.plane(y, ni, ci), d.plane(x, ni, ci));
-                let (a, b) = grad_moments(g, o, v, m, relu);
+                let (a, b) = grad_moments(d.plane(&dx, ni, ci), d.plane(x, ni, ci), m);
                 sdy += a;
                 sdx += b;
             }
@@ -357,17 +361,15 @@ fn backward<T: Elem>(
             )
         })
         .collect();
-    let mut dx = vec![z; x.len()];
     dx.par_chunks_mut(d.c * d.p)
-        .zip(dy.par_chunks(d.c * d.p))
-        .zip(y.par_chunks(d.c * d.p).zip(x.par_chunks(d.c * d.p)))
-        .for_each(|((dxn, gn), (yn, xn))| {
-            for (ci, &(a, dd, e, m)) in consts.iter().enumerate() {
-                let r = ci * d.p..(ci + 1) * d.p;
-                let planes = gn[r.clone()].iter().zip(&yn[r.clone()]).zip(&xn[r.clone()]);
-                for (o, ((&g, &out), &v)) in dxn[r].iter_mut().zip(planes) {
-                    *o = a * mask(g, out) - dd * (v - m) - e;
-                }
+        .zip(x.par_chunks(d.c * d.p))
+        .for_each(|(dxn, xn)| {
+            for ((dxp, xp), &k) in dxn
+                .chunks_exact_mut(d.p)
+                .zip(xn.chunks_exact(d.p))
+                .zip(&consts)
+            {
+                dx_plane(dxp, xp, k);
             }
         });
     let dw = sums

@@ -13,7 +13,7 @@
 
 use super::{cpu_kernel_dtype, slice, unsupported, with_cpu, Elem};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `max(x, 0)`.
@@ -22,6 +22,87 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1(Relu)
     } else {
         x.relu()
+    }
+}
+
+/// `max(a + b, 0)` for two tensors of one shape (a residual block's end): one pass forward,
+/// and backward the one masked gradient is both inputs' gradient. The same values as
+/// `relu(&(a + b))`, bit for bit.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if cpu_kernel_dtype(a) && a.dtype() == b.dtype() && a.shape() == b.shape() {
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+    } else {
+        (a + b)?.relu()
+    }
+}
+
+struct AddRelu;
+
+fn add_relu_fwd<T: Elem>(a: &[T], b: &[T]) -> Vec<T> {
+    let z = T::zero();
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| {
+            let s = a + b;
+            if s > z {
+                s
+            } else {
+                z
+            }
+        })
+        .collect()
+}
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "add-relu-fused"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(add_relu_fwd(
+                slice(a, l1, "add_relu a")?,
+                slice(b, l2, "add_relu b")?,
+            )),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(add_relu_fwd(
+                slice(a, l1, "add_relu a")?,
+                slice(b, l2, "add_relu b")?,
+            )),
+            (s, _) => return Err(unsupported("add_relu", s.dtype())),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // The output is > 0 exactly where the sum is: the ReLU backward on the output.
+        let grad = grad.contiguous()?;
+        let out = with_cpu(&grad, "add_relu grad", |gs, gl| {
+            with_cpu(res, "add_relu y", |ys, yl| {
+                Ok(match (gs, ys) {
+                    (CpuStorage::F32(g), CpuStorage::F32(y)) => CpuStorage::F32(relu_bwd(
+                        slice(g, gl, "add_relu grad")?,
+                        slice(y, yl, "add_relu y")?,
+                    )),
+                    (CpuStorage::F64(g), CpuStorage::F64(y)) => CpuStorage::F64(relu_bwd(
+                        slice(g, gl, "add_relu grad")?,
+                        slice(y, yl, "add_relu y")?,
+                    )),
+                    (g, _) => return Err(unsupported("add_relu backward", g.dtype())),
+                })
+            })
+        })?;
+        let g = storage_tensor(out, a.shape())?;
+        Ok((Some(g.clone()), Some(g)))
     }
 }
 
@@ -239,6 +320,50 @@ mod tests {
             1,
             "relu grad",
         );
+    }
+
+    /// `add_relu(a, b)` is `relu(a + b)` bit for bit, and both gradients are the ReLU's
+    /// gradient of the sum, including when `a` and `b` are the same tensor (the gradient
+    /// doubles) and in f64.
+    #[test]
+    fn add_relu_is_relu_of_the_sum() {
+        for dtype in [candle_core::DType::F32, candle_core::DType::F64] {
+            let a = Var::from_tensor(&rand(&[3, 4, 5, 7], 1).to_dtype(dtype).unwrap()).unwrap();
+            let b = Var::from_tensor(&rand(&[3, 4, 5, 7], 2).to_dtype(dtype).unwrap()).unwrap();
+            let c = rand(&[3, 4, 5, 7], 3).to_dtype(dtype).unwrap();
+            let (at, bt) = (a.as_tensor(), b.as_tensor());
+            let ya = add_relu(at, bt).unwrap();
+            let yb = relu(&(at + bt).unwrap()).unwrap();
+            let diff = (&ya - &yb).unwrap().abs().unwrap().sum_all().unwrap();
+            assert_eq!(
+                diff.to_dtype(candle_core::DType::F64)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap(),
+                0.0
+            );
+            let ga = (&ya * &c).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&yb * &c).unwrap().sum_all().unwrap().backward().unwrap();
+            for t in [at, bt] {
+                assert_close(ga.get(t).unwrap(), gb.get(t).unwrap(), 1, "add_relu grad");
+            }
+            let twice = add_relu(at, at).unwrap();
+            let g = (&twice * &c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let want = (relu(&(at * 2.0).unwrap())
+                .unwrap()
+                .gt(0.0)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+                * (&c * 2.0).unwrap())
+            .unwrap();
+            assert_close(g.get(at).unwrap(), &want, 1, "add_relu(a, a) grad");
+        }
     }
 
     /// Exact match with candle's relu -> max_pool2d(2) and its autograd (no ties in random

@@ -250,8 +250,9 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
                             *d = v;
                         }
                     } else {
-                        for (d, ox) in dst[r.clone()].iter_mut().zip(0..) {
-                            *d = src[ix0 + ox * g.stride];
+                        let row = src[ix0..].iter().step_by(g.stride);
+                        for (d, &v) in dst[r.clone()].iter_mut().zip(row) {
+                            *d = v;
                         }
                     }
                 }
@@ -260,10 +261,10 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
     }
 }
 
-/// dx[ci, iy, ix] += dcols[(ci, ki, kj), (oy, ox)]: the adjoint of `im2col`. `dcols` is
-/// scratch: the 'same' stride-1 path zeroes its wrapped columns in place.
+/// dx[ci, iy, ix] += dcols[(ci, ki, kj), (oy, ox)]: the adjoint of `im2col`, into a `dx`
+/// that holds zeros (a fresh `vec!` of zeros: no second fill). `dcols` is scratch: the 'same'
+/// stride-1 path zeroes its wrapped columns in place.
 fn col2im<T: Elem>(dcols: &mut [T], g: &Geom, dx: &mut [T]) {
-    dx.fill(T::zero());
     let p = g.p();
     if g.same_stride1() {
         // The adjoint of the block copy: drop the wrapped columns, then one shifted add.
@@ -305,8 +306,9 @@ fn col2im<T: Elem>(dcols: &mut [T], g: &Geom, dx: &mut [T]) {
                             *d += v;
                         }
                     } else {
-                        for (ox, &v) in src[r.clone()].iter().enumerate() {
-                            dst[ix0 + ox * g.stride] += v;
+                        let row = dst[ix0..].iter_mut().step_by(g.stride);
+                        for (d, &v) in row.zip(&src[r.clone()]) {
+                            *d += v;
                         }
                     }
                 }
@@ -317,7 +319,13 @@ fn col2im<T: Elem>(dcols: &mut [T], g: &Geom, dx: &mut [T]) {
 
 fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], g: &Geom) -> Result<Vec<T>> {
     let (k, p, o) = (g.k(), g.p(), g.o);
-    let mut y = vec![T::zero(); g.n * o * p];
+    // Each output plane starts as its bias (the GEMM's initial value), written once.
+    let mut y: Vec<T> = Vec::with_capacity(g.n * o * p);
+    for _ in 0..g.n {
+        for &bias in b {
+            y.extend(std::iter::repeat_n(bias, p));
+        }
+    }
     y.par_chunks_mut(o * p)
         .zip(x.par_chunks(g.chw()))
         .with_min_len(g.min_len())
@@ -325,9 +333,6 @@ fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], g: &Geom) -> Result<Vec<T>> {
             || vec![T::zero(); k * p],
             |cols, (yn, xn)| {
                 im2col(xn, g, cols);
-                for (row, &bias) in yn.chunks_exact_mut(p).zip(b) {
-                    row.fill(bias);
-                }
                 super::gemm_into(
                     yn,
                     p,

@@ -29,7 +29,7 @@ mod linear;
 mod loss;
 mod norm;
 
-pub use act::{relu, relu_max_pool2d};
+pub use act::{add_relu, relu, relu_max_pool2d};
 pub use attention::{causal_attention, causal_attention_composed, causal_mask, AttentionDropout};
 pub use batch_norm::{batch_norm, batch_norm_composed, BnOutput, BnStats};
 pub use conv::{conv2d, Conv2d};

@@ -212,7 +212,7 @@ impl RefModel for Resnet {
                 Some(s) => s.forward(&h, train, false, cast)?,
                 None => h.clone(),
             };
-            h = cast.activation(kernels::relu(&(main + short)?)?);
+            h = cast.activation(kernels::add_relu(&main, &short)?);
         }
         let pooled = h.mean((2, 3))?;
         cast.to_f32(&cast.linear(&self.fc, &pooled)?)

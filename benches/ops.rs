@@ -1,13 +1,14 @@
-//! The fused transformer ops (layer norm, GELU, cross-entropy, causal attention) against
-//! candle's composed ops, forward + backward, at the shapes
-//! of the shipped transformer tasks (one step's worth of one layer). Run:
+//! The fused transformer ops (layer norm, GELU, cross-entropy, causal attention) and the
+//! ResNet's batch norm (training statistics, ReLU fused) against candle's composed ops,
+//! forward + backward, at the shapes of the shipped tasks (one step's worth of one layer). Run:
 //! `cargo bench --bench ops`; rows `ops/<op>/<fused|composed>/<task>`. The composed path is the
 //! same function forced with `kernels::with_composed` (what `JOULEBENCH_COMPOSED_OPS=1` does).
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use joulebench::engine::kernels::{
-    causal_attention, causal_attention_composed, cross_entropy, gelu, layer_norm, with_composed,
+    batch_norm, causal_attention, causal_attention_composed, cross_entropy, gelu, layer_norm,
+    with_composed, BnStats,
 };
 
 /// (task, batch, context, d_model, heads).
@@ -72,6 +73,30 @@ fn bench_ops(c: &mut Criterion) {
             || causal_attention_composed(qkv.as_tensor(), h, scale, None).expect("attention");
         g.bench_function(BenchmarkId::new("attention/composed", task), |bch| {
             bch.iter(|| fwd_bwd(&composed))
+        });
+    }
+    // fashion-resnet-mini's batch norms at batch 128: the stem's (8 x 28 x 28), stage 2's
+    // (16 x 14 x 14) and stage 3's (32 x 7 x 7).
+    for (label, shape) in [
+        ("fashion-resnet-mini-stem", [128, 8, 28, 28]),
+        ("fashion-resnet-mini-stage2", [128, 16, 14, 14]),
+        ("fashion-resnet-mini-stage3", [128, 32, 7, 7]),
+    ] {
+        let c = shape[1];
+        let x = Var::from_tensor(&rand(&shape)).expect("var");
+        let w = Var::from_tensor(&rand(&[c])).expect("var");
+        let bias = Var::from_tensor(&rand(&[c])).expect("var");
+        let bn = || {
+            let (x, w, b) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+            batch_norm(x, w, b, BnStats::Batch, 1e-5, true)
+                .expect("bn")
+                .y
+        };
+        g.bench_function(BenchmarkId::new("batch_norm_relu/fused", label), |bch| {
+            bch.iter(|| fwd_bwd(&bn))
+        });
+        g.bench_function(BenchmarkId::new("batch_norm_relu/composed", label), |bch| {
+            bch.iter(|| with_composed(|| fwd_bwd(&bn)))
         });
     }
     g.finish();

@@ -13,12 +13,13 @@ use joulebench::engine::precision::{Amp, Cast};
 use joulebench::engine::{model, train};
 use joulebench::spec::{task, variant};
 
-const TASKS: [&str; 5] = [
+const TASKS: [&str; 6] = [
     "digits-mlp",
     "mnist-mlp",
     "mnist-cnn",
     "text-charlm",
     "shakespeare-gpt-mini",
+    "fashion-resnet-mini",
 ];
 
 /// Precision variants benched. bf16-amp is the training loop's own recipe (`precision::Amp`):

@@ -141,11 +141,7 @@ fn viewed<'a>(
     spec: &TaskSpec,
     bundle: &'a DatasetBundle,
 ) -> anyhow::Result<std::borrow::Cow<'a, Loaded>> {
-    Ok(if spec.data.is_identity() {
-        std::borrow::Cow::Borrowed(&bundle.data)
-    } else {
-        std::borrow::Cow::Owned(train::task_data(spec, bundle)?)
-    })
+    Ok(train::task_view(spec, bundle)?)
 }
 
 /// The training and held-out sizes a run of `spec` on `bundle` gets, as `train::prepare` makes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real Slurm on this machine (issue 5; ../shared/design/scale-out.md): install Debian's
+# A real Slurm on this machine (issue 5; docs/design/scale-out.md): install Debian's
 # slurm-wlm, start munged, slurmctld and slurmd on localhost, then
 #   1. run a 4-run digits-mlp sweep as a four-task array with the script `sweep emit slurm`
 #      prints (the merge job chained with afterany), and compare the merged folder with the

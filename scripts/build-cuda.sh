@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build joulebench with the `cuda` feature on a machine WITHOUT a GPU or a CUDA toolkit, and pack
 # the binary for a GPU machine (which needs no Rust and no network). The recipe, verified to build
-# (../shared/gpu/README.md):
+# (docs/gpu.md):
 #   1. the CUDA 13.0 toolchain from pinned PyPI wheels into a venv (.cuda-build/venv; about 1.2 GB);
 #   2. a CUDA_HOME-shaped folder over the wheels (.cuda-build/cuda-home): bin, include, nvvm, lib64 with
 #      unversioned links, and lib64/stubs/libcuda.so, a link stub (SONAME libcuda.so.1) defining

@@ -6,7 +6,7 @@
 #
 # Usage: bash scripts/engines-cpu.sh RESULTS_DIR [--seeds N] [--tasks "mnist-mlp mnist-cnn"]
 #          [--variants "f32 bf16-amp"] [--idle-s S] [--joulebench PATH] [--python PATH]
-# Needs the PyTorch environment of README "Speed":
+# Needs the PyTorch environment of docs/results.md "Speed":
 #   python3 -m venv .venv-torch && .venv-torch/bin/pip install torch numpy
 # Exit: 0 done (some runs may be DNF: see the report), 2 bad arguments or missing tools.
 set -euo pipefail

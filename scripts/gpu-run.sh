@@ -99,7 +99,7 @@ done
 STILL=$(missing | tr '\n' ' ')
 if [ -n "$STILL" ]; then
   case "$STILL" in
-    *libcuda.so.1*) die "libcuda.so.1 not found: this machine has no NVIDIA driver (or it is not on the library path; searched ${CANDIDATES[*]}). joulebench's CUDA build needs the driver to start; on a machine without one it starts only with the link stub on LD_LIBRARY_PATH (see README, GPU)" ;;
+    *libcuda.so.1*) die "libcuda.so.1 not found: this machine has no NVIDIA driver (or it is not on the library path; searched ${CANDIDATES[*]}). joulebench's CUDA build needs the driver to start; on a machine without one it starts only with the link stub on LD_LIBRARY_PATH (see docs/gpu.md)" ;;
     *) die "missing CUDA 13 libraries: $STILL(searched $STAGE/lib ${CANDIDATES[*]}); install the CUDA 13 runtime or PyTorch's cu130 wheels, or add their folder to LD_LIBRARY_PATH" ;;
   esac
 fi

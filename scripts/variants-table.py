@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README's "every variant on a task" table, from a results folder `joulebench report` has
+"""The "every variant on a task" table of docs/results.md, from a results folder `joulebench report` has
 written (leaderboard.json) and its run files (steps, and the harness's CPU share per seed).
 
 Usage: python3 scripts/variants-table.py RESULTS_DIR TASK

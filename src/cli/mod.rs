@@ -66,7 +66,7 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Choose a task's target T by the knee of full-budget reference curves (`run --full-budget`).
     Target(TargetArgs),
-    /// Training speed and the harness's own overhead (no run files; see README "Speed").
+    /// Training speed and the harness's own overhead (no run files; see docs/results.md "Speed").
     Speed(speed::SpeedArgs),
     /// Model collapse: recursive synthetic-data generations and the energy they waste.
     Collapse(Box<collapse::CollapseArgs>),

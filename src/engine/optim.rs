@@ -16,7 +16,7 @@
 //! Master weights stay in their own dtype: f32 (and f64) `Var`s take the fused path with
 //! moments of the same dtype. On CUDA, and for f16/bf16 `Var`s, the update falls back to the
 //! tensor-op formulation of candle-nn (moments as `Var`s of the weight's dtype): the CUDA build
-//! has no fused kernel yet (see README "Speed").
+//! has no fused kernel yet (see docs/results.md, "Speed").
 //!
 //! Numerics: the fused loop performs the same IEEE operations in the same order as candle-nn
 //! (`m*b1 + g*(1-b1)`, `v*b2 + (g*g)*(1-b2)`, `(m*s_m) / (sqrt(v*s_v) + eps)`, `w*(1-lr*wd) -

@@ -2,7 +2,7 @@
 //!
 //! Owns: the `Meter` trait and its implementations (NVML, RAPL, the labelled estimate, a
 //! composite, fakes for tests), background pollers, and `MeasuredWindow`, the only code that
-//! touches a meter while training runs. Follows ../shared/design/measurement.md section 2.
+//! touches a meter while training runs. Follows docs/design/measurement.md section 2.
 //! Must not: know about files, run files or tasks (`results` writes what this module returns).
 
 pub mod composite;

@@ -4,7 +4,7 @@
 //! warm-up, with a forward / backward / optimizer split), and the harness-overhead experiment:
 //! whole `train::train` runs with the meter's poller and the progress bar on against off,
 //! interleaved, with resident memory sampled at every epoch.
-//! Must not: write run files or report energy; these are speed numbers, printed (README
+//! Must not: write run files or report energy; these are speed numbers, printed (docs/results.md
 //! "Speed" and results/speed/README.md say how they were taken).
 
 use crate::data;

@@ -140,7 +140,7 @@ pub fn render<M: Markup>(files: &[CollapseFile], m: &mut M, charts: Option<&Char
     }
     m.heading(2, "Model collapse");
     m.paragraph(
-        "Recursive training on synthetic data (joulebench collapse; README, \"Model collapse\"). \
+        "Recursive training on synthetic data (joulebench collapse; docs/guide.md, \"Model collapse\"). \
          A separate experiment with its own energy accounting: none of its joules are in the \
          ranking tables above.",
     );

@@ -6,7 +6,7 @@
 //! mean, the scale and shift, each allocating a full-size tensor, and more backward, where
 //! every broadcast's gradient is another reduction over (0, 2, 3). candle 0.11 reduces over
 //! non-trailing dimensions one element at a time; on `fashion-resnet-mini` those reductions
-//! were 62 % of the step (perf, README "Speed"). Here:
+//! were 62 % of the step (perf, docs/results.md "Speed"). Here:
 //! - forward: one read of `x` for the statistics (per channel, in parallel over channels) and
 //!   one read of `x` and write of `y` (in parallel over samples), ReLU applied in the same
 //!   write;

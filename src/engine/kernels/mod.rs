@@ -1,7 +1,7 @@
 //! CPU training kernels with their own backward passes, as candle custom ops.
 //!
 //! Owns: the layers whose candle 0.11 CPU implementation dominated a training step (profiled
-//! in README "Speed"): a dense layer that fuses its bias and skips the input gradient
+//! in docs/results.md "Speed"): a dense layer that fuses its bias and skips the input gradient
 //! nobody asked for (`linear`), an im2col + GEMM convolution whose input and kernel gradients
 //! are GEMMs too (`conv`), single-pass ReLU and ReLU + 2x2 max-pool (`act`), layer norm
 //! with its backward (`norm`), which candle-nn's fused op lacks, causal self-attention from

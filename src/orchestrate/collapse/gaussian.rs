@@ -6,7 +6,7 @@
 //! generation the distribution of log(v) across chains, the median v and the Wasserstein-2
 //! distance of the fit to N(0, 1), W2 = sqrt(mu^2 + (sqrt v - 1)^2).
 //!
-//! Closed forms (derived in the README section "Model collapse"):
+//! Closed forms (derived in docs/guide.md, section "Model collapse"):
 //! - replace: M v_t / v_{t-1} (MLE) is chi-square with M-1 degrees of freedom, independent across
 //!   generations, so E[log v_t] = (t+1) (psi((M-1)/2) + ln 2 - ln M) (ln(M-1) for the unbiased
 //!   estimator) and Var[log v_t] = (t+1) psi'((M-1)/2): a negative drift, log v -> -inf.

@@ -1,4 +1,4 @@
-//! Model collapse (issue 7, ../shared/design/collapse.md): recursive synthetic-data generations
+//! Model collapse (issue 7, docs/design/collapse.md): recursive synthetic-data generations
 //! and the energy they waste.
 //!
 //! Owns: the data policies between generations (`Policy`), the closed-form Gaussian experiment

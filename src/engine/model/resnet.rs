@@ -385,22 +385,13 @@ mod tests {
         let fused = grads();
         let composed = kernels::with_composed(grads);
         assert_eq!(fused.len(), composed.len());
+        let max_abs = |t: &Tensor| {
+            let m = t.abs().unwrap().max_all().unwrap();
+            m.to_scalar::<f32>().unwrap()
+        };
         for ((name, f), (_, c)) in fused.iter().zip(&composed) {
-            let scale = c
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let worst = (f - c)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(c);
+            let worst = max_abs(&(f - c).unwrap());
             assert!(
                 worst <= 1e-5 * scale,
                 "{name}: {worst:e} vs scale {scale:e}"

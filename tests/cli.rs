@@ -59,7 +59,7 @@ fn digits_run_writes_a_complete_consistent_run_file() {
     let files = run_files(&res);
     assert_eq!(files.len(), 1);
     let r: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
-    // Every required key of interface.md.
+    // Every required key of docs/run-file.md.
     for k in [
         "schema_version",
         "run_id",
@@ -478,4 +478,71 @@ fn a_failed_write_names_the_file_and_leaves_no_temp_file() {
         }
     }
     assert!(run_files(&res).is_empty(), "no partial run file");
+}
+
+/// The backticked names of a markdown table cell, `{...}` and `(...)` parts left out (those
+/// describe list items and allowed values, not keys of the object).
+fn backticked_keys(cell: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut depth = 0usize;
+    for ch in cell.chars() {
+        match ch {
+            '(' | '{' => depth += 1,
+            ')' | '}' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => plain.push(ch),
+            _ => {}
+        }
+    }
+    plain
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// docs/run-file.md is the run file's contract: every key its "required keys" table names,
+/// and every key an `object:` row lists, is in a real run file written by `run`.
+#[test]
+fn a_run_file_has_every_key_docs_run_file_md_requires() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/run-file.md"))
+            .expect("docs/run-file.md");
+    let start = doc
+        .find("## Run file")
+        .expect("a 'Run file' section in docs/run-file.md");
+    let section = &doc[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("res");
+    let mut args = vec!["run", "--task", "digits-mlp", "--seed", "2", "--results"];
+    args.push(res.to_str().unwrap());
+    args.extend_from_slice(QUICK);
+    let o = jb(&args);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let files = run_files(&res);
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    let mut checked = 0;
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        for key in backticked_keys(cells[0]) {
+            let v = run
+                .get(&key)
+                .unwrap_or_else(|| panic!("run file lacks `{key}` (docs/run-file.md: {line})"));
+            checked += 1;
+            if cells.get(1).is_some_and(|m| m.starts_with("object:")) {
+                for sub in backticked_keys(cells[1]) {
+                    assert!(
+                        v.get(&sub).is_some(),
+                        "run file's `{key}` lacks `{sub}` (docs/run-file.md: {line})"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 30,
+        "only {checked} keys found in docs/run-file.md's table"
+    );
 }

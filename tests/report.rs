@@ -454,7 +454,7 @@ fn jpp_is_never_printed_without_target_chance_and_boundary() {
 
 // ---- emissions.csv ----
 
-/// measurement.md section 5: CodeCarbon's columns, in its order, exactly.
+/// docs/design/measurement.md section 5: CodeCarbon's columns, in its order, exactly.
 const CODECARBON_HEADER: &str = "timestamp,project_name,run_id,experiment_id,duration,emissions,emissions_rate,cpu_power,gpu_power,ram_power,cpu_energy,gpu_energy,ram_energy,energy_consumed,water_consumed,country_name,country_iso_code,region,cloud_provider,cloud_region,os,python_version,codecarbon_version,cpu_count,cpu_model,gpu_count,gpu_model,longitude,latitude,ram_total_size,tracking_mode,cpu_utilization_percent,gpu_utilization_percent,ram_utilization_percent,ram_used_gb,on_cloud,pue,wue";
 
 /// RFC 4180 fields of one line (quoted fields may hold commas).

@@ -1,4 +1,4 @@
-//! The independent cross-check of joulebench's GPU energy (issue 6, measurement.md section 2):
+//! The independent cross-check of joulebench's GPU energy (issue 6, docs/design/measurement.md section 2):
 //! a trace written by a separate process (`scripts/nvml-reader.py`, nvidia-ml-py) is
 //! integrated over each run's measured window and compared with the run file's GPU energy.
 //!

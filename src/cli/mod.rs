@@ -1,4 +1,4 @@
-//! The command line (interface.md): argv -> validated plan -> meter -> runner -> summary.
+//! The command line (docs/run-file.md): argv -> validated plan -> meter -> runner -> summary.
 //!
 //! Owns: clap definitions, validation of every user input before anything trains, exit codes
 //! (0 all ok, 1 some run failed/dnf/diverged, 2 usage or configuration error) and the one-line
@@ -135,7 +135,7 @@ pub struct RunArgs {
     pub measure: MeasureArgs,
 }
 
-/// The measurement options `run` and `exec` share (measurement.md section 3).
+/// The measurement options `run` and `exec` share (docs/design/measurement.md section 3).
 #[derive(clap::Args, Debug, Clone)]
 pub struct MeasureArgs {
     /// cpu, cuda or cuda:i: the device trained on and metered (NVML for cuda:i). Default:

@@ -6,7 +6,7 @@
 //! N* = (ETT_variant - ETT_baseline) / (e_baseline - e_variant) with every case named.
 //! Must not: train, choose a meter or write files.
 //!
-//! A window shorter than 5 s is unreliable (measurement.md section 2), so each batch size loops
+//! A window shorter than 5 s is unreliable (docs/design/measurement.md section 2), so each batch size loops
 //! over the held-out set (wrapping round) until its window has lasted `min_window_s` and covered
 //! the whole set at least once, or until `max_window_s` (then flagged `partial_pass`); a window
 //! that still ends short keeps the `short_window` flag. The device is synchronised at every edge by the window, and every 32 batches (through a

@@ -242,7 +242,7 @@ fn histogram(ids: impl Iterator<Item = u32>, k: usize) -> (Vec<usize>, usize) {
     (counts, n)
 }
 
-/// Share of the most frequent class: the chance level c of measurement.md section 1.
+/// Share of the most frequent class: the chance level c of docs/design/measurement.md section 1.
 pub fn majority_rate(labels: impl Iterator<Item = u32>, classes: usize) -> f64 {
     let (counts, n) = histogram(labels, classes);
     if n == 0 {

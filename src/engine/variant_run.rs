@@ -1,5 +1,5 @@
 //! Running one variant end to end: the pipeline its fields ask for, inside one measured window
-//! (`train::Session`), charged for its whole cost (measurement.md section 4).
+//! (`train::Session`), charged for its whole cost (docs/design/measurement.md section 4).
 //!
 //! Owns: the checks a variant must pass before anything trains (`preflight`: applicability,
 //! backend support for the precision), and the pipelines: precision (the forward-pass policy,

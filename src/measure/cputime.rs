@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 /// Others may use at most this fraction of the machine's CPU time before a RAPL window is
-/// flagged `cpu_contended` (measurement.md section 2).
+/// flagged `cpu_contended` (docs/design/measurement.md section 2).
 pub const CONTENDED_OTHERS_FRACTION: f64 = 0.05;
 
 /// Aggregate CPU time of the whole machine, in USER_HZ ticks (first line of /proc/stat).

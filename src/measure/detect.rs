@@ -1,6 +1,6 @@
 //! Choosing the meter for a run and explaining every meter's state (`joulebench env`).
 //!
-//! Owns: the auto policy of measurement.md section 2 (NVML for the training GPU, RAPL for the
+//! Owns: the auto policy of docs/design/measurement.md section 2 (NVML for the training GPU, RAPL for the
 //! host when readable, the labelled estimate otherwise, a GPU `unavailable` placeholder rather
 //! than a TDP guess) and the error when a meter the user named is unusable.
 //! Must not: measure anything itself or print (the CLI shows the probes).

@@ -457,7 +457,7 @@ fn dram_estimate(mem_total_kb: Option<u64>, arm: bool) -> (f64, String) {
 /// Source of machine-wide CPU times; injectable for tests.
 pub trait CpuTimesReader: Send + Sync {
     fn read(&self) -> Result<SystemCpuTimes, String>;
-    /// This process's CPU ticks, for the harness's share of the machine (measurement.md
+    /// This process's CPU ticks, for the harness's share of the machine (docs/design/measurement.md
     /// section 2: the utilisation is machine-wide, so other processes raise the estimate).
     fn read_self_ticks(&self) -> Result<u64, String> {
         Err("this reader has no per-process CPU time".into())
@@ -757,7 +757,7 @@ mod tests {
 
     #[test]
     fn codecarbon_formula_points() {
-        // measurement.md section 2: TDP 100 W gives 10 W, 21.25 W, 100 W.
+        // docs/design/measurement.md section 2: TDP 100 W gives 10 W, 21.25 W, 100 W.
         assert!((codecarbon_cpu_power_w(100.0, 0.0) - 10.0).abs() < 1e-12);
         assert!((codecarbon_cpu_power_w(100.0, 0.5) - 21.25).abs() < 1e-12);
         assert!((codecarbon_cpu_power_w(100.0, 1.0) - 100.0).abs() < 1e-12);

@@ -1,5 +1,5 @@
 //! The idle baseline: mean and spread of power with nothing running, per device, before a
-//! series (measurement.md section 3), so `net = gross - P_idle * t` can be reported.
+//! series (docs/design/measurement.md section 3), so `net = gross - P_idle * t` can be reported.
 //!
 //! Owns: timing the idle window and the statistics over its slices. Must not: run while
 //! training runs, or subtract anything from gross energy itself (ranking uses gross).

@@ -25,7 +25,7 @@ pub use window::{DeviceSync, MeasuredWindow, WindowReport};
 
 use serde::{Deserialize, Serialize};
 
-/// What an energy figure covers (measurement.md section 2). Rows of different boundaries are
+/// What an energy figure covers (docs/design/measurement.md section 2). Rows of different boundaries are
 /// never ranked together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Boundary {
@@ -63,7 +63,7 @@ impl Boundary {
     }
 }
 
-/// Where an energy figure came from (measurement.md section 2).
+/// Where an energy figure came from (docs/design/measurement.md section 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {

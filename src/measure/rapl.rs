@@ -210,7 +210,7 @@ pub fn discover(root: &Path, reader: &dyn SysfsReader) -> Result<Discovery, Mete
 }
 
 /// delta of a counter that wraps at `max_energy_range_uj`: if current < previous, the counter
-/// passed its maximum once (measurement.md section 2).
+/// passed its maximum once (docs/design/measurement.md section 2).
 pub fn wrap_delta_uj(previous_uj: u64, current_uj: u64, max_energy_range_uj: u64) -> u64 {
     if current_uj >= previous_uj {
         current_uj - previous_uj

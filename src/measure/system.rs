@@ -1,4 +1,4 @@
-//! What machine and software produced a run (measurement.md section 5).
+//! What machine and software produced a run (docs/design/measurement.md section 5).
 //!
 //! Owns: reading CPU model, cores, memory, OS and kernel from /proc and /etc, the device's
 //! arithmetic capabilities (the CPU flags that decide native bf16/f16, a GPU's compute

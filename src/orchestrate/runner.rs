@@ -1,7 +1,7 @@
 //! The runner: from a validated plan to written run files.
 //!
 //! Owns: the order of a measured series (idle baseline, interleaved variants and seeds,
-//! cooldown, random start delay; measurement.md section 3), turning a training outcome into a
+//! cooldown, random start delay; docs/design/measurement.md section 3), turning a training outcome into a
 //! run record, and writing it the moment the run ends so a crash loses nothing finished; and
 //! `preflight_data`, the check that a task's data can make a run at all (one training batch,
 //! one held-out sample), done by `run` and `sweep` before anything is written or measured.
@@ -91,7 +91,7 @@ pub fn system_of(device: &str, probes: &[MeterProbe]) -> SystemInfo {
     system::collect(device, accelerator)
 }
 
-/// The idle baseline of a series (measurement.md section 3), or none when `idle_s` is 0.
+/// The idle baseline of a series (docs/design/measurement.md section 3), or none when `idle_s` is 0.
 pub fn idle_baseline(meter: &mut dyn Meter, idle_s: f64) -> anyhow::Result<Option<Idle>> {
     if idle_s <= 0.0 {
         return Ok(None);
@@ -120,7 +120,7 @@ pub struct Series {
 }
 
 /// The jobs of one task: variants interleaved across seeds, rotating the start so no variant
-/// always follows the same one (measurement.md section 3).
+/// always follows the same one (docs/design/measurement.md section 3).
 pub fn order(task: usize, variants: &[Variant], seeds: &[u64]) -> Vec<Job> {
     let mut out = Vec::new();
     for (i, &seed) in seeds.iter().enumerate() {
@@ -238,7 +238,7 @@ pub struct RunExtras {
     pub scheduler: Option<record::SchedulerInfo>,
 }
 
-/// A measured series in progress (measurement.md section 3): the system read once, the idle
+/// A measured series in progress (docs/design/measurement.md section 3): the system read once, the idle
 /// baseline once, then runs one at a time with a cooldown between them and a random start
 /// delay. `run_series` drives it over a plan's jobs; `sweep` drives it over the runs of a
 /// shard that are not finished yet.

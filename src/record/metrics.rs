@@ -1,4 +1,4 @@
-//! Scoring a run from its learning curve (measurement.md section 1).
+//! Scoring a run from its learning curve (docs/design/measurement.md section 1).
 //!
 //! Owns: energy and time to target (ETT, TTT), joules per accuracy point (JPP), the ETT
 //! ladder at 25/50/75/100 % of the way from chance to target, and quality within an energy

@@ -1,6 +1,6 @@
 //! The results folder: run files, MLLOG event logs, power timelines and `system.json`.
 //!
-//! Owns: the run-file schema (interface.md), run ids, checking a results folder before any
+//! Owns: the run-file schema (docs/run-file.md), run ids, checking a results folder before any
 //! training, and atomic writes (temp file + rename, run file last, so a run file exists only
 //! when everything it points to does).
 //! Must not: measure or compute scores; it stores what it is given.
@@ -96,7 +96,7 @@ pub struct QualitySummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flops {
     /// FLOPs of the work counting only unpruned weights (3 x forward per trained sample, less
-    /// the frozen layers' backward, + eval forwards; measurement.md section 4).
+    /// the frozen layers' backward, + eval forwards; docs/design/measurement.md section 4).
     pub nominal: f64,
     /// FLOPs the kernels actually executed (equal to nominal for dense models; more under
     /// unstructured masks on dense kernels).
@@ -104,7 +104,7 @@ pub struct Flops {
     pub forward_per_sample: u64,
 }
 
-/// One measured span inside a run's window (interface.md extra key `phases`): a pipeline such
+/// One measured span inside a run's window (docs/run-file.md extra key `phases`): a pipeline such
 /// as dense training -> pruning -> recovery, or generator fit -> sampling -> training, is one
 /// window with marks between its phases, so the phases add up to the run's total.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,7 +317,7 @@ pub struct SchedulerInfo {
     pub allocation: std::collections::BTreeMap<String, String>,
 }
 
-/// Co-tenancy of a run (measurement.md section 2: RAPL is machine-wide, GPU counters are
+/// Co-tenancy of a run (docs/design/measurement.md section 2: RAPL is machine-wide, GPU counters are
 /// per board): other processes at the start and end, and the meter's own window figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Isolation {

@@ -1,4 +1,4 @@
-//! Training variants: precision x pruning x init x data (interface.md).
+//! Training variants: precision x pruning x init x data (docs/run-file.md).
 //!
 //! Owns: the variant vocabulary, the grammar of stable kebab-case names (a catalog of named
 //! presets and any composition of their tokens), parsing a name into a `Variant`, and the rules
@@ -73,7 +73,7 @@ pub enum DataSource {
 
 /// One point of the variant matrix, as recorded in the run file's `variant` object.
 ///
-/// The first six fields are interface.md's; the rest are optional (absent for the baseline, so
+/// The first six fields are docs/run-file.md's; the rest are optional (absent for the baseline, so
 /// older readers and fixtures are unaffected). The runner fills the run-level ones
 /// (`checkpoint`, `pruning_schedule`, `precision_report`, `loss_scale`) in the run file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -533,7 +533,7 @@ mod tests {
         assert_eq!(json["precision"], "f32");
         assert_eq!(json["pruning"], "none");
         assert_eq!(json["init"], "scratch");
-        // The baseline serializes exactly interface.md's six fields.
+        // The baseline serializes exactly docs/run-file.md's six fields.
         assert_eq!(json.as_object().unwrap().len(), 6, "{json}");
     }
 

@@ -1,4 +1,4 @@
-//! Choosing a task's target T from reference learning curves (measurement.md section 1: "pick
+//! Choosing a task's target T from reference learning curves (docs/design/measurement.md section 1: "pick
 //! T per task by the knee of the reference learning curve, from at least 10 reference seeds
 //! that all reach it; publish the curve and the choice").
 //!

@@ -1,4 +1,4 @@
-//! Statistics over a series of runs (measurement.md section 3).
+//! Statistics over a series of runs (docs/design/measurement.md section 3).
 //!
 //! Owns: the olympic mean, the median and its 95 % percentile-bootstrap CI, sd, CV, k/N
 //! converged, Tukey-fence outlier flags, and the seed-paired comparison of a variant with its
@@ -27,7 +27,7 @@ pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
 pub const BOOTSTRAP_SEED: u64 = 0x6a6f_756c_6562_656e; // "joulebeN"
 /// Two-sided confidence level of every interval.
 pub const CONFIDENCE: f64 = 0.95;
-/// Relative changes smaller than this are run-to-run noise, never a saving (measurement.md 3).
+/// Relative changes smaller than this are run-to-run noise, never a saving (docs/design/measurement.md 3).
 pub const NOISE_THRESHOLD: f64 = 0.02;
 /// Fewest seed pairs (both reaching the target) for which a change can be called significant.
 pub const MIN_PAIRS: usize = 3;

@@ -1,4 +1,4 @@
-//! Carbon: the derived figures that turn measured joules into kg CO2e (measurement.md section 6).
+//! Carbon: the derived figures that turn measured joules into kg CO2e (docs/design/measurement.md section 6).
 //!
 //! Owns: the grid intensity a figure is computed with (its value, source, year, region, basis
 //! and whether it is a fallback), the PUE, the operational formula

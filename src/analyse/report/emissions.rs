@@ -1,5 +1,5 @@
 //! `emissions.csv`: one row per run in CodeCarbon's format, so dashboards built for CodeCarbon
-//! read joulebench runs (measurement.md section 5).
+//! read joulebench runs (docs/design/measurement.md section 5).
 //!
 //! Exactly CodeCarbon's 38 columns in its order ([`COLUMNS`]); CodeCarbon backs up and restarts
 //! a file whose column set differs, so no column is ever added, and the header is the first
@@ -7,7 +7,7 @@
 //! leaderboard files beside it). Units as CodeCarbon writes them: energies in kWh already
 //! multiplied by the PUE, powers in W (not multiplied), duration in s, emissions in kg CO2e,
 //! emissions_rate in kg/s, RAM in GB, water in L (WUE 0: unknown, as CodeCarbon's default).
-//! kg CO2e = kWh x PUE x grid intensity / 1000 (measurement.md section 6), computed by
+//! kg CO2e = kWh x PUE x grid intensity / 1000 (docs/design/measurement.md section 6), computed by
 //! `crate::analyse::carbon` (the one place that does it); the intensity comes only from the user
 //! (`--grid-intensity` in gCO2e/kWh, or `--region` from the shipped table, which also fills
 //! `country_name`/`country_iso_code` or `region`): without either, the two emissions columns

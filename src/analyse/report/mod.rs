@@ -76,7 +76,7 @@ impl Format {
     }
 }
 
-/// Carbon accounting inputs (measurement.md section 6), resolved by `crate::analyse::carbon`, which
+/// Carbon accounting inputs (docs/design/measurement.md section 6), resolved by `crate::analyse::carbon`, which
 /// alone turns kWh into kg CO2e.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CarbonSettings {

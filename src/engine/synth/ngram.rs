@@ -1,6 +1,6 @@
 //! Character n-gram language model: the synthetic-data generator for text tasks (the text
 //! analogue of the Gaussian and GMM image generators), and the model of the collapse
-//! experiment's text part (collapse.md part 3: held-out nats per character under replace).
+//! experiment's text part (docs/design/collapse.md part 3: held-out nats per character under replace).
 //!
 //! Owns: counting (context, next) pairs of a sequence of ids, interpolated absolute discounting
 //! (Ney, Essen and Kneser 1994) recursively down to a uniform distribution over the vocabulary,

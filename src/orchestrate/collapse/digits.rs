@@ -12,7 +12,7 @@
 //! the "train once on real data" reference the energy is compared with.
 //!
 //! Energy: the seeds of one policy run in lockstep, so each phase of a generation is one
-//! measured window over all seeds (CPU phases last milliseconds; see collapse.md), except the
+//! measured window over all seeds (CPU phases last milliseconds; see docs/design/collapse.md), except the
 //! classifier, whose fit and accuracy eval are `train::train`'s own window per seed, summed.
 //! Phases: `generator_fit`, `sampling` (drawing S_t and building D_{t+1}), `classifier`
 //! (fit plus its test-set accuracy eval), `evaluation` (likelihood, variance, recall).

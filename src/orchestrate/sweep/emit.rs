@@ -1,4 +1,4 @@
-//! `joulebench sweep emit slurm|k8s|parallel`: engine glue as text (scale-out.md step 6).
+//! `joulebench sweep emit slurm|k8s|parallel`: engine glue as text (docs/design/scale-out.md step 6).
 //!
 //! Owns: the sbatch script (an array of shards, one GPU per task or `--exclusive` for host
 //! meters, logs per task, and, run with `bash`, a merge job chained with `afterany`), the
@@ -19,7 +19,7 @@ pub enum Engine {
     Parallel,
 }
 
-/// How each task is isolated so its energy is attributable (measurement.md section 2).
+/// How each task is isolated so its energy is attributable (docs/design/measurement.md section 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
     /// One GPU per task (`--gres=gpu:1`): NVML counters are per board.

@@ -1,9 +1,9 @@
 //! The engine a process runs under and who else is on the machine.
 //!
 //! Owns: reading the scheduler's identity from the environment (Slurm array jobs, Kubernetes
-//! Indexed Jobs, GNU parallel; scale-out.md), the default shard index those engines give, and
+//! Indexed Jobs, GNU parallel; docs/design/scale-out.md), the default shard index those engines give, and
 //! the co-tenancy facts every run file records (other runnable processes at the start and end
-//! of a run, plus the meter's own CPU-share and GPU-process figures; measurement.md section 2).
+//! of a run, plus the meter's own CPU-share and GPU-process figures; docs/design/measurement.md section 2).
 //! Must not: talk to an engine's API or schedule anything (joulebench is never a scheduler),
 //! or judge energy figures (the meters flag `cpu_contended` and `contaminated`; this only
 //! gathers them into one `isolation` object).
@@ -55,7 +55,7 @@ pub struct EnvIndex {
     pub raw: String,
 }
 
-/// `SLURM_ARRAY_TASK_ID`, else `JOB_COMPLETION_INDEX` (scale-out.md: the shard count is never
+/// `SLURM_ARRAY_TASK_ID`, else `JOB_COMPLETION_INDEX` (docs/design/scale-out.md: the shard count is never
 /// taken from the environment: `SLURM_ARRAY_TASK_COUNT` changes when a subset is resubmitted).
 pub fn shard_index_from_env(env: &dyn Env) -> Option<EnvIndex> {
     ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]

@@ -1,4 +1,4 @@
-//! `joulebench merge`: gather shard outputs into one results folder (scale-out.md step 5).
+//! `joulebench merge`: gather shard outputs into one results folder (docs/design/scale-out.md step 5).
 //!
 //! Owns: copying run files (with their event logs and power timelines) into the target folder,
 //! de-duplicated by run id (byte-identical copies are one run; two sources with different files

@@ -1,7 +1,7 @@
 //! `joulebench sweep` and `joulebench merge`: the full matrix of tasks x variants x seeds,
 //! frozen into a plan, run whole or in shards (one per Slurm array task, Kubernetes index or
-//! GNU parallel job), resumed by running the same command again, merged (interface.md;
-//! scale-out.md).
+//! GNU parallel job), resumed by running the same command again, merged (docs/run-file.md;
+//! docs/design/scale-out.md).
 //!
 //! Owns: shard membership from flags and the engine's environment (`resolve_shard`); `plan` (suites, plan files, shard
 //! membership), `run` (resumable execution of a shard), `merge`, `emit` (sbatch, Kubernetes

@@ -1,4 +1,4 @@
-//! Suites and frozen plans (scale-out.md "plan, then freeze").
+//! Suites and frozen plans (docs/design/scale-out.md "plan, then freeze").
 //!
 //! Owns: the suite files (`models/suite-<name>.toml`, or a user's TOML), expanding a suite into
 //! a plan (entries sorted by task, variant and seed, each with a content-hash id; the measured
@@ -41,7 +41,7 @@ pub enum PlanError {
     Variant(#[from] variant::VariantError),
 }
 
-/// The order runs are executed in (measurement.md section 3).
+/// The order runs are executed in (docs/design/measurement.md section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Order {

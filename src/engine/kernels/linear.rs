@@ -5,11 +5,13 @@
 //! input, which needs none (on the 784-256-10 MLP that is a third of the backward FLOPs).
 //! Here the bias is the GEMM's initial value, and `bwd` computes `dX` only when `x` is tracked
 //! (`Tensor::track_op`), `dW = dY^T X` straight into `W`'s layout, and `db` as a column sum.
+//! A layer without a bias is the same GEMMs over every row of a (batch, t, in) input at once,
+//! where candle's `Linear` runs one GEMM per sequence and sums a per-sequence weight gradient.
 
 use super::act::storage_tensor;
 use super::{cpu_kernel_dtype, gemm_into, gemm_threads, slice, unsupported, with_cpu, Elem, Mat};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shape, Tensor};
 
 /// Drop-in for `candle_nn::Linear` (same constructor and `Module`), faster on the CPU.
 #[derive(Clone, Debug)]
@@ -50,13 +52,22 @@ impl Module for Linear {
                     std::sync::Arc::new(Box::new(LinearOp)),
                 )
             }
-            // Other devices, no bias, mixed dtypes: candle's ops (they report dtype errors).
+            None if cpu_kernel_dtype(x) && x.dtype() == self.weight.dtype() => x
+                .contiguous()?
+                .apply_op2_arc(&self.weight, std::sync::Arc::new(Box::new(LinearNoBiasOp))),
+            // Other devices, mixed dtypes: candle's ops (they report dtype errors).
             _ => self.plain.forward(x),
         }
     }
 }
 
 struct LinearOp;
+
+/// The layer without a bias (nanoGPT's `bias = False`). candle's `Linear` runs such a layer on a
+/// (batch, t, in) input as a batched matmul against the weight broadcast over the batch: one
+/// small GEMM per sequence, and a backward that writes a (batch, out, in) weight gradient and
+/// then sums it. Here it is one GEMM over all rows, both ways.
+struct LinearNoBiasOp;
 
 fn dims(xl: &Layout, wl: &Layout) -> Result<(usize, usize, usize)> {
     let (out, inp) = wl.shape().dims2()?;
@@ -70,13 +81,20 @@ fn dims(xl: &Layout, wl: &Layout) -> Result<(usize, usize, usize)> {
 fn forward<T: Elem>(
     x: &[T],
     w: &[T],
-    b: &[T],
+    b: Option<&[T]>,
     (rows, inp, out): (usize, usize, usize),
 ) -> Result<Vec<T>> {
-    let mut y = Vec::with_capacity(rows * out);
-    for _ in 0..rows {
-        y.extend_from_slice(&b[..out]);
-    }
+    let y = match b {
+        Some(b) => {
+            let mut y = Vec::with_capacity(rows * out);
+            for _ in 0..rows {
+                y.extend_from_slice(&b[..out]);
+            }
+            y
+        }
+        None => vec![T::zero(); rows * out],
+    };
+    let mut y = y;
     gemm_into(
         &mut y,
         out,
@@ -92,7 +110,7 @@ fn forward<T: Elem>(
             rs: 1,
             cs: inp,
         },
-        true,
+        b.is_some(),
         gemm_threads(),
     )?;
     Ok(y)
@@ -120,7 +138,7 @@ impl CustomOp3 for LinearOp {
                 CpuStorage::F32(forward(
                     slice(x, l1, "linear x")?,
                     slice(w, l2, "linear w")?,
-                    slice(b, l3, "linear b")?,
+                    Some(slice(b, l3, "linear b")?),
                     d,
                 )?)
             }
@@ -128,7 +146,7 @@ impl CustomOp3 for LinearOp {
                 CpuStorage::F64(forward(
                     slice(x, l1, "linear x")?,
                     slice(w, l2, "linear w")?,
-                    slice(b, l3, "linear b")?,
+                    Some(slice(b, l3, "linear b")?),
                     d,
                 )?)
             }
@@ -145,51 +163,105 @@ impl CustomOp3 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let d = dims(x.layout(), w.layout())?;
-        let need_dx = x.track_op();
-        type Out = (Option<CpuStorage>, CpuStorage, CpuStorage);
-        fn go<T: Elem>(
-            x: &Tensor,
-            w: &Tensor,
-            dy: &Tensor,
-            d: (usize, usize, usize),
-            need_dx: bool,
-        ) -> Result<Out> {
-            with_cpu(dy, "linear grad", |gs, gl| {
-                with_cpu(x, "linear x", |xs, xl| {
-                    with_cpu(w, "linear w", |ws, wl| {
-                        let g = slice(T::cpu_storage_as_slice(gs)?, gl, "linear grad")?;
-                        let xv = slice(T::cpu_storage_as_slice(xs)?, xl, "linear x")?;
-                        let wv = slice(T::cpu_storage_as_slice(ws)?, wl, "linear w")?;
-                        let (dx, dw, db) = backward::<T>(g, xv, wv, d, need_dx)?;
-                        Ok((
-                            dx.map(T::to_cpu_storage_owned),
-                            T::to_cpu_storage_owned(dw),
-                            T::to_cpu_storage_owned(db),
-                        ))
-                    })
-                })
-            })
-        }
-        let (dx, dw, db) = match x.dtype() {
-            candle_core::DType::F32 => go::<f32>(x, w, &grad, d, need_dx)?,
-            candle_core::DType::F64 => go::<f64>(x, w, &grad, d, need_dx)?,
-            dt => return Err(unsupported("linear backward", dt)),
-        };
-        let dx = match dx {
-            Some(s) => Some(storage_tensor(s, x.shape())?),
-            None => None,
-        };
-        Ok((
-            dx,
-            Some(storage_tensor(dw, w.shape())?),
-            Some(storage_tensor(db, &Shape::from(d.2))?),
-        ))
+        let (dx, dw, db) = grads(x, w, grad, true)?;
+        Ok((dx, Some(dw), db))
     }
 }
 
-type Grads<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
+impl CustomOp2 for LinearNoBiasOp {
+    fn name(&self) -> &'static str {
+        "linear-no-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = dims(l1, l2)?;
+        let mut shape = l1.dims().to_vec();
+        *shape.last_mut().unwrap_or(&mut 0) = d.2;
+        let y = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(
+                slice(x, l1, "linear x")?,
+                slice(w, l2, "linear w")?,
+                None,
+                d,
+            )?),
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(
+                slice(x, l1, "linear x")?,
+                slice(w, l2, "linear w")?,
+                None,
+                d,
+            )?),
+            (x, _) => return Err(unsupported("linear", x.dtype())),
+        };
+        Ok((y, Shape::from(shape)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = grads(x, w, grad, false)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+/// The gradients of `y = x W^T (+ b)`: `dX` only when `x` is tracked, `dW`, and `db` when
+/// the layer has a bias.
+fn grads(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    with_bias: bool,
+) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+    let grad = grad.contiguous()?;
+    let d = dims(x.layout(), w.layout())?;
+    let need_dx = x.track_op();
+    type Out = (Option<CpuStorage>, CpuStorage, Option<CpuStorage>);
+    fn go<T: Elem>(
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        d: (usize, usize, usize),
+        need_dx: bool,
+        with_bias: bool,
+    ) -> Result<Out> {
+        with_cpu(dy, "linear grad", |gs, gl| {
+            with_cpu(x, "linear x", |xs, xl| {
+                with_cpu(w, "linear w", |ws, wl| {
+                    let g = slice(T::cpu_storage_as_slice(gs)?, gl, "linear grad")?;
+                    let xv = slice(T::cpu_storage_as_slice(xs)?, xl, "linear x")?;
+                    let wv = slice(T::cpu_storage_as_slice(ws)?, wl, "linear w")?;
+                    let (dx, dw, db) = backward::<T>(g, xv, wv, d, need_dx, with_bias)?;
+                    Ok((
+                        dx.map(T::to_cpu_storage_owned),
+                        T::to_cpu_storage_owned(dw),
+                        db.map(T::to_cpu_storage_owned),
+                    ))
+                })
+            })
+        })
+    }
+    let (dx, dw, db) = match x.dtype() {
+        candle_core::DType::F32 => go::<f32>(x, w, &grad, d, need_dx, with_bias)?,
+        candle_core::DType::F64 => go::<f64>(x, w, &grad, d, need_dx, with_bias)?,
+        dt => return Err(unsupported("linear backward", dt)),
+    };
+    let dx = dx.map(|s| storage_tensor(s, x.shape())).transpose()?;
+    let db = db
+        .map(|s| storage_tensor(s, &Shape::from(d.2)))
+        .transpose()?;
+    Ok((dx, storage_tensor(dw, w.shape())?, db))
+}
+
+type Grads<T> = (Option<Vec<T>>, Vec<T>, Option<Vec<T>>);
 
 fn backward<T: Elem>(
     g: &[T],
@@ -197,6 +269,7 @@ fn backward<T: Elem>(
     w: &[T],
     (rows, inp, out): (usize, usize, usize),
     need_dx: bool,
+    with_bias: bool,
 ) -> Result<Grads<T>> {
     // dW (out x inp) = dY^T (out x rows) * X (rows x inp).
     let mut dw = vec![T::zero(); out * inp];
@@ -217,12 +290,15 @@ fn backward<T: Elem>(
         false,
         gemm_threads(),
     )?;
-    let mut db = vec![T::zero(); out];
-    for r in g.chunks_exact(out) {
-        for (d, v) in db.iter_mut().zip(r) {
-            *d += *v;
+    let db = with_bias.then(|| {
+        let mut db = vec![T::zero(); out];
+        for r in g.chunks_exact(out) {
+            for (d, v) in db.iter_mut().zip(r) {
+                *d += *v;
+            }
         }
-    }
+        db
+    });
     let dx = if need_dx {
         // dX (rows x inp) = dY (rows x out) * W (out x inp).
         let mut dx = vec![T::zero(); rows * inp];
@@ -266,6 +342,9 @@ mod tests {
             (&[128][..], 784, 256, false),
             (&[3, 9][..], 16, 48, true),
             (&[1][..], 1, 1, true),
+            // The GPT's shapes: (batch, t, d) inputs.
+            (&[12, 64][..], 128, 384, true),
+            (&[2, 7][..], 13, 6, true),
         ] {
             let mut xs = lead.to_vec();
             xs.push(inp);
@@ -277,21 +356,38 @@ mod tests {
             } else {
                 x0.clone()
             };
-            let ours = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
-            let theirs = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
-            let ya = ours.forward(&x).unwrap();
-            let yb = theirs.forward(&x).unwrap();
-            assert_close(&ya, &yb, inp, "linear forward");
-            // A loss with a non-uniform gradient.
-            let c = rand(ya.dims(), 4);
-            let ga = (&ya * &c).unwrap().sum_all().unwrap().backward().unwrap();
-            let gb = (&yb * &c).unwrap().sum_all().unwrap().backward().unwrap();
-            let n = lead.iter().product::<usize>();
-            for (t, k, what) in [(w.as_tensor(), n, "dW"), (b.as_tensor(), n, "db")] {
-                assert_close(ga.get(t).unwrap(), gb.get(t).unwrap(), k, what);
-            }
-            if track_x {
-                assert_close(ga.get(&x).unwrap(), gb.get(&x).unwrap(), out, "dX");
+            for with_bias in [true, false] {
+                let bias = with_bias.then(|| b.as_tensor().clone());
+                let ours = Linear::new(w.as_tensor().clone(), bias.clone());
+                let theirs = candle_nn::Linear::new(w.as_tensor().clone(), bias);
+                let ya = ours.forward(&x).unwrap();
+                let yb = theirs.forward(&x).unwrap();
+                assert_close(&ya, &yb, inp, "linear forward");
+                // A loss with a non-uniform gradient.
+                let c = rand(ya.dims(), 4);
+                let ga = (&ya * &c).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (&yb * &c).unwrap().sum_all().unwrap().backward().unwrap();
+                let n = lead.iter().product::<usize>();
+                assert_close(
+                    ga.get(w.as_tensor()).unwrap(),
+                    gb.get(w.as_tensor()).unwrap(),
+                    n,
+                    "dW",
+                );
+                match with_bias {
+                    true => assert_close(
+                        ga.get(b.as_tensor()).unwrap(),
+                        gb.get(b.as_tensor()).unwrap(),
+                        n,
+                        "db",
+                    ),
+                    false => assert!(ga.get(b.as_tensor()).is_none(), "db without a bias"),
+                }
+                if track_x {
+                    assert_close(ga.get(&x).unwrap(), gb.get(&x).unwrap(), out, "dX");
+                } else {
+                    assert!(ga.get(&x).is_none(), "dX of an untracked input");
+                }
             }
         }
     }

@@ -114,11 +114,12 @@ impl Attention {
                     max = *v;
                 }
             }
+            // Two passes: the exponentials (a loop the compiler vectorises), then their sum
+            // in order (a running f32 sum cannot be reordered into lanes).
+            super::math::exp_shifted_in_place(live, max);
             let mut sum = T::zero();
-            for v in live.iter_mut() {
-                let e = (*v - max).exp();
+            for &e in live.iter() {
                 sum += e;
-                *v = e;
             }
             let inv = T::one() / sum;
             live.iter_mut().for_each(|v| *v *= inv);

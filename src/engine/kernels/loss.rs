@@ -102,9 +102,7 @@ fn bwd<T: Elem>(x: &[T], t: &[usize], classes: usize, g: f64) -> Vec<T> {
                 let (max, lse) = log_sum_exp(row);
                 // softmax = exp(x - max) / exp(lse), times g / n, in the dtype.
                 let f = T::from_f64((-lse).exp() * scale);
-                for (d, &v) in dr.iter_mut().zip(row) {
-                    *d = (v - max).exp() * f;
-                }
+                super::math::exp_shifted_scaled(dr, row, max, f);
                 dr[ti] = T::from_f64(dr[ti].to_f64() - scale);
             }
         });

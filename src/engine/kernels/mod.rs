@@ -7,7 +7,8 @@
 //! with its backward (`norm`), which candle-nn's fused op lacks, causal self-attention from
 //! the packed q/k/v projection in one op (`attention`), exact GELU (`gelu`), and softmax
 //! cross-entropy against class indices (`loss`), and batch norm with ReLU fused
-//! (`batch_norm`). `fused` is the one place the
+//! (`batch_norm`); `math` holds the branch-free f32 `exp` and `erf` their element loops use
+//! (libm's are calls that block vectorisation). `fused` is the one place the
 //! transformer and batch-norm ops choose between a kernel and candle's composed ops. Each public
 //! function takes and returns ordinary `Tensor`s and records a candle backward op (`bwd`), so
 //! autograd, `GradStore` and the optimizers work unchanged.
@@ -27,6 +28,7 @@ mod conv;
 mod gelu;
 mod linear;
 mod loss;
+mod math;
 mod norm;
 
 pub use act::{add_relu, relu, relu_max_pool2d};
@@ -45,11 +47,14 @@ pub(crate) trait Elem: candle_core::WithDType {
     fn exp(self) -> Self;
 }
 impl Elem for f32 {
+    /// The kernels' branch-free exp (within 2 ulp; vectorises, unlike libm's `expf`).
+    #[inline(always)]
     fn exp(self) -> Self {
-        f32::exp(self)
+        math::exp_f32(self)
     }
 }
 impl Elem for f64 {
+    #[inline(always)]
     fn exp(self) -> Self {
         f64::exp(self)
     }

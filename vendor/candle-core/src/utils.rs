@@ -360,6 +360,14 @@ impl Drop for BarrierPool {
     }
 }
 
+/// joulebench patch (see PATCHES.md): the element-wise ops' units of work on the rayon pool the
+/// caller runs in, instead of the barrier pool, whose workers spin for 25,000 iterations after
+/// every op and so take cores from the rayon workers of the next op.
+pub fn rayon_chunked<F: Fn(std::ops::Range<usize>) + Sync>(n_items: usize, f: F) {
+    use rayon::prelude::*;
+    (0..n_items).into_par_iter().for_each(|unit| f(unit..unit + 1));
+}
+
 static BARRIER_POOL: OnceLock<BarrierPool> = OnceLock::new();
 
 /// Persistent barrier pool

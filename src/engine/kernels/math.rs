@@ -80,6 +80,24 @@ pub(crate) fn exp_shifted_scaled<T: super::Elem>(dst: &mut [T], src: &[T], shift
     }
 }
 
+/// `sum f(a[i], b[i])` in f64 over eight independent lanes (then the lanes and the tail), so
+/// the loop vectorises; in f64 the order changes the result by far less than f32's rounding.
+#[inline(always)]
+pub(crate) fn lane_sum<T: super::Elem>(a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) -> f64 {
+    const L: usize = 8;
+    let b = &b[..a.len()];
+    let mut acc = [0f64; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..L {
+            acc[j] += f(x[j].to_f64(), y[j].to_f64());
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| f(x.to_f64(), y.to_f64())).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

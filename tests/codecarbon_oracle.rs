@@ -17,8 +17,10 @@ use joulebench::measure::estimate::{
     CpuPowerTable, TableTdp,
 };
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+mod common;
 
 const FIXTURE: &str = "tests/fixtures/codecarbon-3.3.2.json";
 
@@ -135,58 +137,15 @@ fn matches_the_recorded_oracle() {
 /// A virtual environment with codecarbon 3.3.2 (and the versions of its dependencies in
 /// scripts/codecarbon-oracle.constraints.txt), made once per target directory.
 fn codecarbon_python() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("codecarbon-3.3.2-venv");
-    let python = venv.join("bin").join("python");
-    let has_it = |p: &Path| {
-        Command::new(p)
-            .args([
-                "-c",
-                "import codecarbon; assert codecarbon.__version__ == '3.3.2'",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if has_it(&python) {
-        return Ok(python);
-    }
-    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
-        let o = cmd.output().map_err(|e| format!("{what}: {e}"))?;
-        if o.status.success() {
-            Ok(())
-        } else {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            Err(format!("{what} failed ({}): {last}", o.status))
-        }
-    };
-    run(
-        Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv),
-        "python3 -m venv",
-    )?;
-    run(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
+    common::venv_python(
+        "codecarbon-3.3.2-venv",
+        &[
             "-c",
             "scripts/codecarbon-oracle.constraints.txt",
             "codecarbon==3.3.2",
-        ]),
-        "pip install codecarbon==3.3.2",
-    )?;
-    if has_it(&python) {
-        Ok(python)
-    } else {
-        Err("codecarbon 3.3.2 installed but does not import".into())
-    }
+        ],
+        "import codecarbon; assert codecarbon.__version__ == '3.3.2'",
+    )
 }
 
 #[test]

@@ -282,7 +282,9 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    let results = ResultsDir::open(&a.measure.results).map_err(usage)?;
+    let results = ResultsDir::open(&a.measure.results)
+        .map_err(usage)?
+        .with_submission(a.measure.submission());
     let mut argv = a.command.clone();
     argv[0] = program.display().to_string();
     let plan = ExecPlan {

@@ -166,13 +166,40 @@ pub struct MeasureArgs {
     /// Print the run records as JSON lines instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// MLPerf `submission_org` in the event logs (default: unspecified).
+    #[arg(long)]
+    pub submitter: Option<String>,
+    /// MLPerf `submission_division` in the event logs.
+    #[arg(long, value_parser = ["open", "closed"], default_value = "open")]
+    pub division: String,
+    /// MLPerf `submission_platform` in the event logs (default: the CPU, or the accelerator and
+    /// the CPU, from system.json).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 impl MeasureArgs {
+    /// What the event logs say about the submission (`--submitter`, `--division`, `--platform`).
+    pub fn submission(&self) -> crate::record::mlperf::SubmissionArgs {
+        crate::record::mlperf::SubmissionArgs {
+            org: self.submitter.clone(),
+            division: self.division.clone(),
+            platform: self.platform.clone(),
+        }
+    }
+
     /// The seconds are in 0..=MAX_PAUSE_S and the TDP, when given, is positive and finite.
     pub fn check(&self) -> Result<(), anyhow::Error> {
         for (flag, v) in [("--idle-s", self.idle_s), ("--cooldown-s", self.cooldown_s)] {
             check_pause_s(flag, v).map_err(anyhow::Error::msg)?;
+        }
+        for (flag, v) in [
+            ("--submitter", &self.submitter),
+            ("--platform", &self.platform),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                anyhow::bail!("{flag} must not be empty (MLPerf's checker refuses an empty value)");
+            }
         }
         check_cpu_tdp_w(self.cpu_tdp_w)
     }
@@ -440,7 +467,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         }
         None => None,
     };
-    let results = ResultsDir::open(&a.measure.results).map_err(usage)?;
+    let results = ResultsDir::open(&a.measure.results)
+        .map_err(usage)?
+        .with_submission(a.measure.submission());
     let gpu = device_label
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());

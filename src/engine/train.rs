@@ -997,11 +997,10 @@ impl<'a> Session<'a> {
         }
         loop {
             self.order_rng.shuffle(&mut perm);
-            self.events.interval(
-                "epoch",
-                true,
-                json!({"epoch_num": self.epochs.floor() + 1.0}),
-            );
+            // The stop names the same epoch (`epochs` after it may be 0.999...).
+            let epoch_num = self.epochs.floor() + 1.0;
+            self.events
+                .interval("epoch", true, json!({"epoch_num": epoch_num}));
             // The epoch's order goes to the device once; each step gathers its batch through a
             // view of it (no per-step index upload).
             let order = Tensor::from_slice(&perm, perm.len(), self.device)?;
@@ -1071,7 +1070,7 @@ impl<'a> Session<'a> {
                 }
             }
             self.events
-                .interval("epoch", false, json!({"epoch_num": self.epochs.floor()}));
+                .interval("epoch", false, json!({"epoch_num": epoch_num}));
         }
     }
 

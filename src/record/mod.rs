@@ -9,6 +9,7 @@ pub mod collapse;
 pub mod curve;
 pub mod inference;
 pub mod metrics;
+pub mod mlperf;
 
 use crate::measure::system::SystemInfo;
 use crate::measure::{Boundary, ComponentEnergy, PowerSample};
@@ -372,6 +373,8 @@ pub fn run_id(task: &str, variant: &str, seed: u64, system_id: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ResultsDir {
     root: PathBuf,
+    /// What the event logs say about the submission (`run`/`exec` options).
+    submission: mlperf::SubmissionArgs,
 }
 
 impl ResultsDir {
@@ -395,13 +398,21 @@ impl ResultsDir {
         let _ = std::fs::remove_file(&probe);
         Ok(Self {
             root: root.to_path_buf(),
+            submission: mlperf::SubmissionArgs::default(),
         })
+    }
+
+    /// The event logs' `submission_*` values (the defaults fill what is not given).
+    pub fn with_submission(mut self, submission: mlperf::SubmissionArgs) -> Self {
+        self.submission = submission;
+        self
     }
 
     /// Another folder's files, for reading (`merge`): nothing is created or checked.
     pub fn existing(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
+            submission: mlperf::SubmissionArgs::default(),
         }
     }
 
@@ -432,7 +443,9 @@ impl ResultsDir {
     ) -> Result<PathBuf, ResultsError> {
         let id = &record.run_id;
         let [events_path, power_path, path] = self.run_files(id);
-        write_atomic(&events_path, mllog(events).as_bytes())?;
+        let sub = self.submission.resolve(&record.system);
+        let log = mllog(&mlperf::compliant_events(record, events, &sub));
+        write_atomic(&events_path, log.as_bytes())?;
         write_atomic(&power_path, power_csv(timeline).as_bytes())?;
         let json = serde_json::to_vec_pretty(record).map_err(|source| ResultsError::Encode {
             what: format!("run {id}"),

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test crate uses its own subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Exit code and both streams of one `joulebench` invocation.
@@ -42,5 +42,60 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(e.path(), target).unwrap();
         }
+    }
+}
+
+/// A virtual environment under the target directory (`name`), made once: `python3 -m venv`, then
+/// `pip install PIP_ARGS`; reused while `check` (a Python snippet) runs cleanly in it. The
+/// interpreter's path, or why there is none (no python3 or venv, no package registry).
+pub fn venv_python(name: &str, pip_args: &[&str], check: &str) -> Result<PathBuf, String> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin").join("python");
+    let has_it = |p: &Path| {
+        Command::new(p)
+            .args(["-c", check])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has_it(&python) {
+        return Ok(python);
+    }
+    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+        let o = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            Err(format!("{what} failed ({}): {last}", o.status))
+        }
+    };
+    run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+        "python3 -m venv",
+    )?;
+    let mut pip = Command::new(&python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .args(pip_args);
+    run(&mut pip, &format!("pip install {}", pip_args.join(" ")))?;
+    if has_it(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "installed {} but `{check}` fails",
+            pip_args.join(" ")
+        ))
     }
 }

@@ -3,12 +3,14 @@
 //! forward + backward, at the shapes of the shipped tasks (one step's worth of one layer). Run:
 //! `cargo bench --bench ops`; rows `ops/<op>/<fused|composed>/<task>`. The composed path is the
 //! same function forced with `kernels::with_composed` (what `JOULEBENCH_COMPOSED_OPS=1` does).
+//! `gemm/linear_no_bias/<layer>`: the GPT mini's dense layers, in FLOP/s.
 
+use candle_core::Module;
 use candle_core::{Device, Tensor, Var};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use joulebench::engine::kernels::{
     batch_norm, causal_attention, causal_attention_composed, cross_entropy, gelu, layer_norm,
-    with_composed, BnStats,
+    with_composed, BnStats, Linear,
 };
 
 /// (task, batch, context, d_model, heads).
@@ -102,5 +104,28 @@ fn bench_ops(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_ops);
+/// The dense layers of `shakespeare-gpt-mini` (768 rows: batch 12 x context 64), forward only,
+/// without a bias, through `kernels::Linear` (the `gemm` crate): throughput in elements/s is
+/// FLOP/s (2 m n k a call). `scripts/gemm-rate-torch.py` measures PyTorch's `F.linear` at the
+/// same shapes, for the GEMM share of the gap to PyTorch.
+fn bench_gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(20);
+    for (label, rows, inp, out) in [
+        ("gpt-mini-qkv", 768, 128, 384),
+        ("gpt-mini-proj", 768, 128, 128),
+        ("gpt-mini-ff-in", 768, 128, 512),
+        ("gpt-mini-ff-out", 768, 512, 128),
+    ] {
+        let x = rand(&[rows, inp]);
+        let layer = Linear::new(rand(&[out, inp]), None);
+        g.throughput(Throughput::Elements((2 * rows * inp * out) as u64));
+        g.bench_function(BenchmarkId::new("linear_no_bias", label), |bch| {
+            bch.iter(|| layer.forward(&x).expect("linear"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_ops, bench_gemm);
 criterion_main!(benches);

@@ -130,29 +130,7 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = dims(l1, l2)?;
-        let mut shape = l1.dims().to_vec();
-        *shape.last_mut().unwrap_or(&mut 0) = d.2;
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(forward(
-                    slice(x, l1, "linear x")?,
-                    slice(w, l2, "linear w")?,
-                    Some(slice(b, l3, "linear b")?),
-                    d,
-                )?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(forward(
-                    slice(x, l1, "linear x")?,
-                    slice(w, l2, "linear w")?,
-                    Some(slice(b, l3, "linear b")?),
-                    d,
-                )?)
-            }
-            (x, _, _) => return Err(unsupported("linear", x.dtype())),
-        };
-        Ok((y, Shape::from(shape)))
+        cpu_forward((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     fn bwd(
@@ -180,25 +158,7 @@ impl CustomOp2 for LinearNoBiasOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = dims(l1, l2)?;
-        let mut shape = l1.dims().to_vec();
-        *shape.last_mut().unwrap_or(&mut 0) = d.2;
-        let y = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(
-                slice(x, l1, "linear x")?,
-                slice(w, l2, "linear w")?,
-                None,
-                d,
-            )?),
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(
-                slice(x, l1, "linear x")?,
-                slice(w, l2, "linear w")?,
-                None,
-                d,
-            )?),
-            (x, _) => return Err(unsupported("linear", x.dtype())),
-        };
-        Ok((y, Shape::from(shape)))
+        cpu_forward((s1, l1), (s2, l2), None)
     }
 
     fn bwd(
@@ -211,6 +171,42 @@ impl CustomOp2 for LinearNoBiasOp {
         let (dx, dw, _) = grads(x, w, grad, false)?;
         Ok((dx, Some(dw)))
     }
+}
+
+type Operand<'a> = (&'a CpuStorage, &'a Layout);
+
+/// The forward of either op: `x W^T`, plus the bias when there is one.
+fn cpu_forward(
+    (xs, xl): Operand<'_>,
+    (ws, wl): Operand<'_>,
+    bias: Option<Operand<'_>>,
+) -> Result<(CpuStorage, Shape)> {
+    fn go<T: Elem>(
+        (xs, xl): Operand<'_>,
+        (ws, wl): Operand<'_>,
+        bias: Option<Operand<'_>>,
+        d: (usize, usize, usize),
+    ) -> Result<Vec<T>> {
+        let b = match bias {
+            Some((bs, bl)) => Some(slice(T::cpu_storage_as_slice(bs)?, bl, "linear b")?),
+            None => None,
+        };
+        forward(
+            slice(T::cpu_storage_as_slice(xs)?, xl, "linear x")?,
+            slice(T::cpu_storage_as_slice(ws)?, wl, "linear w")?,
+            b,
+            d,
+        )
+    }
+    let d = dims(xl, wl)?;
+    let mut shape = xl.dims().to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) = d.2;
+    let y = match xs.dtype() {
+        candle_core::DType::F32 => CpuStorage::F32(go::<f32>((xs, xl), (ws, wl), bias, d)?),
+        candle_core::DType::F64 => CpuStorage::F64(go::<f64>((xs, xl), (ws, wl), bias, d)?),
+        dt => return Err(unsupported("linear", dt)),
+    };
+    Ok((y, Shape::from(shape)))
 }
 
 /// The gradients of `y = x W^T (+ b)`: `dX` only when `x` is tracked, `dW`, and `db` when

@@ -31,7 +31,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let er = p * (r * r) + r + 1.0;
     let scale = f32::from_bits(((ni + 127) << 23) as u32);
     if x < LO {
@@ -94,7 +94,11 @@ pub(crate) fn lane_sum<T: super::Elem>(a: &[T], b: &[T], f: impl Fn(f64, f64) ->
             acc[j] += f(x[j].to_f64(), y[j].to_f64());
         }
     }
-    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| f(x.to_f64(), y.to_f64())).sum();
+    let tail: f64 = ra
+        .iter()
+        .zip(rb)
+        .map(|(x, y)| f(x.to_f64(), y.to_f64()))
+        .sum();
     acc.iter().sum::<f64>() + tail
 }
 

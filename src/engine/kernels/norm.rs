@@ -82,9 +82,13 @@ fn bwd_row<T: Elem>(
     let s1 = lane_sum(gr, w, |g, w| g * w) / d as f64;
     let mut acc = [0f64; 8];
     let (cg, cw, cx) = (gr.chunks_exact(8), w.chunks_exact(8), xhat.chunks_exact(8));
-    let tail: f64 = (cg.remainder().iter().zip(cw.remainder()).zip(cx.remainder()))
-        .map(|((g, w), x)| g.to_f64() * w.to_f64() * x)
-        .sum();
+    let tail: f64 = (cg
+        .remainder()
+        .iter()
+        .zip(cw.remainder())
+        .zip(cx.remainder()))
+    .map(|((g, w), x)| g.to_f64() * w.to_f64() * x)
+    .sum();
     for ((g, w), x) in cg.zip(cw).zip(cx) {
         for j in 0..8 {
             acc[j] += g[j].to_f64() * w[j].to_f64() * x[j];

@@ -21,7 +21,7 @@ A step is: gather a batch from a seeded random permutation, forward, cross-entro
 AdamW step (PyTorch: zero_grad(set_to_none=True) first).
 
 Usage:
-  python scripts/compare-pytorch.py [--device cpu|cuda] [--tasks mnist-mlp mnist-cnn text-charlm]
+  python scripts/compare-pytorch.py [--device cpu|cuda] [--variant f32|bf16-amp] [--tasks mnist-mlp mnist-cnn text-charlm]
          [--steps 50] [--warmup 10] [--rounds 3] [--threads N]
          [--joulebench target/release/joulebench]
          [--out results/.../compare-pytorch.json]
@@ -98,7 +98,17 @@ def build(torch, spec, device):
     return model.to(device)
 
 
-def torch_steps(torch, spec, device, steps, warmup, data):
+def autocast(torch, device, variant):
+    """The forward's precision context: none for f32, bf16 autocast for bf16-amp (PyTorch's
+    mixed precision; on a CPU without AVX512-BF16/AMX its bf16 GEMMs are emulated)."""
+    import contextlib
+
+    if variant == "bf16-amp":
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def torch_steps(torch, spec, device, steps, warmup, data, variant="f32"):
     x_all, y_all = data
     model = build(torch, spec, device)
     o = spec["optimizer"]
@@ -112,7 +122,9 @@ def torch_steps(torch, spec, device, steps, warmup, data):
         b = i % per_epoch
         idx = perm[b * bs : (b + 1) * bs]
         x, y = x_all[idx], y_all[idx]
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with autocast(torch, device, variant):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,7 +160,7 @@ PROGRAMS = {
 }
 
 
-def torch_program_steps(torch, task, kind, device, steps, warmup):
+def torch_program_steps(torch, task, kind, device, steps, warmup, variant="f32"):
     """Step time of a task's PyTorch program: the step of scripts/torch/jbtorch.py
     (zero_grad, forward, f32 cross-entropy over every position, backward, clipping, AdamW)."""
     import importlib
@@ -180,7 +192,8 @@ def torch_program_steps(torch, task, kind, device, steps, warmup):
         idx = perm[b * bs: (b + 1) * bs]
         x, y = x_all[idx], y_all[idx]
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
+        with autocast(torch, device, variant):
+            logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, p.classes),
                                                  y.reshape(-1))
         loss.backward()
@@ -191,10 +204,10 @@ def torch_program_steps(torch, task, kind, device, steps, warmup):
     return timed(torch, device, steps, warmup, step)
 
 
-def candle_steps(exe, task, device, steps, warmup):
+def candle_steps(exe, task, device, steps, warmup, variant="f32"):
     out = subprocess.run(
         [exe, "speed", "steps", "--task", task, "--device", device, "--steps", str(steps),
-         "--warmup", str(warmup), "--json"],
+         "--warmup", str(warmup), "--variant", variant, "--json"],
         check=True, capture_output=True, text=True, cwd=ROOT,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -223,6 +236,9 @@ def main():
     ap.add_argument("--threads", type=int,
                     help="threads for both sides (torch.set_num_threads; RAYON_NUM_THREADS and "
                          "CANDLE_NUM_THREADS for joulebench); default: each library's own")
+    ap.add_argument("--variant", choices=["f32", "bf16-amp"], default="f32",
+                    help="precision on both sides: f32, or bf16 mixed precision (joulebench's "
+                         "bf16-amp variant; PyTorch's bf16 autocast around the forward)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
@@ -242,7 +258,7 @@ def main():
     info.update({
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "joulebench_env": {k: os.environ.get(k) for k in ("RAYON_NUM_THREADS", "CANDLE_NUM_THREADS")},
-        "load_before": os.getloadavg(), "device": device,
+        "load_before": os.getloadavg(), "device": device, "variant": a.variant,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
     })
     rows = []
@@ -255,11 +271,12 @@ def main():
             return 2
         rounds = []
         for r in range(a.rounds):
-            c = candle_steps(a.joulebench, task, device, a.steps, a.warmup)
+            c = candle_steps(a.joulebench, task, device, a.steps, a.warmup, a.variant)
             if spec["dataset"] == "mnist" and kind not in PROGRAMS:
-                t, t_cpu = torch_steps(torch, spec, device, a.steps, a.warmup, data)
+                t, t_cpu = torch_steps(torch, spec, device, a.steps, a.warmup, data, a.variant)
             else:
-                t, t_cpu = torch_program_steps(torch, task, kind, device, a.steps, a.warmup)
+                t, t_cpu = torch_program_steps(torch, task, kind, device, a.steps, a.warmup,
+                                               a.variant)
             c_cpu = c.get("cpu_ms_per_step") or float("nan")
             rounds.append({"candle_ms": c["median_ms"], "torch_ms": t,
                            "ratio": c["median_ms"] / t, "candle_cpu_ms": c_cpu,
@@ -282,7 +299,7 @@ def main():
         rows.append(row)
     info["load_after"] = os.getloadavg()
     print(f"machine: {info['cpu']} ({info['logical_cpus']} logical CPUs), {device}, "
-          f"torch {info['torch']} ({info['torch_threads']} threads), load "
+          f"{a.variant}, torch {info['torch']} ({info['torch_threads']} threads), load "
           f"{info['load_before'][0]:.2f} -> {info['load_after'][0]:.2f}")
     print("wall: medians of per-round medians; CPU: medians of per-round means (all threads); "
           "ratios: medians of per-round ratios")

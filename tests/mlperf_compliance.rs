@@ -61,6 +61,20 @@ fn every_log_has_the_keys_mlperf_requires() {
     make_results(tmp.path());
     let logs = logs(tmp.path());
     assert_eq!(logs.len(), 4, "{logs:?}");
+    // exec keeps the program's own lines untouched in logs/ (its spacing, its keys), beside
+    // joulebench's compliant log in events/.
+    let program_logs: Vec<_> = std::fs::read_dir(tmp.path().join("logs"))
+        .expect("logs folder")
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(program_logs.len(), 2);
+    for text in &program_logs {
+        assert!(
+            text.contains(r#":::MLLOG {"namespace": "", "time_ms": "#)
+                && text.contains(r#""key": "framework", "value": "fake 1.0""#),
+            "{text}"
+        );
+    }
     // MLPerf Training 6.1.0's common.yaml: keys required exactly once.
     let exactly_one = [
         "submission_org",

@@ -54,30 +54,20 @@ impl Default for SubmissionArgs {
 }
 
 impl SubmissionArgs {
+    /// The values for a run on `system`: submitter `unspecified` and the platform from the
+    /// machine (`system.json`) when not given; the division as given (default `open`:
+    /// joulebench's tasks are not MLPerf's closed benchmarks).
     pub fn resolve(&self, system: &SystemInfo) -> Submission {
-        let d = Submission::defaults(system);
         Submission {
-            org: self.org.clone().unwrap_or(d.org),
+            org: self.org.clone().unwrap_or_else(|| DEFAULT_ORG.to_string()),
             division: self.division.clone(),
-            platform: self.platform.clone().unwrap_or(d.platform),
+            platform: self.platform.clone().unwrap_or_else(|| platform_of(system)),
         }
     }
 }
 
 /// The submitter when none is given.
 pub const DEFAULT_ORG: &str = "unspecified";
-
-impl Submission {
-    /// The defaults: submitter `unspecified`, division `open` (joulebench's tasks are not
-    /// MLPerf's closed benchmarks), platform from the machine (`system.json`).
-    pub fn defaults(system: &SystemInfo) -> Submission {
-        Submission {
-            org: DEFAULT_ORG.to_string(),
-            division: "open".to_string(),
-            platform: platform_of(system),
-        }
-    }
-}
 
 /// `"<accelerator> (<cpu model>, N logical CPUs)"`, or the CPU alone.
 pub fn platform_of(system: &SystemInfo) -> String {
@@ -160,6 +150,23 @@ fn config_filename(record: &RunRecord) -> String {
 
 fn usize_at(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
+}
+
+/// An event's metadata as a map to add keys to (empty when it is not an object).
+fn object(v: &Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    }
+}
+
+/// MLPerf's `run_stop` status: `success` when the run reached its target, else `aborted`.
+fn mlperf_status(record: &RunRecord) -> &'static str {
+    if record.ett_j.is_some() {
+        "success"
+    } else {
+        "aborted"
+    }
 }
 
 /// The run's events as MLPerf Training logging rules want them (see the module note).
@@ -283,7 +290,6 @@ pub fn compliant_events(record: &RunRecord, events: &[Event], sub: &Submission) 
     let (has_run_start, has_epochs, has_eval_intervals) =
         (has("run_start"), has("epoch"), has("eval"));
     let header: Vec<String> = out.iter().map(|e| e.key.clone()).collect();
-    let window_start = events.first().map_or(t0, |e| e.time_ms);
     let epoch_count = record.epochs.ceil().max(1.0) as u64;
     let block = |t: u128, start: bool| {
         interval(
@@ -304,10 +310,25 @@ pub fn compliant_events(record: &RunRecord, events: &[Event], sub: &Submission) 
     if !has_run_start {
         open_run(
             &mut out,
-            window_start,
+            t0,
             json!({"source": "the program logged no run_start: the measured window's start"}),
         );
     }
+    // Closes what the run left open (the block, or the epoch it stopped in), then `run_stop`.
+    let close_run = |out: &mut Vec<Event>, t: u128, epoch_open: Option<Value>, md: Value| {
+        if !has_epochs {
+            out.push(block(t, false));
+        }
+        if let Some(n) = epoch_open {
+            out.push(interval(
+                t,
+                false,
+                "epoch_stop",
+                json!({"epoch_num": n, "source": "the run stopped in this epoch: closed at run_stop"}),
+            ));
+        }
+        out.push(interval(t, false, "run_stop", md));
+    };
     let mut epoch_open: Option<Value> = None;
     let mut eval_epoch: Option<Value> = None;
     let mut in_eval = false;
@@ -322,33 +343,14 @@ pub fn compliant_events(record: &RunRecord, events: &[Event], sub: &Submission) 
         match (e.key.as_str(), e.event_type) {
             ("run_start", _) => open_run(&mut out, e.time_ms, e.metadata.clone()),
             ("run_stop", _) => {
-                let mut md = match &e.metadata {
-                    Value::Object(m) => m.clone(),
-                    _ => Map::new(),
-                };
-                let reached = record.ett_j.is_some();
-                md.insert(
-                    "joulebench_status".into(),
-                    md.get("status")
-                        .cloned()
-                        .unwrap_or(json!(record.status.as_str())),
-                );
-                md.insert(
-                    "status".into(),
-                    json!(if reached { "success" } else { "aborted" }),
-                );
-                if !has_epochs {
-                    out.push(block(e.time_ms, false));
-                }
-                if let Some(n) = epoch_open.take() {
-                    out.push(interval(
-                        e.time_ms,
-                        false,
-                        "epoch_stop",
-                        json!({"epoch_num": n, "source": "the run stopped in this epoch: closed at run_stop"}),
-                    ));
-                }
-                out.push(interval(e.time_ms, false, "run_stop", Value::Object(md)));
+                let mut md = object(&e.metadata);
+                let own = md
+                    .get("status")
+                    .cloned()
+                    .unwrap_or(json!(record.status.as_str()));
+                md.insert("joulebench_status".into(), own);
+                md.insert("status".into(), json!(mlperf_status(record)));
+                close_run(&mut out, e.time_ms, epoch_open.take(), Value::Object(md));
                 stopped = true;
             }
             ("epoch", "INTERVAL_START" | "INTERVAL_END") => {
@@ -366,10 +368,7 @@ pub fn compliant_events(record: &RunRecord, events: &[Event], sub: &Submission) 
                 out.push(interval(e.time_ms, start, key, md));
             }
             ("eval", "INTERVAL_START" | "INTERVAL_END") => {
-                let mut md = match &e.metadata {
-                    Value::Object(m) => m.clone(),
-                    _ => Map::new(),
-                };
+                let mut md = object(&e.metadata);
                 if start {
                     eval_epoch = md.get("epoch_num").cloned();
                 } else if let Some(n) = eval_epoch.take() {
@@ -389,10 +388,7 @@ pub fn compliant_events(record: &RunRecord, events: &[Event], sub: &Submission) 
                 }
                 out.push(e.clone());
                 if e.key == "eval_loss" {
-                    let mut md = match &e.metadata {
-                        Value::Object(m) => m.clone(),
-                        _ => Map::new(),
-                    };
+                    let mut md = object(&e.metadata);
                     md.insert("lower_is_better".into(), json!(true));
                     md.insert("metric".into(), json!("held-out loss, nats per character"));
                     out.push(point(
@@ -411,18 +407,10 @@ pub fn compliant_events(record: &RunRecord, events: &[Event], sub: &Submission) 
     }
     if !stopped {
         let t = events.last().map_or(t0, |e| e.time_ms);
-        if !has_epochs {
-            out.push(block(t, false));
-        }
-        let reached = record.ett_j.is_some();
-        out.push(interval(
-            t,
-            false,
-            "run_stop",
-            json!({"status": if reached { "success" } else { "aborted" },
-                   "joulebench_status": record.status.as_str(),
-                   "source": "the program logged no run_stop: the last event's time"}),
-        ));
+        let md = json!({"status": mlperf_status(record),
+                        "joulebench_status": record.status.as_str(),
+                        "source": "the program logged no run_stop: the last event's time"});
+        close_run(&mut out, t, epoch_open.take(), md);
     }
     out
 }

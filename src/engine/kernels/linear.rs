@@ -84,7 +84,7 @@ fn forward<T: Elem>(
     b: Option<&[T]>,
     (rows, inp, out): (usize, usize, usize),
 ) -> Result<Vec<T>> {
-    let y = match b {
+    let mut y = match b {
         Some(b) => {
             let mut y = Vec::with_capacity(rows * out);
             for _ in 0..rows {
@@ -94,7 +94,6 @@ fn forward<T: Elem>(
         }
         None => vec![T::zero(); rows * out],
     };
-    let mut y = y;
     gemm_into(
         &mut y,
         out,

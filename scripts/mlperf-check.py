@@ -15,9 +15,19 @@ replaced: `submission_benchmark` must name a joulebench task (a `models/*.toml`)
 benchmark-specific is checked. The config is rebuilt from the installed package each time,
 so the common rules are always the pinned package's own.
 
+With --submission DIR (a tree `joulebench export mlperf` wrote): the same checker on every
+`results/<system>/<benchmark>/result_N.txt`, the package's system description checker on every
+`systems/<system>.json`, and the package's own power integration (`result_summarizer`'s
+`_compute_total_power`, the function its summary calls for a benchmark with a `power/` folder)
+on every result: one JSON line per result with its time to train and energy, as MLPerf would
+score them. The summarizer as a whole is not run: it checks each result against the common
+rules, whose benchmark step names MLPerf's own benchmarks, and drops the rest.
+
 Usage: python scripts/mlperf-check.py LOG_OR_FOLDER... (with mlperf-logging installed: .ci/run
 pins it; `pip install mlperf-logging==4.1.68`)
+       python scripts/mlperf-check.py --submission DIR
 """
+import json
 import glob
 import os
 import subprocess
@@ -69,26 +79,68 @@ def logs_of(args):
     return out
 
 
+def check_logs(logs, tmp):
+    """The compliance checker on each log; the number that fail."""
+    cfg = write_config(tmp)
+    failed = 0
+    for log in logs:
+        p = subprocess.run(
+            [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
+             "--ruleset", RULESET, "--config", cfg, "--log_output", os.path.join(tmp, "out.log"), log],
+            capture_output=True, text=True)
+        text = p.stdout + p.stderr
+        ok = p.returncode == 0 and "SUCCESS" in text and "FAILED" not in text
+        print(f"{'PASS' if ok else 'FAIL'} {log}")
+        if not ok:
+            failed += 1
+            print("\n".join("    " + line for line in text.strip().splitlines()[-40:]))
+    print(f"mlperf-check: {len(logs) - failed} of {len(logs)} logs pass MLPerf Training {RULESET}'s compliance checker")
+    return failed
+
+
+def check_submission(root, tmp):
+    """Results, system descriptions and power of an exported tree; the number of failures."""
+    from mlperf_logging.compliance_checker.mlp_parser import parse_file
+    from mlperf_logging.result_summarizer import result_summarizer as rs
+    from mlperf_logging.system_desc_checker import system_desc_checker as sdc
+    results = sorted(glob.glob(os.path.join(root, "results", "*", "*", "result_*.txt")))
+    systems = sorted(glob.glob(os.path.join(root, "systems", "*.json")))
+    if not results or not systems:
+        sys.exit(f"mlperf-check: {root}: no results/*/*/result_*.txt or systems/*.json "
+                 "(not a tree from joulebench export mlperf?)")
+    failed = check_logs(results, tmp)
+    for desc in systems:
+        valid, _, _, _ = sdc.check_system_desc(desc, "training", RULESET)
+        print(f"{'PASS' if valid else 'FAIL'} {desc} (system description checker)")
+        failed += 0 if valid else 1
+    for result in results:
+        bench = os.path.dirname(result)
+        loglines, errors = parse_file(result, ruleset=RULESET)
+        start, stop = rs._query_run_start_stop(loglines)
+        energy_j = rs._compute_total_power(bench, result, stop - start, RULESET)
+        name = os.path.basename(result)[:-4]
+        node = os.path.join(bench, "power", name, "node_0.txt")
+        run_id = None
+        for line in parse_file(node, ruleset=RULESET)[0]:
+            if line.key == "power_measurement_start":
+                run_id = line.value["metadata"].get("joulebench_run_id")
+        print(json.dumps({"result": os.path.relpath(result, root), "run_id": run_id,
+                          "time_to_train_ms": stop - start, "energy_j": energy_j}))
+    return failed
+
+
 def main():
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if len(sys.argv) > 1 else 2)
-    logs = logs_of(sys.argv[1:])
-    failed = 0
+    config_dir()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_config(tmp)
-        for log in logs:
-            p = subprocess.run(
-                [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                 "--ruleset", RULESET, "--config", cfg, "--log_output", os.path.join(tmp, "out.log"), log],
-                capture_output=True, text=True)
-            text = p.stdout + p.stderr
-            ok = p.returncode == 0 and "SUCCESS" in text and "FAILED" not in text
-            print(f"{'PASS' if ok else 'FAIL'} {log}")
-            if not ok:
-                failed += 1
-                print("\n".join("    " + line for line in text.strip().splitlines()[-40:]))
-    print(f"mlperf-check: {len(logs) - failed} of {len(logs)} logs pass MLPerf Training {RULESET}'s compliance checker")
+        if sys.argv[1] == "--submission":
+            if len(sys.argv) != 3 or not os.path.isdir(sys.argv[2]):
+                sys.exit("mlperf-check: --submission takes one folder (joulebench export mlperf --out)")
+            failed = check_submission(sys.argv[2], tmp)
+        else:
+            failed = check_logs(logs_of(sys.argv[1:]), tmp)
     sys.exit(1 if failed else 0)
 
 

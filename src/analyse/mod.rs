@@ -6,4 +6,5 @@
 
 pub mod carbon;
 pub mod crosscheck;
+pub mod mlperf_export;
 pub mod report;

@@ -9,6 +9,7 @@ mod crosscheck;
 mod emit;
 mod env;
 mod exec;
+mod export;
 mod footprint;
 mod report;
 mod speed;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Measure any training program (PyTorch, JAX, your own) to its target: the same
     /// windows, meters, idle protocol and run files as `run`, quality from its MLLOG lines.
     Exec(Box<ExecArgs>),
+    /// Lay a results folder out for other tools: `export mlperf FOLDER --out DIR` writes an
+    /// MLPerf Training submission tree with MLPerf Power node logs.
+    Export(export::ExportArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -314,6 +318,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Sweep(args) => sweep::command(*args),
         Command::Merge(args) => sweep::merge_cmd(args),
         Command::Exec(args) => exec::exec_cmd(*args),
+        Command::Export(args) => export::command(&args),
     }
 }
 

@@ -497,6 +497,45 @@ pub fn mllog(events: &[Event]) -> String {
     s
 }
 
+/// Read back an event log `mllog` wrote (or any `:::MLLOG` lines: text before the mark and
+/// lines without it are skipped). An error names the line.
+pub fn parse_mllog(text: &str) -> Result<Vec<Event>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(at) = line.find(":::MLLOG ") else {
+            continue;
+        };
+        let bad = |why: &str| {
+            format!(
+                "line {}: {why}: {}",
+                i + 1,
+                crate::base::csvline::excerpt(line)
+            )
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line[at + 9..]).map_err(|e| bad(&format!("not JSON ({e})")))?;
+        let event_type = match v["event_type"].as_str() {
+            Some("POINT_IN_TIME") => "POINT_IN_TIME",
+            Some("INTERVAL_START") => "INTERVAL_START",
+            Some("INTERVAL_END") => "INTERVAL_END",
+            _ => return Err(bad("no event_type")),
+        };
+        let time_ms = v["time_ms"]
+            .as_u64()
+            .or_else(|| v["time_ms"].as_f64().map(|t| t as u64))
+            .ok_or_else(|| bad("no time_ms"))?;
+        let key = v["key"].as_str().ok_or_else(|| bad("no key"))?;
+        out.push(Event {
+            time_ms: time_ms as u128,
+            event_type,
+            key: key.to_string(),
+            value: v["value"].clone(),
+            metadata: v["metadata"].clone(),
+        });
+    }
+    Ok(out)
+}
+
 /// Long-format power timeline: `t_s,component,energy_j,power_w`.
 pub fn power_csv(samples: &[PowerSample]) -> String {
     let mut s = String::from("t_s,component,energy_j,power_w\n");
@@ -547,6 +586,10 @@ mod tests {
         assert_eq!(v["key"], "seed");
         assert_eq!(v["value"], 7);
         assert_eq!(v["event_type"], "POINT_IN_TIME");
+        log.interval("run_start", true, serde_json::json!({"a": 1}));
+        assert_eq!(parse_mllog(&mllog(&log.0)).unwrap(), log.0);
+        let e = parse_mllog("x\n:::MLLOG {\"key\": \"k\"}\n").unwrap_err();
+        assert!(e.starts_with("line 2: no event_type"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! (`warmup`, phases with energy, `target_reached`, `loss_scale_backoff`) keep their keys,
 //! which the checker does not rule on.
 
+pub mod power;
+
 use crate::measure::system::SystemInfo;
 use crate::record::curve::Event;
 use crate::record::RunRecord;

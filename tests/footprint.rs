@@ -478,7 +478,7 @@ fn bad_input_is_one_line_exit_2_naming_the_line_or_value() {
     std::fs::write(bad.join("runs").join("x.json"), b"{\"not\": 1}").unwrap();
     assert_usage_error(
         &jb(&["footprint", bad.to_str().unwrap()]),
-        &["x.json", "not a readable run file"],
+        &["x.json", "not a joulebench run file (no schema_version)"],
     );
 }
 

@@ -1,6 +1,7 @@
 //! The layer rule of `src/lib.rs`: each folder of `src/` is a layer and imports only the layers
 //! below it; `orchestrate` and `analyse` sit side by side and share only `record`; nothing
-//! imports `cli`; only `cli` uses clap, prints to stdout or exits.
+//! imports `cli`; only `cli` uses clap, prints to stdout or exits; only `record` opens a
+//! results folder's `runs/` or parses a run file (`record::read` is the one reader).
 //!
 //! Read from the source text (every `crate::<layer>` path outside comments), no dependency.
 
@@ -74,6 +75,22 @@ fn violations(rel: &str, text: &str) -> Vec<String> {
                     i + 1
                 )),
                 None => out.push(format!("{rel}:{}: 'crate::{target}' is no layer", i + 1)),
+            }
+        }
+        if layer != "record" && !in_test_module {
+            for pat in [
+                "join(\"runs\")",
+                "RunRecord = serde_json::",
+                "from_slice::<RunRecord>",
+                "from_str::<RunRecord>",
+                "from_value::<RunRecord>",
+            ] {
+                if c.contains(pat) {
+                    out.push(format!(
+                        "{rel}:{}: only record reads run files (record::read), found `{pat}`",
+                        i + 1
+                    ));
+                }
             }
         }
         if layer != "cli" {
@@ -210,6 +227,16 @@ fn the_checker_catches_each_forbidden_use() {
             "is no layer",
         ),
         ("newlayer/mod.rs", "", "is in no layer"),
+        (
+            "analyse/carbon/footprint.rs",
+            "let files = std::fs::read_dir(dir.join(\"runs\"));",
+            "only record reads run files",
+        ),
+        (
+            "cli/mod.rs",
+            "let rec: RunRecord = serde_json::from_slice(&b)?;",
+            "only record reads run files",
+        ),
     ];
     for (rel, line, why) in bad {
         let v = violations(rel, line);
@@ -239,6 +266,14 @@ fn the_checker_catches_each_forbidden_use() {
         (
             "orchestrate/runner.rs",
             "#[cfg(test)]\nmod tests {\n    fn f() { println!(\"debug\"); }\n}",
+        ),
+        (
+            "record/read.rs",
+            "let runs = dir.join(\"runs\"); let rec: RunRecord = serde_json::from_value(v)?;",
+        ),
+        (
+            "analyse/crosscheck.rs",
+            "#[cfg(test)]\nmod tests {\n    fn f() { std::fs::create_dir(d.join(\"runs\")); }\n}",
         ),
     ];
     for (rel, text) in good {

@@ -95,13 +95,22 @@ fn trace_from_the_reader_parses_and_cross_checks_a_run() {
     std::fs::create_dir_all(res.join("events")).unwrap();
     let id = "mnist-mlp--f32--seed-1--fake";
     // joulebench's side: 300 W x 0.5 s = 150 J (what a perfect meter would have read).
-    let run = json!({
-        "run_id": id, "status": "ok", "device": "cuda:0",
-        "energy": {"window_s": 0.5, "components": [
-            {"component": "gpu:0", "source": "measured_counter", "energy_j": 150.0,
-             "counter_to_integral_ratio": 1.0}]},
-        "provenance": {"gpu:0": {"uuid_sha256_16": trace.meta["uuid_sha256_16"]}}
-    });
+    // A whole run file (crosscheck reads it strictly): a real one with this GPU energy.
+    let mut run: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            "tests/fixtures/report/machines/xeon-rapl/runs/digits-mlp--f32--seed-1--a1b2c3d4.json",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    run["run_id"] = json!(id);
+    run["device"] = json!("cuda:0");
+    run["energy"]["window_s"] = json!(0.5);
+    run["energy"]["components"] = json!([
+        {"component": "gpu:0", "source": "measured_counter", "energy_j": 150.0,
+         "sample_interval_ms": 50.0, "coverage": 1.0, "counter_to_integral_ratio": 1.0,
+         "note": null}]);
+    run["provenance"] = json!({"gpu:0": {"uuid_sha256_16": trace.meta["uuid_sha256_16"]}});
     std::fs::write(
         res.join(format!("runs/{id}.json")),
         serde_json::to_vec(&run).unwrap(),

@@ -203,7 +203,7 @@ fn run_files_as_report_reads_them() {
         "run file",
         &inputs,
         4,
-        |b| joulebench::analyse::report::load::parse_run(p, b).map(|_| ()),
+        |b| joulebench::record::read::parse_run(p, b).map(|_| ()),
         |s| {
             assert!(
                 s.starts_with("r/runs/x.json"),
@@ -256,7 +256,7 @@ fn power_timeline_and_nvml_trace_csv() {
         "power timeline CSV",
         &timeline,
         6,
-        |b| joulebench::analyse::report::load::parse_timeline(&text(b)).map(|_| ()),
+        |b| joulebench::record::read::parse_timeline(&text(b)).map(|_| ()),
         |_| {},
     );
     let trace = vec![std::fs::read("tests/fixtures/crosscheck/nvml-trace.csv").unwrap()];

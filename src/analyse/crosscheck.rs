@@ -11,10 +11,10 @@
 
 use crate::base::csvline::excerpt;
 use crate::measure::nvml::{self, CounterSample, PowerReading};
-use crate::record::write_atomic;
+use crate::record::{read, write_atomic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const TRACE_MAGIC: &str = "# joulebench-nvml-trace v1";
 pub const TRACE_HEADER: &str = "t_unix_s,energy_mj,power_w,power_timestamp_us";
@@ -459,42 +459,21 @@ pub fn crosscheck(
         return Err(CrosscheckError::Tolerance(tolerance));
     }
     let trace = Trace::read(trace_path)?;
-    let runs_dir = results.join("runs");
     let rerr = |reason: String| CrosscheckError::Results {
         path: results.display().to_string(),
         reason,
     };
-    let entries = std::fs::read_dir(&runs_dir).map_err(|e| {
-        rerr(format!(
-            "cannot list runs/ ({e}): is this a results folder?"
-        ))
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
-    files.sort();
+    let files =
+        read::run_files(results).map_err(|e| rerr(format!("{e}: is this a results folder?")))?;
     if files.is_empty() {
         return Err(rerr("no run files in runs/".into()));
     }
     let mut runs = Vec::with_capacity(files.len());
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|source| CrosscheckError::Read {
-            path: f.display().to_string(),
-            source,
-        })?;
-        let run: Value = serde_json::from_str(&text)
-            .map_err(|e| rerr(format!("{} is not JSON: {e}", f.display())))?;
-        let id = run["run_id"].as_str().unwrap_or_default();
-        let mllog =
-            std::fs::read_to_string(results.join("events").join(format!("{id}.mllog"))).ok();
+        let record = read::read_run(f).map_err(|e| rerr(e.to_string()))?;
+        // The comparison reads the run as JSON (what a run file says, field by field).
+        let run = serde_json::to_value(&record).map_err(|e| rerr(e.to_string()))?;
+        let mllog = std::fs::read_to_string(read::events_path(results, &record.run_id)).ok();
         runs.push(check_run(&run, mllog.as_deref(), &trace, tolerance));
     }
     let compared: Vec<&RunCheck> = runs.iter().filter(|r| r.ratio.is_some()).collect();
@@ -722,7 +701,22 @@ mod tests {
         let dir = tmp.path().join("res");
         std::fs::create_dir_all(dir.join("runs")).unwrap();
         std::fs::create_dir_all(dir.join("events")).unwrap();
-        let run = run_json(2010.0, 10.0);
+        // A whole run file (the folder is read strictly), with run_json's GPU energy.
+        let mut run: Value = serde_json::from_slice(
+            &std::fs::read(
+                "tests/fixtures/report/machines/xeon-rapl/runs/digits-mlp--f32--seed-1--a1b2c3d4.json",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let gpu = run_json(2010.0, 10.0);
+        run["run_id"] = gpu["run_id"].clone();
+        run["device"] = gpu["device"].clone();
+        run["energy"]["window_s"] = gpu["energy"]["window_s"].clone();
+        run["energy"]["components"] = json!([{"component": "gpu:0", "source": "measured_counter",
+            "energy_j": 2010.0, "sample_interval_ms": 100.0, "coverage": 1.0,
+            "counter_to_integral_ratio": 1.001, "note": null}]);
+        run["provenance"] = gpu["provenance"].clone();
         std::fs::write(
             dir.join("runs/mnist-mlp--f32--seed-1--x.json"),
             serde_json::to_vec(&run).unwrap(),

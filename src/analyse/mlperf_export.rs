@@ -26,7 +26,7 @@ use crate::measure::system::SystemInfo;
 use crate::record::curve::Event;
 use crate::record::mlperf::power::{self, NodeLogError, Span};
 use crate::record::mlperf::{self as mlperf, SubmissionArgs};
-use crate::record::{mllog, parse_mllog, write_atomic, ResultsError};
+use crate::record::{mllog, read, write_atomic, ResultsError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,8 +42,8 @@ pub enum ExportError {
     AllEstimated { path: String, count: usize },
     #[error("--out {path}: exists and is not empty; give a new or empty folder")]
     OutNotEmpty { path: String },
-    #[error("{path}: cannot read the event log: {reason}")]
-    EventLog { path: String, reason: String },
+    #[error("event log {0}")]
+    EventLog(read::FileError),
     #[error("{path}: no run_start and run_stop in the event log")]
     NoRunSpan { path: String },
     #[error("{path}: {reason}")]
@@ -91,6 +91,8 @@ struct Planned {
     result: String,
     node: String,
     short: bool,
+    /// `submission_org` and `submission_division` as the result states them.
+    submission: (String, String),
 }
 
 fn slug(s: &str) -> String {
@@ -120,18 +122,8 @@ fn show(p: &Path) -> String {
 
 /// The run's event log in MLPerf's keys, and whether it had to be translated.
 fn result_events(run: &LoadedRun) -> Result<(Vec<Event>, bool), ExportError> {
-    let path = run
-        .folder
-        .join("events")
-        .join(format!("{}.mllog", run.record.run_id));
-    let text = std::fs::read_to_string(&path).map_err(|e| ExportError::EventLog {
-        path: show(&path),
-        reason: e.to_string(),
-    })?;
-    let events = parse_mllog(&text).map_err(|reason| ExportError::EventLog {
-        path: show(&path),
-        reason,
-    })?;
+    let events =
+        read::read_events(&run.folder, &run.record.run_id).map_err(ExportError::EventLog)?;
     if events.iter().any(|e| e.key == "init_start") {
         return Ok((events, false));
     }
@@ -144,13 +136,13 @@ fn plan_run(run: &LoadedRun) -> Result<(Planned, bool), ExportError> {
     let (events, translated) = result_events(run)?;
     let (start_ms, stop_ms) =
         power::run_start_stop_ms(&events).ok_or_else(|| ExportError::NoRunSpan {
-            path: show(&run.folder.join("events").join(format!("{id}.mllog"))),
+            path: show(&read::events_path(&run.folder, id)),
         })?;
     let timeline = match load::read_timeline(run) {
         Ok(Some(t)) => t,
         Ok(None) => {
             return Err(ExportError::Timeline {
-                path: show(&run.folder.join("power").join(format!("{id}.csv"))),
+                path: show(&read::timeline_path(&run.folder, id)),
                 reason: "no power timeline".into(),
             })
         }
@@ -183,6 +175,7 @@ fn plan_run(run: &LoadedRun) -> Result<(Planned, bool), ExportError> {
             benchmark: format!("{}--{}", run.record.task, run.record.variant.name),
             seed: run.record.seed,
             run_id: id.clone(),
+            submission: submission_of(&events),
             result: mllog(&events),
             node: mllog(&node.events),
             short: node.readings < power::MIN_READINGS,
@@ -192,8 +185,7 @@ fn plan_run(run: &LoadedRun) -> Result<(Planned, bool), ExportError> {
 }
 
 /// The submission's `submission_org` and `submission_division` as the first result states them.
-fn submission_of(result: &str) -> (String, String) {
-    let events = parse_mllog(result).unwrap_or_default();
+fn submission_of(events: &[Event]) -> (String, String) {
     let get = |key: &str, default: &str| {
         events
             .iter()
@@ -335,8 +327,8 @@ pub fn export(folder: &Path, out: &Path, measured_only: bool) -> Result<Exported
     }
     for (name, (system, engines)) in &systems {
         let first = planned.iter().find(|p| &p.system == name).expect("planned");
-        let (org, division) = submission_of(&first.result);
-        let desc = system_description(name, system, engines, &org, &division);
+        let (org, division) = &first.submission;
+        let desc = system_description(name, system, engines, org, division);
         let text = serde_json::to_string_pretty(&desc).expect("a JSON value encodes");
         files.push((out.join("systems").join(format!("{name}.json")), text));
     }

@@ -586,22 +586,13 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
     // The metric's direction and chance level, from the runs themselves.
     let mut metric: Option<(crate::record::metrics::Direction, f64)> = None;
     for dir in &a.dirs {
-        let runs = dir.join("runs");
-        let entries = std::fs::read_dir(&runs)
-            .map_err(|e| usage(anyhow::anyhow!("results folder {}: {e}", runs.display())))?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        paths.sort();
+        let paths = crate::record::read::run_files(dir)
+            .map_err(|e| usage(anyhow::anyhow!("results folder {e}")))?;
         for path in paths {
-            let rec: crate::record::RunRecord = match std::fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
-            {
+            let rec = match crate::record::read::read_run(&path) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("joulebench: skipping {}: {e}", path.display());
+                    eprintln!("joulebench: skipping {e}");
                     continue;
                 }
             };

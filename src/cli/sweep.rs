@@ -311,7 +311,7 @@ pub fn merge_cmd(a: MergeArgs) -> Result<i32, Failure> {
     }
     let mut sources = Vec::new();
     for d in &a.dirs {
-        if d.join("runs").is_dir() {
+        if crate::record::read::has_runs(d) {
             sources.push(d.clone());
         } else {
             eprintln!(

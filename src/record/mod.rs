@@ -1,7 +1,8 @@
 //! The results folder: run files, MLLOG event logs, power timelines and `system.json`.
 //!
 //! Owns: the run-file schema (docs/run-file.md), run ids, checking a results folder before any
-//! training, and atomic writes (temp file + rename, run file last, so a run file exists only
+//! training, reading it back (`read`: the one reader of run files, timelines and event logs),
+//! and atomic writes (temp file + rename, run file last, so a run file exists only
 //! when everything it points to does).
 //! Must not: measure or compute scores; it stores what it is given.
 
@@ -10,6 +11,7 @@ pub mod curve;
 pub mod inference;
 pub mod metrics;
 pub mod mlperf;
+pub mod read;
 
 use crate::measure::system::SystemInfo;
 use crate::measure::{Boundary, ComponentEnergy, PowerSample};

@@ -3,7 +3,8 @@
 //!
 //! Owns: turning run records (and their power timelines) into footprint rows (`compute`), the
 //! Markdown/CSV/JSON renderings (`render`), pairing variants with their baseline for the
-//! break-even, and a small strict loader of result folders for the command.
+//! break-even, and finding the result folders the command names (`record::read` reads them,
+//! strictly: a bad run file or timeline stops the command).
 //! Must not: rank runs, or change any run file. `report` calls `compute` + `render` to add the
 //! same table to a leaderboard.
 
@@ -12,7 +13,7 @@ use super::schedule::{self, EnergyProfile, HourlySeries, Schedule};
 use super::{kwh, operational_kg, CarbonError, GridIntensity, Pue};
 use crate::engine::inference::{break_even, BreakEven, InferenceMeasurement};
 use crate::measure::PowerSample;
-use crate::record::RunRecord;
+use crate::record::{read, RunRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -810,7 +811,7 @@ impl LoadedRuns {
 
 /// Folders holding `runs/` at `dir` or below it (a folder of machine folders).
 fn results_folders(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
-    if dir.join("runs").is_dir() {
+    if read::has_runs(dir) {
         out.push(dir.to_path_buf());
         return;
     }
@@ -828,25 +829,6 @@ fn results_folders(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
     for s in subs {
         results_folders(&s, out, depth - 1);
     }
-}
-
-/// Read a power timeline `t_s,component,energy_j,power_w`; `None` when absent or unreadable.
-fn read_timeline(path: &Path) -> Option<Vec<PowerSample>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() < 3 {
-            return None;
-        }
-        out.push(PowerSample {
-            t_s: f[0].parse().ok()?,
-            component: f[1].to_string(),
-            energy_j: f[2].parse().ok()?,
-            power_w: f.get(3).and_then(|w| w.parse().ok()),
-        });
-    }
-    Some(out)
 }
 
 /// Read every `runs/*.json` under the given folders (each a results folder or a folder of
@@ -870,26 +852,11 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedRuns, CarbonError> {
             });
         }
         for f in folders {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(f.join("runs"))
-                .map_err(|e| CarbonError::File {
-                    path: f.join("runs").display().to_string(),
-                    reason: format!("cannot list: {e}"),
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect();
-            files.sort();
-            for p in files {
-                let bytes = std::fs::read(&p).map_err(|e| CarbonError::File {
-                    path: p.display().to_string(),
-                    reason: format!("cannot read: {e}"),
-                })?;
-                let rec: RunRecord =
-                    serde_json::from_slice(&bytes).map_err(|e| CarbonError::File {
-                        path: p.display().to_string(),
-                        reason: format!("not a readable run file: {e}"),
-                    })?;
-                let tl = read_timeline(&f.join("power").join(format!("{}.csv", rec.run_id)));
+            for p in read::run_files(&f)? {
+                let rec = read::read_run(&p)?;
+                // A timeline that exists but cannot be read stops the command, as a bad run
+                // file does: the hourly profile would silently fall back to a flat one.
+                let tl = read::read_timeline(&f, &rec.run_id)?;
                 out.records.push(rec);
                 out.timelines.push(tl);
             }

@@ -62,6 +62,10 @@ pub enum CarbonError {
     },
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
+    #[error(transparent)]
+    RunFile(#[from] crate::record::read::RunFileError),
+    #[error(transparent)]
+    Results(#[from] crate::record::read::FileError),
 }
 
 /// What a grid-intensity figure is made of.

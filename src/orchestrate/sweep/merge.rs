@@ -9,7 +9,7 @@
 
 use super::plan::{array_list, PlanFile};
 use crate::engine::train::Status;
-use crate::record::{write_atomic, ResultsDir, RunRecord};
+use crate::record::{read, write_atomic, ResultsDir, RunRecord};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -63,23 +63,12 @@ fn io(path: &Path, e: impl std::fmt::Display) -> MergeError {
 }
 
 fn run_files(dir: &Path) -> Result<Vec<PathBuf>, MergeError> {
-    let runs = dir.join("runs");
-    if !runs.is_dir() {
-        return Err(MergeError::NotResults {
+    read::run_files(dir).map_err(|e| match e {
+        read::FileError::NoRuns { .. } => MergeError::NotResults {
             path: dir.display().to_string(),
-        });
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .map_err(|e| io(&runs, e))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !n.starts_with('.') && n.ends_with(".json")
-        })
-        .collect();
-    files.sort();
-    Ok(files)
+        },
+        other => io(dir, other),
+    })
 }
 
 /// Merge `sources` into `into`. Everything is checked before anything is written.
@@ -95,19 +84,19 @@ pub fn merge(
     let mut new_ids = Vec::new();
     let mut from_target: Vec<String> = Vec::new();
     let mut dirs: Vec<PathBuf> = Vec::new();
-    if into.join("runs").is_dir() {
+    if read::has_runs(into) {
         dirs.push(into.to_path_buf());
     }
     dirs.extend(sources.iter().cloned());
     for (k, dir) in dirs.iter().enumerate() {
-        let is_target = k == 0 && into.join("runs").is_dir();
+        let is_target = k == 0 && read::has_runs(into);
         for path in run_files(dir)? {
             let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-            let rec: RunRecord = match serde_json::from_slice(&bytes) {
+            let rec: RunRecord = match read::parse_run(&path, &bytes) {
                 Ok(r) => r,
                 Err(e) => {
                     out.unreadable
-                        .push((path.display().to_string(), e.to_string()));
+                        .push((path.display().to_string(), e.reason()));
                     continue;
                 }
             };

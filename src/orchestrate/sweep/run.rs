@@ -58,9 +58,9 @@ pub fn state_of(path: &Path, plan: &PlanFile, entry: &Entry) -> Result<State, Sw
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::Missing),
         Err(e) => return Ok(State::Corrupt(e.to_string())),
     };
-    let rec: RunRecord = match serde_json::from_slice(&bytes) {
+    let rec: RunRecord = match crate::record::read::parse_run(path, &bytes) {
         Ok(r) => r,
-        Err(e) => return Ok(State::Corrupt(e.to_string())),
+        Err(e) => return Ok(State::Corrupt(e.reason())),
     };
     match &rec.plan {
         Some(p) if p.hash == plan.hash && p.entry_id == entry.id => Ok(State::Done(rec.status)),

@@ -20,8 +20,8 @@ With --submission DIR (a tree `joulebench export mlperf` wrote): the same checke
 `systems/<system>.json`, and the package's own power integration (`result_summarizer`'s
 `_compute_total_power`, the function its summary calls for a benchmark with a `power/` folder)
 on every result: one JSON line per result with its time to train and energy, as MLPerf would
-score them. The summarizer as a whole is not run: it checks each result against the common
-rules, whose benchmark step names MLPerf's own benchmarks, and drops the rest.
+score them. The summarizer as a whole is not run: it checks each result against the
+rules of its benchmark, and stops at a benchmark that is not MLPerf's.
 
 Usage: python scripts/mlperf-check.py LOG_OR_FOLDER... (with mlperf-logging installed: .ci/run
 pins it; `pip install mlperf-logging==4.1.68`)

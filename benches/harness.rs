@@ -7,11 +7,11 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use joulebench::engine::train::Event;
 use joulebench::measure::estimate::EstimateMeter;
 use joulebench::measure::fake::FakeMeter;
 use joulebench::measure::poller::Poller;
 use joulebench::measure::{rapl, Meter, PowerSample};
+use joulebench::record::curve::Event;
 use joulebench::record::{self, ResultsDir, RunRecord};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -153,11 +153,11 @@ fn codecarbon_python() -> Result<PathBuf, String> {
 fn matches_a_fresh_codecarbon() {
     let python = match codecarbon_python() {
         Ok(p) => p,
-        Err(why) if std::env::var("JOULEBENCH_REQUIRE_ORACLE").as_deref() != Ok("1") => {
-            eprintln!("SKIPPED matches_a_fresh_codecarbon: {why}");
+        Err(why) => {
+            let test = "matches_a_fresh_codecarbon";
+            common::requires(test, Some(why), Some("JOULEBENCH_REQUIRE_ORACLE"));
             return;
         }
-        Err(why) => panic!("JOULEBENCH_REQUIRE_ORACLE=1 but no CodeCarbon oracle: {why}"),
     };
     let out = Command::new(&python)
         .arg("scripts/codecarbon-oracle.py")

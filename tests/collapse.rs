@@ -4,11 +4,13 @@
 
 use candle_core::Device;
 use joulebench::data::{self, DatasetKind, ImageSet, Loaded};
-use joulebench::engine::synth::GeneratorKind;
 use joulebench::measure::fake::FakeMeter;
-use joulebench::orchestrate::collapse::digits::{self, Detector, DigitsConfig, Env};
-use joulebench::orchestrate::collapse::gaussian::{self, Estimator, GaussianConfig};
-use joulebench::orchestrate::collapse::Policy;
+use joulebench::orchestrate::collapse::digits::{self, Env};
+use joulebench::orchestrate::collapse::gaussian;
+use joulebench::record::collapse::{
+    Detector, DigitsConfig, Estimator, GaussianConfig, Policy, PolicyRun, CLASSIFIER_TASK,
+};
+use joulebench::spec::generator::GeneratorKind;
 use joulebench::spec::task;
 use std::process::Command;
 
@@ -131,7 +133,7 @@ fn digits_replace_collapses_accumulate_does_not_and_real_beats_synthetic() {
             acc_drop_pp: 5.0,
         },
     };
-    let base = task::find(&task::default_models_dir(), digits::CLASSIFIER_TASK).unwrap();
+    let base = task::find(&task::default_models_dir(), CLASSIFIER_TASK).unwrap();
     let spec = digits::classifier_spec(&base, cfg.classifier_epochs);
     let mut meter = FakeMeter::constant(10.0);
     let mut env = Env {
@@ -150,7 +152,7 @@ fn digits_replace_collapses_accumulate_does_not_and_real_beats_synthetic() {
     // Likelihood of the real test set: a diagonal Gaussian refitted to its own samples loses
     // variance by (n-1)/n per generation per pixel and its mean wanders, so held-out
     // log-likelihood falls; accumulate keeps the real images in every fit.
-    let ll = |r: &digits::PolicyRun, t: usize| r.generations[t].log_likelihood_mean;
+    let ll = |r: &PolicyRun, t: usize| r.generations[t].log_likelihood_mean;
     assert!(
         ll(rp, last) < ll(rp, 0) - 20.0,
         "replace ll {} -> {}",
@@ -167,7 +169,7 @@ fn digits_replace_collapses_accumulate_does_not_and_real_beats_synthetic() {
         ll(ac, 0),
         ll(ac, last)
     );
-    let acc = |r: &digits::PolicyRun, t: usize| r.generations[t].accuracy_mean;
+    let acc = |r: &PolicyRun, t: usize| r.generations[t].accuracy_mean;
     eprintln!(
         "accuracy gen 0 -> {last}: replace {} -> {}, accumulate {} -> {}, real-only {} -> {}",
         acc(rp, 0),
@@ -197,7 +199,7 @@ fn digits_replace_collapses_accumulate_does_not_and_real_beats_synthetic() {
     for g in &rp.generations {
         assert_eq!(g.classifier_train_size, 100);
     }
-    let flops = |r: &digits::PolicyRun| {
+    let flops = |r: &PolicyRun| {
         r.generations
             .iter()
             .map(|g| g.classifier_flops)
@@ -244,7 +246,7 @@ fn classifier_on_generation_0_synthetic_data_is_worse_than_on_real_data() {
             acc_drop_pp: 5.0,
         },
     };
-    let base = task::find(&task::default_models_dir(), digits::CLASSIFIER_TASK).unwrap();
+    let base = task::find(&task::default_models_dir(), CLASSIFIER_TASK).unwrap();
     let spec = digits::classifier_spec(&base, cfg.classifier_epochs);
     let mut meter = FakeMeter::constant(10.0);
     let mut env = Env {

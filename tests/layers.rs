@@ -26,6 +26,37 @@ fn rank(layer: &str) -> Option<u32> {
     LAYERS.iter().find(|(l, _)| *l == layer).map(|(_, r)| *r)
 }
 
+/// The layers `layer` may import, as `src/lib.rs`'s table states them (its "may import"
+/// column: names, "everything below", or "nothing").
+fn allowed(layer: &str) -> Vec<String> {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let row = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! |"))
+        .find(|l| l.trim_start().starts_with(&format!("`{layer}`")))
+        .unwrap_or_else(|| panic!("src/lib.rs's layer table has no row for `{layer}`"));
+    let may = row
+        .trim_end()
+        .trim_end_matches('|')
+        .rsplit('|')
+        .next()
+        .unwrap()
+        .trim();
+    match may {
+        "nothing" => Vec::new(),
+        "everything below" => {
+            let own = rank(layer).unwrap();
+            LAYERS
+                .iter()
+                .filter(|(_, r)| *r < own)
+                .map(|(l, _)| l.to_string())
+                .collect()
+        }
+        list => list.split(',').map(|s| s.trim().to_string()).collect(),
+    }
+}
+
 /// The code of a line: without a `//` comment (doc comments included). A `//` inside a string
 /// literal (a URL) cuts the line short, which can only hide a path, never invent one.
 fn code(line: &str) -> &str {
@@ -48,6 +79,7 @@ fn violations(rel: &str, text: &str) -> Vec<String> {
         ));
         return out;
     };
+    let may = allowed(layer);
     let mut in_test_module = false;
     for (i, line) in text.lines().enumerate() {
         let c = code(line);
@@ -69,7 +101,11 @@ fn violations(rel: &str, text: &str) -> Vec<String> {
                 continue;
             }
             match rank(&target) {
-                Some(r) if r < own => {}
+                Some(r) if r < own && may.contains(&target) => {}
+                Some(r) if r < own => out.push(format!(
+                    "{rel}:{}: layer '{layer}' imports '{target}', which src/lib.rs does not list for it",
+                    i + 1
+                )),
                 Some(_) => out.push(format!(
                     "{rel}:{}: layer '{layer}' imports '{target}', which is not below it",
                     i + 1
@@ -227,6 +263,11 @@ fn the_checker_catches_each_forbidden_use() {
             "is no layer",
         ),
         ("newlayer/mod.rs", "", "is in no layer"),
+        (
+            "analyse/carbon/footprint.rs",
+            "use crate::engine::inference::break_even;",
+            "does not list for it",
+        ),
         (
             "analyse/carbon/footprint.rs",
             "let files = std::fs::read_dir(dir.join(\"runs\"));",

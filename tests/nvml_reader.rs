@@ -1,7 +1,9 @@
 //! The independent NVML reader (scripts/nvml-reader.py) against the Rust side that reads its
 //! trace (`joulebench crosscheck`), end to end, without a GPU: the reader runs on a fake
-//! `pynvml` (tests/fixtures/fake-pynvml) drawing a constant 300 W. Skips cleanly where no
-//! python3 is installed. The real reader on a real GPU is run by scripts/gpu-run.sh.
+//! `pynvml` (tests/fixtures/fake-pynvml) drawing a constant 300 W. Without python3 it skips
+//! with the reason, or fails under CI (`common::requires`). The real reader on a real GPU is run by scripts/gpu-run.sh.
+
+mod common;
 
 use joulebench::analyse::crosscheck::{Trace, Verdict};
 use serde_json::json;
@@ -13,17 +15,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> Option<&'static str> {
+/// python3, or None after `common::requires` said why not (a failure under CI).
+fn python(test: &str) -> Option<&'static str> {
     let ok = Command::new("python3")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("python3 not found: skipping the nvml-reader.py tests");
-    }
-    ok.then_some("python3")
+    let missing = (!ok).then(|| "python3 not found (CI installs python3)".to_string());
+    common::requires(test, missing, None).then_some("python3")
 }
 
 fn reader(py: &str, out: &Path) -> Command {
@@ -56,7 +57,9 @@ fn wait_for(path: &Path, min_rows: usize) {
 
 #[test]
 fn trace_from_the_reader_parses_and_cross_checks_a_run() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("trace_from_the_reader_parses_and_cross_checks_a_run") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let trace_path = tmp.path().join("trace.csv");
     let stop = tmp.path().join("stop");
@@ -148,7 +151,9 @@ fn trace_from_the_reader_parses_and_cross_checks_a_run() {
 
 #[test]
 fn a_killed_reader_leaves_a_usable_trace_and_bad_setups_exit_2() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("a_killed_reader_leaves_a_usable_trace_and_bad_setups_exit_2") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let trace_path = tmp.path().join("trace.csv");
     let mut child = reader(py, &trace_path).spawn().unwrap();

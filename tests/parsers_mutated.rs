@@ -5,7 +5,7 @@
 //! sets the cases per parser (default 10,000; `scripts/fuzz.sh` runs 10^6).
 
 use joulebench::orchestrate::exec::events::{self, LineSplitter, Tracked};
-use joulebench::record::metrics::Direction;
+use joulebench::spec::task::Direction;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;

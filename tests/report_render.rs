@@ -1,8 +1,11 @@
 //! The report's LaTeX compiled by pdflatex, and its HTML page loaded in headless Chromium.
 //!
 //! Both need programs that a dev machine may lack: each test looks for its program and, when
-//! absent, prints why it skips and passes. CI (`.ci/run`) installs Debian's texlive packages
-//! and chromium, so there they run for real.
+//! absent, prints why it skips, except under CI (or `JOULEBENCH_REQUIRE_RENDER=1`), where a
+//! missing program fails the test. `.ci/run` installs Debian's texlive packages and chromium
+//! before the first `cargo test`, so there they run for real.
+
+mod common;
 
 use joulebench::analyse::report::{load, CarbonSettings, Format, Report};
 use std::path::{Path, PathBuf};
@@ -12,25 +15,11 @@ const MACHINES: &str = "tests/fixtures/report/machines";
 const REAL: &str = "tests/fixtures/report/real-cpu-estimated";
 const COLLAPSE: &str = "results/collapse";
 
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
-/// Skip (with the reason printed) when `program` is missing, unless CI said it must be there
-/// (`JOULEBENCH_REQUIRE_RENDER=1`, set by `.ci/run` after installing it): then fail.
+/// Skip (with the reason printed) when `program` is missing, unless CI is set or CI said it
+/// must be there (`JOULEBENCH_REQUIRE_RENDER=1`, set by `.ci/run` after installing it): then
+/// fail (`common::requires`).
 fn have(program: &str, test: &str, install: &str) -> bool {
-    if which(program).is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("JOULEBENCH_REQUIRE_RENDER").is_none(),
-        "{test}: {program} not found but JOULEBENCH_REQUIRE_RENDER is set"
-    );
-    println!("SKIPPED {test}: {program} not found ({install})");
-    false
+    common::requires_program(test, program, install, Some("JOULEBENCH_REQUIRE_RENDER"))
 }
 
 fn report_of(folders: &[PathBuf]) -> Report {
@@ -141,10 +130,11 @@ fn chromium(profile: &Path) -> Command {
 
 #[test]
 fn html_loads_in_chromium_without_console_errors_and_charts_render() {
-    if which("chromium").is_none() {
-        println!(
-            "SKIPPED html_loads_in_chromium...: chromium not found (CI installs Debian's chromium)"
-        );
+    if !have(
+        "chromium",
+        "html_loads_in_chromium_without_console_errors_and_charts_render",
+        "CI installs Debian's chromium",
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

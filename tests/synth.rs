@@ -6,8 +6,9 @@ use candle_core::Device;
 use joulebench::data::{self, DatasetKind, ImageSet, Loaded};
 use joulebench::engine::model::SeededRng;
 use joulebench::engine::synth::{
-    self, standard_normal, DiagGaussian, Generator, GeneratorKind, Gmm, GmmOptions, Vae, VaeOptions,
+    self, standard_normal, DiagGaussian, Generator, Gmm, GmmOptions, Vae, VaeOptions,
 };
+use joulebench::spec::generator::GeneratorKind;
 
 const DEV: Device = Device::Cpu;
 

@@ -4,8 +4,11 @@
 use super::{usage, Failure};
 use crate::data::{self, DatasetKind, Loaded};
 use crate::measure;
-use crate::orchestrate::collapse::digits::{self, Detector, DigitsConfig, CLASSIFIER_TASK};
-use crate::orchestrate::collapse::{gaussian, GaussianFile, Policy};
+use crate::orchestrate::collapse::digits;
+use crate::orchestrate::collapse::gaussian;
+use crate::record::collapse::{
+    Detector, DigitsConfig, Estimator, GaussianConfig, GaussianFile, Policy, CLASSIFIER_TASK,
+};
 use crate::spec::generator::GeneratorKind;
 use crate::spec::task;
 use std::path::PathBuf;
@@ -104,15 +107,15 @@ pub fn run_cmd(args: CollapseArgs) -> Result<i32, Failure> {
     }
     match args.experiment.as_str() {
         "gaussian" => {
-            let estimator = gaussian::Estimator::parse(&args.estimator).map_err(usage)?;
+            let estimator = Estimator::parse(&args.estimator).map_err(usage)?;
             let policies = if policies.is_empty() {
                 vec![Policy::Replace]
             } else {
                 policies
             };
-            let cfgs: Vec<gaussian::GaussianConfig> = policies
+            let cfgs: Vec<GaussianConfig> = policies
                 .iter()
-                .map(|&policy| gaussian::GaussianConfig {
+                .map(|&policy| GaussianConfig {
                     samples_per_generation: args.samples_per_generation,
                     chains: args.chains,
                     generations: args.generations,

@@ -1,12 +1,12 @@
 //! `joulebench exec`: its flags and the checks made before anything is written.
 
 use super::{detect_options, usage, Failure, MAX_SEEDS};
-use crate::engine::train::Status;
 use crate::measure::{self, MeterChoice};
 use crate::orchestrate::exec::{self, events::Tracked, ExecPlan, ExecTask};
-use crate::record::metrics::Direction;
+use crate::record::curve::Status;
 use crate::record::{EngineInfo, ResultsDir};
 use crate::spec::task;
+use crate::spec::task::Direction;
 use crate::spec::variant;
 use std::path::{Path, PathBuf};
 

@@ -19,10 +19,10 @@ mod values;
 pub use exec::ExecArgs;
 
 use crate::data::{self, DatasetKind};
-use crate::engine::train::Status;
 use crate::engine::variant_run;
 use crate::measure::{self, DetectOptions, MeterChoice};
 use crate::orchestrate::runner::{self, Plan, TaskRun};
+use crate::record::curve::Status;
 use crate::record::ResultsDir;
 use crate::spec::task;
 use crate::spec::variant;
@@ -209,7 +209,7 @@ impl MeasureArgs {
     }
 }
 
-pub use crate::orchestrate::runner::{check_pause_s, MAX_PAUSE_S};
+use crate::orchestrate::runner::check_pause_s;
 
 /// Largest number of seeds one command takes (a typo of `--seeds 10000000000000` must not
 /// allocate the plan).
@@ -360,14 +360,14 @@ fn list(as_json: bool) -> Result<(), Failure> {
     let w = tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in &tasks {
         match t.metric.direction() {
-            crate::record::metrics::Direction::Higher => println!(
+            crate::spec::task::Direction::Higher => println!(
                 "  {:<w$} {} (T = {:.1} %, c = {:.1} %)",
                 t.name,
                 t.description,
                 100.0 * t.target.value,
                 100.0 * t.target.chance
             ),
-            crate::record::metrics::Direction::Lower => println!(
+            crate::spec::task::Direction::Lower => println!(
                 "  {:<w$} {} (T = {} {u}, c = {} {u}, lower is better)",
                 t.name,
                 t.description,
@@ -584,7 +584,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
     }
     let mut curves = Vec::new();
     // The metric's direction and chance level, from the runs themselves.
-    let mut metric: Option<(crate::record::metrics::Direction, f64)> = None;
+    let mut metric: Option<(crate::spec::task::Direction, f64)> = None;
     for dir in &a.dirs {
         let paths = crate::record::read::run_files(dir)
             .map_err(|e| usage(anyhow::anyhow!("results folder {e}")))?;
@@ -642,7 +642,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
     }
     let mut steps: Vec<usize> = choice.steps_to_target.iter().map(|s| s.1).collect();
     steps.sort_unstable();
-    if direction == crate::record::metrics::Direction::Lower {
+    if direction == crate::spec::task::Direction::Lower {
         println!(
             "{}: {} seeds; knee of the mean curve at step {} (epoch {:.2}), loss {:.4}; plateau {:.4} (lower is better)",
             a.task,
@@ -695,7 +695,7 @@ mod clap_tests {
     #[test]
     fn pauses_are_bounded_seconds() {
         use super::check_pause_s;
-        for ok in [0.0, 30.0, super::MAX_PAUSE_S] {
+        for ok in [0.0, 30.0, crate::orchestrate::runner::MAX_PAUSE_S] {
             assert_eq!(check_pause_s("--idle-s", ok), Ok(()));
         }
         // 1e300 s overflowed the timer (a panic, exit 101) before the bound.
@@ -704,7 +704,7 @@ mod clap_tests {
             f64::NAN,
             f64::INFINITY,
             1e300,
-            super::MAX_PAUSE_S + 1.0,
+            crate::orchestrate::runner::MAX_PAUSE_S + 1.0,
         ] {
             let e = check_pause_s("--cooldown-s", bad).unwrap_err();
             assert!(

@@ -4,10 +4,10 @@
 //! `orchestrate::sweep`.
 
 use super::{usage, Failure};
-use crate::engine::train::Status;
 use crate::measure::{self, MeterChoice};
 use crate::orchestrate::runner::{self, Plan};
 use crate::orchestrate::sweep::{engine, merge, plan, resolve_shard, run};
+use crate::record::curve::Status;
 use crate::record::ResultsDir;
 use plan::PlanFile;
 use std::path::{Path, PathBuf};

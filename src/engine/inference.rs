@@ -16,7 +16,7 @@
 use crate::engine::model::RefModel;
 use crate::engine::train::Prepared;
 use crate::measure::{Boundary, ComponentEnergy, MeasuredWindow, Meter, MeterError};
-pub use crate::record::inference::{break_even, BreakEven, InferenceMeasurement, InferenceReport};
+use crate::record::inference::{InferenceMeasurement, InferenceReport};
 use candle_core::{Device, D};
 
 /// Batch sizes and window bounds of an inference measurement.
@@ -188,6 +188,7 @@ pub fn measure_or_note(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::inference::{break_even, BreakEven};
 
     #[test]
     fn break_even_cases_hand_computed() {

@@ -23,7 +23,7 @@ use crate::engine::model::{InputShape, RefModel, SeededRng};
 use crate::engine::optim::FusedAdamW;
 use crate::engine::precision::{Amp, Cast, ScaleDecision, ScaleSummary};
 use crate::measure::{MeasuredWindow, Meter, MeterError, WindowReport};
-pub use crate::record::curve::{default_phase, error_text, CurvePoint, Event, EventLog, Status};
+use crate::record::curve::{default_phase, error_text, CurvePoint, EventLog, Status};
 use crate::record::Phase;
 use crate::spec::task::{Metric, OptimizerSpec, TaskSpec};
 use candle_core::backprop::GradStore;

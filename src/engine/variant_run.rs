@@ -23,12 +23,14 @@ use crate::engine::checkpoint::{Checkpoint, CheckpointError};
 use crate::engine::model::{self, InputShape, ParamStore, RefModel, SeededRng};
 use crate::engine::precision::{Amp, PrecisionError, Tf32Guard};
 use crate::engine::prune::{self, Masks, Schedule};
-use crate::engine::synth::{self, GeneratorKind, SynthError};
+use crate::engine::synth::{self, SynthError};
 use crate::engine::train::{
-    self, NoHook, Observer, Prepared, Session, Stage, StageEnd, Status, TrainError, TrainOptions,
+    self, NoHook, Observer, Prepared, Session, Stage, StageEnd, TrainError, TrainOptions,
     TrainOutcome, TrainSet, Until,
 };
 use crate::measure::Meter;
+use crate::record::curve::Status;
+use crate::spec::generator::GeneratorKind;
 use crate::spec::task::{ModelSpec, TaskSpec};
 use crate::spec::variant::{self, DataSource, Init, ModelFamily, Precision, Pruning, Variant};
 use candle_core::Device;

@@ -3,7 +3,8 @@
 //! Owns: presentation only. Hidden when stderr is not a terminal (CI logs, pipes, Slurm), so
 //! it never interleaves with machine-readable output.
 
-use crate::engine::train::{CurvePoint, Observer};
+use crate::engine::train::Observer;
+use crate::record::curve::CurvePoint;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 

@@ -10,10 +10,11 @@
 use crate::data::{DataError, DatasetBundle, Loaded};
 use crate::engine::checkpoint;
 use crate::engine::model::SeededRng;
-use crate::engine::train::{self, Observer, Prepared, Status, TrainOptions};
+use crate::engine::train::{self, Observer, Prepared, TrainOptions};
 use crate::engine::variant_run::{self, Start};
 use crate::measure::system::{self, SystemInfo};
 use crate::measure::{self, Meter, MeterProbe, Source};
+use crate::record::curve::{CurvePoint, Status};
 use crate::record::metrics;
 use crate::record::{
     self, EnergySummary, Flops, Phase, QualitySummary, ResultsDir, RunRecord, TimeSummary,
@@ -547,7 +548,7 @@ fn run_one(
     let target = spec.target.value;
     let dir = spec.metric.direction();
     // ETT, JPP, the ladder, final and best quality: the variant's own (scored) evals only.
-    let scored: Vec<train::CurvePoint> = out.curve.iter().filter(|c| c.scored).cloned().collect();
+    let scored: Vec<CurvePoint> = out.curve.iter().filter(|c| c.scored).cloned().collect();
     let hit = metrics::first_reaching_in(&scored, target, dir).cloned();
     let (ett_j, ttt_s) = match (&hit, out.status) {
         (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
@@ -636,7 +637,7 @@ fn run_one(
             best,
             // A binomial noise floor is a property of an accuracy, not of a mean loss.
             final_binomial_sd: final_value
-                .filter(|_| dir == crate::record::metrics::Direction::Higher)
+                .filter(|_| dir == crate::spec::task::Direction::Higher)
                 .map(|q| metrics::binomial_sd(q, p.eval_predictions)),
             eval_predictions: p.eval_predictions,
             ladder: metrics::ladder_in(&scored, target, p.chance, dir),
@@ -792,19 +793,19 @@ pub fn jpp_label(
     jpp: f64,
     target: f64,
     chance: f64,
-    dir: crate::record::metrics::Direction,
+    dir: crate::spec::task::Direction,
     boundary: measure::Boundary,
     sources: &[String],
 ) -> String {
     match dir {
-        crate::record::metrics::Direction::Higher => format!(
+        crate::spec::task::Direction::Higher => format!(
             "{jpp:.3} J/pp @ {:.2} % (c = {:.2} %, {}, {})",
             100.0 * target,
             100.0 * chance,
             boundary.as_str(),
             sources.join("+")
         ),
-        crate::record::metrics::Direction::Lower => format!(
+        crate::spec::task::Direction::Lower => format!(
             "{jpp:.3} J per 0.01 @ {target:.4} (c = {chance:.4}, lower is better, {}, {})",
             boundary.as_str(),
             sources.join("+")
@@ -836,8 +837,8 @@ pub fn summary_line(r: &RunRecord) -> String {
     );
     // An accuracy in percent, a loss in its unit (nats per character).
     let level = |v: f64| match r.quality.direction {
-        crate::record::metrics::Direction::Higher => format!("{:.2} %", 100.0 * v),
-        crate::record::metrics::Direction::Lower => format!("{v:.4} (lower is better)"),
+        crate::spec::task::Direction::Higher => format!("{:.2} %", 100.0 * v),
+        crate::spec::task::Direction::Lower => format!("{v:.4} (lower is better)"),
     };
     let q = r.quality.final_value.map_or("-".into(), level);
     let tail = match (r.ett_j, r.ttt_s, &r.jpp_label) {

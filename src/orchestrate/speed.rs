@@ -10,11 +10,12 @@
 use crate::data;
 use crate::engine::model::{self, SeededRng};
 use crate::engine::optim::FusedAdamW;
-use crate::engine::train::{self, CurvePoint, NoObserver, Observer, TrainOptions};
+use crate::engine::train::{self, NoObserver, Observer, TrainOptions};
 use crate::measure::estimate::EstimateMeter;
 use crate::measure::fake::FakeMeter;
 use crate::measure::Meter;
 use crate::orchestrate::progress::ProgressObserver;
+use crate::record::curve::CurvePoint;
 use crate::spec::task::{OptimizerSpec, TaskSpec};
 use candle_core::{Device, Tensor};
 use candle_nn::{Optimizer, ParamsAdamW};

@@ -7,7 +7,7 @@
 use crate::record::curve::CurvePoint;
 use serde::{Deserialize, Serialize};
 
-pub use crate::spec::task::Direction;
+use crate::spec::task::Direction;
 
 /// The first eval reaching `target`: (energy_j, time_s), or None (DNF).
 pub fn first_reaching(curve: &[CurvePoint], target: f64) -> Option<&CurvePoint> {

@@ -99,3 +99,52 @@ pub fn venv_python(name: &str, pip_args: &[&str], check: &str) -> Result<PathBuf
         ))
     }
 }
+
+/// Whether `program` is on the PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Whether this is CI: `CI` set to anything but empty, `0` or `false` (every CI service sets
+/// it, and `.ci/run`'s callers do).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// The one policy for a test that needs something this machine may lack. `missing` is why it
+/// cannot run (None: it can). Then, under CI or with `require_var` set to `1` (what `.ci/run`
+/// sets where it installs the tool), the test fails with that reason; elsewhere it prints
+/// `SKIPPED <test>: <why>` and the caller returns. Never a silent pass.
+pub fn requires(test: &str, missing: Option<String>, require_var: Option<&str>) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    let required = require_var.is_some_and(|v| std::env::var(v).as_deref() == Ok("1"));
+    assert!(
+        !(in_ci() || required),
+        "{test}: {why} (required here: {})",
+        if required {
+            require_var.unwrap_or_default()
+        } else {
+            "CI is set"
+        }
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// [`requires`] for a program on the PATH; `install` says where it comes from.
+pub fn requires_program(
+    test: &str,
+    program: &str,
+    install: &str,
+    require_var: Option<&str>,
+) -> bool {
+    let missing = which(program)
+        .is_none()
+        .then(|| format!("{program} not found ({install})"));
+    requires(test, missing, require_var)
+}

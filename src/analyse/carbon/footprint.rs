@@ -11,8 +11,8 @@
 use super::embodied::{self, Amortisation};
 use super::schedule::{self, EnergyProfile, HourlySeries, Schedule};
 use super::{kwh, operational_kg, CarbonError, GridIntensity, Pue};
-use crate::engine::inference::{break_even, BreakEven, InferenceMeasurement};
 use crate::measure::PowerSample;
+use crate::record::inference::{break_even, BreakEven, InferenceMeasurement};
 use crate::record::{read, RunRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;

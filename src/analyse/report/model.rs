@@ -9,7 +9,7 @@
 //! it was given: every figure here is a statistic (see `crate::stats`) of the run files.
 
 use super::load::LoadedRun;
-use crate::engine::train::Status;
+use crate::record::curve::Status;
 use crate::record::RunRecord;
 use crate::spec::variant::{Init, Precision, Pruning, Variant};
 use crate::stats::{self, OlympicMean, OutlierSide, Verdict};
@@ -261,7 +261,7 @@ pub struct TaskBoard {
     pub task: String,
     pub metric: String,
     /// Which way the metric improves (`higher` for accuracy, `lower` for a loss).
-    pub direction: crate::record::metrics::Direction,
+    pub direction: crate::spec::task::Direction,
     /// The metric's unit: `fraction` (an accuracy) or `nats/char` (a loss); empty when a
     /// foreign program's metric has no known unit.
     pub unit: String,
@@ -273,7 +273,7 @@ pub struct TaskBoard {
 impl TaskBoard {
     /// An accuracy in [0, 1], printed in percent; anything else is printed as is.
     pub fn is_accuracy(&self) -> bool {
-        self.direction == crate::record::metrics::Direction::Higher && self.unit == "fraction"
+        self.direction == crate::spec::task::Direction::Higher && self.unit == "fraction"
     }
 
     /// " nats/char", or nothing for a fraction or an unknown unit.
@@ -729,11 +729,11 @@ fn median_run(list: &[RunRef]) -> Option<String> {
 /// Build the leaderboard. `runs` may come from several folders (machines) in any order.
 /// The unit of a metric by its name: a shipped task's metric, MLPerf's `eval_accuracy`, or
 /// nothing known (a foreign program's own key).
-pub fn metric_unit(metric: &str, dir: crate::record::metrics::Direction) -> String {
+pub fn metric_unit(metric: &str, dir: crate::spec::task::Direction) -> String {
     let known = serde_json::from_value::<crate::spec::task::Metric>(serde_json::json!(metric)).ok();
     match (known, metric, dir) {
         (Some(m), _, _) => m.unit().into(),
-        (None, "eval_accuracy", crate::record::metrics::Direction::Higher) => "fraction".into(),
+        (None, "eval_accuracy", crate::spec::task::Direction::Higher) => "fraction".into(),
         _ => String::new(),
     }
 }

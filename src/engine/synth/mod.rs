@@ -56,7 +56,7 @@ pub use vae::{Vae, VaeOptions};
 
 use crate::data::ImageSet;
 use crate::engine::model::SeededRng;
-pub use crate::spec::generator::{GeneratorKind, DEFAULT_GMM_COMPONENTS};
+use crate::spec::generator::{GeneratorKind, DEFAULT_GMM_COMPONENTS};
 use candle_core::Device;
 
 /// ln(2 pi).

@@ -24,7 +24,7 @@ use crate::engine::model::{self, InputShape, SeededRng};
 use crate::engine::synth::{self, Generator};
 use crate::engine::train::{self, NoObserver, Prepared, TrainOptions};
 use crate::measure::{MeasuredWindow, Meter, WindowReport};
-pub use crate::record::collapse::{
+use crate::record::collapse::{
     opt, summary_cells, Detector, DigitsConfig, DigitsGeneration, DigitsReport, PhaseEnergy,
     PolicyRun, PolicySummary, CLASSIFIER_TASK, SUMMARY_HEADER, SUMMARY_NUMERIC,
 };

@@ -18,7 +18,7 @@
 use super::{CollapseError, Policy};
 use crate::engine::model::SeededRng;
 use crate::engine::synth::standard_normal;
-pub use crate::record::collapse::{Estimator, GaussianConfig, GaussianGeneration, GaussianReport};
+use crate::record::collapse::{Estimator, GaussianConfig, GaussianGeneration, GaussianReport};
 
 impl Estimator {
     pub fn parse(s: &str) -> Result<Self, CollapseError> {

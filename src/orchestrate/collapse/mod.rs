@@ -11,7 +11,7 @@
 pub mod digits;
 pub mod gaussian;
 
-pub use crate::record::collapse::{CollapseError, GaussianFile, Policy, POLICY_NAMES};
+use crate::record::collapse::{CollapseError, Policy};
 
 #[cfg(test)]
 mod tests {

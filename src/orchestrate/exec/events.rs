@@ -5,7 +5,7 @@
 //! tracked metric, `run_start`, `run_stop`, the framework it names, nothing, or a malformed
 //! report with the reason). Pure: nothing here reads a clock, a meter or a file.
 
-use crate::record::metrics::Direction;
+use crate::spec::task::Direction;
 
 /// Longest line read whole; the rest of a longer line is skipped (and the line counted as
 /// malformed when it was a report) so one runaway line cannot exhaust memory.

@@ -16,14 +16,15 @@
 pub mod child;
 pub mod events;
 
-use crate::engine::train::{CurvePoint, EventLog, Status};
 use crate::measure::system::{self, SystemInfo};
 use crate::measure::{self, DeviceSync, MeasuredWindow, Meter, MeterError, MeterProbe};
 use crate::orchestrate::runner::{Idle, RunExtras};
-use crate::record::metrics::{self, Direction};
+use crate::record::curve::{CurvePoint, EventLog, Status};
+use crate::record::metrics;
 use crate::record::{
     self, EngineInfo, ExecInfo, Flops, Phase, QualitySummary, ResultsDir, RunRecord, TimeSummary,
 };
+use crate::spec::task::Direction;
 use crate::spec::task::TaskSpec;
 use crate::spec::variant::Variant;
 use child::{Running, Stream};
@@ -722,7 +723,7 @@ fn record(
     obs: Observed,
 ) -> (
     RunRecord,
-    Vec<crate::engine::train::Event>,
+    Vec<crate::record::curve::Event>,
     Vec<measure::PowerSample>,
 ) {
     let task = &plan.task;

@@ -8,7 +8,7 @@
 //! Must not: train, or change a run file's content (it copies bytes).
 
 use super::plan::{array_list, PlanFile};
-use crate::engine::train::Status;
+use crate::record::curve::Status;
 use crate::record::{read, write_atomic, ResultsDir, RunRecord};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

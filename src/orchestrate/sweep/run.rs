@@ -7,8 +7,9 @@
 //! Must not: measure or train itself (`runner` does), or decide shard membership (`plan`).
 
 use super::plan::{Entry, PlanFile};
-use crate::engine::train::{Observer, Status};
+use crate::engine::train::Observer;
 use crate::orchestrate::runner::{Job, Plan, RunExtras, Session, TaskRun};
+use crate::record::curve::Status;
 use crate::record::{PlanRef, ResultsDir, RunRecord, SchedulerInfo};
 use std::path::{Path, PathBuf};
 

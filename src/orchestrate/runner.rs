@@ -549,16 +549,17 @@ fn run_one(
     let dir = spec.metric.direction();
     // ETT, JPP, the ladder, final and best quality: the variant's own (scored) evals only.
     let scored: Vec<CurvePoint> = out.curve.iter().filter(|c| c.scored).cloned().collect();
-    let hit = metrics::first_reaching_in(&scored, target, dir).cloned();
-    let (ett_j, ttt_s) = match (&hit, out.status) {
-        (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
-        _ => (None, None),
-    };
-    let jpp = ett_j.and_then(|e| metrics::jpp_in(e, target, p.chance, dir));
-    let sources = sources_of(&window);
-    let jpp_label = jpp.map(|j| jpp_label(j, target, p.chance, dir, boundary, &sources));
-    let final_value = scored.last().map(|c| c.value);
-    let best = metrics::best_in(&scored, dir);
+    let sources = metrics::sources_of(&window.report.components);
+    let scores = metrics::score(&metrics::ScoreInputs {
+        scored: &scored,
+        status: out.status,
+        target,
+        chance: p.chance,
+        direction: dir,
+        boundary,
+        sources: &sources,
+        energy_budget_j: spec.budget.max_energy_j,
+    });
     let fwd = model.forward_flops_per_sample();
     let mut variant = variant.clone();
     // What the engine observed, classified by candle's code paths and this device's
@@ -633,24 +634,22 @@ fn run_one(
             target,
             chance: p.chance,
             chance_declared: spec.target.chance,
-            final_value,
-            best,
+            final_value: scores.final_value,
+            best: scores.best,
             // A binomial noise floor is a property of an accuracy, not of a mean loss.
-            final_binomial_sd: final_value
+            final_binomial_sd: scores
+                .final_value
                 .filter(|_| dir == crate::spec::task::Direction::Higher)
                 .map(|q| metrics::binomial_sd(q, p.eval_predictions)),
             eval_predictions: p.eval_predictions,
-            ladder: metrics::ladder_in(&scored, target, p.chance, dir),
+            ladder: scores.ladder,
             curve: out.curve.clone(),
         },
-        ett_j,
-        ttt_s,
-        jpp,
-        jpp_label,
-        quality_at_energy_budget: spec
-            .budget
-            .max_energy_j
-            .and_then(|b| metrics::quality_at_energy_in(&scored, b, dir)),
+        ett_j: scores.ett_j,
+        ttt_s: scores.ttt_s,
+        jpp: scores.jpp,
+        jpp_label: scores.jpp_label,
+        quality_at_energy_budget: scores.quality_at_energy_budget,
         samples: out.samples,
         steps: out.steps,
         epochs: out.epochs,
@@ -772,44 +771,6 @@ pub fn energy_summary(
             0.0
         },
         window_s: window.duration_s,
-    }
-}
-
-/// The energy sources of a window's components, in order, repeats next to each other merged.
-pub fn sources_of(window: &measure::WindowReport) -> Vec<String> {
-    let mut s: Vec<String> = window
-        .report
-        .components
-        .iter()
-        .map(|c| c.source.as_str().to_string())
-        .collect();
-    s.dedup();
-    s
-}
-
-/// "412.000 J/pp @ 97.00 % (c = 11.35 %, H, measured_counter)": a JPP is never printed without
-/// T, c and the boundary. A lower-is-better metric is per 0.01 of the metric, with its direction.
-pub fn jpp_label(
-    jpp: f64,
-    target: f64,
-    chance: f64,
-    dir: crate::spec::task::Direction,
-    boundary: measure::Boundary,
-    sources: &[String],
-) -> String {
-    match dir {
-        crate::spec::task::Direction::Higher => format!(
-            "{jpp:.3} J/pp @ {:.2} % (c = {:.2} %, {}, {})",
-            100.0 * target,
-            100.0 * chance,
-            boundary.as_str(),
-            sources.join("+")
-        ),
-        crate::spec::task::Direction::Lower => format!(
-            "{jpp:.3} J per 0.01 @ {target:.4} (c = {chance:.4}, lower is better, {}, {})",
-            boundary.as_str(),
-            sources.join("+")
-        ),
     }
 }
 

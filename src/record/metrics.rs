@@ -1,10 +1,13 @@
 //! Scoring a run from its learning curve (docs/design/measurement.md section 1).
 //!
-//! Owns: energy and time to target (ETT, TTT), joules per accuracy point (JPP), the ETT
-//! ladder at 25/50/75/100 % of the way from chance to target, and quality within an energy
-//! budget (Q@E). Pure functions of the curve: nothing here measures or reads files.
+//! Owns: energy and time to target (ETT, TTT), joules per accuracy point (JPP) and its label,
+//! the ETT ladder at 25/50/75/100 % of the way from chance to target, and quality within an
+//! energy budget (Q@E); and [`score`], the one scoring step `run` and `exec` both take from a
+//! finished run's curve to the run record's scores. Pure functions of the curve: nothing here
+//! measures or reads files.
 
-use crate::record::curve::CurvePoint;
+use crate::measure::{Boundary, ComponentEnergy};
+use crate::record::curve::{CurvePoint, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::task::Direction;
@@ -99,6 +102,96 @@ pub fn quality_at_energy_in(curve: &[CurvePoint], budget_j: f64, dir: Direction)
     }
 }
 
+/// What scoring a run needs: its scored evals (the variant's own), how it ended, the task's
+/// target and chance, and what its energy is made of (for the JPP's label).
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreInputs<'a> {
+    /// The evals that score the variant, in order (energy and time since `run_start`).
+    pub scored: &'a [CurvePoint],
+    pub status: Status,
+    pub target: f64,
+    pub chance: f64,
+    pub direction: Direction,
+    pub boundary: Boundary,
+    /// The energy's sources (`measured_counter`, `estimated_tdp_load`, ...).
+    pub sources: &'a [String],
+    /// The task's energy budget, for Q@E.
+    pub energy_budget_j: Option<f64>,
+}
+
+/// The scores a run record carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// ETT and TTT: the first eval at or beyond T, only for a run that ended `ok`.
+    pub ett_j: Option<f64>,
+    pub ttt_s: Option<f64>,
+    pub jpp: Option<f64>,
+    pub jpp_label: Option<String>,
+    pub final_value: Option<f64>,
+    pub best: Option<f64>,
+    pub ladder: Vec<LadderRung>,
+    pub quality_at_energy_budget: Option<f64>,
+}
+
+/// The one scoring step of `run` and `exec`: pure, from the scored curve to the record's scores.
+pub fn score(i: &ScoreInputs<'_>) -> Scores {
+    let hit = first_reaching_in(i.scored, i.target, i.direction);
+    let (ett_j, ttt_s) = match (hit, i.status) {
+        (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
+        _ => (None, None),
+    };
+    let jpp = ett_j.and_then(|e| jpp_in(e, i.target, i.chance, i.direction));
+    Scores {
+        ett_j,
+        ttt_s,
+        jpp,
+        jpp_label: jpp
+            .map(|j| jpp_label(j, i.target, i.chance, i.direction, i.boundary, i.sources)),
+        final_value: i.scored.last().map(|c| c.value),
+        best: best_in(i.scored, i.direction),
+        ladder: ladder_in(i.scored, i.target, i.chance, i.direction),
+        quality_at_energy_budget: i
+            .energy_budget_j
+            .and_then(|b| quality_at_energy_in(i.scored, b, i.direction)),
+    }
+}
+
+/// The sources of a run's energy components, in order, repeats merged.
+pub fn sources_of(components: &[ComponentEnergy]) -> Vec<String> {
+    let mut s: Vec<String> = components
+        .iter()
+        .map(|c| c.source.as_str().to_string())
+        .collect();
+    s.dedup();
+    s
+}
+
+/// "412.000 J/pp @ 97.00 % (c = 11.35 %, H, measured_counter)": a JPP is never printed without
+/// T, c and the boundary. A lower-is-better metric is per 0.01 of the metric, with its direction.
+pub fn jpp_label(
+    jpp: f64,
+    target: f64,
+    chance: f64,
+    dir: Direction,
+    boundary: Boundary,
+    sources: &[String],
+) -> String {
+    match dir {
+        Direction::Higher => format!(
+            "{jpp:.3} J/pp @ {:.2} % (c = {:.2} %, {}, {})",
+            100.0 * target,
+            100.0 * chance,
+            boundary.as_str(),
+            sources.join("+")
+        ),
+        Direction::Lower => format!(
+            "{jpp:.3} J per 0.01 @ {target:.4} (c = {chance:.4}, lower is better, {}, {})",
+            boundary.as_str(),
+            sources.join("+")
+        ),
+    }
+}
+
 /// The binomial noise floor of an accuracy measured on n predictions: sqrt(q(1-q)/n).
 pub fn binomial_sd(q: f64, n: usize) -> f64 {
     if n == 0 {
@@ -130,6 +223,52 @@ mod tests {
         let hit = first_reaching(&c, 0.97).unwrap();
         assert_eq!((hit.energy_j, hit.step), (200.0, 20));
         assert!(first_reaching(&c, 0.995).is_none());
+    }
+
+    #[test]
+    fn one_scoring_step_for_every_run() {
+        let c = [pt(10, 100.0, 0.5), pt(20, 200.0, 0.97), pt(30, 300.0, 0.96)];
+        let sources = ["measured_counter".to_string()];
+        let inputs = ScoreInputs {
+            scored: &c,
+            status: Status::Ok,
+            target: 0.97,
+            chance: 0.1,
+            direction: Direction::Higher,
+            boundary: Boundary::Gpu,
+            sources: &sources,
+            energy_budget_j: Some(150.0),
+        };
+        let s = score(&inputs);
+        assert_eq!((s.ett_j, s.ttt_s), (Some(200.0), Some(20.0)));
+        assert!((s.jpp.unwrap() - 200.0 / 87.0).abs() < 1e-12);
+        assert_eq!(
+            s.jpp_label.as_deref(),
+            Some("2.299 J/pp @ 97.00 % (c = 10.00 %, G, measured_counter)")
+        );
+        assert_eq!((s.final_value, s.best), (Some(0.96), Some(0.97)));
+        assert_eq!(s.ladder.len(), 4);
+        assert_eq!(s.quality_at_energy_budget, Some(0.5));
+        // A run that did not end `ok` has no ETT even when an eval touched T.
+        let dnf = score(&ScoreInputs {
+            status: Status::Dnf,
+            ..inputs
+        });
+        assert_eq!((dnf.ett_j, dnf.jpp, dnf.jpp_label), (None, None, None));
+        assert_eq!(dnf.best, Some(0.97));
+        // Lower is better: the label says so, per 0.01 of the metric.
+        let loss = [pt(1, 10.0, 2.5), pt(2, 20.0, 1.5)];
+        let l = score(&ScoreInputs {
+            scored: &loss,
+            target: 1.6,
+            chance: 3.0,
+            direction: Direction::Lower,
+            energy_budget_j: None,
+            ..inputs
+        });
+        assert_eq!(l.ett_j, Some(20.0));
+        assert!(l.jpp_label.unwrap().contains("lower is better"));
+        assert_eq!(l.quality_at_energy_budget, None);
     }
 
     #[test]

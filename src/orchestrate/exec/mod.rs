@@ -758,21 +758,16 @@ fn record(
             )
         });
     }
-    let (ett_j, ttt_s) = match (&hit, status) {
-        (Some(h), Status::Ok) => (Some(h.energy_j), Some(h.time_s)),
-        _ => (None, None),
-    };
-    let sources = crate::orchestrate::runner::sources_of(&window);
-    let jpp = ett_j.and_then(|e| metrics::jpp_in(e, task.target, task.chance, dir));
-    let jpp_label = jpp.map(|j| {
-        crate::orchestrate::runner::jpp_label(
-            j,
-            task.target,
-            task.chance,
-            dir,
-            energy.boundary,
-            &sources,
-        )
+    let sources = metrics::sources_of(&window.report.components);
+    let scores = metrics::score(&metrics::ScoreInputs {
+        scored: &obs.curve,
+        status,
+        target: task.target,
+        chance: task.chance,
+        direction: dir,
+        boundary: energy.boundary,
+        sources: &sources,
+        energy_budget_j: None,
     });
     let end_s = window.duration_s;
     let total_j = energy.total_j;
@@ -875,18 +870,18 @@ fn record(
             target: task.target,
             chance: task.chance,
             chance_declared: task.spec.as_ref().map_or(task.chance, |s| s.target.chance),
-            final_value: last.map(|p| p.value),
-            best: metrics::best_in(&obs.curve, dir),
+            final_value: scores.final_value,
+            best: scores.best,
             final_binomial_sd: None,
             eval_predictions: 0,
-            ladder: metrics::ladder_in(&obs.curve, task.target, task.chance, dir),
+            ladder: scores.ladder,
             curve: obs.curve.clone(),
         },
-        ett_j,
-        ttt_s,
-        jpp,
-        jpp_label,
-        quality_at_energy_budget: None,
+        ett_j: scores.ett_j,
+        ttt_s: scores.ttt_s,
+        jpp: scores.jpp,
+        jpp_label: scores.jpp_label,
+        quality_at_energy_budget: scores.quality_at_energy_budget,
         samples: 0,
         steps: last.map_or(0, |p| p.step),
         epochs: last.map_or(0.0, |p| p.epoch),

@@ -215,6 +215,15 @@ use crate::orchestrate::runner::check_pause_s;
 /// allocate the plan).
 pub const MAX_SEEDS: u64 = 10_000;
 
+/// A run record as one JSON line (`--json`). One that cannot be encoded prints a JSON object
+/// saying so, with its run id, never an empty line.
+pub(crate) fn record_json(rec: &crate::record::RunRecord) -> String {
+    serde_json::to_string(rec).unwrap_or_else(|e| {
+        serde_json::json!({"run_id": rec.run_id, "error": format!("cannot encode the run record: {e}")})
+            .to_string()
+    })
+}
+
 /// A failure and its exit code.
 #[derive(Debug)]
 pub enum Failure {
@@ -552,7 +561,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         },
         |rec| {
             if as_json {
-                println!("{}", serde_json::to_string(rec).unwrap_or_default());
+                println!("{}", record_json(rec));
             } else {
                 println!("{}", runner::summary_line(rec));
                 if let Some(inf) = &rec.inference {

@@ -119,9 +119,12 @@ pub fn command(a: SweepArgs) -> Result<i32, Failure> {
     match a.command {
         Some(SweepCommand::Plan(p)) => {
             let plan = plan_from(&p.suite)?;
+            let text = plan
+                .to_json()
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("encoding the plan: {e}")))?;
             match &p.out {
                 Some(out) => {
-                    crate::record::write_atomic(out, plan.to_json().as_bytes()).map_err(usage)?;
+                    crate::record::write_atomic(out, text.as_bytes()).map_err(usage)?;
                     eprintln!(
                         "joulebench: plan '{}' ({}): {} runs, written to {}",
                         plan.name,
@@ -130,7 +133,7 @@ pub fn command(a: SweepArgs) -> Result<i32, Failure> {
                         out.display()
                     );
                 }
-                None => print!("{}", plan.to_json()),
+                None => print!("{text}"),
             }
             Ok(0)
         }
@@ -229,7 +232,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         },
         |rec| {
             if as_json {
-                println!("{}", serde_json::to_string(rec).unwrap_or_default());
+                println!("{}", super::record_json(rec));
             } else {
                 println!("{}", runner::summary_line(rec));
             }

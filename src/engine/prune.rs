@@ -484,7 +484,8 @@ pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Resu
             "parameters_before": before,
             "parameters_after": after,
             "parameter_sparsity": 1.0 - after as f64 / before.max(1) as f64,
-            "spec_after": serde_json::to_value(&new_spec).unwrap_or_default(),
+            "spec_after": serde_json::to_value(&new_spec)
+                .expect("a task spec encodes: plain data with string keys"),
         }),
         spec: new_spec,
         weights: w,

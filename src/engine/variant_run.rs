@@ -127,11 +127,11 @@ pub fn finetune_source(
     })?;
     if source.model != spec.model || input_space(&source) != input_space(spec) {
         return Err(bad(format!(
-            "its [finetune] source '{}' has model {} on {} but the task has model {} on {}: the checkpoint's shapes would not match",
+            "its [finetune] source '{}' has model {:?} on {} but the task has model {:?} on {}: the checkpoint's shapes would not match",
             source.name,
-            serde_json::to_string(&source.model).unwrap_or_default(),
+            source.model,
             input_space(&source),
-            serde_json::to_string(&spec.model).unwrap_or_default(),
+            spec.model,
             input_space(spec),
         )));
     }

@@ -61,14 +61,13 @@ fn median(v: &mut [f64]) -> f64 {
     quantile(v, 0.5)
 }
 
+/// `stats::quantile_sorted` (type 7) of the values, sorted in place; NaN for none.
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+    crate::stats::quantile_sorted(v, q)
 }
 
 fn adamw_params(spec: &TaskSpec) -> ParamsAdamW {

@@ -781,7 +781,8 @@ pub fn render(f: &Footprint, format: Format) -> String {
         Format::Md => render_md(f),
         Format::Csv => render_csv(f),
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(f).unwrap_or_default();
+            let mut s = serde_json::to_string_pretty(f)
+                .expect("a footprint encodes: plain data with string keys");
             s.push('\n');
             s
         }

@@ -194,7 +194,8 @@ pub fn merge(
     if let Some(plan) = plan {
         let p = into.join("plan.json");
         if !p.exists() {
-            write_atomic(&p, plan.to_json().as_bytes()).map_err(|e| io(&p, e))?;
+            let text = plan.to_json().map_err(|e| io(&p, e))?;
+            write_atomic(&p, text.as_bytes()).map_err(|e| io(&p, e))?;
         }
         let mut status: BTreeMap<&str, Status> = BTreeMap::new();
         for f in by_id.values() {

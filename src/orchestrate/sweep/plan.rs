@@ -276,8 +276,9 @@ impl PlanFile {
             .unwrap_or(entry.index)
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    /// `plan.json`'s text. An error, never an empty plan, when it cannot be encoded.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        Ok(serde_json::to_string_pretty(self)? + "\n")
     }
 
     /// Read a plan file: format, version and hash checked, every entry consistent.
@@ -672,11 +673,11 @@ mod tests {
         // The plan round-trips and checks.
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("plan.json");
-        std::fs::write(&path, p.to_json()).unwrap();
+        std::fs::write(&path, p.to_json().unwrap()).unwrap();
         assert_eq!(PlanFile::read(&path).unwrap(), p);
         // A plan without [[exec]] says nothing of it (older plans read the same).
         let plain = expand(&suite(Order::Interleaved), &dir).unwrap();
-        assert!(!plain.to_json().contains("\"exec\""));
+        assert!(!plain.to_json().unwrap().contains("\"exec\""));
         // A suite with nothing to run is an error, not "0 runs".
         let mut empty = suite(Order::Interleaved);
         empty.tasks = NameList::Names(vec![]);
@@ -720,14 +721,19 @@ mod tests {
         // Round trip, then a hand edit is caught.
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("plan.json");
-        std::fs::write(&p, a.to_json()).unwrap();
+        std::fs::write(&p, a.to_json().unwrap()).unwrap();
         assert_eq!(PlanFile::read(&p).unwrap(), a);
-        std::fs::write(&p, a.to_json().replace("\"seed\": 5", "\"seed\": 6")).unwrap();
+        std::fs::write(
+            &p,
+            a.to_json().unwrap().replace("\"seed\": 5", "\"seed\": 6"),
+        )
+        .unwrap();
         let e = PlanFile::read(&p).unwrap_err().to_string();
         assert!(e.contains("hash mismatch"), "{e}");
         std::fs::write(
             &p,
             a.to_json()
+                .unwrap()
                 .replace("\"plan_version\": 1", "\"plan_version\": 9"),
         )
         .unwrap();
@@ -745,7 +751,7 @@ mod tests {
             let mut p = good.clone();
             edit(&mut p.settings);
             p.hash = p.content_hash();
-            std::fs::write(&path, p.to_json()).unwrap();
+            std::fs::write(&path, p.to_json().unwrap()).unwrap();
             PlanFile::read(&path).map(|_| ()).map_err(|e| e.to_string())
         };
         assert_eq!(read_with(&|_| {}), Ok(()));
@@ -772,6 +778,7 @@ mod tests {
         std::fs::write(
             &path,
             good.to_json()
+                .unwrap()
                 .replace("\"order\": \"interleaved\"", "\"order\": \"sideways\""),
         )
         .unwrap();

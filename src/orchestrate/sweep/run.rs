@@ -113,7 +113,7 @@ pub fn claim_folder(results: &ResultsDir, plan: &PlanFile) -> anyhow::Result<()>
         let claim = results
             .root()
             .join(format!(".plan.json.claim-{}-{nanos:x}", std::process::id()));
-        crate::record::write_atomic(&claim, plan.to_json().as_bytes())?;
+        crate::record::write_atomic(&claim, plan.to_json()?.as_bytes())?;
         let linked = std::fs::hard_link(&claim, &path);
         let _ = std::fs::remove_file(&claim);
         match linked {

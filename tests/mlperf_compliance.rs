@@ -491,7 +491,11 @@ fn export_mlperf_refuses_bad_input() {
             vec![s(&r), "--out".into(), s(&out), "--measured-only".into()],
             "estimated energy",
         ),
-        (vec![s(&r), "--out".into(), s(&full)], "not empty"),
+        (vec![s(&r), "--out".into(), s(&full)], "not an empty folder"),
+        (
+            vec![s(&r), "--out".into(), s(&full.join("keep.txt"))],
+            "not an empty folder",
+        ),
     ];
     for (args, want) in cases {
         let mut argv = vec!["export", "mlperf"];
@@ -503,4 +507,8 @@ fn export_mlperf_refuses_bad_input() {
         assert!(!out.exists(), "{argv:?} wrote {}", out.display());
     }
     assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(full.join("keep.txt")).unwrap(),
+        "mine"
+    );
 }

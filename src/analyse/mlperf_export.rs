@@ -40,7 +40,7 @@ pub enum ExportError {
     NoRuns { path: String },
     #[error("{path}: all {count} runs have estimated energy, and --measured-only was given")]
     AllEstimated { path: String, count: usize },
-    #[error("--out {path}: exists and is not empty; give a new or empty folder")]
+    #[error("--out {path}: exists and is not an empty folder; give a new or empty folder")]
     OutNotEmpty { path: String },
     #[error("event log {0}")]
     EventLog(read::FileError),

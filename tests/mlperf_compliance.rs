@@ -19,6 +19,21 @@ use std::process::Command;
 
 const PACKAGE: &str = "mlperf-logging==4.1.68";
 
+/// A seconds-long `run` of digits-mlp, seed 1, estimated energy, no idle or cooldown.
+const DIGITS_SEED_1: [&str; 11] = [
+    "run",
+    "--task",
+    "digits-mlp",
+    "--seed",
+    "1",
+    "--meter",
+    "estimate",
+    "--idle-s",
+    "0",
+    "--cooldown-s",
+    "0",
+];
+
 /// Real results: three `run`s and two `exec`s into one folder.
 fn make_results(dir: &Path) {
     let results = dir.to_str().unwrap();
@@ -170,20 +185,7 @@ fn every_log_has_the_keys_mlperf_requires() {
 fn submission_options_reach_the_log_and_bad_ones_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path().join("r");
-    let base = [
-        "run",
-        "--task",
-        "digits-mlp",
-        "--seed",
-        "1",
-        "--meter",
-        "estimate",
-        "--idle-s",
-        "0",
-        "--cooldown-s",
-        "0",
-        "--results",
-    ];
+    let base = [&DIGITS_SEED_1[..], &["--results"]].concat();
     for (flag, bad) in [
         ("--submitter", " "),
         ("--platform", ""),
@@ -455,21 +457,7 @@ fn export_mlperf_writes_the_submission_tree() {
 fn export_mlperf_refuses_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path().join("r");
-    let o = common::joulebench(&[
-        "run",
-        "--task",
-        "digits-mlp",
-        "--seed",
-        "1",
-        "--meter",
-        "estimate",
-        "--idle-s",
-        "0",
-        "--cooldown-s",
-        "0",
-        "--results",
-        r.to_str().unwrap(),
-    ]);
+    let o = common::joulebench(&[&DIGITS_SEED_1[..], &["--results", r.to_str().unwrap()]].concat());
     assert_eq!(o.code, 0, "{}", o.stderr);
     let full = tmp.path().join("full");
     std::fs::create_dir(&full).unwrap();

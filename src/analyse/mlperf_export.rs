@@ -46,8 +46,10 @@ pub enum ExportError {
     EventLog(read::FileError),
     #[error("{path}: no run_start and run_stop in the event log")]
     NoRunSpan { path: String },
-    #[error("{path}: {reason}")]
-    Timeline { path: String, reason: String },
+    #[error("{path}: no power timeline")]
+    NoTimeline { path: String },
+    #[error("power timeline {0}")]
+    Timeline(read::FileError),
     #[error("run {run}: node power log: {source}")]
     NodeLog {
         run: String,
@@ -138,24 +140,11 @@ fn plan_run(run: &LoadedRun) -> Result<(Planned, bool), ExportError> {
         power::run_start_stop_ms(&events).ok_or_else(|| ExportError::NoRunSpan {
             path: show(&read::events_path(&run.folder, id)),
         })?;
-    let timeline = match load::read_timeline(run) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return Err(ExportError::Timeline {
-                path: show(&read::timeline_path(&run.folder, id)),
-                reason: "no power timeline".into(),
-            })
-        }
-        Err(LoadIssue::Timeline { path, reason }) => {
-            return Err(ExportError::Timeline { path, reason })
-        }
-        Err(other) => {
-            return Err(ExportError::Timeline {
-                path: show(&run.folder),
-                reason: other.to_string(),
-            })
-        }
-    };
+    let timeline = read::read_timeline(&run.folder, id)
+        .map_err(ExportError::Timeline)?
+        .ok_or_else(|| ExportError::NoTimeline {
+            path: show(&read::timeline_path(&run.folder, id)),
+        })?;
     let (start_s, stop_s) = power::scored_seconds(&run.record);
     let span = Span {
         start_s,

@@ -68,6 +68,18 @@ pub enum FileError {
     Unreadable { path: String, reason: String },
 }
 
+impl FileError {
+    /// What is wrong, without the path.
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::NoRuns { .. } => "not a results folder (no runs/ folder)".into(),
+            FileError::Unlistable { reason, .. } | FileError::Unreadable { reason, .. } => {
+                reason.clone()
+            }
+        }
+    }
+}
+
 fn show(p: &Path) -> String {
     p.display().to_string()
 }

@@ -34,22 +34,9 @@ pub enum FolderError {
 /// A file or folder skipped while reading; the report goes on without it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LoadIssue {
-    #[error("{path}: cannot read: {reason}")]
-    Unreadable { path: String, reason: String },
-    #[error("{path}: malformed JSON ({reason})")]
-    Malformed { path: String, reason: String },
-    #[error("{path}: not a joulebench run file ({reason})")]
-    Foreign { path: String, reason: String },
-    #[error(
-        "{path}: schema_version {found} is newer than this joulebench reads ({supported}); report it with a newer joulebench"
-    )]
-    NewerSchema {
-        path: String,
-        found: u64,
-        supported: u32,
-    },
-    #[error("{path}: invalid run file ({reason})")]
-    Invalid { path: String, reason: String },
+    /// A run file `record::read` refused (its message names the file).
+    #[error(transparent)]
+    Run(#[from] RunFileError),
     #[error("{path}: no run files (expected runs/*.json)")]
     Empty { path: String },
     #[error("{path}: run id {run_id} already read from {first}; kept the first")]
@@ -60,26 +47,6 @@ pub enum LoadIssue {
     },
     #[error("{path}: power timeline skipped ({reason})")]
     Timeline { path: String, reason: String },
-}
-
-impl From<RunFileError> for LoadIssue {
-    fn from(e: RunFileError) -> Self {
-        match e {
-            RunFileError::Unreadable { path, reason } => LoadIssue::Unreadable { path, reason },
-            RunFileError::Malformed { path, reason } => LoadIssue::Malformed { path, reason },
-            RunFileError::Foreign { path, reason } => LoadIssue::Foreign { path, reason },
-            RunFileError::NewerSchema {
-                path,
-                found,
-                supported,
-            } => LoadIssue::NewerSchema {
-                path,
-                found,
-                supported,
-            },
-            RunFileError::Invalid { path, reason } => LoadIssue::Invalid { path, reason },
-        }
-    }
 }
 
 /// One run file that was read, and where from.
@@ -221,12 +188,8 @@ pub fn load(folders: &[PathBuf]) -> Loaded {
 fn issue_in(issue: &LoadIssue, dir: &Path) -> bool {
     let prefix = show(dir);
     match issue {
-        LoadIssue::Unreadable { path, .. }
-        | LoadIssue::Malformed { path, .. }
-        | LoadIssue::Foreign { path, .. }
-        | LoadIssue::NewerSchema { path, .. }
-        | LoadIssue::Invalid { path, .. }
-        | LoadIssue::Duplicate { path, .. } => path.starts_with(&prefix),
+        LoadIssue::Run(e) => e.path().starts_with(&prefix),
+        LoadIssue::Duplicate { path, .. } => path.starts_with(&prefix),
         LoadIssue::Empty { .. } | LoadIssue::Timeline { .. } => false,
     }
 }
@@ -234,11 +197,10 @@ fn issue_in(issue: &LoadIssue, dir: &Path) -> bool {
 /// `power/<run-id>.csv` of a run (`record::read`'s reader); `Ok(None)` when the file does not
 /// exist, a [`LoadIssue::Timeline`] when it cannot be read.
 pub fn read_timeline(run: &LoadedRun) -> Result<Option<Vec<PowerSample>>, LoadIssue> {
-    read::read_timeline(&run.folder, &run.record.run_id).map_err(|e| match e {
-        read::FileError::Unreadable { path, reason } => LoadIssue::Timeline { path, reason },
-        other => LoadIssue::Timeline {
-            path: show(&run.folder),
-            reason: other.to_string(),
-        },
+    read::read_timeline(&run.folder, &run.record.run_id).map_err(|e| LoadIssue::Timeline {
+        path: read::timeline_path(&run.folder, &run.record.run_id)
+            .display()
+            .to_string(),
+        reason: e.reason(),
     })
 }

@@ -606,7 +606,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
                 }
             };
             let full_budget = rec.config.get("stop_at_target") == Some(&json!(false));
-            if rec.task != a.task || rec.variant != variant::baseline() || !full_budget {
+            if rec.task != a.task || rec.variant != variant::baseline().into() || !full_budget {
                 continue;
             }
             if rec.status == Status::Failed || rec.status == Status::Diverged {

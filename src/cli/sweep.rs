@@ -5,8 +5,9 @@
 
 use super::{usage, Failure};
 use crate::measure::{self, MeterChoice};
+use crate::orchestrate::host;
 use crate::orchestrate::runner::{self, Plan};
-use crate::orchestrate::sweep::{engine, merge, plan, resolve_shard, run};
+use crate::orchestrate::sweep::{merge, plan, resolve_shard, run};
 use crate::record::curve::Status;
 use crate::record::ResultsDir;
 use plan::PlanFile;
@@ -148,7 +149,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         Some(p) => PlanFile::read(p).map_err(usage)?,
         None => plan_from(&a.suite)?,
     };
-    let shard = resolve_shard(a.shard_index, a.shard_count, &engine::ProcessEnv).map_err(usage)?;
+    let shard = resolve_shard(a.shard_index, a.shard_count, &host::ProcessEnv).map_err(usage)?;
     super::check_cpu_tdp_w(a.cpu_tdp_w).map_err(usage)?;
     let (device, device_label) = match &a.device {
         Some(d) => super::parse_device(d).map_err(usage)?,
@@ -187,7 +188,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         checkpoint: None,
         inference: None,
     };
-    let scheduler = engine::scheduler_info(&engine::ProcessEnv, shard);
+    let scheduler = host::scheduler_info(&host::ProcessEnv, shard);
     let mut session =
         runner::Session::new(&runner_plan, meter.as_mut(), &probes).map_err(Failure::Runtime)?;
     let (si, sc) = shard.unwrap_or((0, 1));

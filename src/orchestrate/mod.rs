@@ -7,6 +7,7 @@
 
 pub mod collapse;
 pub mod exec;
+pub mod host;
 pub mod progress;
 pub mod runner;
 pub mod speed;

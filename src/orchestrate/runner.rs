@@ -231,7 +231,7 @@ pub fn preflight_data(spec: &TaskSpec, bundle: &DatasetBundle) -> anyhow::Result
 }
 
 /// What a run file records beyond the run itself: its place in a sweep plan and the engine
-/// that started the process (`sweep::engine`). Default: no plan, scheduler read from the
+/// that started the process (`host`). Default: no plan, scheduler read from the
 /// environment by the session.
 #[derive(Debug, Clone, Default)]
 pub struct RunExtras {
@@ -352,8 +352,8 @@ impl<'a> Session<'a> {
         self.pace();
         let mut extras = extras.clone();
         if extras.scheduler.is_none() {
-            extras.scheduler = Some(crate::orchestrate::sweep::engine::scheduler_info(
-                &crate::orchestrate::sweep::engine::ProcessEnv,
+            extras.scheduler = Some(crate::orchestrate::host::scheduler_info(
+                &crate::orchestrate::host::ProcessEnv,
                 None,
             ));
         }
@@ -496,7 +496,7 @@ fn run_one(
 ) -> anyhow::Result<RunRecord> {
     let spec = &task.spec;
     let started_at = system::utc_now();
-    let co_tenancy_start = crate::orchestrate::sweep::engine::co_tenancy_now();
+    let co_tenancy_start = crate::orchestrate::host::co_tenancy_now();
     let run_id = record::run_id(&spec.name, &variant.name, seed, &sys.system_id);
     let opts = TrainOptions {
         seed,
@@ -561,7 +561,7 @@ fn run_one(
         energy_budget_j: spec.budget.max_energy_j,
     });
     let fwd = model.forward_flops_per_sample();
-    let mut variant = variant.clone();
+    let mut variant = crate::record::RunVariant::from(variant.clone());
     // What the engine observed, classified by candle's code paths and this device's
     // capabilities: the record a precision verdict is judged by.
     variant.precision_report = out.precision_report.as_ref().map(|observed| {
@@ -676,10 +676,10 @@ fn run_one(
         inference,
         plan: extras.plan.clone(),
         scheduler: extras.scheduler.clone(),
-        isolation: Some(crate::orchestrate::sweep::engine::assess(
+        isolation: Some(crate::orchestrate::host::assess(
             &window.report,
             Some(co_tenancy_start),
-            Some(crate::orchestrate::sweep::engine::co_tenancy_now()),
+            Some(crate::orchestrate::host::co_tenancy_now()),
         )),
         engine: None,
         exec: None,

@@ -71,11 +71,11 @@ pub enum DataSource {
     Random,
 }
 
-/// One point of the variant matrix, as recorded in the run file's `variant` object.
+/// One point of the variant matrix: what a plan holds and a run is asked to do. A run file's
+/// `variant` object is this plus what the run did with it (`record::RunVariant`).
 ///
 /// The first six fields are docs/run-file.md's; the rest are optional (absent for the baseline, so
-/// older readers and fixtures are unaffected). The runner fills the run-level ones
-/// (`checkpoint`, `pruning_schedule`, `precision_report`, `loss_scale`) in the run file.
+/// older readers and fixtures are unaffected).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
     pub name: String,
@@ -91,24 +91,6 @@ pub struct Variant {
     /// Layers (parameter-name prefixes) loaded from the checkpoint and not trained.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen: Vec<String>,
-    /// Run level: where the fine-tune's starting weights came from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<serde_json::Value>,
-    /// Run level: the pruning schedule as executed (steps, sparsities, kept units).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pruning_schedule: Option<serde_json::Value>,
-    /// Run level: per op class, the dtype requested, the dtype the arithmetic ran in and
-    /// whether that was native (non-f32 precisions); older run files hold a flat
-    /// `op -> dtype` map, read as `basis: unknown`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision_report: Option<crate::spec::precision::PrecisionReport>,
-    /// Run level: the dynamic loss scale of an f16 run (trace summary, skipped steps).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_scale: Option<serde_json::Value>,
-    /// Run level: how the synthetic (or blended) training set was made (generator, counts,
-    /// fit and sample FLOPs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub synthetic: Option<serde_json::Value>,
 }
 
 /// A named or composed variant that cannot be run.
@@ -143,11 +125,6 @@ pub fn baseline() -> Variant {
         data: "real".into(),
         generator: None,
         frozen: Vec::new(),
-        checkpoint: None,
-        pruning_schedule: None,
-        precision_report: None,
-        loss_scale: None,
-        synthetic: None,
     }
 }
 
@@ -172,18 +149,6 @@ impl Variant {
             && self.init == Init::Scratch
             && self.data == "real"
             && self.frozen.is_empty()
-    }
-
-    /// The same variant with every run-level detail cleared (what a plan holds).
-    pub fn spec_only(&self) -> Variant {
-        Variant {
-            checkpoint: None,
-            pruning_schedule: None,
-            precision_report: None,
-            loss_scale: None,
-            synthetic: None,
-            ..self.clone()
-        }
     }
 
     /// The canonical name of this combination (the grammar in the module header).

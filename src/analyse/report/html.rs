@@ -5,6 +5,7 @@
 //! network reference fail loudly in a browser.
 //! Must not: compute statistics.
 
+use super::document;
 use super::markup::{self, Align, Markup, Table};
 use super::{charts, ExportError, Exporter, Report};
 
@@ -160,12 +161,13 @@ impl Exporter for HtmlExporter {
         let tables = |task: &super::model::TaskBoard, table: &super::model::RankTable| {
             drawn(charts::for_table(task, table, report))
         };
-        let collapse = |file: &super::collapse::CollapseFile| drawn(super::collapse::charts(file));
-        markup::render(
+        let collapse =
+            |file: &super::collapse_file::CollapseFile| drawn(super::collapse::charts(file));
+        document::render(
             &report.leaderboard,
             &report.collapse,
             &mut page,
-            Some(&markup::Charts {
+            Some(&document::Charts {
                 tables: &tables,
                 collapse: &collapse,
             }),

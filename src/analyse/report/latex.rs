@@ -452,7 +452,7 @@ fn engines(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usi
                 )),
                 format!(
                     "{}{}",
-                    escape(&super::markup::verdict_cell(c.verdict, &c.reason)),
+                    escape(&super::document::verdict_cell(c.verdict, &c.reason)),
                     limited_mark(&mut notes, c)
                 ),
             ]
@@ -484,7 +484,7 @@ fn engines(out: &mut String, task: &TaskBoard, table: &RankTable, resamples: usi
         ],
         &rows,
     );
-    end_table(out, &notes, &[escape(super::markup::ENGINES_NOTE)]);
+    end_table(out, &notes, &[escape(super::document::ENGINES_NOTE)]);
 }
 
 impl Exporter for LatexExporter {

@@ -9,7 +9,7 @@
 //! with only those is a results folder too).
 //! Must not: compute statistics, or write anything.
 
-use super::collapse::{self, CollapseFile, CollapseFileError};
+use super::collapse_file::{self as collapse, CollapseFile, CollapseFileError};
 use crate::measure::PowerSample;
 use crate::record::read::{self, RunFileError};
 use crate::record::RunRecord;

@@ -11,7 +11,9 @@
 
 pub mod charts;
 pub mod collapse;
+pub mod collapse_file;
 pub mod csv;
+pub mod document;
 pub mod emissions;
 pub mod format;
 pub mod html;
@@ -118,7 +120,7 @@ pub struct Report {
     pub timelines: BTreeMap<String, Vec<PowerSample>>,
     pub carbon: CarbonSettings,
     /// The model-collapse experiments' files (`collapse-*.json`), in folder order.
-    pub collapse: Vec<collapse::CollapseFile>,
+    pub collapse: Vec<collapse_file::CollapseFile>,
 }
 
 impl Report {
@@ -187,7 +189,7 @@ pub struct MarkdownExporter;
 impl Exporter for MarkdownExporter {
     fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
         let mut m = markup::Markdown::default();
-        markup::render(&report.leaderboard, &report.collapse, &mut m, None);
+        document::render(&report.leaderboard, &report.collapse, &mut m, None);
         Ok(m.out.into_bytes())
     }
     fn file_name(&self) -> &'static str {
@@ -200,7 +202,7 @@ pub struct TextExporter;
 impl Exporter for TextExporter {
     fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
         let mut m = markup::Text::default();
-        markup::render(&report.leaderboard, &report.collapse, &mut m, None);
+        document::render(&report.leaderboard, &report.collapse, &mut m, None);
         Ok(m.out.into_bytes())
     }
     fn file_name(&self) -> &'static str {
@@ -242,6 +244,6 @@ pub fn leaderboard_text(
         &mut issues,
     );
     let mut m = markup::Text::default();
-    markup::render(&report.leaderboard, &report.collapse, &mut m, None);
+    document::render(&report.leaderboard, &report.collapse, &mut m, None);
     Ok((m.out, issues))
 }

@@ -10,7 +10,7 @@
 
 use super::load::LoadedRun;
 use crate::record::curve::Status;
-use crate::record::RunRecord;
+use crate::record::{RunRecord, RunVariant};
 use crate::spec::variant::{Init, Precision, Pruning, Variant};
 use crate::stats::{self, OlympicMean, OutlierSide, Verdict};
 use serde::Serialize;
@@ -201,7 +201,8 @@ pub struct SystemRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VariantRow {
     pub system: SystemRef,
-    pub variant: Variant,
+    /// The first run's `variant` object, as its run file holds it.
+    pub variant: RunVariant,
     pub baseline: bool,
     /// Rank among the variants of the same system (null when the median is a DNF).
     pub rank_in_system: Option<usize>,

@@ -414,7 +414,7 @@ pub fn run_one(
     // the run errors out before that.
     let (log_path, log_tmp, log_file) = log_temp(&plan.results, &run_id)?;
     let started_at = system::utc_now();
-    let co_start = crate::orchestrate::sweep::engine::co_tenancy_now();
+    let co_start = crate::orchestrate::host::co_tenancy_now();
     let mut obs = Observed::default();
     obs.events.point("seed", json!(seed), json!({}));
     obs.events
@@ -450,7 +450,7 @@ pub fn run_one(
         },
     };
     let report = window.close()?;
-    let co_end = crate::orchestrate::sweep::engine::co_tenancy_now();
+    let co_end = crate::orchestrate::host::co_tenancy_now();
     crate::base::atomic::persist(log_tmp, &log_path)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", log_path.display()))?;
     let rec = record(
@@ -833,7 +833,7 @@ fn record(
     });
     // A precision variant's record: derived from the device's capabilities, or as the
     // program declared it.
-    let mut variant = plan.variant.clone();
+    let mut variant = record::RunVariant::from(plan.variant.clone());
     if variant.precision != crate::spec::variant::Precision::F32 {
         variant.precision_report = Some(crate::spec::precision::foreign_report(
             variant.precision,
@@ -908,12 +908,9 @@ fn record(
         inference: None,
         plan: r.extras.plan.clone(),
         scheduler: Some(r.extras.scheduler.clone().unwrap_or_else(|| {
-            crate::orchestrate::sweep::engine::scheduler_info(
-                &crate::orchestrate::sweep::engine::ProcessEnv,
-                None,
-            )
+            crate::orchestrate::host::scheduler_info(&crate::orchestrate::host::ProcessEnv, None)
         })),
-        isolation: Some(crate::orchestrate::sweep::engine::assess(
+        isolation: Some(crate::orchestrate::host::assess(
             &window.report,
             Some(r.co_start),
             Some(r.co_end),

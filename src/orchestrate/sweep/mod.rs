@@ -3,9 +3,10 @@
 //! GNU parallel job), resumed by running the same command again, merged (docs/run-file.md;
 //! docs/design/scale-out.md).
 //!
-//! Owns: shard membership from flags and the engine's environment (`resolve_shard`); `plan` (suites, plan files, shard
-//! membership), `run` (resumable execution of a shard), `merge`, `emit` (sbatch, Kubernetes
-//! Indexed Job and GNU parallel text) and `engine` (scheduler identity and co-tenancy).
+//! Owns: shard membership from flags and the engine's environment (`resolve_shard`, reading it
+//! through `orchestrate::host`); `plan` (suites, plan files, shard membership), `run`
+//! (resumable execution of a shard), `merge` and `emit` (sbatch, Kubernetes Indexed Job and GNU
+//! parallel text).
 //! Must not: schedule anything or talk to an engine's API (joulebench is never a scheduler),
 //! or measure outside `runner`.
 //!
@@ -14,7 +15,6 @@
 //! error (nothing trained).
 
 pub mod emit;
-pub mod engine;
 pub mod merge;
 pub mod plan;
 pub mod run;
@@ -23,7 +23,7 @@ pub mod run;
 pub fn resolve_shard(
     index: Option<u64>,
     count: Option<u64>,
-    env: &dyn engine::Env,
+    env: &dyn crate::orchestrate::host::Env,
 ) -> Result<Option<(u64, u64)>, anyhow::Error> {
     let Some(count) = count else {
         if index.is_some() {
@@ -37,7 +37,7 @@ pub fn resolve_shard(
     let index = match index {
         Some(i) => i,
         None => {
-            let e = engine::shard_index_from_env(env).ok_or_else(|| {
+            let e = crate::orchestrate::host::shard_index_from_env(env).ok_or_else(|| {
                 anyhow::anyhow!(
                     "--shard-count {count} without --shard-index, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set"
                 )

@@ -1,4 +1,4 @@
-//! The engine a process runs under and who else is on the machine.
+//! Where a run runs: the scheduler that started the process and who else is on the machine.
 //!
 //! Owns: reading the scheduler's identity from the environment (Slurm array jobs, Kubernetes
 //! Indexed Jobs, GNU parallel; docs/design/scale-out.md), the default shard index those engines give, and

@@ -159,31 +159,20 @@ pub fn capabilities(device: &str) -> Capabilities {
 
 /// UTC timestamp `YYYY-MM-DDTHH:MM:SS.mmmZ` from the system clock.
 pub fn utc_now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    utc_from_unix_ms(d.as_millis() as i64)
+    utc_from_unix_ms(jiff::Timestamp::now().as_millisecond())
 }
 
-/// Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of milliseconds since 1970-01-01T00:00:00Z (jiff's calendar;
+/// an instant outside years -9999..=9999 is written as the nearest one inside).
 pub fn utc_from_unix_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let ms = ms.clamp(
+        jiff::Timestamp::MIN.as_millisecond(),
+        jiff::Timestamp::MAX.as_millisecond(),
+    );
+    let t = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60,
+        "{}.{:03}Z",
+        t.strftime("%Y-%m-%dT%H:%M:%S"),
         ms.rem_euclid(1000)
     )
 }

@@ -177,82 +177,50 @@ pub fn parse_hourly(text: &str, path: &str) -> Result<HourlySeries, CarbonError>
     })
 }
 
-/// Unix seconds from ISO 8601 `YYYY-MM-DD[T ]HH:MM[:SS[.fff]][Z|±HH:MM|±HHMM]`; no offset = UTC.
+/// Unix seconds from ISO 8601 `YYYY-MM-DD[T ]HH:MM[:SS[.fff]][Z|±HH:MM|±HHMM]` (jiff's
+/// RFC 3339 / ISO 8601 parser); no offset = UTC; a fraction of a second is dropped.
 pub fn parse_timestamp(s: &str) -> Result<i64, String> {
+    const EXPECTED: &str = "expected YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]";
     let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        s.get(r)
-            .filter(|t| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| "expected YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]".to_string())
-    };
+    // The shape first: jiff also reads forms this file format does not promise (a date alone,
+    // an hour without minutes, a bracketed time zone), and the message names the format.
     if b.len() < 16
         || b[4] != b'-'
         || b[7] != b'-'
         || !(b[10] == b'T' || b[10] == b' ')
         || b[13] != b':'
+        || s.contains('[')
     {
-        return Err("expected YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]".into());
+        return Err(EXPECTED.into());
     }
-    let (y, mo, d, h, mi) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-    );
-    let mut pos = 16;
-    let mut sec = 0;
-    if b.get(pos) == Some(&b':') {
-        sec = num(pos + 1..pos + 3)?;
-        pos += 3;
-        if b.get(pos) == Some(&b'.') {
-            pos += 1;
-            while b.get(pos).is_some_and(|c| c.is_ascii_digit()) {
-                pos += 1;
-            }
+    let rest = &s[16..];
+    let time_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
+        .unwrap_or(rest.len());
+    let offset = &rest[time_end..];
+    let at = if offset.is_empty() {
+        let civil: jiff::civil::DateTime = s.parse().map_err(|e| format!("{EXPECTED}: {e}"))?;
+        civil
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map_err(|e| format!("{EXPECTED}: {e}"))?
+            .timestamp()
+    } else {
+        let sign_ok = matches!(offset, "Z" | "z") || offset.starts_with(['+', '-']);
+        let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
+        if !sign_ok
+            || (!matches!(offset, "Z" | "z")
+                && (digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit())))
+        {
+            return Err(if offset.starts_with(['+', '-']) {
+                format!("bad UTC offset {}", csvline::excerpt(offset))
+            } else {
+                format!("unexpected {} after the time", csvline::excerpt(offset))
+            });
         }
-    }
-    let offset_s = match &s[pos..] {
-        "" | "Z" | "z" => 0,
-        tz if tz.starts_with('+') || tz.starts_with('-') => {
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            let digits: String = tz[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(format!("bad UTC offset {}", csvline::excerpt(tz)));
-            }
-            let hh: i64 = digits[..2].parse().map_err(|_| "bad offset".to_string())?;
-            let mm: i64 = digits[2..].parse().map_err(|_| "bad offset".to_string())?;
-            sign * (hh * 3600 + mm * 60)
-        }
-        other => {
-            return Err(format!(
-                "unexpected {} after the time",
-                csvline::excerpt(other)
-            ))
-        }
+        s.parse::<jiff::Timestamp>()
+            .map_err(|e| format!("not a valid date and time: {e}"))?
     };
-    let days_in = |y: i64, m: i64| match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    };
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in(y, mo) || h > 23 || mi > 59 || sec > 59 {
-        return Err("not a valid date and time".into());
-    }
-    Ok(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_s)
-}
-
-/// Days since 1970-01-01 (H. Hinnant's algorithm; the inverse of `system::utc_from_unix_ms`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Ok(at.as_second())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` from Unix seconds.

@@ -139,49 +139,157 @@ exec "$JOULEBENCH" sweep --plan "$PLAN" --shard-count "$SHARDS" \
     )
 }
 
-/// A Kubernetes Indexed Job: completions = parallelism = shard count.
+/// A Kubernetes object name (RFC 1123 label: lowercase letters, digits and `-`, at most 63,
+/// starting and ending alphanumeric) made from a plan name; the name itself is kept in an
+/// annotation.
+fn k8s_name(plan_name: &str) -> String {
+    let mut out = String::from("jb-");
+    for c in plan_name.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out.truncate(63);
+    out.trim_end_matches('-').to_string()
+}
+
+/// A comment line's text: one line whatever the value holds.
+fn comment_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+mod manifest {
+    //! The Kubernetes Indexed Job, as the fields `kubectl apply` reads (serialised as YAML).
+    use serde::{Deserialize, Serialize};
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Job {
+        pub api_version: String,
+        pub kind: String,
+        pub metadata: Metadata,
+        pub spec: JobSpec,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Metadata {
+        pub name: String,
+        pub annotations: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobSpec {
+        pub completion_mode: String,
+        pub completions: u64,
+        pub parallelism: u64,
+        pub backoff_limit_per_index: u32,
+        pub template: Template,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Template {
+        pub spec: PodSpec,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PodSpec {
+        pub restart_policy: String,
+        pub containers: Vec<Container>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Container {
+        pub name: String,
+        pub image: String,
+        pub command: Vec<String>,
+        pub resources: Resources,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Resources {
+        pub limits: BTreeMap<String, String>,
+    }
+}
+
+/// The Indexed Job as data: completions = parallelism = shard count.
+fn k8s_job(a: &EmitOptions, plan_name: &str, plan_hash: &str) -> manifest::Job {
+    let n = a.shard_count;
+    let results = a.results.display().to_string();
+    let mut command: Vec<String> = [
+        "joulebench",
+        "sweep",
+        "--plan",
+        &a.plan.display().to_string(),
+        "--shard-count",
+        &n.to_string(),
+        "--results",
+        &format!("{results}/shards/$(JOB_COMPLETION_INDEX)"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    command.extend(a.sweep_args.split_whitespace().map(str::to_string));
+    let mut limits = std::collections::BTreeMap::new();
+    limits.insert("cpu".to_string(), a.cpus_per_task.to_string());
+    if a.isolation == Isolation::Gpu {
+        limits.insert("nvidia.com/gpu".to_string(), "1".to_string());
+    }
+    let annotations = [
+        ("joulebench/plan-name", plan_name.to_string()),
+        ("joulebench/plan-hash", plan_hash.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    manifest::Job {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        metadata: manifest::Metadata {
+            name: k8s_name(plan_name),
+            annotations,
+        },
+        spec: manifest::JobSpec {
+            completion_mode: "Indexed".into(),
+            completions: n,
+            parallelism: n,
+            backoff_limit_per_index: 2,
+            template: manifest::Template {
+                spec: manifest::PodSpec {
+                    restart_policy: "Never".into(),
+                    containers: vec![manifest::Container {
+                        name: "joulebench".into(),
+                        image: a.image.clone(),
+                        command,
+                        resources: manifest::Resources { limits },
+                    }],
+                },
+            },
+        },
+    }
+}
+
+/// A Kubernetes Indexed Job (YAML written by serde, so any plan name, path or image is quoted
+/// as YAML needs), after comment lines that say how to apply and merge it.
 pub fn k8s(a: &EmitOptions, plan: &PlanFile) -> String {
     let n = a.shard_count;
-    let gpu = match a.isolation {
-        Isolation::Gpu => "\n              nvidia.com/gpu: 1",
-        _ => "",
-    };
-    let extra: String = a
-        .sweep_args
-        .split_whitespace()
-        .map(|w| format!(", \"{w}\""))
-        .collect();
+    let results = comment_safe(&a.results.display().to_string());
+    let plan_path = comment_safe(&a.plan.display().to_string());
+    let yaml = serde_yaml_ng::to_string(&k8s_job(a, &plan.name, &plan.hash))
+        .expect("a Job of strings, numbers and string maps always encodes as YAML");
     format!(
-        r#"# joulebench sweep '{name}' (plan {hash}): {runs} runs in {n} shards.
-# kubectl apply -f THIS_FILE; then run `joulebench merge {results}/shards/* --into {results} --plan {plan} --shard-count {n}`.
-# {results} and {plan} must be on a volume mounted at the same path in every pod.
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: jb-{name}
-spec:
-  completionMode: Indexed
-  completions: {n}
-  parallelism: {n}
-  backoffLimitPerIndex: 2
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: joulebench
-          image: {image}
-          command: ["joulebench", "sweep", "--plan", "{plan}", "--shard-count", "{n}", "--results", "{results}/shards/$(JOB_COMPLETION_INDEX)"{extra}]
-          resources:
-            limits:
-              cpu: "{cpus}"{gpu}
-"#,
-        name = plan.name,
+        "# joulebench sweep '{name}' (plan {hash}): {runs} runs in {n} shards.\n\
+         # kubectl apply -f THIS_FILE; then run `joulebench merge {results}/shards/* --into {results} --plan {plan_path} --shard-count {n}`.\n\
+         # {results} and {plan_path} must be on a volume mounted at the same path in every pod.\n\
+         {yaml}",
+        name = comment_safe(&plan.name),
         hash = super::run::short(&plan.hash),
         runs = plan.entries.len(),
-        image = a.image,
-        plan = a.plan.display(),
-        results = a.results.display(),
-        cpus = a.cpus_per_task,
     )
 }
 
@@ -201,4 +309,77 @@ pub fn parallel(a: &EmitOptions, plan: &PlanFile) -> String {
         last = n - 1,
         extra = a.sweep_args,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(plan: &str, results: &str, image: &str, sweep_args: &str) -> EmitOptions {
+        EmitOptions {
+            engine: Engine::K8s,
+            plan: PathBuf::from(plan),
+            shard_count: 4,
+            results: PathBuf::from(results),
+            isolation: Isolation::Gpu,
+            cpus_per_task: 8,
+            time: "01:00:00".into(),
+            partition: None,
+            sweep_args: sweep_args.into(),
+            joulebench: None,
+            image: image.into(),
+        }
+    }
+
+    /// Names, paths and an image with a colon, quotes, `#` and a leading `-` come back from the
+    /// YAML exactly as given; the object name is a valid RFC 1123 label.
+    #[test]
+    fn the_job_yaml_round_trips_awkward_text() {
+        let name = "gpu: \"fast\" 'sweep' #1";
+        let a = options(
+            "/shared/plans/a: \"b\".json",
+            "/shared/r #2/it's",
+            "registry.example:5000/jb:1.0",
+            "--meter nvml --device cuda:0",
+        );
+        let job = k8s_job(&a, name, "abc123");
+        let yaml = serde_yaml_ng::to_string(&job).unwrap();
+        let back: manifest::Job = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(back, job, "{yaml}");
+        assert_eq!(back.metadata.annotations["joulebench/plan-name"], name);
+        let cmd = &back.spec.template.spec.containers[0].command;
+        assert_eq!(cmd[3], "/shared/plans/a: \"b\".json");
+        assert_eq!(cmd[7], "/shared/r #2/it's/shards/$(JOB_COMPLETION_INDEX)");
+        assert_eq!(cmd[8..], ["--meter", "nvml", "--device", "cuda:0"]);
+        assert_eq!(
+            back.spec.template.spec.containers[0].image,
+            "registry.example:5000/jb:1.0"
+        );
+        let label = &back.metadata.name;
+        assert_eq!(label, "jb-gpu-fast-sweep-1");
+        assert!(
+            label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        );
+        assert_eq!(
+            back.spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"],
+            "1"
+        );
+    }
+
+    #[test]
+    fn a_long_or_odd_plan_name_still_makes_a_label() {
+        assert_eq!(k8s_name("Standard_Suite"), "jb-standard-suite");
+        let long = k8s_name(&"x".repeat(100));
+        assert_eq!(long.len(), 63);
+        assert_eq!(k8s_name("ends with --"), "jb-ends-with");
+    }
+
+    /// The comment lines above the YAML stay comments whatever the name holds.
+    #[test]
+    fn a_newline_in_a_path_cannot_break_out_of_the_comments() {
+        assert_eq!(comment_safe("a\nkind: Secret"), "a kind: Secret");
+    }
 }

@@ -129,7 +129,8 @@ impl Trace {
 }
 
 fn parse_row(line: &str) -> Result<TraceSample, String> {
-    let f: Vec<&str> = line.split(',').map(str::trim).collect();
+    let fields = crate::base::csvline::split(line)?;
+    let f: Vec<&str> = fields.iter().map(|s| s.trim()).collect();
     if f.len() != 4 {
         return Err(format!(
             "expected 4 fields, found {}: {}",

@@ -655,14 +655,6 @@ fn render_md(f: &Footprint) -> String {
     s
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// CSV columns, one row per run (units in the names).
 pub const CSV_COLUMNS: &[&str] = &[
     "run_id",
@@ -704,8 +696,7 @@ pub const CSV_COLUMNS: &[&str] = &[
 ];
 
 fn render_csv(f: &Footprint) -> String {
-    let mut s = CSV_COLUMNS.join(",");
-    s.push('\n');
+    let mut s = crate::base::csvline::write_rows([CSV_COLUMNS]);
     let num = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
     for r in &f.rows {
         let small = r.inference.iter().min_by_key(|c| c.batch);
@@ -763,14 +754,7 @@ fn render_csv(f: &Footprint) -> String {
                 .map_or(String::new(), |x| x.worst_start_utc.clone()),
             num(r.schedule.as_ref().map(|x| x.worst_kg_co2e)),
         ];
-        s.push_str(
-            &fields
-                .iter()
-                .map(|x| csv_field(x))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        s.push('\n');
+        s.push_str(&crate::base::csvline::write_rows([&fields]));
     }
     s
 }

@@ -18,10 +18,10 @@
 //! `crate::analyse::carbon::footprint` over the report's runs, separate from the joule ranking.
 //! Must not: geolocate, add columns to emissions.csv, or compute carbon itself.
 
-use super::csv::field;
 use super::{CarbonSettings, ExportError, Exporter, Report};
 use crate::analyse::carbon::footprint::{self, FootprintOptions, RunInput};
 use crate::analyse::carbon::{kg_co2e_of_kwh, kwh as kwh_of_j, GridIntensity};
+use crate::base::csvline;
 use crate::record::RunRecord;
 
 pub struct EmissionsExporter;
@@ -212,14 +212,11 @@ pub fn row(r: &RunRecord, carbon: &CarbonSettings) -> Vec<String> {
 
 impl Exporter for EmissionsExporter {
     fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
-        let mut out = COLUMNS.join(",");
-        out.push('\n');
+        let mut out = csvline::write_rows([COLUMNS]);
         for run in report.runs.values() {
             let cells = row(&run.record, &report.carbon);
             debug_assert_eq!(cells.len(), COLUMNS.len());
-            let cells: Vec<String> = cells.iter().map(|c| field(c)).collect();
-            out.push_str(&cells.join(","));
-            out.push('\n');
+            out.push_str(&csvline::write_rows([&cells]));
         }
         Ok(out.into_bytes())
     }

@@ -69,9 +69,11 @@ fn bench_poller(c: &mut Criterion) {
     }
     g.bench_function("spawn_and_stop", |b| {
         b.iter(|| {
-            Poller::spawn("bench", Duration::from_secs(1), Instant::now(), || Ok(()))
-                .expect("poller")
-                .stop()
+            Poller::spawn("bench", Duration::from_secs(1), Instant::now(), || {
+                Ok::<_, String>(())
+            })
+            .expect("poller")
+            .stop()
         })
     });
     g.finish();

@@ -4,7 +4,7 @@
 
 use joulebench::measure::composite::CompositeMeter;
 use joulebench::measure::cputime::ProcPaths;
-use joulebench::measure::cputime::SystemCpuTimes;
+use joulebench::measure::cputime::{CpuTimeError, SystemCpuTimes};
 use joulebench::measure::detect::{probe_all, DetectOptions, UnavailableMeter};
 use joulebench::measure::estimate::{CpuTimesReader, EstimateMeter, Tdp};
 use joulebench::measure::fake::{
@@ -297,15 +297,17 @@ struct ScriptedCpu {
 }
 
 impl CpuTimesReader for ScriptedCpu {
-    fn read(&self) -> Result<SystemCpuTimes, String> {
+    fn read(&self) -> Result<SystemCpuTimes, CpuTimeError> {
         let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(SystemCpuTimes {
             busy_ticks: n * self.busy,
             total_ticks: n * 100,
         })
     }
-    fn read_self_ticks(&self) -> Result<u64, String> {
-        let own = self.own.ok_or("no per-process times")?;
+    fn read_self_ticks(&self) -> Result<u64, CpuTimeError> {
+        let own = self
+            .own
+            .ok_or(CpuTimeError::NoPerProcess("this scripted reader"))?;
         Ok(self.reads.load(Ordering::SeqCst) * own)
     }
 }

@@ -57,7 +57,7 @@ fn precision_json(default: &Device, label: &str, caps: &Capabilities) -> serde_j
                 .map(|(p, r)| {
                     let v = match r {
                         Ok(r) => json!(r.ops),
-                        Err(e) => json!({"refused": e}),
+                        Err(e) => json!({"refused": e.to_string()}),
                     };
                     (p.as_str().to_string(), v)
                 })

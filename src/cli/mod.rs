@@ -715,7 +715,7 @@ mod clap_tests {
             1e300,
             crate::orchestrate::runner::MAX_PAUSE_S + 1.0,
         ] {
-            let e = check_pause_s("--cooldown-s", bad).unwrap_err();
+            let e = check_pause_s("--cooldown-s", bad).unwrap_err().to_string();
             assert!(
                 e.starts_with("--cooldown-s must be") && e.len() < 120,
                 "{e}"

@@ -39,53 +39,92 @@ pub enum TextEncoding {
     Bytes,
 }
 
+/// A `[data]` view that cannot apply: a key on the wrong kind of dataset, a value out of
+/// range, or images that a rotation does not fit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ViewError {
+    /// `applies` says to what: "image datasets", "text datasets", "the text dataset".
+    #[error("key 'data.{key}' applies to {applies} only")]
+    WrongKind {
+        key: &'static str,
+        applies: &'static str,
+    },
+    #[error("key 'data.{key}' {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("rotating {h}x{w} images by 90 or 270 degrees needs square images")]
+    NotSquare { h: usize, w: usize },
+}
+
+impl ViewError {
+    /// The key under `[data]` at fault (`rotate_deg` for images a rotation does not fit).
+    pub fn key(&self) -> &'static str {
+        match self {
+            ViewError::WrongKind { key, .. } | ViewError::Invalid { key, .. } => key,
+            ViewError::NotSquare { .. } => "rotate_deg",
+        }
+    }
+}
+
+fn wrong(key: &'static str, applies: &'static str) -> ViewError {
+    ViewError::WrongKind { key, applies }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ViewError {
+    ViewError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
 impl DataView {
     pub fn is_identity(&self) -> bool {
         self == &DataView::default()
     }
 
     /// Checks that do not need the data; the message names the key.
-    pub fn validate(&self, is_text: bool, classes: usize) -> Result<(), String> {
+    pub fn validate(&self, is_text: bool, classes: usize) -> Result<(), ViewError> {
         if let Some(cs) = &self.classes {
             if is_text {
-                return Err("key 'data.classes' applies to image datasets only".into());
+                return Err(wrong("classes", "image datasets"));
             }
             if cs.is_empty() {
-                return Err("key 'data.classes' is empty".into());
+                return Err(invalid("classes", "is empty"));
             }
             if let Some(c) = cs.iter().find(|&&c| usize::from(c) >= classes) {
-                return Err(format!(
-                    "key 'data.classes' has class {c}; the dataset has classes 0..{}",
-                    classes - 1
+                return Err(invalid(
+                    "classes",
+                    format!("has class {c}; the dataset has classes 0..{}", classes - 1),
                 ));
             }
             let mut sorted = cs.clone();
             sorted.sort_unstable();
             sorted.dedup();
             if sorted.len() != cs.len() {
-                return Err("key 'data.classes' lists a class twice".into());
+                return Err(invalid("classes", "lists a class twice"));
             }
         }
         if let Some(r) = self.rotate_deg {
             if is_text {
-                return Err("key 'data.rotate_deg' applies to image datasets only".into());
+                return Err(wrong("rotate_deg", "image datasets"));
             }
             if ![90, 180, 270].contains(&r) {
-                return Err(format!(
-                    "key 'data.rotate_deg' must be 90, 180 or 270, got {r}"
+                return Err(invalid(
+                    "rotate_deg",
+                    format!("must be 90, 180 or 270, got {r}"),
                 ));
             }
         }
         if self.text_encoding.is_some() && !is_text {
-            return Err("key 'data.text_encoding' applies to text datasets only".into());
+            return Err(wrong("text_encoding", "text datasets"));
         }
         if let Some([k, n]) = self.text_part {
             if !is_text {
-                return Err("key 'data.text_part' applies to the text dataset only".into());
+                return Err(wrong("text_part", "the text dataset"));
             }
             if n == 0 || k == 0 || k > n {
-                return Err(format!(
-                    "key 'data.text_part' is [k, n] with 1 <= k <= n, got [{k}, {n}]"
+                return Err(invalid(
+                    "text_part",
+                    format!("is [k, n] with 1 <= k <= n, got [{k}, {n}]"),
                 ));
             }
         }
@@ -93,14 +132,14 @@ impl DataView {
     }
 
     /// The view of `data` (a copy; the loaded data is left as it is).
-    pub fn apply(&self, data: &Loaded) -> Result<Loaded, String> {
+    pub fn apply(&self, data: &Loaded) -> Result<Loaded, ViewError> {
         match data {
             Loaded::Images {
                 train,
                 test,
                 classes,
             } => {
-                let f = |s: &ImageSet| -> Result<ImageSet, String> {
+                let f = |s: &ImageSet| -> Result<ImageSet, ViewError> {
                     let mut s = match &self.classes {
                         Some(cs) => filter_classes(s, cs),
                         None => s.clone(),
@@ -152,13 +191,11 @@ pub fn filter_classes(s: &ImageSet, keep: &[u8]) -> ImageSet {
 }
 
 /// Every image rotated counter-clockwise by `quarter_turns` x 90 degrees.
-pub fn rotate(s: &ImageSet, quarter_turns: u32) -> Result<ImageSet, String> {
+pub fn rotate(s: &ImageSet, quarter_turns: u32) -> Result<ImageSet, ViewError> {
     let [c, h, w] = s.shape;
     let q = quarter_turns % 4;
     if q % 2 == 1 && h != w {
-        return Err(format!(
-            "rotating {h}x{w} images by 90 or 270 degrees needs square images"
-        ));
+        return Err(ViewError::NotSquare { h, w });
     }
     let per = c * h * w;
     let mut images = vec![0f32; s.images.len()];
@@ -267,17 +304,25 @@ mod tests {
             classes: Some(vec![1, 1]),
             ..Default::default()
         };
-        assert!(v.validate(false, 10).unwrap_err().contains("twice"));
+        assert!(v
+            .validate(false, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let v = DataView {
             rotate_deg: Some(45),
             ..Default::default()
         };
-        assert!(v.validate(false, 10).unwrap_err().contains("rotate_deg"));
+        assert_eq!(v.validate(false, 10).unwrap_err().key(), "rotate_deg");
         let v = DataView {
             text_part: Some([3, 2]),
             ..Default::default()
         };
-        assert!(v.validate(true, 10).unwrap_err().contains("text_part"));
+        assert!(v
+            .validate(true, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("data.text_part"));
         assert!(v.validate(false, 10).is_err());
     }
 }

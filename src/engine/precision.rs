@@ -36,6 +36,16 @@ pub enum PrecisionError {
     },
 }
 
+/// The backend refused an op in a dtype; shown as the first line of candle's error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{first_line}")]
+pub struct BackendRefusal {
+    /// `matmul` or `conv2d`.
+    pub op: &'static str,
+    pub dtype: &'static str,
+    pub first_line: String,
+}
+
 pub fn dtype_name(dt: DType) -> &'static str {
     match dt {
         DType::F32 => "f32",
@@ -108,7 +118,7 @@ impl Cast {
                 precision: precision.as_str().into(),
                 device: device_name(device).into(),
                 dtype: dtype_name(low).into(),
-                reason: e,
+                reason: e.to_string(),
             });
         }
         let (conv, conv_note) = match probe_conv2d(device, low) {
@@ -249,14 +259,14 @@ pub fn engine_table(
     caps: &crate::spec::precision::Capabilities,
 ) -> Vec<(
     Precision,
-    std::result::Result<crate::spec::precision::PrecisionReport, String>,
+    std::result::Result<crate::spec::precision::PrecisionReport, PrecisionError>,
 )> {
     [Precision::Tf32, Precision::Bf16Amp, Precision::F16Amp]
         .into_iter()
         .map(|p| {
             let cast = match Cast::for_precision(p, device) {
                 Ok(c) => c,
-                Err(e) => return (p, Err(e.to_string())),
+                Err(e) => return (p, Err(e)),
             };
             let low = dtype_name(cast.matmul);
             let heavy = if cast.tf32 {
@@ -284,7 +294,7 @@ pub fn engine_table(
         .collect()
 }
 
-fn probe_matmul(device: &Device, dt: DType) -> std::result::Result<(), String> {
+fn probe_matmul(device: &Device, dt: DType) -> std::result::Result<(), BackendRefusal> {
     let run = || -> Result<()> {
         let a = Tensor::ones((4, 4), DType::F32, device)?.to_dtype(dt)?;
         a.matmul(&a)?
@@ -293,11 +303,11 @@ fn probe_matmul(device: &Device, dt: DType) -> std::result::Result<(), String> {
             .to_scalar::<f32>()?;
         Ok(())
     };
-    run().map_err(first_line)
+    run().map_err(|e| refusal("matmul", dt, e))
 }
 
 /// Whether the backend runs a conv2d (forward and backward) in `dt`.
-pub fn probe_conv2d(device: &Device, dt: DType) -> std::result::Result<(), String> {
+pub fn probe_conv2d(device: &Device, dt: DType) -> std::result::Result<(), BackendRefusal> {
     let run = || -> Result<()> {
         let w = candle_core::Var::from_tensor(&Tensor::ones((2, 1, 3, 3), DType::F32, device)?)?;
         let x = Tensor::ones((1, 1, 5, 5), DType::F32, device)?.to_dtype(dt)?;
@@ -309,7 +319,15 @@ pub fn probe_conv2d(device: &Device, dt: DType) -> std::result::Result<(), Strin
             .to_scalar::<f32>()?;
         Ok(())
     };
-    run().map_err(first_line)
+    run().map_err(|e| refusal("conv2d", dt, e))
+}
+
+fn refusal(op: &'static str, dt: DType, e: candle_core::Error) -> BackendRefusal {
+    BackendRefusal {
+        op,
+        dtype: dtype_name(dt),
+        first_line: first_line(e),
+    }
 }
 
 fn first_line(e: candle_core::Error) -> String {

@@ -119,26 +119,47 @@ pub fn cpu_share(
     })
 }
 
-fn read(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
+/// A CPU-time reading that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuTimeError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but holds no line of the expected shape (`what`).
+    #[error("{}: no parsable {what}", path.display())]
+    Unparsable { path: PathBuf, what: &'static str },
+    /// The reader has machine-wide times only.
+    #[error("{0} has no per-process CPU time")]
+    NoPerProcess(&'static str),
+}
+
+fn read(path: &Path) -> Result<String, CpuTimeError> {
+    std::fs::read_to_string(path).map_err(|source| CpuTimeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl ProcPaths {
-    pub fn read_system(&self) -> Result<SystemCpuTimes, String> {
-        let text = read(&self.stat).map_err(|e| format!("{}: {e}", self.stat.display()))?;
-        parse_proc_stat(&text)
-            .ok_or_else(|| format!("{}: no parsable cpu line", self.stat.display()))
+    pub fn read_system(&self) -> Result<SystemCpuTimes, CpuTimeError> {
+        parse_proc_stat(&read(&self.stat)?).ok_or_else(|| CpuTimeError::Unparsable {
+            path: self.stat.clone(),
+            what: "cpu line",
+        })
     }
 
-    pub fn read_self_ticks(&self) -> Result<u64, String> {
-        let text =
-            read(&self.self_stat).map_err(|e| format!("{}: {e}", self.self_stat.display()))?;
-        parse_self_stat(&text)
-            .ok_or_else(|| format!("{}: no parsable utime/stime", self.self_stat.display()))
+    pub fn read_self_ticks(&self) -> Result<u64, CpuTimeError> {
+        parse_self_stat(&read(&self.self_stat)?).ok_or_else(|| CpuTimeError::Unparsable {
+            path: self.self_stat.clone(),
+            what: "utime/stime",
+        })
     }
 
     /// Both readings at once, for the window edges.
-    pub fn read_both(&self) -> Result<(u64, SystemCpuTimes), String> {
+    pub fn read_both(&self) -> Result<(u64, SystemCpuTimes), CpuTimeError> {
         Ok((self.read_self_ticks()?, self.read_system()?))
     }
 }

@@ -11,7 +11,7 @@
 //! inputs; `tests/codecarbon_oracle.rs` compares this module with its committed output and,
 //! when a Python registry is reachable, with a freshly installed `codecarbon==3.3.2`.
 
-use super::cputime::{cpu_share, utilisation, ProcPaths, SystemCpuTimes};
+use super::cputime::{cpu_share, utilisation, CpuTimeError, ProcPaths, SystemCpuTimes};
 use super::poller::Poller;
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
@@ -456,19 +456,19 @@ fn dram_estimate(mem_total_kb: Option<u64>, arm: bool) -> (f64, String) {
 
 /// Source of machine-wide CPU times; injectable for tests.
 pub trait CpuTimesReader: Send + Sync {
-    fn read(&self) -> Result<SystemCpuTimes, String>;
+    fn read(&self) -> Result<SystemCpuTimes, CpuTimeError>;
     /// This process's CPU ticks, for the harness's share of the machine (docs/design/measurement.md
     /// section 2: the utilisation is machine-wide, so other processes raise the estimate).
-    fn read_self_ticks(&self) -> Result<u64, String> {
-        Err("this reader has no per-process CPU time".into())
+    fn read_self_ticks(&self) -> Result<u64, CpuTimeError> {
+        Err(CpuTimeError::NoPerProcess("this reader"))
     }
 }
 
 impl CpuTimesReader for ProcPaths {
-    fn read(&self) -> Result<SystemCpuTimes, String> {
+    fn read(&self) -> Result<SystemCpuTimes, CpuTimeError> {
         self.read_system()
     }
-    fn read_self_ticks(&self) -> Result<u64, String> {
+    fn read_self_ticks(&self) -> Result<u64, CpuTimeError> {
         ProcPaths::read_self_ticks(self)
     }
 }
@@ -634,7 +634,7 @@ impl Meter for EstimateMeter {
         let poll = Arc::clone(&shared);
         let poller = Poller::spawn("estimate", self.interval, origin, move || {
             poll.sample();
-            Ok(())
+            Ok::<(), std::convert::Infallible>(())
         })?;
         self.session = Some((shared, Some(poller)));
         Ok(())

@@ -15,12 +15,10 @@ pub mod nvml;
 pub mod poller;
 pub mod rapl;
 pub mod system;
-pub mod units;
 pub mod window;
 
 pub use detect::{detect_meter, probe_all, DetectOptions, MeterChoice, MeterProbe};
 pub use idle::{measure_idle, IdleBaseline};
-pub use units::{Joules, Seconds, Watts};
 pub use window::{DeviceSync, MeasuredWindow, WindowReport};
 
 use serde::{Deserialize, Serialize};

@@ -270,35 +270,61 @@ pub enum NvmlDeviceRef {
     Uuid(String),
 }
 
+/// Mapping `cuda:i` to an NVML device, or reading one, failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cuda:{0} is out of range")]
+    OutOfRange(usize),
+    #[error("cuda:{index} requested but CUDA_VISIBLE_DEVICES={list} lists {count} device(s)")]
+    NotVisible {
+        index: usize,
+        list: String,
+        count: usize,
+    },
+    #[error("cannot map CUDA_VISIBLE_DEVICES entry {0:?} to an NVML device")]
+    Unmappable(String),
+    /// An NVML call failed (`what` names it; NVML's own message follows).
+    #[error("NVML {what}: {message}")]
+    Nvml { what: &'static str, message: String },
+    #[error("no power reading available")]
+    NoPower,
+}
+
+fn nvml_err(what: &'static str) -> impl Fn(nvml_wrapper::error::NvmlError) -> DeviceError {
+    move |e| DeviceError::Nvml {
+        what,
+        message: e.to_string(),
+    }
+}
+
 /// Map `cuda:i` to an NVML device through `CUDA_VISIBLE_DEVICES`: CUDA renumbers the visible
 /// devices from 0, NVML does not, so `cuda:0` with `CUDA_VISIBLE_DEVICES=2` is NVML device 2.
 pub fn resolve_cuda_index(
     cuda_visible_devices: Option<&str>,
     cuda_index: usize,
-) -> Result<NvmlDeviceRef, String> {
+) -> Result<NvmlDeviceRef, DeviceError> {
     let Some(list) = cuda_visible_devices
         .map(str::trim)
         .filter(|s| !s.is_empty())
     else {
         return u32::try_from(cuda_index)
             .map(NvmlDeviceRef::Index)
-            .map_err(|_| format!("cuda:{cuda_index} is out of range"));
+            .map_err(|_| DeviceError::OutOfRange(cuda_index));
     };
     let entries: Vec<&str> = list.split(',').map(str::trim).collect();
-    let entry = entries.get(cuda_index).ok_or_else(|| {
-        format!(
-            "cuda:{cuda_index} requested but CUDA_VISIBLE_DEVICES={list} lists {} device(s)",
-            entries.len()
-        )
-    })?;
+    let entry = entries
+        .get(cuda_index)
+        .ok_or_else(|| DeviceError::NotVisible {
+            index: cuda_index,
+            list: list.to_string(),
+            count: entries.len(),
+        })?;
     if let Ok(i) = entry.parse::<u32>() {
         Ok(NvmlDeviceRef::Index(i))
     } else if entry.starts_with("GPU-") || entry.starts_with("MIG-") {
         Ok(NvmlDeviceRef::Uuid((*entry).to_string()))
     } else {
-        Err(format!(
-            "cannot map CUDA_VISIBLE_DEVICES entry {entry:?} to an NVML device"
-        ))
+        Err(DeviceError::Unmappable((*entry).to_string()))
     }
 }
 
@@ -341,18 +367,18 @@ fn sample_value_f64(v: &SampleValue) -> f64 {
     }
 }
 
-fn read_power(device: &Device<'_>, mode: PowerMode, t_s: f64) -> Result<PowerReading, String> {
+fn read_power(device: &Device<'_>, mode: PowerMode, t_s: f64) -> Result<PowerReading, DeviceError> {
     match mode {
         PowerMode::FieldInstant => {
             let values = device
                 .field_values_for(&[FieldId(FIELD_POWER_INSTANT)])
-                .map_err(|e| e.to_string())?;
+                .map_err(nvml_err("field values"))?;
             let sample: FieldValueSample = values
                 .into_iter()
                 .next()
-                .ok_or("no field value returned")?
-                .map_err(|e| e.to_string())?;
-            let value = sample.value.map_err(|e| e.to_string())?;
+                .ok_or(DeviceError::NoPower)?
+                .map_err(nvml_err("instant power field"))?;
+            let value = sample.value.map_err(nvml_err("instant power value"))?;
             Ok(PowerReading {
                 t_s,
                 nvml_timestamp_us: Some(sample.timestamp),
@@ -362,9 +388,9 @@ fn read_power(device: &Device<'_>, mode: PowerMode, t_s: f64) -> Result<PowerRea
         PowerMode::PowerUsageAverage => Ok(PowerReading {
             t_s,
             nvml_timestamp_us: None,
-            power_w: f64::from(device.power_usage().map_err(|e| e.to_string())?) * 1e-3,
+            power_w: f64::from(device.power_usage().map_err(nvml_err("power usage"))?) * 1e-3,
         }),
-        PowerMode::None => Err("no power reading available".to_string()),
+        PowerMode::None => Err(DeviceError::NoPower),
     }
 }
 
@@ -377,12 +403,12 @@ struct Gpu {
     probe_note: String,
 }
 
-fn open<'n>(nvml: &'n Nvml, r: &NvmlDeviceRef) -> Result<Device<'n>, String> {
+fn open<'n>(nvml: &'n Nvml, r: &NvmlDeviceRef) -> Result<Device<'n>, DeviceError> {
     match r {
         NvmlDeviceRef::Index(i) => nvml.device_by_index(*i),
         NvmlDeviceRef::Uuid(u) => nvml.device_by_uuid(u.as_str()),
     }
-    .map_err(|e| e.to_string())
+    .map_err(nvml_err("device handle"))
 }
 
 fn ok_json<T: serde::Serialize, E>(r: Result<T, E>) -> Value {
@@ -450,7 +476,8 @@ impl NvmlMeter {
     pub fn probe(cuda_index: usize) -> Result<Self, MeterError> {
         let nvml = Arc::new(init()?);
         let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-        let device = resolve_cuda_index(visible.as_deref(), cuda_index).map_err(unavailable)?;
+        let device = resolve_cuda_index(visible.as_deref(), cuda_index)
+            .map_err(|e| unavailable(e.to_string()))?;
         let gpu = probe_device(&nvml, device, format!("gpu:{cuda_index}"))?;
         Ok(Self {
             nvml,
@@ -481,14 +508,19 @@ impl NvmlMeter {
 }
 
 /// The compute capability (`9.0`) of the GPU `cuda:<cuda_index>` trains on.
-pub fn compute_capability(cuda_index: usize) -> Result<String, String> {
-    let nvml = init().map_err(|e| e.to_string())?;
+pub fn compute_capability(cuda_index: usize) -> Result<String, MeterError> {
+    let nvml = init()?;
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let r = resolve_cuda_index(visible.as_deref(), cuda_index)?;
-    let device = open(&nvml, &r)?;
+    let device_err = |e: DeviceError| MeterError::Device {
+        meter: METER,
+        message: e.to_string(),
+    };
+    let r = resolve_cuda_index(visible.as_deref(), cuda_index).map_err(device_err)?;
+    let device = open(&nvml, &r).map_err(device_err)?;
     let cc = device
         .cuda_compute_capability()
-        .map_err(|e| format!("NVML compute capability: {e}"))?;
+        .map_err(nvml_err("compute capability"))
+        .map_err(device_err)?;
     Ok(format!("{}.{}", cc.major, cc.minor))
 }
 
@@ -610,7 +642,7 @@ impl Meter for NvmlMeter {
                     move || {
                         open(&nvml, &r)?
                             .total_energy_consumption()
-                            .map_err(|e| e.to_string())
+                            .map_err(nvml_err("total energy"))
                     },
                 )?)
             } else {
@@ -626,7 +658,7 @@ impl Meter for NvmlMeter {
                     origin,
                     move || {
                         let p = read_power(&open(&nvml, &r)?, mode, 0.0)?;
-                        Ok((p.nvml_timestamp_us, p.power_w))
+                        Ok::<_, DeviceError>((p.nvml_timestamp_us, p.power_w))
                     },
                 )?)
             } else {

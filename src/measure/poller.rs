@@ -50,14 +50,15 @@ impl<T: Clone + Send + 'static> Poller<T> {
     /// the window edge itself). Ticks are scheduled at `origin + k * interval`, so the period
     /// does not drift by the time each call takes; a tick missed because a call overran is
     /// skipped, not made up in a burst.
-    pub fn spawn<F>(
+    pub fn spawn<F, E>(
         name: &str,
         interval: Duration,
         origin: Instant,
         mut sample: F,
     ) -> Result<Self, MeterError>
     where
-        F: FnMut() -> Result<T, String> + Send + 'static,
+        F: FnMut() -> Result<T, E> + Send + 'static,
+        E: std::fmt::Display,
     {
         if interval.is_zero() {
             return Err(MeterError::Device {
@@ -91,7 +92,7 @@ impl<T: Clone + Send + 'static> Poller<T> {
                             Err(e) => {
                                 log.errors += 1;
                                 if log.first_error.is_none() {
-                                    log.first_error = Some(e);
+                                    log.first_error = Some(e.to_string());
                                 }
                             }
                         }
@@ -171,7 +172,7 @@ mod tests {
         let mut n = 0u32;
         let poller = Poller::spawn("test", Duration::from_millis(20), origin, move || {
             n += 1;
-            Ok(n)
+            Ok::<_, String>(n)
         })
         .expect("spawn");
         std::thread::sleep(Duration::from_millis(210));
@@ -195,8 +196,10 @@ mod tests {
     #[test]
     fn long_interval_stop_is_prompt() {
         let poller: Poller<()> =
-            Poller::spawn("slow", Duration::from_secs(5), Instant::now(), || Ok(()))
-                .expect("spawn");
+            Poller::spawn("slow", Duration::from_secs(5), Instant::now(), || {
+                Ok::<_, String>(())
+            })
+            .expect("spawn");
         let asked = Instant::now();
         let log = poller.stop();
         assert!(asked.elapsed() < Duration::from_millis(200));
@@ -225,6 +228,9 @@ mod tests {
 
     #[test]
     fn zero_interval_is_an_error() {
-        assert!(Poller::<()>::spawn("z", Duration::ZERO, Instant::now(), || Ok(())).is_err());
+        assert!(
+            Poller::<()>::spawn("z", Duration::ZERO, Instant::now(), || Ok::<_, String>(()))
+                .is_err()
+        );
     }
 }

@@ -456,7 +456,7 @@ impl Meter for RaplMeter {
         });
         let poll_shared = Arc::clone(&shared);
         let poller = Poller::spawn("rapl", self.poll_interval, origin, move || {
-            poll_shared.sample().map(|_| ()).map_err(|e| e.to_string())
+            poll_shared.sample().map(|_| ())
         })?;
         self.session = Some(Session {
             shared,

@@ -72,15 +72,24 @@ pub struct Idle {
 /// `1e300` is refused instead of overflowing the timer (a panic).
 pub const MAX_PAUSE_S: f64 = 86_400.0;
 
+/// An idle baseline or cooldown out of range; `name` is the flag or key that gave it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name} must be a non-negative number of seconds (at most {MAX_PAUSE_S}), got {value:?}")]
+pub struct PauseError {
+    pub name: String,
+    pub value: f64,
+}
+
 /// An idle baseline or cooldown (`--idle-s`, a suite's or plan's `idle_s`): a number of
-/// seconds in 0..=MAX_PAUSE_S; the message names `name`.
-pub fn check_pause_s(name: &str, v: f64) -> Result<(), String> {
+/// seconds in 0..=MAX_PAUSE_S.
+pub fn check_pause_s(name: &str, v: f64) -> Result<(), PauseError> {
     if (0.0..=MAX_PAUSE_S).contains(&v) {
         Ok(())
     } else {
-        Err(format!(
-            "{name} must be a non-negative number of seconds (at most {MAX_PAUSE_S}), got {v:?}"
-        ))
+        Err(PauseError {
+            name: name.to_string(),
+            value: v,
+        })
     }
 }
 

@@ -162,28 +162,40 @@ pub fn parse_run(path: &Path, bytes: &[u8]) -> Result<RunRecord, RunFileError> {
         path: p.clone(),
         reason: e.to_string(),
     })?;
-    check_scores(&rec).map_err(|reason| RunFileError::Invalid { path: p, reason })?;
+    check_scores(&rec).map_err(|e| RunFileError::Invalid {
+        path: p,
+        reason: e.to_string(),
+    })?;
     Ok(rec)
+}
+
+/// Figures of a run file that cannot be ranked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScoreError {
+    /// `key` (`energy.total_j`, `ett_j`, `ttt_s`, `jpp`) is negative, NaN or infinite.
+    #[error("{key} {value} is not a non-negative number")]
+    NotNonNegative { key: &'static str, value: f64 },
+    #[error("status ok (reached the target) but no ett_j")]
+    OkWithoutEtt,
 }
 
 /// A run file whose figures cannot be ranked is refused, not ranked: a negative or non-finite
 /// energy would sort first, and an `ok` run (one that reached T) must say with what energy.
-pub fn check_scores(rec: &RunRecord) -> Result<(), String> {
+pub fn check_scores(rec: &RunRecord) -> Result<(), ScoreError> {
     let bad = |x: f64| !(x.is_finite() && x >= 0.0);
-    if bad(rec.energy.total_j) {
-        return Err(format!(
-            "energy.total_j {} is not a non-negative number",
-            rec.energy.total_j
-        ));
-    }
-    for (key, v) in [("ett_j", rec.ett_j), ("ttt_s", rec.ttt_s), ("jpp", rec.jpp)] {
-        if let Some(x) = v.filter(|x| bad(*x)) {
-            return Err(format!("{key} {x} is not a non-negative number"));
+    for (key, v) in [
+        ("energy.total_j", Some(rec.energy.total_j)),
+        ("ett_j", rec.ett_j),
+        ("ttt_s", rec.ttt_s),
+        ("jpp", rec.jpp),
+    ] {
+        if let Some(value) = v.filter(|x| bad(*x)) {
+            return Err(ScoreError::NotNonNegative { key, value });
         }
     }
     let throughput = rec.variant.data_source() == crate::spec::variant::DataSource::Random;
     if rec.status == Status::Ok && rec.ett_j.is_none() && !throughput {
-        return Err("status ok (reached the target) but no ett_j".into());
+        return Err(ScoreError::OkWithoutEtt);
     }
     Ok(())
 }

@@ -20,6 +20,24 @@ pub enum TaskError {
     Folder { path: String, message: String },
 }
 
+/// A task file that parses but breaks a rule serde cannot express: the key (`target.value`;
+/// the first of several when a rule ties them) and what is wrong, a message that names it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidKey {
+    pub key: String,
+    pub message: String,
+}
+
+impl InvalidKey {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        InvalidKey {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
@@ -424,7 +442,7 @@ pub fn parse_task(path: &Path, text: &str) -> Result<TaskSpec, TaskError> {
             None => malformed(msg),
         }
     })?;
-    spec.validate().map_err(malformed)?;
+    spec.validate().map_err(|e| malformed(e.to_string()))?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if stem != spec.name {
         return Err(malformed(format!(
@@ -437,89 +455,117 @@ pub fn parse_task(path: &Path, text: &str) -> Result<TaskSpec, TaskError> {
 
 impl TaskSpec {
     /// Semantic checks serde cannot express; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
         let t = &self.target;
         match self.metric.direction() {
             Direction::Higher => {
                 if !(t.value > 0.0 && t.value <= 1.0) {
-                    return Err(format!(
-                        "key 'target.value' must be in (0, 1], got {}",
-                        t.value
+                    return Err(InvalidKey::new(
+                        "target.value",
+                        format!("key 'target.value' must be in (0, 1], got {}", t.value),
                     ));
                 }
                 if !(0.0..1.0).contains(&t.chance) || t.chance >= t.value {
-                    return Err(format!(
-                        "key 'target.chance' must be in [0, target.value), got {}",
-                        t.chance
+                    return Err(InvalidKey::new(
+                        "target.chance",
+                        format!(
+                            "key 'target.chance' must be in [0, target.value), got {}",
+                            t.chance
+                        ),
                     ));
                 }
             }
             Direction::Lower => {
                 if !(t.value > 0.0 && t.value.is_finite()) {
-                    return Err(format!(
-                        "key 'target.value' must be a positive loss in {}, got {}",
-                        self.metric.unit(),
-                        t.value
+                    return Err(InvalidKey::new(
+                        "target.value",
+                        format!(
+                            "key 'target.value' must be a positive loss in {}, got {}",
+                            self.metric.unit(),
+                            t.value
+                        ),
                     ));
                 }
                 if !(t.chance.is_finite() && t.chance > t.value) {
-                    return Err(format!(
+                    return Err(InvalidKey::new("target.value", format!(
                         "key 'target.value' ({}) must be below 'target.chance' ({}): {} is lower-is-better and the target must improve on chance",
                         t.value,
                         t.chance,
                         self.metric.as_str()
-                    ));
+                    )));
                 }
             }
         }
         if self.metric.is_text() != self.dataset.is_text() {
-            return Err(format!(
-                "key 'metric' = '{}' does not fit key 'dataset' = '{}'",
-                self.metric.as_str(),
-                self.dataset.as_str()
+            return Err(InvalidKey::new(
+                "metric",
+                format!(
+                    "key 'metric' = '{}' does not fit key 'dataset' = '{}'",
+                    self.metric.as_str(),
+                    self.dataset.as_str()
+                ),
             ));
         }
         if let Some(p) = self.train.augment_crop_pad {
             if self.dataset.is_text() || p > 16 {
-                return Err(format!(
+                return Err(InvalidKey::new("train.augment_crop_pad", format!(
                     "key 'train.augment_crop_pad' applies to image datasets, at most 16 pixels, got {p}"
-                ));
+                )));
             }
         }
         if self.train.augment_hflip && self.dataset.is_text() {
-            return Err("key 'train.augment_hflip' applies to image datasets only".into());
+            return Err(InvalidKey::new(
+                "train.augment_hflip",
+                "key 'train.augment_hflip' applies to image datasets only",
+            ));
         }
         if self.train.batch_size == 0 {
-            return Err("key 'train.batch_size' must be at least 1".into());
+            return Err(InvalidKey::new(
+                "train.batch_size",
+                "key 'train.batch_size' must be at least 1",
+            ));
         }
         if self.train.eval_every_steps == 0 {
-            return Err("key 'train.eval_every_steps' must be at least 1".into());
+            return Err(InvalidKey::new(
+                "train.eval_every_steps",
+                "key 'train.eval_every_steps' must be at least 1",
+            ));
         }
         match (self.train.input_mean, self.train.input_sd) {
             (None, None) => {}
             (Some(m), Some(sd)) if m.is_finite() && sd.is_finite() && sd > 0.0 => {}
             _ => {
-                return Err(
-                    "keys 'train.input_mean' and 'train.input_sd' go together, with input_sd > 0"
-                        .into(),
-                )
+                return Err(InvalidKey::new(
+                    "train.input_mean",
+                    "keys 'train.input_mean' and 'train.input_sd' go together, with input_sd > 0",
+                ))
             }
         }
         if self.budget.max_epochs == 0 {
-            return Err("key 'budget.max_epochs' must be at least 1".into());
+            return Err(InvalidKey::new(
+                "budget.max_epochs",
+                "key 'budget.max_epochs' must be at least 1",
+            ));
         }
         if let Some(e) = self.budget.q_at_energy_j {
             if !(e > 0.0 && e.is_finite()) {
-                return Err(format!(
-                    "key 'budget.q_at_energy_j' must be a positive number of joules, got {e}"
+                return Err(InvalidKey::new(
+                    "budget.q_at_energy_j",
+                    format!(
+                        "key 'budget.q_at_energy_j' must be a positive number of joules, got {e}"
+                    ),
                 ));
             }
         }
         self.data
-            .validate(self.dataset.is_text(), crate::data::NUM_CLASSES)?;
+            .validate(self.dataset.is_text(), crate::data::NUM_CLASSES)
+            .map_err(|e| InvalidKey::new(&format!("data.{}", e.key()), e.to_string()))?;
         if let Some(f) = &self.finetune {
             if f.source == self.name {
-                return Err("key 'finetune.source' names the task itself".into());
+                return Err(InvalidKey::new(
+                    "finetune.source",
+                    "key 'finetune.source' names the task itself",
+                ));
             }
         }
         let OptimizerSpec::Adamw {
@@ -538,72 +584,86 @@ impl TaskSpec {
         if schedule == Schedule::Constant
             && (lr_warmup_steps.is_some() || min_lr.is_some() || decay_steps.is_some())
         {
-            return Err("keys 'optimizer.lr_warmup_steps', 'min_lr' and 'decay_steps' need 'optimizer.schedule' = \"cosine\"".into());
+            return Err(InvalidKey::new("optimizer.lr_warmup_steps", "keys 'optimizer.lr_warmup_steps', 'min_lr' and 'decay_steps' need 'optimizer.schedule' = \"cosine\""));
         }
         if let Some(m) = min_lr {
             if !(m >= 0.0 && m <= lr) {
-                return Err(format!(
-                    "key 'optimizer.min_lr' must be in [0, lr], got {m}"
+                return Err(InvalidKey::new(
+                    "optimizer.min_lr",
+                    format!("key 'optimizer.min_lr' must be in [0, lr], got {m}"),
                 ));
             }
         }
         if let Some(c) = clip_grad_norm {
             if !(c > 0.0 && c.is_finite()) {
-                return Err(format!(
-                    "key 'optimizer.clip_grad_norm' must be positive, got {c}"
+                return Err(InvalidKey::new(
+                    "optimizer.clip_grad_norm",
+                    format!("key 'optimizer.clip_grad_norm' must be positive, got {c}"),
                 ));
             }
         }
         if !(lr > 0.0 && lr.is_finite()) {
-            return Err(format!("key 'optimizer.lr' must be positive, got {lr}"));
+            return Err(InvalidKey::new(
+                "optimizer.lr",
+                format!("key 'optimizer.lr' must be positive, got {lr}"),
+            ));
         }
         if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2)) {
-            return Err("keys 'optimizer.beta1' and 'optimizer.beta2' must be in [0, 1)".into());
+            return Err(InvalidKey::new(
+                "optimizer.beta1",
+                "keys 'optimizer.beta1' and 'optimizer.beta2' must be in [0, 1)",
+            ));
         }
         if eps.is_nan() || eps <= 0.0 || weight_decay < 0.0 {
-            return Err("key 'optimizer.eps' must be > 0 and 'weight_decay' >= 0".into());
+            return Err(InvalidKey::new(
+                "optimizer.eps",
+                "key 'optimizer.eps' must be > 0 and 'weight_decay' >= 0",
+            ));
         }
         let text = self.model.context().is_some();
         if text != self.dataset.is_text() {
-            return Err(format!(
-                "key 'model.kind' = '{}' does not fit key 'dataset' = '{}'",
-                self.model.kind(),
-                self.dataset.as_str()
+            return Err(InvalidKey::new(
+                "model.kind",
+                format!(
+                    "key 'model.kind' = '{}' does not fit key 'dataset' = '{}'",
+                    self.model.kind(),
+                    self.dataset.as_str()
+                ),
             ));
         }
         match &self.model {
             ModelSpec::Mlp { hidden } if hidden.contains(&0) => {
-                Err("key 'model.hidden' has a zero-width layer".into())
+                Err(InvalidKey::new("model.hidden", "key 'model.hidden' has a zero-width layer"))
             }
             ModelSpec::Cnn {
                 channels, kernel, ..
             } if channels.contains(&0) || *kernel == 0 || *kernel % 2 == 0 => {
-                Err("key 'model.kernel' must be odd and 'model.channels' non-zero".into())
+                Err(InvalidKey::new("model.kernel", "key 'model.kernel' must be odd and 'model.channels' non-zero"))
             }
             ModelSpec::CharTransformer { d_model, heads, .. }
             | ModelSpec::Gpt { d_model, heads, .. }
                 if *heads == 0 || d_model % heads != 0 =>
             {
-                Err(format!(
+                Err(InvalidKey::new("model.heads", format!(
                     "key 'model.heads' ({heads}) must divide 'model.d_model' ({d_model})"
-                ))
+                )))
             }
             ModelSpec::CharTransformer { context: 0, .. } | ModelSpec::Gpt { context: 0, .. } => {
-                Err("key 'model.context' must be at least 1".into())
+                Err(InvalidKey::new("model.context", "key 'model.context' must be at least 1"))
             }
-            ModelSpec::Gpt { dropout, .. } if !(0.0..1.0).contains(dropout) => Err(format!(
+            ModelSpec::Gpt { dropout, .. } if !(0.0..1.0).contains(dropout) => Err(InvalidKey::new("model.dropout", format!(
                 "key 'model.dropout' must be in [0, 1), got {dropout}"
-            )),
+            ))),
             ModelSpec::Gpt {
                 heads,
                 kept_heads: Some(k),
                 ..
-            } if *k == 0 || k > heads => Err(format!(
+            } if *k == 0 || k > heads => Err(InvalidKey::new("model.kept_heads", format!(
                 "key 'model.kept_heads' must be in 1..={heads}, got {k}"
-            )),
+            ))),
             ModelSpec::Gpt {
                 ff_hidden: Some(0), ..
-            } => Err("key 'model.ff_hidden' must be at least 1".into()),
+            } => Err(InvalidKey::new("model.ff_hidden", "key 'model.ff_hidden' must be at least 1")),
             ModelSpec::Resnet {
                 channels,
                 blocks,
@@ -613,7 +673,7 @@ impl TaskSpec {
                 || *blocks > 64
                 || inner.is_some_and(|i| i.contains(&0) || i.iter().zip(channels).any(|(a, b)| a > b)) =>
             {
-                Err("keys 'model.channels' (non-zero), 'model.blocks' (1..=64) and 'model.inner' (1..=channels) are out of range".into())
+                Err(InvalidKey::new("model.channels", "keys 'model.channels' (non-zero), 'model.blocks' (1..=64) and 'model.inner' (1..=channels) are out of range"))
             }
             _ => Ok(()),
         }

@@ -177,13 +177,27 @@ pub fn parse_hourly(text: &str, path: &str) -> Result<HourlySeries, CarbonError>
     })
 }
 
+/// A timestamp that is not `YYYY-MM-DD[T ]HH:MM[:SS[.fff]][Z|±HH:MM|±HHMM]`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimestampError {
+    #[error("expected YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]")]
+    Shape,
+    /// The offset as written (an excerpt).
+    #[error("bad UTC offset {0}")]
+    BadOffset(String),
+    #[error("unexpected {0} after the time")]
+    Trailing(String),
+    /// jiff's reason (a 30 February, an hour 25, ...).
+    #[error("not a valid date and time: {0}")]
+    Invalid(String),
+}
+
 /// Unix seconds from ISO 8601 `YYYY-MM-DD[T ]HH:MM[:SS[.fff]][Z|±HH:MM|±HHMM]` (jiff's
 /// RFC 3339 / ISO 8601 parser); no offset = UTC; a fraction of a second is dropped.
-pub fn parse_timestamp(s: &str) -> Result<i64, String> {
-    const EXPECTED: &str = "expected YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]";
+pub fn parse_timestamp(s: &str) -> Result<i64, TimestampError> {
     let b = s.as_bytes();
     // The shape first: jiff also reads forms this file format does not promise (a date alone,
-    // an hour without minutes, a bracketed time zone), and the message names the format.
+    // an hour without minutes, a bracketed time zone).
     if b.len() < 16
         || b[4] != b'-'
         || b[7] != b'-'
@@ -191,34 +205,44 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
         || b[13] != b':'
         || s.contains('[')
     {
-        return Err(EXPECTED.into());
+        return Err(TimestampError::Shape);
     }
-    let rest = &s[16..];
+    let Some(rest) = s.get(16..) else {
+        return Err(TimestampError::Shape);
+    };
     let time_end = rest
         .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
         .unwrap_or(rest.len());
     let offset = &rest[time_end..];
+    // The fraction of a second is dropped before jiff reads it (jiff takes at most 9 digits;
+    // an export may write more).
+    let whole: String;
+    let s = match rest[..time_end].find('.') {
+        Some(dot) => {
+            whole = format!("{}{}", &s[..16 + dot], offset);
+            whole.as_str()
+        }
+        None => s,
+    };
+    // jiff's message quotes the input: cut like every quoted input.
+    let invalid = |e: jiff::Error| TimestampError::Invalid(csvline::clip(&e.to_string()));
     let at = if offset.is_empty() {
-        let civil: jiff::civil::DateTime = s.parse().map_err(|e| format!("{EXPECTED}: {e}"))?;
+        let civil: jiff::civil::DateTime = s.parse().map_err(invalid)?;
         civil
             .to_zoned(jiff::tz::TimeZone::UTC)
-            .map_err(|e| format!("{EXPECTED}: {e}"))?
+            .map_err(invalid)?
             .timestamp()
     } else {
-        let sign_ok = matches!(offset, "Z" | "z") || offset.starts_with(['+', '-']);
-        let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
-        if !sign_ok
-            || (!matches!(offset, "Z" | "z")
-                && (digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit())))
-        {
-            return Err(if offset.starts_with(['+', '-']) {
-                format!("bad UTC offset {}", csvline::excerpt(offset))
-            } else {
-                format!("unexpected {} after the time", csvline::excerpt(offset))
-            });
+        if !matches!(offset, "Z" | "z") {
+            if !offset.starts_with(['+', '-']) {
+                return Err(TimestampError::Trailing(csvline::excerpt(offset)));
+            }
+            let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
+            if digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(TimestampError::BadOffset(csvline::excerpt(offset)));
+            }
         }
-        s.parse::<jiff::Timestamp>()
-            .map_err(|e| format!("not a valid date and time: {e}"))?
+        s.parse::<jiff::Timestamp>().map_err(invalid)?
     };
     Ok(at.as_second())
 }
@@ -472,10 +496,16 @@ mod tests {
             "yesterday",
             "2024-01-01T25:00Z",
             "2024-01-01T00:00Q",
+            "2024-01-01T00:0é",
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
         assert_eq!(format_utc(1_583_107_200), "2020-03-02T00:00:00Z");
+        // Any number of fraction digits (jiff itself reads at most 9): dropped.
+        assert_eq!(
+            parse_timestamp(&format!("2024-02-29T12:00:00.{}+00:00", "9".repeat(40))),
+            Ok(1_709_208_000)
+        );
     }
 
     #[test]

@@ -83,13 +83,28 @@ fn span(values: impl Iterator<Item = f64>, pad_frac: f64, floor_zero: bool) -> (
     (lo, hi + pad)
 }
 
-type DrawResult = Result<(), String>;
+/// Why a chart was not drawn (the page says so in its place).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChartError {
+    /// plotters' SVG backend failed; its message.
+    #[error("{0}")]
+    Draw(String),
+    #[error("the timeline has no power samples")]
+    NoPowerSamples,
+    #[error("no finite point to draw")]
+    NoFinitePoint,
+    /// The run id whose `power/<run-id>.csv` is missing.
+    #[error("no power timeline for {0}")]
+    NoTimeline(String),
+}
+
+type DrawResult = Result<(), ChartError>;
 type CurveLine = (usize, String, Vec<(f64, f64)>);
 
 /// Draw on a fresh white SVG canvas and return the SVG text.
 fn render_svg(
     draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> DrawResult,
-) -> Result<String, String> {
+) -> Result<String, ChartError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -100,15 +115,15 @@ fn render_svg(
     Ok(svg)
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
+fn err<E: std::fmt::Display>(e: E) -> ChartError {
+    ChartError::Draw(e.to_string())
 }
 
 /// The series legend every chart here draws: 12 px labels on a white, black-bordered box.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
-) -> Result<(), String> {
+) -> DrawResult {
     chart
         .configure_series_labels()
         .position(position)
@@ -130,7 +145,7 @@ fn series_label(v: &super::model::VariantRow) -> String {
 
 /// Energy (gross window energy) against final quality: every run as a small dot, every
 /// system x variant as its median, and the Pareto front through the medians.
-pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, String> {
+pub fn energy_vs_quality(task: &TaskBoard, table: &RankTable) -> Result<String, ChartError> {
     let k = quality_scale(task);
     let mut groups: Vec<(String, f64, f64)> = Vec::new();
     let mut dots: Vec<(usize, f64, f64)> = Vec::new();
@@ -234,7 +249,7 @@ pub fn learning_curves(
     task: &TaskBoard,
     table: &RankTable,
     report: &Report,
-) -> Result<String, String> {
+) -> Result<String, ChartError> {
     // (colour index, legend label or empty, points)
     let ks = quality_scale(task);
     let mut lines: Vec<CurveLine> = Vec::new();
@@ -331,7 +346,7 @@ pub fn power_timeline(
     run_id: &str,
     samples: &[PowerSample],
     boundary: &str,
-) -> Result<String, String> {
+) -> Result<String, ChartError> {
     let mut by_component: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for s in samples {
         if let Some(w) = s.power_w {
@@ -342,7 +357,7 @@ pub fn power_timeline(
         }
     }
     if by_component.is_empty() {
-        return Err("the timeline has no power samples".into());
+        return Err(ChartError::NoPowerSamples);
     }
     let (x0, x1) = span(samples.iter().map(|s| s.t_s).chain([0.0]), 0.02, true);
     let (_, y1) = span(
@@ -483,7 +498,7 @@ pub fn tick(v: f64) -> String {
 }
 
 /// Draw a [`LineChart`].
-pub fn line_chart(c: &LineChart) -> Result<String, String> {
+pub fn line_chart(c: &LineChart) -> Result<String, ChartError> {
     let xs = || c.lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
     let log_x = c.log_x && xs().all(|x| x.is_finite() && x > 0.0);
     let drawable = |p: &&(f64, f64)| finite_point(p, log_x);
@@ -492,7 +507,7 @@ pub fn line_chart(c: &LineChart) -> Result<String, String> {
         .iter()
         .any(|l| l.points.iter().filter(drawable).count() > 0)
     {
-        return Err("no finite point to draw".into());
+        return Err(ChartError::NoFinitePoint);
     }
     let pts = || {
         c.lines
@@ -623,7 +638,7 @@ pub fn for_table(
     task: &TaskBoard,
     table: &RankTable,
     report: &Report,
-) -> Vec<(String, Result<String, String>)> {
+) -> Vec<(String, Result<String, ChartError>)> {
     let mut out = vec![
         (
             format!(
@@ -640,7 +655,7 @@ pub fn for_table(
     if let Some(id) = &table.timeline_run {
         let chart = match report.timelines.get(id) {
             Some(samples) => power_timeline(id, samples, &table.boundary),
-            None => Err(format!("no power timeline for {id}")),
+            None => Err(ChartError::NoTimeline(id.to_string())),
         };
         out.push((
             format!("Power timeline of {id} (the median-ETT run of the first system's baseline)."),

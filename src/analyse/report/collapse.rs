@@ -453,7 +453,7 @@ pub fn gaussian_charts(g: &GaussianFile) -> Vec<(String, LineChart)> {
 }
 
 /// Every chart of one file, drawn: (caption, svg), or (why it was not drawn, no svg).
-pub fn charts(file: &CollapseFile) -> Vec<(String, Result<String, String>)> {
+pub fn charts(file: &CollapseFile) -> Vec<(String, Result<String, charts::ChartError>)> {
     let specs = match &file.experiment {
         Experiment::Digits(d) => digits_charts(d),
         Experiment::Gaussian(g) => gaussian_charts(g),

@@ -146,7 +146,7 @@ impl Exporter for HtmlExporter {
             out: String::new(),
             charts_open: false,
         };
-        let drawn = |charts: Vec<(String, Result<String, String>)>| {
+        let drawn = |charts: Vec<(String, Result<String, charts::ChartError>)>| {
             charts
                 .into_iter()
                 .map(|(caption, svg)| match svg {

@@ -127,14 +127,10 @@ fn fit(xs: &[f64], est: Estimator) -> (f64, f64) {
     (mu, v)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
+/// The median of the chains' values (`stats::median`, the project's one median); every
+/// generation has at least one chain (`validate`).
+fn median(v: &[f64]) -> f64 {
+    crate::stats::median(v).unwrap_or(f64::NAN)
 }
 
 /// Runs every chain; chain r draws from its own stream, so results do not depend on order.
@@ -184,17 +180,17 @@ pub fn run(cfg: &GaussianConfig) -> Result<GaussianReport, CollapseError> {
         .enumerate()
         .map(|(t, f)| {
             let r = f.len() as f64;
-            let mut logs: Vec<f64> = f.iter().map(|x| x.1.ln()).collect();
+            let logs: Vec<f64> = f.iter().map(|x| x.1.ln()).collect();
             let mean_log = logs.iter().sum::<f64>() / r;
             let sd_log = (logs.iter().map(|l| (l - mean_log).powi(2)).sum::<f64>()
                 / (r - 1.0).max(1.0))
             .sqrt();
-            let mut vars: Vec<f64> = f.iter().map(|x| x.1).collect();
+            let vars: Vec<f64> = f.iter().map(|x| x.1).collect();
             let mean_var = vars.iter().sum::<f64>() / r;
             let sd_var = (vars.iter().map(|v| (v - mean_var).powi(2)).sum::<f64>()
                 / (r - 1.0).max(1.0))
             .sqrt();
-            let mut w2: Vec<f64> = f
+            let w2: Vec<f64> = f
                 .iter()
                 .map(|&(mu, v, _)| (mu * mu + (v.sqrt() - 1.0).powi(2)).sqrt())
                 .collect();
@@ -203,12 +199,12 @@ pub fn run(cfg: &GaussianConfig) -> Result<GaussianReport, CollapseError> {
                 train_size: f[0].2,
                 mean_log_var: mean_log,
                 sd_log_var: sd_log,
-                median_log_var: median(&mut logs),
-                median_var: median(&mut vars),
+                median_log_var: median(&logs),
+                median_var: median(&vars),
                 mean_var,
                 se_mean_var: sd_var / r.sqrt(),
                 mean_w2: w2.iter().sum::<f64>() / r,
-                median_w2: median(&mut w2),
+                median_w2: median(&w2),
                 predicted_mean_log_var: (cfg.policy == Policy::Replace)
                     .then(|| (t + 1) as f64 * drift),
             }

@@ -130,9 +130,33 @@ pub struct ExecSpec {
     pub max_time_s: Option<f64>,
 }
 
+/// A suite's `[[exec]]` entry that cannot be planned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecSpecError {
+    #[error("exec name '{0}': 1-40 characters of letters, digits, '-', '.', '_'")]
+    BadName(String),
+    #[error("exec '{0}': command is empty")]
+    EmptyCommand(String),
+    #[error("exec '{0}': needs tasks and variants")]
+    NothingToRun(String),
+    #[error("exec '{0}': max_time_s must be positive")]
+    BadTimeLimit(String),
+}
+
+/// A program that cannot be run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProgramError {
+    #[error("the command is empty")]
+    Empty,
+    #[error("command '{0}': no executable file there")]
+    NotExecutable(String),
+    #[error("command '{0}': not found on PATH")]
+    NotOnPath(String),
+}
+
 impl ExecSpec {
-    /// A one-line reason the spec cannot be planned, if any.
-    pub fn check(&self) -> Result<(), String> {
+    /// Why the spec cannot be planned, if it cannot.
+    pub fn check(&self) -> Result<(), ExecSpecError> {
         let label_ok = !self.name.is_empty()
             && self.name.len() <= 40
             && self
@@ -140,20 +164,17 @@ impl ExecSpec {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
         if !label_ok {
-            return Err(format!(
-                "exec name '{}': 1-40 characters of letters, digits, '-', '.', '_'",
-                self.name
-            ));
+            return Err(ExecSpecError::BadName(self.name.clone()));
         }
         if self.command.is_empty() || self.command[0].is_empty() {
-            return Err(format!("exec '{}': command is empty", self.name));
+            return Err(ExecSpecError::EmptyCommand(self.name.clone()));
         }
         if self.tasks.is_empty() || self.variants.is_empty() {
-            return Err(format!("exec '{}': needs tasks and variants", self.name));
+            return Err(ExecSpecError::NothingToRun(self.name.clone()));
         }
         if let Some(t) = self.max_time_s {
             if !(t > 0.0 && t.is_finite()) {
-                return Err(format!("exec '{}': max_time_s must be positive", self.name));
+                return Err(ExecSpecError::BadTimeLimit(self.name.clone()));
             }
         }
         Ok(())
@@ -189,27 +210,27 @@ pub fn child_env(gpu: Option<usize>) -> Vec<(String, String)> {
 
 /// The program's path when it can be run: a word with a `/` must be an executable file, a
 /// bare word must be found as one on PATH.
-pub fn resolve_program(word: &str) -> Result<PathBuf, String> {
+pub fn resolve_program(word: &str) -> Result<PathBuf, ProgramError> {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &std::path::Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if word.is_empty() {
-        return Err("the command is empty".into());
+        return Err(ProgramError::Empty);
     }
     if word.contains('/') {
         let p = PathBuf::from(word);
         return if runnable(&p) {
             Ok(p)
         } else {
-            Err(format!("command '{word}': no executable file there"))
+            Err(ProgramError::NotExecutable(word.to_string()))
         };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(word))
         .find(|p| runnable(p))
-        .ok_or_else(|| format!("command '{word}': not found on PATH"))
+        .ok_or_else(|| ProgramError::NotOnPath(word.to_string()))
 }
 
 /// The program's name as the engine shows it (its file name).
@@ -235,7 +256,7 @@ impl ExecPlan {
         system: SystemInfo,
         idle_s: f64,
         cooldown_s: f64,
-    ) -> Result<ExecPlan, String> {
+    ) -> Result<ExecPlan, ProgramError> {
         let mut argv = spec.command_for(&task.name, &variant.name);
         let program = resolve_program(&argv[0])?;
         argv[0] = program.display().to_string();

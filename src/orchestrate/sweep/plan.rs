@@ -140,7 +140,7 @@ pub fn load_suite(path: &Path) -> Result<Suite, PlanError> {
         return Err(err(format!("seeds must be 1-10000, got {}", suite.seeds)));
     }
     for (key, v) in [("idle_s", suite.idle_s), ("cooldown_s", suite.cooldown_s)] {
-        crate::orchestrate::runner::check_pause_s(key, v).map_err(err)?;
+        crate::orchestrate::runner::check_pause_s(key, v).map_err(|e| err(e.to_string()))?;
     }
     if suite.max_epochs == Some(0) {
         return Err(err("max_epochs must be at least 1".into()));
@@ -346,7 +346,7 @@ impl PlanFile {
             ("settings.idle_s", s.idle_s),
             ("settings.cooldown_s", s.cooldown_s),
         ] {
-            crate::orchestrate::runner::check_pause_s(key, v)?;
+            crate::orchestrate::runner::check_pause_s(key, v).map_err(|e| e.to_string())?;
         }
         let mut seen = vec![false; self.entries.len()];
         for &i in &self.execution {
@@ -407,7 +407,7 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
     for x in &suite.exec {
         x.check().map_err(|message| PlanError::Suite {
             path: format!("suite '{}'", suite.name),
-            message,
+            message: message.to_string(),
         })?;
         if exec_names.contains(&x.name.as_str()) {
             return Err(PlanError::Suite {

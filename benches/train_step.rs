@@ -9,8 +9,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use joulebench::data;
+use joulebench::engine::model;
 use joulebench::engine::precision::{Amp, Cast};
-use joulebench::engine::{model, train};
 use joulebench::spec::{task, variant};
 
 const TASKS: [&str; 6] = [
@@ -39,7 +39,7 @@ struct Setup {
 fn setup(name: &str, dev: &Device) -> Setup {
     let spec = task::find(&task::default_models_dir(), name).expect("shipped task");
     let bundle = data::load(spec.dataset, None).expect("shipped data");
-    let p = train::prepare(&spec, &bundle, dev).expect("prepare");
+    let p = joulebench::engine::prepare::prepare(&spec, &bundle, dev).expect("prepare");
     let m = model::build(
         &spec.model,
         p.input,
@@ -69,7 +69,8 @@ fn step<O: Optimizer>(s: &Setup, cast: &Cast, opt: &mut O, b: &mut usize) -> f32
     *b += 1;
     let x = s.x.index_select(&idx, 0).expect("x");
     let y = s.y.index_select(&idx, 0).expect("y");
-    let (loss, grads) = train::grads_of(s.m.as_ref(), cast, None, &x, &y).expect("grads");
+    let (loss, grads) =
+        joulebench::engine::step::grads_of(s.m.as_ref(), cast, None, &x, &y).expect("grads");
     opt.step(&grads).expect("step");
     // Forces completion (the CPU backend is synchronous; on CUDA this is the sync point).
     loss.to_scalar::<f32>().expect("scalar")
@@ -86,7 +87,8 @@ fn bench_tasks(c: &mut Criterion) {
         group.sample_size(20);
         for name in TASKS {
             let s = setup(name, &dev);
-            let mut opt = train::optimizer(&s.spec, s.m.as_ref()).expect("optimizer");
+            let mut opt =
+                joulebench::engine::step::optimizer(&s.spec, s.m.as_ref()).expect("optimizer");
             let mut b = 0;
             group.bench_function(BenchmarkId::from_parameter(name), |bch| {
                 bch.iter(|| step(&s, &cast, &mut opt, &mut b))

@@ -9,8 +9,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use joulebench::data;
 use joulebench::engine::kernels::with_composed;
+use joulebench::engine::model;
 use joulebench::engine::precision::Cast;
-use joulebench::engine::{model, train};
 use joulebench::spec::task::{self, ModelSpec};
 
 /// Losses of `steps` training steps of `spec` from seed 1 (the bench's step: gather, forward,
@@ -18,7 +18,7 @@ use joulebench::spec::task::{self, ModelSpec};
 fn losses(spec: &task::TaskSpec, steps: usize) -> Vec<f32> {
     let dev = Device::Cpu;
     let bundle = data::load(spec.dataset, None).expect("shipped data");
-    let p = train::prepare(spec, &bundle, &dev).expect("prepare");
+    let p = joulebench::engine::prepare::prepare(spec, &bundle, &dev).expect("prepare");
     let m = model::build(
         &spec.model,
         p.input,
@@ -27,7 +27,7 @@ fn losses(spec: &task::TaskSpec, steps: usize) -> Vec<f32> {
         &dev,
     )
     .expect("model");
-    let mut opt = train::optimizer(spec, m.as_ref()).expect("optimizer");
+    let mut opt = joulebench::engine::step::optimizer(spec, m.as_ref()).expect("optimizer");
     let bs = spec.train.batch_size;
     let mut perm: Vec<u32> = (0..p.n_train as u32).collect();
     model::SeededRng::new(1, 1).shuffle(&mut perm);
@@ -38,7 +38,8 @@ fn losses(spec: &task::TaskSpec, steps: usize) -> Vec<f32> {
             let x = p.train_x.index_select(&idx, 0).expect("x");
             let y = p.train_y.index_select(&idx, 0).expect("y");
             let (loss, grads) =
-                train::grads_of(m.as_ref(), &Cast::f32(), None, &x, &y).expect("grads");
+                joulebench::engine::step::grads_of(m.as_ref(), &Cast::f32(), None, &x, &y)
+                    .expect("grads");
             opt.step(&grads).expect("step");
             loss.to_scalar::<f32>().expect("loss")
         })

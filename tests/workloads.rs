@@ -409,7 +409,7 @@ fn shipped_chance_levels_match_the_data() {
     let dir = joulebench::spec::task::default_models_dir();
     for spec in joulebench::spec::task::load_all(&dir).unwrap() {
         let data = joulebench::data::load(spec.dataset, None).unwrap();
-        let c = joulebench::engine::train::eval_chance(&spec, &data).unwrap();
+        let c = joulebench::engine::prepare::eval_chance(&spec, &data).unwrap();
         assert!(
             (c - spec.target.chance).abs() < 1e-4,
             "{}: declared chance {} but the shipped data gives {c}",

@@ -107,7 +107,7 @@ fn task_of(a: &ExecArgs, models_dir: &Path) -> Result<ExecTask, anyhow::Error> {
         // c as joulebench's own runs of the task score it (from the shipped data, checked
         // against its checksums), so the program's runs rank beside them.
         let data = crate::data::load(spec.dataset, None)?;
-        let chance = crate::engine::train::eval_chance(&spec, &data)?;
+        let chance = crate::engine::prepare::eval_chance(&spec, &data)?;
         return Ok(ExecTask {
             name: spec.name.clone(),
             metric: spec.metric.as_str().into(),

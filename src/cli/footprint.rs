@@ -102,13 +102,13 @@ pub fn options(a: &FootprintArgs) -> Result<FootprintOptions, CarbonError> {
 /// The whole command: validate, read, compute, render, write.
 pub fn command(a: &FootprintArgs) -> Result<(), CarbonError> {
     if a.list_regions {
-        print!("{}", footprint::list_regions());
+        print!("{}", crate::analyse::carbon::region::list_regions());
         return Ok(());
     }
     let opts = options(a)?;
-    let loaded = footprint::load(&a.dirs)?;
+    let loaded = crate::analyse::carbon::runs::load(&a.dirs)?;
     let f = footprint::compute(&loaded.inputs(), &opts);
-    let text = footprint::render(&f, a.format);
+    let text = crate::analyse::carbon::render::render(&f, a.format);
     match &a.out {
         Some(p) => {
             crate::record::write_atomic(p, text.as_bytes()).map_err(|e| CarbonError::File {

@@ -4,7 +4,7 @@
 //! training text then the second).
 //!
 //! Owns: the view's keys, their validation, and applying them to host data.
-//! Must not: read files (the loaders do) or build tensors (`train::prepare` does).
+//! Must not: read files (the loaders do) or build tensors (`engine::prepare` does).
 
 use super::{ImageSet, Loaded, TextSet};
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,7 @@
 //! argmax per sample (text: per token, `predictions_per_sample` = context).
 
 use crate::engine::model::RefModel;
-use crate::engine::train::Prepared;
+use crate::engine::prepare::Prepared;
 use crate::measure::{Boundary, ComponentEnergy, MeasuredWindow, Meter, MeterError};
 use crate::record::inference::{InferenceMeasurement, InferenceReport};
 use candle_core::{Device, D};

@@ -1,12 +1,12 @@
 //! The one training loop for every reference model, and the held-out evaluation.
 //!
-//! Owns: turning a loaded dataset (through the task's data view) into device tensors
-//! (`prepare`), seeded batch order, the optimizer step (mixed precision and loss scaling
-//! through `precision`, a `StepHook` after every step for pruning masks), evaluation on a fixed
+//! Owns: seeded batch order, when each optimizer step runs (`step.rs` computes it; a `StepHook`
+//! after every step for pruning masks), evaluation on a fixed
 //! step cadence inside the measured window (on the clock and on the meter, as MLPerf requires),
 //! the stop decision (target, budget, divergence), named phases of one window, executed and
 //! nominal FLOPs, and the event log of what happened when.
 //! Must not: write files or choose a meter; it is handed an opened meter and returns data.
+//! The data it trains on comes from `prepare.rs`.
 //!
 //! A run is one `Session`: one `MeasuredWindow` from `run_start` to `run_stop`. A pipeline
 //! (dense training, pruning, recovery; generator fit, sampling, training) is several `Stage`s
@@ -18,238 +18,22 @@
 //! loss scaling, which must know before each step whether a gradient overflowed (PyTorch's
 //! GradScaler reads the same flag on the host).
 
-use crate::data::{DatasetBundle, ImageSet, Loaded};
 use crate::engine::model::{InputShape, RefModel, SeededRng};
-use crate::engine::optim::FusedAdamW;
-use crate::engine::precision::{Amp, Cast, ScaleDecision, ScaleSummary};
+use crate::engine::precision::{Amp, ScaleDecision, ScaleSummary};
+use crate::engine::prepare::Prepared;
+use crate::engine::step::{
+    augment, clip_grad_norm, grads_finite, grads_of, optimizer, random_batch,
+};
 use crate::measure::{MeasuredWindow, Meter, MeterError, WindowReport};
 use crate::record::curve::{default_phase, error_text, CurvePoint, EventLog, Status};
 use crate::record::Phase;
 use crate::spec::task::{Metric, OptimizerSpec, TaskSpec};
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{Optimizer, ParamsAdamW};
+use candle_nn::Optimizer;
 
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Instant;
-
-/// Device-resident train and eval tensors of one task.
-pub struct Prepared {
-    pub train_x: Tensor,
-    pub train_y: Tensor,
-    pub n_train: usize,
-    pub eval_x: Tensor,
-    pub eval_y: Tensor,
-    pub n_eval: usize,
-    /// Individual predictions scored per eval (text: windows x context).
-    pub eval_predictions: usize,
-    pub input: InputShape,
-    pub classes: usize,
-    /// Majority-class rate of the eval targets actually used.
-    pub chance: f64,
-}
-
-/// The task's view of a loaded dataset (class filter, rotation, corpus part; see
-/// `data::view`): what every model of the task trains and evaluates on.
-pub fn task_data(spec: &TaskSpec, bundle: &DatasetBundle) -> candle_core::Result<Loaded> {
-    spec.data
-        .apply(&bundle.data)
-        .map_err(|e| candle_core::Error::Msg(format!("task {}: {e}", spec.name)))
-}
-
-/// What the task's model eats and how many classes it predicts, from the (viewed) data.
-pub fn input_of(spec: &TaskSpec, data: &Loaded) -> candle_core::Result<(InputShape, usize)> {
-    match data {
-        Loaded::Images { train, classes, .. } => {
-            let [c, h, w] = train.shape;
-            Ok((InputShape::Image { c, h, w }, *classes))
-        }
-        Loaded::Text(text) => match spec.model.context() {
-            Some(context) => Ok((
-                InputShape::Tokens {
-                    context,
-                    vocab: text.vocab.len(),
-                },
-                text.vocab.len(),
-            )),
-            None => candle_core::bail!("text data needs a token model"),
-        },
-    }
-}
-
-/// The first `n` images of `set` as a standardised `(n, c, h, w)` tensor (the task's declared
-/// input mean and sd) and their labels as `u32`: the one place pixels become model inputs.
-pub fn images_to_tensors(
-    spec: &TaskSpec,
-    set: &ImageSet,
-    n: usize,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let [c, h, w] = set.shape;
-    let (mean, sd) = match (spec.train.input_mean, spec.train.input_sd) {
-        (Some(m), Some(s)) => (m as f32, s as f32),
-        _ => (0.0, 1.0),
-    };
-    let x: Vec<f32> = set.images[..n * c * h * w]
-        .iter()
-        .map(|&p| (p - mean) / sd)
-        .collect();
-    let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
-    Ok((
-        Tensor::from_vec(x, (n, c, h, w), device)?,
-        Tensor::from_vec(y, n, device)?,
-    ))
-}
-
-/// The chance level c of a task's eval set as a run of it scores (the majority-class rate of
-/// the eval targets actually used), for a program `exec` measures against the task: the same
-/// c as joulebench's own runs, so both land on one leaderboard.
-pub fn eval_chance(spec: &TaskSpec, bundle: &DatasetBundle) -> candle_core::Result<f64> {
-    Ok(prepare(spec, bundle, &Device::Cpu)?.chance)
-}
-
-/// The task's view of `bundle` (`task_data`), borrowed when the task has no `[data]` view: no
-/// copy of the dataset (70,000 f32 images are 220 MB).
-pub fn task_view<'a>(
-    spec: &TaskSpec,
-    bundle: &'a DatasetBundle,
-) -> candle_core::Result<std::borrow::Cow<'a, Loaded>> {
-    Ok(if spec.data.is_identity() {
-        std::borrow::Cow::Borrowed(&bundle.data)
-    } else {
-        std::borrow::Cow::Owned(task_data(spec, bundle)?)
-    })
-}
-
-/// Move a loaded dataset to the device in the shape the task's model eats.
-pub fn prepare(
-    spec: &TaskSpec,
-    bundle: &DatasetBundle,
-    device: &Device,
-) -> candle_core::Result<Prepared> {
-    let cap = |n: usize| eval_cap(spec, n);
-    match task_view(spec, bundle)?.as_ref() {
-        Loaded::Images {
-            train,
-            test,
-            classes,
-        } => {
-            let [c, h, w] = train.shape;
-            let n_eval = cap(test.len());
-            let (train_x, train_y) = images_to_tensors(spec, train, train.len(), device)?;
-            let (eval_x, eval_y) = images_to_tensors(spec, test, n_eval, device)?;
-            Ok(Prepared {
-                train_x,
-                train_y,
-                n_train: train.len(),
-                eval_x,
-                eval_y,
-                n_eval,
-                eval_predictions: n_eval,
-                input: InputShape::Image { c, h, w },
-                classes: *classes,
-                chance: majority_rate(test.labels[..n_eval].iter().map(|&l| l as u32), *classes),
-            })
-        }
-        Loaded::Text(text) => {
-            let Some(context) = spec.model.context() else {
-                candle_core::bail!("text data needs a token model");
-            };
-            let vocab = text.vocab.len();
-            let (train_x, train_y, n_train) =
-                text_windows(&text.train, context, usize::MAX, device)?;
-            let (eval_x, eval_y, n_eval) =
-                text_windows(&text.test, context, cap(usize::MAX), device)?;
-            let targets = text.test[1..=n_eval * context].iter().copied();
-            let chance = match spec.metric {
-                Metric::HeldOutLoss => unigram_entropy_nats(targets, vocab),
-                _ => majority_rate(targets, vocab),
-            };
-            Ok(Prepared {
-                train_x,
-                train_y,
-                n_train,
-                eval_x,
-                eval_y,
-                n_eval,
-                eval_predictions: n_eval * context,
-                input: InputShape::Tokens { context, vocab },
-                classes: vocab,
-                chance,
-            })
-        }
-    }
-}
-
-/// Non-overlapping windows of `context + 1` ids, at most `max` of them: inputs are the first
-/// `context` ids of each, targets the same window shifted by one. Returns (x, y, windows).
-/// How many of `n` held-out samples (text: windows) a task evaluates on.
-pub fn eval_cap(spec: &TaskSpec, n: usize) -> usize {
-    spec.train.eval_max_samples.map_or(n, |m| m.min(n))
-}
-
-/// The number of non-overlapping windows of `context + 1` ids in `len` ids.
-pub fn window_count(len: usize, context: usize) -> usize {
-    len.saturating_sub(1) / context.max(1)
-}
-
-pub fn text_windows(
-    ids: &[u32],
-    context: usize,
-    max: usize,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor, usize)> {
-    let n = window_count(ids.len(), context).min(max);
-    let mut x = Vec::with_capacity(n * context);
-    let mut y = Vec::with_capacity(n * context);
-    for i in 0..n {
-        let s = i * context;
-        x.extend_from_slice(&ids[s..s + context]);
-        y.extend_from_slice(&ids[s + 1..s + context + 1]);
-    }
-    Ok((
-        Tensor::from_vec(x, (n, context), device)?,
-        Tensor::from_vec(y, (n, context), device)?,
-        n,
-    ))
-}
-
-/// Entropy in nats of the empirical distribution of `ids`: the held-out loss of the best model
-/// that ignores context (the chance level of a loss metric).
-pub fn unigram_entropy_nats(ids: impl Iterator<Item = u32>, vocab: usize) -> f64 {
-    let (counts, n) = histogram(ids, vocab);
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / n.max(1) as f64;
-            -p * p.ln()
-        })
-        .sum()
-}
-
-/// Counts per id below `k` (ids at or above `k` are counted in the total only) and the total.
-fn histogram(ids: impl Iterator<Item = u32>, k: usize) -> (Vec<usize>, usize) {
-    let mut counts = vec![0usize; k.max(1)];
-    let mut n = 0usize;
-    for i in ids {
-        if let Some(c) = counts.get_mut(i as usize) {
-            *c += 1;
-        }
-        n += 1;
-    }
-    (counts, n)
-}
-
-/// Share of the most frequent class: the chance level c of docs/design/measurement.md section 1.
-pub fn majority_rate(labels: impl Iterator<Item = u32>, classes: usize) -> f64 {
-    let (counts, n) = histogram(labels, classes);
-    if n == 0 {
-        return 0.0;
-    }
-    *counts.iter().max().unwrap_or(&0) as f64 / n as f64
-}
 
 /// What the loop observes, for progress bars; every hook has a no-op default.
 pub trait Observer {
@@ -353,228 +137,6 @@ pub fn evaluate(
     }
     let c = total.to_scalar::<f32>()? as f64;
     Ok(c / p.eval_predictions.max(1) as f64)
-}
-
-/// AdamW over every trainable parameter of `model`, with the task's hyperparameters (frozen
-/// parameters are constants, not `Var`s, so they are not in it). Fused and in place (`optim`;
-/// the same update as candle-nn's `AdamW`).
-pub fn optimizer(spec: &TaskSpec, model: &dyn RefModel) -> candle_core::Result<FusedAdamW> {
-    let OptimizerSpec::Adamw {
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        decay,
-        ..
-    } = spec.optimizer;
-    let opt = FusedAdamW::new(
-        model.params().vars(),
-        ParamsAdamW {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        },
-    )?;
-    Ok(match decay {
-        crate::spec::task::Decay::All => opt,
-        crate::spec::task::Decay::Matrices => {
-            let vectors: Vec<candle_core::Var> = model
-                .params()
-                .vars()
-                .into_iter()
-                .filter(|v| v.rank() < 2)
-                .collect();
-            opt.without_decay_on(&vectors)
-        }
-    })
-}
-
-/// One f32 optimizer step on one batch; returns the (device-resident) loss.
-pub fn train_step(
-    model: &dyn RefModel,
-    opt: &mut impl Optimizer,
-    x: &Tensor,
-    y: &Tensor,
-) -> candle_core::Result<Tensor> {
-    let (loss, grads) = grads_of(model, &Cast::f32(), None, x, y)?;
-    opt.step(&grads)?;
-    Ok(loss)
-}
-
-/// Cross-entropy of the model's f32 logits; the forward pass follows `cast`.
-pub fn loss_of(
-    model: &dyn RefModel,
-    cast: &Cast,
-    x: &Tensor,
-    y: &Tensor,
-) -> candle_core::Result<Tensor> {
-    let logits = model.forward_cast(x, true, cast)?.to_dtype(DType::F32)?;
-    let classes = logits.dim(D::Minus1)?;
-    let logits = logits.reshape(((), classes))?;
-    crate::engine::kernels::cross_entropy(&logits, &y.flatten_all()?)
-}
-
-/// Forward (under `cast`), f32 loss, backward of the loss times `scale` (dynamic loss
-/// scaling), and the gradients divided by `scale` again: what the optimizer steps with. The
-/// gradients of the f32 master `Var`s are f32 whatever the forward dtype (`to_dtype` is an
-/// autograd op). Returns the unscaled loss.
-pub fn grads_of(
-    model: &dyn RefModel,
-    cast: &Cast,
-    scale: Option<f64>,
-    x: &Tensor,
-    y: &Tensor,
-) -> candle_core::Result<(Tensor, GradStore)> {
-    let loss = loss_of(model, cast, x, y)?;
-    let Some(scale) = scale else {
-        let grads = loss.backward()?;
-        return Ok((loss, grads));
-    };
-    let mut grads = (&loss * scale)?.backward()?;
-    for (_, var) in model.params().named() {
-        if let Some(g) = grads.remove(var.as_tensor()) {
-            grads.insert(var.as_tensor(), (g * (1.0 / scale))?);
-        }
-    }
-    Ok((loss, grads))
-}
-
-/// Scale every gradient by min(1, max_norm / (||g|| + 1e-6)), ||g|| the global L2 norm over
-/// all of `model`'s gradients (PyTorch's `clip_grad_norm_`). The norm and the factor stay on
-/// the device: no host read per step.
-pub fn clip_grad_norm(
-    model: &dyn RefModel,
-    mut grads: GradStore,
-    max_norm: f64,
-) -> candle_core::Result<GradStore> {
-    let mut total: Option<Tensor> = None;
-    for (_, var) in model.params().named() {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let s = g.to_dtype(DType::F32)?.sqr()?.sum_all()?;
-            total = Some(match total {
-                Some(t) => (t + s)?,
-                None => s,
-            });
-        }
-    }
-    let Some(total) = total else {
-        return Ok(grads);
-    };
-    let factor = (total.sqrt()? + 1e-6)?
-        .recip()?
-        .affine(max_norm, 0.0)?
-        .clamp(0f32, 1f32)?;
-    for (_, var) in model.params().named() {
-        if let Some(g) = grads.remove(var.as_tensor()) {
-            let scaled = g.broadcast_mul(&factor.to_dtype(g.dtype())?)?;
-            grads.insert(var.as_tensor(), scaled);
-        }
-    }
-    Ok(grads)
-}
-
-/// A training batch (n, c, h, w), already standardised, with the task's augmentation: per
-/// sample a crop of the image padded by `augment_crop_pad` pixels of `pad_value` (offsets
-/// uniform in 0..=2 pad) and a horizontal flip with probability 1/2, drawn from `rng`. Built
-/// as one gather with host-drawn indices, so it runs on any device with one upload.
-pub fn augment(
-    x: &Tensor,
-    spec: &crate::spec::task::TrainSpec,
-    pad_value: f32,
-    rng: &mut SeededRng,
-) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let pad = spec.augment_crop_pad.unwrap_or(0) as isize;
-    let plane = c * h * w;
-    let outside = plane as u32;
-    let mut idx = Vec::with_capacity(n * plane);
-    for _ in 0..n {
-        let (dy, dx) = if pad > 0 {
-            (
-                rng.below(2 * pad as usize + 1) as isize - pad,
-                rng.below(2 * pad as usize + 1) as isize - pad,
-            )
-        } else {
-            (0, 0)
-        };
-        let flip = spec.augment_hflip && rng.below(2) == 1;
-        for ch in 0..c {
-            for i in 0..h as isize {
-                for j in 0..w as isize {
-                    let jj = if flip { w as isize - 1 - j } else { j };
-                    let (r, col) = (i + dy, jj + dx);
-                    idx.push(
-                        if r < 0 || col < 0 || r >= h as isize || col >= w as isize {
-                            outside
-                        } else {
-                            (ch * h * w) as u32 + (r as usize * w) as u32 + col as u32
-                        },
-                    );
-                }
-            }
-        }
-    }
-    let flat = x.reshape((n, plane))?;
-    let padded = Tensor::cat(
-        &[
-            &flat,
-            &Tensor::full(pad_value, (n, 1), x.device())?.to_dtype(x.dtype())?,
-        ],
-        1,
-    )?;
-    let idx = Tensor::from_vec(idx, (n, plane), x.device())?;
-    padded.gather(&idx, 1)?.reshape((n, c, h, w))
-}
-
-/// True when every gradient of `model` is finite (one host read).
-pub fn grads_finite(model: &dyn RefModel, grads: &GradStore) -> candle_core::Result<bool> {
-    let mut total: Option<Tensor> = None;
-    for (_, var) in model.params().named() {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let s = g.to_dtype(DType::F32)?.abs()?.sum_all()?;
-            total = Some(match total {
-                Some(t) => (t + s)?,
-                None => s,
-            });
-        }
-    }
-    Ok(match total {
-        Some(t) => t.to_scalar::<f32>()?.is_finite(),
-        None => true,
-    })
-}
-
-/// `n` random inputs of the model's input shape (standard normal pixels, uniform tokens) and
-/// uniform random labels, drawn from the seeded host RNG: warm-up batches and the throughput
-/// track.
-pub fn random_batch(
-    input: InputShape,
-    classes: usize,
-    n: usize,
-    rng: &mut SeededRng,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    match input {
-        InputShape::Image { c, h, w } => {
-            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
-            let y: Vec<u32> = (0..n).map(|_| rng.below(classes) as u32).collect();
-            Ok((
-                Tensor::from_vec(x, (n, c, h, w), device)?,
-                Tensor::from_vec(y, n, device)?,
-            ))
-        }
-        InputShape::Tokens { context, vocab } => {
-            let x: Vec<u32> = (0..n * context).map(|_| rng.below(vocab) as u32).collect();
-            let y: Vec<u32> = (0..n * context).map(|_| rng.below(vocab) as u32).collect();
-            Ok((
-                Tensor::from_vec(x, (n, context), device)?,
-                Tensor::from_vec(y, (n, context), device)?,
-            ))
-        }
-    }
 }
 
 /// The training set a classifier learns from in one run: the real one, a synthetic one made
@@ -1157,6 +719,9 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::precision::Cast;
+    use crate::engine::prepare::{majority_rate, unigram_entropy_nats};
+    use candle_core::backprop::GradStore;
 
     #[test]
     fn stored_errors_drop_a_backtrace() {

@@ -22,11 +22,12 @@ use crate::data::{ImageSet, Loaded, TextSet};
 use crate::engine::checkpoint::{Checkpoint, CheckpointError};
 use crate::engine::model::{self, InputShape, ParamStore, RefModel, SeededRng};
 use crate::engine::precision::{Amp, PrecisionError, Tf32Guard};
+use crate::engine::prepare::Prepared;
 use crate::engine::prune::{self, Masks, Schedule};
 use crate::engine::synth::{self, SynthError};
 use crate::engine::train::{
-    self, NoHook, Observer, Prepared, Session, Stage, StageEnd, TrainError, TrainOptions,
-    TrainOutcome, TrainSet, Until,
+    self, NoHook, Observer, Session, Stage, StageEnd, TrainError, TrainOptions, TrainOutcome,
+    TrainSet, Until,
 };
 use crate::measure::Meter;
 use crate::record::curve::Status;
@@ -106,8 +107,10 @@ pub fn finetune_source(
     };
     if let Some(path) = checkpoint {
         let c = crate::engine::checkpoint::load(path, device)?;
-        let viewed = train::task_data(spec, data).map_err(|e| bad(e.to_string()))?;
-        let (input, classes) = train::input_of(spec, &viewed).map_err(|e| bad(e.to_string()))?;
+        let viewed =
+            crate::engine::prepare::task_data(spec, data).map_err(|e| bad(e.to_string()))?;
+        let (input, classes) =
+            crate::engine::prepare::input_of(spec, &viewed).map_err(|e| bad(e.to_string()))?;
         let start = Start::Checkpoint(c);
         for v in variants.iter().filter(|v| v.init == Init::Finetune) {
             start_model(spec, input, classes, v, 0, &start, device)?;
@@ -235,7 +238,7 @@ pub fn run(
     let amp = Amp::for_precision(v.precision, device)?;
     // TF32 is a global cuBLAS switch: on for exactly this window, off after.
     let _tf32 = Tf32Guard::new(v.precision == Precision::Tf32);
-    let mut opt = train::optimizer(spec, model.as_ref()).map_err(TrainError::from)?;
+    let mut opt = crate::engine::step::optimizer(spec, model.as_ref()).map_err(TrainError::from)?;
     let budget = train::budget_steps(spec, p.n_train / train::batch_size(spec, p.n_train).max(1));
     let mut s = Session::open(spec, p, opts, amp, model.as_ref(), meter, device, observer)?;
     // The training set: the real one, or one made inside the window (fit, then sample).
@@ -276,7 +279,7 @@ pub fn run(
             // inside the window, one pass of the real training set's size, no evals.
             s.begin_phase("generate")?;
             let n = p.n_train;
-            let (x, y) = train::random_batch(
+            let (x, y) = crate::engine::step::random_batch(
                 p.input,
                 p.classes,
                 n,
@@ -448,7 +451,7 @@ fn synthetic_set(
         set.labels.push(real.labels[i]);
     }
     let n = set.len();
-    let (x, y) = train::images_to_tensors(spec, &set, n, device)?;
+    let (x, y) = crate::engine::prepare::images_to_tensors(spec, &set, n, device)?;
     let report = json!({
         "generator": kind.label(),
         "generator_detail": gen.describe(),
@@ -499,7 +502,7 @@ fn synthetic_text_set(
     ids.extend(gen.sample(n_synth, &mut SeededRng::new(seed, 13))?);
     let sample_flops = gen.sample_flops(n_synth);
     s.add_flops(sample_flops);
-    let (x, y, n) = train::text_windows(&ids, context, usize::MAX, device)?;
+    let (x, y, n) = crate::engine::prepare::text_windows(&ids, context, usize::MAX, device)?;
     let report = json!({
         "generator": "ngram",
         "generator_detail": gen.describe(),
@@ -549,7 +552,7 @@ fn unstructured<'a>(
     data: &TrainSet,
     budget: usize,
 ) -> Result<(Session<'a>, serde_json::Value), VariantRunError> {
-    let mut opt = train::optimizer(spec, model).map_err(TrainError::from)?;
+    let mut opt = crate::engine::step::optimizer(spec, model).map_err(TrainError::from)?;
     let dense = dense_stage(&mut s, model, data, &mut opt, budget)?;
     if dense != Some(StageEnd::Target) {
         return Ok((
@@ -637,7 +640,8 @@ fn structured<'a>(
         .map_err(TrainError::from)?;
     if q < spec.target.value || !opts.stop_at_target {
         s.begin_phase("recover")?;
-        let mut opt = train::optimizer(spec, small.as_ref()).map_err(TrainError::from)?;
+        let mut opt =
+            crate::engine::step::optimizer(spec, small.as_ref()).map_err(TrainError::from)?;
         let stage = Stage {
             max_steps: budget.saturating_sub(s.steps()),
             until: Until::target_if(opts.stop_at_target),
@@ -703,7 +707,7 @@ mod tests {
     fn amp_gradients_reach_the_f32_masters_as_f32() {
         let (m, x, y) = tiny();
         let cast = Cast::for_precision(Precision::Bf16Amp, &Device::Cpu).unwrap();
-        let (loss, grads) = train::grads_of(m.as_ref(), &cast, None, &x, &y).unwrap();
+        let (loss, grads) = crate::engine::step::grads_of(m.as_ref(), &cast, None, &x, &y).unwrap();
         assert_eq!(loss.dtype(), DType::F32);
         assert!(cast.ran_low_precision());
         for (name, var) in m.params().named() {
@@ -764,7 +768,7 @@ mod tests {
         assert!(n0 as f64 >= 0.69 * masks.prunable_elems() as f64);
         let mut hook = prune::Frozen(&masks);
         for k in 1..=5 {
-            let _ = train::train_step(m.as_ref(), &mut opt, &x, &y).unwrap();
+            let _ = crate::engine::step::train_step(m.as_ref(), &mut opt, &x, &y).unwrap();
             hook.after_step(k).unwrap();
         }
         let after = zeros(m.as_ref());

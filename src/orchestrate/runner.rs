@@ -10,7 +10,8 @@
 use crate::data::{DataError, DatasetBundle, Loaded};
 use crate::engine::checkpoint;
 use crate::engine::model::SeededRng;
-use crate::engine::train::{self, Observer, Prepared, TrainOptions};
+use crate::engine::prepare::Prepared;
+use crate::engine::train::{Observer, TrainOptions};
 use crate::engine::variant_run::{self, Start};
 use crate::measure::system::{self, SystemInfo};
 use crate::measure::{self, Meter, MeterProbe, Source};
@@ -145,30 +146,30 @@ pub fn order(task: usize, variants: &[Variant], seeds: &[u64]) -> Vec<Job> {
     out
 }
 
-/// The task's view of `bundle` (`train::task_data`), borrowed when the task has no `[data]`
+/// The task's view of `bundle` (`crate::engine::prepare::task_data`), borrowed when the task has no `[data]`
 /// view.
 fn viewed<'a>(
     spec: &TaskSpec,
     bundle: &'a DatasetBundle,
 ) -> anyhow::Result<std::borrow::Cow<'a, Loaded>> {
-    Ok(train::task_view(spec, bundle)?)
+    Ok(crate::engine::prepare::task_view(spec, bundle)?)
 }
 
-/// The training and held-out sizes a run of `spec` on `bundle` gets, as `train::prepare` makes
+/// The training and held-out sizes a run of `spec` on `bundle` gets, as `crate::engine::prepare::prepare` makes
 /// them (samples; text: windows of the model's context), counted without building tensors.
 pub fn prepared_sizes(spec: &TaskSpec, bundle: &DatasetBundle) -> anyhow::Result<(usize, usize)> {
     sizes_of(spec, viewed(spec, bundle)?.as_ref())
 }
 
 fn sizes_of(spec: &TaskSpec, data: &Loaded) -> anyhow::Result<(usize, usize)> {
-    let cap = |n: usize| train::eval_cap(spec, n);
+    let cap = |n: usize| crate::engine::prepare::eval_cap(spec, n);
     Ok(match data {
         Loaded::Images { train, test, .. } => (train.len(), cap(test.len())),
         Loaded::Text(text) => {
             let context = spec.model.context().ok_or_else(|| {
                 anyhow::anyhow!("task {}: text data needs a token model", spec.name)
             })?;
-            let windows = |ids: &[u32]| train::window_count(ids.len(), context);
+            let windows = |ids: &[u32]| crate::engine::prepare::window_count(ids.len(), context);
             (windows(&text.train), cap(windows(&text.test)))
         }
     })
@@ -356,7 +357,11 @@ impl<'a> Session<'a> {
         let plan: &'a Plan = self.plan;
         let task = self.task(job)?;
         if self.prepared[job.task].is_none() {
-            self.prepared[job.task] = Some(train::prepare(&task.spec, &task.data, &plan.device)?);
+            self.prepared[job.task] = Some(crate::engine::prepare::prepare(
+                &task.spec,
+                &task.data,
+                &plan.device,
+            )?);
         }
         self.pace();
         let mut extras = extras.clone();
@@ -461,7 +466,7 @@ fn finetune_start(
         checkpoint::pretrained_path(plan.results.root(), &source.spec.name, seed, &sys.system_id);
     let mut pre = None;
     if !path.is_file() {
-        let sp = train::prepare(&source.spec, &source.data, &plan.device)?;
+        let sp = crate::engine::prepare::prepare(&source.spec, &source.data, &plan.device)?;
         // The source's own run: no sweep plan entry (the plan names the fine-tune).
         let extras = RunExtras {
             plan: None,
@@ -515,7 +520,7 @@ fn run_one(
     let real_train = match variant.data_source() {
         crate::spec::variant::DataSource::Synthetic
         | crate::spec::variant::DataSource::Mixed { .. } => {
-            Some(train::task_data(spec, &task.data)?)
+            Some(crate::engine::prepare::task_data(spec, &task.data)?)
         }
         _ => None,
     };
@@ -887,7 +892,7 @@ mod tests {
             ("text-charlm", text(700)),
         ] {
             let spec = shipped(task);
-            let p = train::prepare(&spec, &bundle, &Device::Cpu).unwrap();
+            let p = crate::engine::prepare::prepare(&spec, &bundle, &Device::Cpu).unwrap();
             assert_eq!(
                 prepared_sizes(&spec, &bundle).unwrap(),
                 (p.n_train, p.n_eval),

@@ -102,7 +102,7 @@ pub fn time_steps(
     let cast = crate::engine::precision::Amp::for_precision(variant.precision, device)?.cast;
 
     let bundle = data::load(spec.dataset, None)?;
-    let p = train::prepare(spec, &bundle, device)?;
+    let p = crate::engine::prepare::prepare(spec, &bundle, device)?;
     let m = model::build(
         &spec.model,
         p.input,
@@ -164,7 +164,7 @@ struct Timed<'a> {
 
 fn time_with<O: Optimizer>(
     spec: &TaskSpec,
-    p: &train::Prepared,
+    p: &crate::engine::prepare::Prepared,
     m: &dyn model::RefModel,
     mut opt: O,
     t: Timed<'_>,
@@ -199,7 +199,7 @@ fn time_with<O: Optimizer>(
         let y = p.train_y.index_select(&idx, 0)?;
         device.synchronize()?;
         let t1 = Instant::now();
-        let loss = train::loss_of(m, cast, &x, &y)?;
+        let loss = crate::engine::step::loss_of(m, cast, &x, &y)?;
         device.synchronize()?;
         let t2 = Instant::now();
         let grads = loss.backward()?;
@@ -383,7 +383,7 @@ pub struct OverheadReport {
 /// Interleaved on/off runs of the whole training loop (full budget, no stop at target).
 pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result<OverheadReport> {
     let bundle = data::load(spec.dataset, None)?;
-    let p = train::prepare(spec, &bundle, device)?;
+    let p = crate::engine::prepare::prepare(spec, &bundle, device)?;
     let opts = TrainOptions {
         seed: 1,
         stop_at_target: false,

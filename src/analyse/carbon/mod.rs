@@ -18,6 +18,8 @@
 pub mod embodied;
 pub mod footprint;
 pub mod region;
+pub mod render;
+pub mod runs;
 pub mod schedule;
 
 use serde::{Deserialize, Serialize};

@@ -162,6 +162,27 @@ fn suggestions(t: &RegionTable, query: &str) -> String {
     }
 }
 
+/// The region table as text.
+pub fn list_regions() -> String {
+    let t = table();
+    let mut s = String::from("region     g CO2e/kWh  year  basis                 name\n");
+    for r in &t.rows {
+        s.push_str(&format!(
+            "{:<10} {:>10.1}  {}  {:<21} {}\n",
+            r.region,
+            r.g_co2e_per_kwh,
+            r.year,
+            r.basis.as_str(),
+            r.name
+        ));
+    }
+    s.push_str("sources:\n");
+    for (id, cite) in &t.sources {
+        s.push_str(&format!("  {id}: {cite}\n"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -264,7 +264,7 @@ impl Exporter for FootprintExporter {
             FootprintExporter::Md => footprint::Format::Md,
             FootprintExporter::Csv => footprint::Format::Csv,
         };
-        Ok(footprint::render(&f, format).into_bytes())
+        Ok(crate::analyse::carbon::render::render(&f, format).into_bytes())
     }
     fn file_name(&self) -> &'static str {
         match self {

@@ -21,8 +21,9 @@
 use super::{CollapseError, Policy};
 use crate::data::ImageSet;
 use crate::engine::model::{self, InputShape, SeededRng};
+use crate::engine::prepare::Prepared;
 use crate::engine::synth::{self, Generator};
-use crate::engine::train::{self, NoObserver, Prepared, TrainOptions};
+use crate::engine::train::{self, NoObserver, TrainOptions};
 use crate::measure::{MeasuredWindow, Meter, WindowReport};
 use crate::record::collapse::{
     opt, summary_cells, Detector, DigitsConfig, DigitsGeneration, DigitsReport, PhaseEnergy,
@@ -338,7 +339,8 @@ pub fn run(
     let started = std::time::Instant::now();
     let n = cfg.real_per_class;
     let seeds = cfg.seeds.len() as f64;
-    let chance = train::majority_rate(test_set.labels.iter().map(|&l| l as u32), CLASSES);
+    let chance =
+        crate::engine::prepare::majority_rate(test_set.labels.iter().map(|&l| l as u32), CLASSES);
     let (tx, ty) = to_tensors(test_set, env.device)?;
     let test = (tx, ty, test_set.len(), chance);
     let mut w = Windows { count: 0, short: 0 };

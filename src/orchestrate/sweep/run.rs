@@ -237,7 +237,7 @@ pub fn run_shard(
                     .iter()
                     .find(|t| t.spec.name == task.name)
                     .ok_or_else(|| anyhow::anyhow!("task {} has no loaded data", task.name))?;
-                let c = crate::engine::train::eval_chance(&loaded.spec, &loaded.data)?;
+                let c = crate::engine::prepare::eval_chance(&loaded.spec, &loaded.data)?;
                 chances.borrow_mut().insert(task.name.clone(), c);
                 c
             }

@@ -113,7 +113,7 @@ impl Trace {
                 Ok(s) => samples.push(s),
                 // A reader killed mid-line leaves a partial last row: not an error.
                 Err(_) if is_last && !text.ends_with('\n') => {}
-                Err(m) => return Err(err(i + 1, m)),
+                Err(m) => return Err(err(i + 1, m.to_string())),
             }
         }
         samples.sort_by(|a, b| a.t_unix_s.total_cmp(&b.t_unix_s));
@@ -128,31 +128,45 @@ impl Trace {
     }
 }
 
-fn parse_row(line: &str) -> Result<TraceSample, String> {
+/// A trace row that cannot be read (texts are excerpts of the input).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum RowError {
+    #[error("{0}")]
+    Csv(#[from] crate::base::csvline::CsvLineError),
+    #[error("expected 4 fields, found {found}: {line}")]
+    Fields { found: usize, line: String },
+    #[error("{column} {text} is not a number")]
+    NotNumber { column: &'static str, text: String },
+    #[error("non-finite value in {0}")]
+    NonFinite(String),
+}
+
+fn parse_row(line: &str) -> Result<TraceSample, RowError> {
     let fields = crate::base::csvline::split(line)?;
     let f: Vec<&str> = fields.iter().map(|s| s.trim()).collect();
     if f.len() != 4 {
-        return Err(format!(
-            "expected 4 fields, found {}: {}",
-            f.len(),
-            excerpt(line)
-        ));
+        return Err(RowError::Fields {
+            found: f.len(),
+            line: excerpt(line),
+        });
     }
-    fn opt<T: std::str::FromStr>(s: &str, what: &str) -> Result<Option<T>, String> {
+    fn opt<T: std::str::FromStr>(s: &str, column: &'static str) -> Result<Option<T>, RowError> {
         if s.is_empty() {
             Ok(None)
         } else {
-            s.parse()
-                .map(Some)
-                .map_err(|_| format!("{what} {} is not a number", excerpt(s)))
+            s.parse().map(Some).map_err(|_| RowError::NotNumber {
+                column,
+                text: excerpt(s),
+            })
         }
     }
-    let t_unix_s: f64 = f[0]
-        .parse()
-        .map_err(|_| format!("t_unix_s {} is not a number", excerpt(f[0])))?;
+    let t_unix_s: f64 = f[0].parse().map_err(|_| RowError::NotNumber {
+        column: "t_unix_s",
+        text: excerpt(f[0]),
+    })?;
     let power_w: Option<f64> = opt(f[2], "power_w")?;
     if !t_unix_s.is_finite() || power_w.is_some_and(|p| !p.is_finite()) {
-        return Err(format!("non-finite value in {}", excerpt(line)));
+        return Err(RowError::NonFinite(excerpt(line)));
     }
     Ok(TraceSample {
         t_unix_s,

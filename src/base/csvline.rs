@@ -33,10 +33,22 @@ fn cut(s: &str) -> (&str, String) {
     }
 }
 
+/// A CSV line that cannot be split.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CsvLineError {
+    /// The `csv` crate's reason.
+    #[error("{0}")]
+    Csv(String),
+    #[error("a line break inside a quoted field")]
+    LineBreak,
+    #[error("unterminated quote in field {0}")]
+    Unterminated(usize),
+}
+
 /// Split one CSV line into its fields with the `csv` crate (RFC 4180: `"a, b"` is one field,
 /// `""` inside quotes is a literal quote). A quote left open to the end of the line is an
 /// error (the line would otherwise swallow the rest of the row silently).
-pub fn split(line: &str) -> Result<Vec<String>, String> {
+pub fn split(line: &str) -> Result<Vec<String>, CsvLineError> {
     if line.is_empty() {
         return Ok(vec![String::new()]);
     }
@@ -48,13 +60,13 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
     match reader.read_record(&mut record) {
         Ok(true) => {}
         Ok(false) => return Ok(vec![String::new()]),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(CsvLineError::Csv(e.to_string())),
     }
     if reader.position().byte() < line.len() as u64 {
-        return Err("a line break inside a quoted field".into());
+        return Err(CsvLineError::LineBreak);
     }
     if line.matches('"').count() % 2 == 1 {
-        return Err(format!("unterminated quote in field {}", record.len()));
+        return Err(CsvLineError::Unterminated(record.len()));
     }
     Ok(record.iter().map(str::to_string).collect())
 }
@@ -110,7 +122,7 @@ pub fn sourced_rows<E>(
         if line.trim().is_empty() {
             continue;
         }
-        let f = split(line).map_err(|e| err(n, e))?;
+        let f = split(line).map_err(|e| err(n, e.to_string()))?;
         if !header_seen {
             if f != want {
                 return Err(err(n, format!("header must be {}", want.join(","))));
@@ -131,7 +143,7 @@ pub fn sourced_rows<E>(
 
 #[cfg(test)]
 mod tests {
-    use super::{clip, excerpt, split, write_rows, EXCERPT_CHARS};
+    use super::{clip, excerpt, split, write_rows, CsvLineError, EXCERPT_CHARS};
 
     #[test]
     fn excerpts_are_short_quoted_and_whole_characters() {
@@ -166,8 +178,8 @@ mod tests {
 
     #[test]
     fn rejects_an_open_quote() {
-        assert!(split(r#""open,b"#).unwrap_err().contains("unterminated"));
-        assert!(split(r#"a,"b""c"#).unwrap_err().contains("unterminated"));
+        assert_eq!(split(r#""open,b"#), Err(CsvLineError::Unterminated(1)));
+        assert_eq!(split(r#"a,"b""c"#), Err(CsvLineError::Unterminated(2)));
     }
 
     #[test]

@@ -281,7 +281,15 @@ pub fn profile_of(r: &RunRecord, timeline: Option<&[PowerSample]>) -> EnergyProf
     EnergyProfile::from_cumulative(&points, dur, total)
 }
 
-fn same_job(a: &RunRecord, b: &RunRecord) -> Result<(), String> {
+/// Two runs whose break-even would compare different work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("different data sets ({variant} vs {baseline})")]
+struct DifferentData {
+    variant: String,
+    baseline: String,
+}
+
+fn same_job(a: &RunRecord, b: &RunRecord) -> Result<(), DifferentData> {
     let ds = |r: &RunRecord| {
         r.dataset
             .get("name")
@@ -289,11 +297,10 @@ fn same_job(a: &RunRecord, b: &RunRecord) -> Result<(), String> {
             .map(str::to_string)
     };
     if ds(a) != ds(b) {
-        return Err(format!(
-            "different data sets ({} vs {})",
-            ds(a).unwrap_or_default(),
-            ds(b).unwrap_or_default()
-        ));
+        return Err(DifferentData {
+            variant: ds(a).unwrap_or_default(),
+            baseline: ds(b).unwrap_or_default(),
+        });
     }
     Ok(())
 }

@@ -68,7 +68,7 @@ pub fn parse_hourly(text: &str, path: &str) -> Result<HourlySeries, CarbonError>
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
-        let f = csvline::split(line).map_err(|e| err(n, e))?;
+        let f = csvline::split(line).map_err(|e| err(n, e.to_string()))?;
         if !header {
             if parse_timestamp(f[0].trim()).is_ok() {
                 return Err(err(

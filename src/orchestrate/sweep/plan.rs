@@ -41,6 +41,28 @@ pub enum PlanError {
     Variant(#[from] variant::VariantError),
 }
 
+/// A plan file whose content contradicts itself (a hand edit re-hashed, or a damaged file).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanFault {
+    #[error("{0}")]
+    Pause(#[from] crate::orchestrate::runner::PauseError),
+    #[error("execution order names entry {0} twice or out of range")]
+    OrderRepeats(usize),
+    #[error("execution order misses entries")]
+    OrderMisses,
+    #[error("entry {0} names an unknown task or variant")]
+    UnknownTaskOrVariant(usize),
+    #[error("task {name}: {source}")]
+    Task {
+        name: String,
+        source: task::InvalidKey,
+    },
+    #[error("entry {entry} names an unknown exec '{name}'")]
+    UnknownExec { entry: usize, name: String },
+    #[error("entry {entry} ({id}) does not match its spec")]
+    EntryMismatch { entry: usize, id: String },
+}
+
 /// The order runs are executed in (docs/design/measurement.md section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -335,49 +357,52 @@ impl PlanFile {
                 computed,
             });
         }
-        plan.check().map_err(err)?;
+        plan.check().map_err(|e| err(e.to_string()))?;
         Ok(plan)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), PlanFault> {
         // The settings as a suite's are checked (a re-hashed hand edit passes the hash).
         let s = &self.settings;
         for (key, v) in [
             ("settings.idle_s", s.idle_s),
             ("settings.cooldown_s", s.cooldown_s),
         ] {
-            crate::orchestrate::runner::check_pause_s(key, v).map_err(|e| e.to_string())?;
+            crate::orchestrate::runner::check_pause_s(key, v)?;
         }
         let mut seen = vec![false; self.entries.len()];
         for &i in &self.execution {
             match seen.get_mut(i) {
                 Some(s) if !*s => *s = true,
-                _ => {
-                    return Err(format!(
-                        "execution order names entry {i} twice or out of range"
-                    ))
-                }
+                _ => return Err(PlanFault::OrderRepeats(i)),
             }
         }
         if seen.iter().any(|s| !s) {
-            return Err("execution order misses entries".into());
+            return Err(PlanFault::OrderMisses);
         }
         for (k, e) in self.entries.iter().enumerate() {
             let (Some(t), Some(v)) = (self.task(&e.task), self.variant(&e.variant)) else {
-                return Err(format!("entry {k} names an unknown task or variant"));
+                return Err(PlanFault::UnknownTaskOrVariant(k));
             };
-            t.validate().map_err(|m| format!("task {}: {m}", t.name))?;
+            t.validate().map_err(|source| PlanFault::Task {
+                name: t.name.clone(),
+                source,
+            })?;
             let id = match &e.exec {
                 None => entry_id(t, v, e.seed, self.settings.stop_at_target),
                 Some(name) => {
-                    let x = self
-                        .exec_spec(name)
-                        .ok_or_else(|| format!("entry {k} names an unknown exec '{name}'"))?;
+                    let x = self.exec_spec(name).ok_or_else(|| PlanFault::UnknownExec {
+                        entry: k,
+                        name: name.clone(),
+                    })?;
                     exec_entry_id(t, v, e.seed, self.settings.stop_at_target, x)
                 }
             };
             if e.index != k || e.id != id {
-                return Err(format!("entry {k} ({}) does not match its spec", e.id));
+                return Err(PlanFault::EntryMismatch {
+                    entry: k,
+                    id: e.id.clone(),
+                });
             }
         }
         Ok(())

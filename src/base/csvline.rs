@@ -49,9 +49,6 @@ pub enum CsvLineError {
 /// `""` inside quotes is a literal quote). A quote left open to the end of the line is an
 /// error (the line would otherwise swallow the rest of the row silently).
 pub fn split(line: &str) -> Result<Vec<String>, CsvLineError> {
-    if line.is_empty() {
-        return Ok(vec![String::new()]);
-    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -71,25 +68,49 @@ pub fn split(line: &str) -> Result<Vec<String>, CsvLineError> {
     Ok(record.iter().map(str::to_string).collect())
 }
 
-/// Rows as CSV text with the `csv` crate: a field holding a comma, quote, CR or LF is quoted,
-/// inner quotes doubled; `\n` after each row. Every CSV file joulebench writes goes through it.
+/// CSV text built row by row with one `csv` crate writer: a field holding a comma, quote, CR
+/// or LF is quoted, inner quotes doubled; `\n` after each row. Every CSV file joulebench writes
+/// goes through it.
+pub struct CsvText(csv::Writer<Vec<u8>>);
+
+impl Default for CsvText {
+    fn default() -> Self {
+        CsvText(
+            csv::WriterBuilder::new()
+                .flexible(true)
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(Vec::new()),
+        )
+    }
+}
+
+impl CsvText {
+    pub fn row<F: AsRef<[u8]>>(&mut self, fields: impl IntoIterator<Item = F>) {
+        self.0
+            .write_record(fields)
+            .expect("writing CSV into memory cannot fail");
+    }
+
+    pub fn finish(self) -> String {
+        let bytes = self
+            .0
+            .into_inner()
+            .expect("flushing CSV into memory cannot fail");
+        String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
+    }
+}
+
+/// Rows as CSV text, in one go (`CsvText`).
 pub fn write_rows<R, F>(rows: impl IntoIterator<Item = R>) -> String
 where
     R: IntoIterator<Item = F>,
     F: AsRef<[u8]>,
 {
-    let mut w = csv::WriterBuilder::new()
-        .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
+    let mut w = CsvText::default();
     for row in rows {
-        w.write_record(row)
-            .expect("writing CSV into memory cannot fail");
+        w.row(row);
     }
-    let bytes = w
-        .into_inner()
-        .expect("flushing CSV into memory cannot fail");
-    String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
+    w.finish()
 }
 
 /// Source id to citation, from a table's `# source <id> = <citation>` lines.

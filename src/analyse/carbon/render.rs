@@ -212,7 +212,8 @@ pub const CSV_COLUMNS: &[&str] = &[
 ];
 
 fn render_csv(f: &Footprint) -> String {
-    let mut s = crate::base::csvline::write_rows([CSV_COLUMNS]);
+    let mut s = crate::base::csvline::CsvText::default();
+    s.row(CSV_COLUMNS);
     let num = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
     for r in &f.rows {
         let small = r.inference.iter().min_by_key(|c| c.batch);
@@ -270,9 +271,9 @@ fn render_csv(f: &Footprint) -> String {
                 .map_or(String::new(), |x| x.worst_start_utc.clone()),
             num(r.schedule.as_ref().map(|x| x.worst_kg_co2e)),
         ];
-        s.push_str(&crate::base::csvline::write_rows([&fields]));
+        s.row(&fields);
     }
-    s
+    s.finish()
 }
 
 /// The footprint in one format.

@@ -216,14 +216,8 @@ pub fn parse_timestamp(s: &str) -> Result<i64, TimestampError> {
     let offset = &rest[time_end..];
     // The fraction of a second is dropped before jiff reads it (jiff takes at most 9 digits;
     // an export may write more).
-    let whole: String;
-    let s = match rest[..time_end].find('.') {
-        Some(dot) => {
-            whole = format!("{}{}", &s[..16 + dot], offset);
-            whole.as_str()
-        }
-        None => s,
-    };
+    let cut = rest[..time_end].find('.').unwrap_or(time_end);
+    let s = format!("{}{offset}", &s[..16 + cut]);
     // jiff's message quotes the input: cut like every quoted input.
     let invalid = |e: jiff::Error| TimestampError::Invalid(csvline::clip(&e.to_string()));
     let at = if offset.is_empty() {

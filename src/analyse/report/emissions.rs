@@ -212,13 +212,14 @@ pub fn row(r: &RunRecord, carbon: &CarbonSettings) -> Vec<String> {
 
 impl Exporter for EmissionsExporter {
     fn export(&self, report: &Report) -> Result<Vec<u8>, ExportError> {
-        let mut out = csvline::write_rows([COLUMNS]);
+        let mut out = csvline::CsvText::default();
+        out.row(COLUMNS);
         for run in report.runs.values() {
             let cells = row(&run.record, &report.carbon);
             debug_assert_eq!(cells.len(), COLUMNS.len());
-            out.push_str(&csvline::write_rows([&cells]));
+            out.row(&cells);
         }
-        Ok(out.into_bytes())
+        Ok(out.finish().into_bytes())
     }
     fn file_name(&self) -> &'static str {
         "emissions.csv"

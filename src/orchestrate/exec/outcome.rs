@@ -7,7 +7,7 @@
 
 use super::child;
 use super::{engine_label, ExecPlan, Observed};
-use crate::measure::system::{self};
+use crate::measure::system;
 use crate::measure::{self, Meter};
 use crate::orchestrate::runner::{Idle, RunExtras};
 use crate::record::curve::Status;

@@ -605,7 +605,7 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
                     continue;
                 }
             };
-            let full_budget = rec.config.get("stop_at_target") == Some(&json!(false));
+            let full_budget = !rec.config.stop_at_target;
             if rec.task != a.task || rec.variant != variant::baseline().into() || !full_budget {
                 continue;
             }

@@ -66,7 +66,7 @@ pub struct Sidecar {
     /// The task's model, data view and every hyperparameter.
     pub task_spec: serde_json::Value,
     /// Dataset name and the SHA-256 of every file read.
-    pub dataset: serde_json::Value,
+    pub dataset: crate::record::setup::DatasetInfo,
     pub code: Software,
     pub system_id: String,
     pub device: String,
@@ -235,7 +235,7 @@ mod tests {
             status: "ok".into(),
             final_quality: Some(0.9),
             task_spec: serde_json::json!({}),
-            dataset: serde_json::json!({}),
+            dataset: Default::default(),
             code: crate::measure::system::software(),
             system_id: "x".into(),
             device: "cpu".into(),

@@ -17,6 +17,7 @@ use crate::measure::system::{self, SystemInfo};
 use crate::measure::{self, Meter, MeterProbe, Source};
 use crate::record::curve::{CurvePoint, Status};
 use crate::record::metrics;
+use crate::record::setup::{DatasetInfo, EngineConfig, ModelInfo, RunConfig, TaskConfig};
 use crate::record::{
     self, EnergySummary, Flops, Phase, QualitySummary, ResultsDir, RunRecord, TimeSummary,
 };
@@ -603,18 +604,20 @@ fn run_one(
         c
     });
     let variant = &variant;
-    let config = json!({
-        "task": spec,
-        "variant": variant,
-        "seed": seed,
-        "device": plan.device_label,
-        "stop_at_target": plan.stop_at_target,
-        "idle_s": plan.idle_s,
-        "cooldown_s": plan.cooldown_s,
-        "meter": meter.name(),
-        "init_seed_stream": 0,
-        "batch_order_seed_stream": 1,
-    });
+    let config = RunConfig {
+        task: TaskConfig::Spec(Box::new(spec.clone())),
+        variant: variant.clone(),
+        seed,
+        device: plan.device_label.clone(),
+        stop_at_target: plan.stop_at_target,
+        idle_s: plan.idle_s,
+        cooldown_s: plan.cooldown_s,
+        meter: meter.name().to_string(),
+        engine: EngineConfig::Joulebench {
+            init_seed_stream: 0,
+            batch_order_seed_stream: 1,
+        },
+    };
     let rec = RunRecord {
         schema_version: record::SCHEMA_VERSION,
         run_id: run_id.clone(),
@@ -673,15 +676,20 @@ fn run_one(
             executed: out.flops_executed,
             forward_per_sample: fwd,
         },
-        model: json!({"kind": spec.model.kind(), "parameters": out.param_count}),
-        dataset: json!({
-            "name": task.data.kind.as_str(),
-            "dir": task.data.dir.display().to_string(),
-            "files": task.data.files,
-            "train_samples": p.n_train,
-            "eval_samples": p.n_eval,
-            "classes": p.classes,
-        }),
+        model: ModelInfo {
+            kind: spec.model.kind().to_string(),
+            parameters: Some(out.param_count),
+            note: None,
+        },
+        dataset: DatasetInfo {
+            name: Some(task.data.kind.as_str().to_string()),
+            dir: Some(task.data.dir.display().to_string()),
+            files: Some(task.data.files.clone()),
+            train_samples: Some(p.n_train),
+            eval_samples: Some(p.n_eval),
+            classes: Some(p.classes),
+            note: None,
+        },
         config,
         system: sys.clone(),
         provenance: window.report.provenance.clone(),

@@ -12,6 +12,7 @@ pub mod inference;
 pub mod metrics;
 pub mod mlperf;
 pub mod read;
+pub mod setup;
 
 use crate::measure::system::SystemInfo;
 use crate::measure::{Boundary, ComponentEnergy, PowerSample};
@@ -198,10 +199,12 @@ pub struct RunRecord {
     pub epochs: f64,
     pub j_per_sample: Option<f64>,
     pub flops: Flops,
-    pub model: serde_json::Value,
-    pub dataset: serde_json::Value,
-    pub config: serde_json::Value,
+    pub model: setup::ModelInfo,
+    pub dataset: setup::DatasetInfo,
+    pub config: setup::RunConfig,
     pub system: SystemInfo,
+    /// What each meter says about where its figures came from (TDP origin, estimate formula,
+    /// a GPU's hashed UUID, ...): an open set of keys per meter, kept as the meter wrote it.
     pub provenance: serde_json::Map<String, serde_json::Value>,
     pub started_at: String,
     pub finished_at: String,
@@ -547,34 +550,54 @@ pub fn mllog(events: &[Event]) -> String {
     s
 }
 
+/// An `:::MLLOG` line that cannot be read back: its number (from 1), what is wrong and the
+/// line's start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {fault}: {excerpt}")]
+pub struct MllogLineError {
+    pub line: usize,
+    pub fault: MllogFault,
+    pub excerpt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MllogFault {
+    #[error("not JSON ({0})")]
+    NotJson(String),
+    #[error("no event_type")]
+    NoEventType,
+    #[error("no time_ms")]
+    NoTimeMs,
+    #[error("no key")]
+    NoKey,
+}
+
 /// Read back an event log `mllog` wrote (or any `:::MLLOG` lines: text before the mark and
 /// lines without it are skipped). An error names the line.
-pub fn parse_mllog(text: &str) -> Result<Vec<Event>, String> {
+pub fn parse_mllog(text: &str) -> Result<Vec<Event>, MllogLineError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let Some(at) = line.find(":::MLLOG ") else {
             continue;
         };
-        let bad = |why: &str| {
-            format!(
-                "line {}: {why}: {}",
-                i + 1,
-                crate::base::csvline::excerpt(line)
-            )
+        let bad = |fault: MllogFault| MllogLineError {
+            line: i + 1,
+            fault,
+            excerpt: crate::base::csvline::excerpt(line),
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&line[at + 9..]).map_err(|e| bad(&format!("not JSON ({e})")))?;
+        let v: serde_json::Value = serde_json::from_str(&line[at + 9..])
+            .map_err(|e| bad(MllogFault::NotJson(e.to_string())))?;
         let event_type = match v["event_type"].as_str() {
             Some("POINT_IN_TIME") => "POINT_IN_TIME",
             Some("INTERVAL_START") => "INTERVAL_START",
             Some("INTERVAL_END") => "INTERVAL_END",
-            _ => return Err(bad("no event_type")),
+            _ => return Err(bad(MllogFault::NoEventType)),
         };
         let time_ms = v["time_ms"]
             .as_u64()
             .or_else(|| v["time_ms"].as_f64().map(|t| t as u64))
-            .ok_or_else(|| bad("no time_ms"))?;
-        let key = v["key"].as_str().ok_or_else(|| bad("no key"))?;
+            .ok_or_else(|| bad(MllogFault::NoTimeMs))?;
+        let key = v["key"].as_str().ok_or_else(|| bad(MllogFault::NoKey))?;
         out.push(Event {
             time_ms: time_ms as u128,
             event_type,
@@ -665,7 +688,8 @@ mod tests {
         log.interval("run_start", true, serde_json::json!({"a": 1}));
         assert_eq!(parse_mllog(&mllog(&log.0)).unwrap(), log.0);
         let e = parse_mllog("x\n:::MLLOG {\"key\": \"k\"}\n").unwrap_err();
-        assert!(e.starts_with("line 2: no event_type"), "{e}");
+        assert_eq!((e.line, e.fault.clone()), (2, MllogFault::NoEventType));
+        assert!(e.to_string().starts_with("line 2: no event_type"), "{e}");
     }
 
     #[test]

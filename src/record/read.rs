@@ -221,40 +221,53 @@ pub fn read_timeline(folder: &Path, run_id: &str) -> Result<Option<Vec<PowerSamp
     };
     parse_timeline(&text)
         .map(Some)
-        .map_err(|reason| FileError::Unreadable {
+        .map_err(|e| FileError::Unreadable {
             path: show(&path),
-            reason,
+            reason: e.to_string(),
         })
 }
 
+/// Why a power timeline cannot be read: the header, or the first bad row by its line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimelineError {
+    #[error("unreadable header ({0})")]
+    Header(String),
+    #[error("unexpected header {0}")]
+    UnexpectedHeader(String),
+    #[error("line {line}: {reason}")]
+    Row { line: u64, reason: String },
+    #[error("line {line}: {excerpt}")]
+    NotANumber { line: u64, excerpt: String },
+}
+
 /// Parse the long-format power timeline written by `record::power_csv`.
-pub fn parse_timeline(text: &str) -> Result<Vec<PowerSample>, String> {
+pub fn parse_timeline(text: &str) -> Result<Vec<PowerSample>, TimelineError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(text.as_bytes());
     let header = reader
         .headers()
-        .map_err(|e| format!("unreadable header ({e})"))?
+        .map_err(|e| TimelineError::Header(e.to_string()))?
         .clone();
     if header.iter().collect::<Vec<_>>() != ["t_s", "component", "energy_j", "power_w"] {
         let first = text.lines().next().unwrap_or("");
-        return Err(format!(
-            "unexpected header {}",
-            crate::base::csvline::excerpt(first)
+        return Err(TimelineError::UnexpectedHeader(
+            crate::base::csvline::excerpt(first),
         ));
     }
     let mut out = Vec::new();
     for row in reader.records() {
         let row = row.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
-            format!("line {line}: {e}")
+            TimelineError::Row {
+                line,
+                reason: e.to_string(),
+            }
         })?;
         let line = row.position().map_or(0, |p| p.line());
-        let bad = || {
-            format!(
-                "line {line}: {}",
-                crate::base::csvline::excerpt(&row.iter().collect::<Vec<_>>().join(","))
-            )
+        let bad = || TimelineError::NotANumber {
+            line,
+            excerpt: crate::base::csvline::excerpt(&row.iter().collect::<Vec<_>>().join(",")),
         };
         let num = |s: &str| s.trim().parse::<f64>().map_err(|_| bad());
         out.push(PowerSample {
@@ -284,7 +297,7 @@ pub fn read_events(folder: &Path, run_id: &str) -> Result<Vec<Event>, FileError>
         reason,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-    parse_mllog(&text).map_err(err)
+    parse_mllog(&text).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]
@@ -349,7 +362,10 @@ mod tests {
         assert_eq!(t[1].component, "gpu:0");
         assert!(parse_timeline("a,b\n").is_err());
         let e = parse_timeline("t_s,component,energy_j,power_w\n1,cpu,x,2\n").unwrap_err();
-        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(
+            matches!(e, TimelineError::NotANumber { line: 2, .. }),
+            "{e}"
+        );
         assert!(parse_timeline("t_s,component,energy_j,power_w\n1,cpu,2\n").is_err());
     }
 

@@ -290,12 +290,7 @@ struct DifferentData {
 }
 
 fn same_job(a: &RunRecord, b: &RunRecord) -> Result<(), DifferentData> {
-    let ds = |r: &RunRecord| {
-        r.dataset
-            .get("name")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let ds = |r: &RunRecord| r.dataset.name.clone();
     if ds(a) != ds(b) {
         return Err(DifferentData {
             variant: ds(a).unwrap_or_default(),

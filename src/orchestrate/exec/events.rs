@@ -67,7 +67,16 @@ fn finite_number(v: &serde_json::Value) -> Option<f64> {
     v.as_f64().filter(|x| x.is_finite())
 }
 
-fn step_of(v: Option<&serde_json::Value>) -> Result<Option<u64>, String> {
+/// A report's `step` or `epoch` that is present but not a count: the field, its value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} {value} is not a non-negative {want}")]
+struct BadCount {
+    field: &'static str,
+    value: String,
+    want: &'static str,
+}
+
+fn step_of(v: Option<&serde_json::Value>) -> Result<Option<u64>, BadCount> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(s) => s
@@ -78,17 +87,25 @@ fn step_of(v: Option<&serde_json::Value>) -> Result<Option<u64>, String> {
                     .map(|f| f as u64)
             })
             .map(Some)
-            .ok_or_else(|| format!("step {s} is not a non-negative integer")),
+            .ok_or_else(|| BadCount {
+                field: "step",
+                value: s.to_string(),
+                want: "integer",
+            }),
     }
 }
 
-fn epoch_of(v: Option<&serde_json::Value>) -> Result<Option<f64>, String> {
+fn epoch_of(v: Option<&serde_json::Value>) -> Result<Option<f64>, BadCount> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(e) => finite_number(e)
             .filter(|e| *e >= 0.0)
             .map(Some)
-            .ok_or_else(|| format!("epoch {e} is not a non-negative number")),
+            .ok_or_else(|| BadCount {
+                field: "epoch",
+                value: e.to_string(),
+                want: "number",
+            }),
     }
 }
 

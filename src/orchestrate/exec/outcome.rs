@@ -12,8 +12,8 @@ use crate::measure::{self, Meter};
 use crate::orchestrate::runner::{Idle, RunExtras};
 use crate::record::curve::Status;
 use crate::record::metrics;
+use crate::record::setup::{DatasetInfo, EngineConfig, ModelInfo, RunConfig, TaskConfig};
 use crate::record::{self, ExecInfo, Flops, Phase, QualitySummary, RunRecord, TimeSummary};
-use serde_json::json;
 use std::path::PathBuf;
 
 pub(super) struct RecordInputs<'m> {
@@ -198,22 +198,29 @@ pub(super) fn run_record(
     }
     let setup_s = obs.run_start.map_or(0.0, |s| s.0);
     let train_end_s = obs.run_stop.map_or(end_s, |s| s.0);
-    let config = json!({
-        "task": task.spec.as_ref().map_or_else(
-            || json!({"name": task.name, "metric": task.metric, "target": task.target, "chance": task.chance}),
-            |s| serde_json::to_value(s).unwrap_or(serde_json::Value::Null),
-        ),
-        "variant": plan.variant,
-        "seed": r.seed,
-        "device": plan.device_label,
-        "stop_at_target": plan.stop_at_target,
-        "idle_s": plan.idle_s,
-        "cooldown_s": plan.cooldown_s,
-        "meter": r.meter.name(),
-        "grace_s": plan.grace_s,
-        "time_limit_s": plan.time_limit_s,
-        "command": r.argv,
-    });
+    let config = RunConfig {
+        task: match &task.spec {
+            Some(s) => TaskConfig::Spec(Box::new(s.clone())),
+            None => TaskConfig::Declared {
+                name: task.name.clone(),
+                metric: task.metric.clone(),
+                target: task.target,
+                chance: task.chance,
+            },
+        },
+        variant: plan.variant.clone().into(),
+        seed: r.seed,
+        device: plan.device_label.clone(),
+        stop_at_target: plan.stop_at_target,
+        idle_s: plan.idle_s,
+        cooldown_s: plan.cooldown_s,
+        meter: r.meter.name().to_string(),
+        engine: EngineConfig::Exec {
+            grace_s: plan.grace_s,
+            time_limit_s: plan.time_limit_s,
+            command: r.argv.clone(),
+        },
+    };
     // A precision variant's record: derived from the device's capabilities, or as the
     // program declared it.
     let mut variant = record::RunVariant::from(plan.variant.clone());
@@ -274,15 +281,20 @@ pub(super) fn run_record(
             executed: 0.0,
             forward_per_sample: 0,
         },
-        model: json!({
-            "kind": task.spec.as_ref().map_or("external", |s| s.model.kind()),
-            "parameters": null,
-            "note": "built and trained by the program, not by joulebench",
-        }),
-        dataset: json!({
-            "name": task.spec.as_ref().map(|s| s.dataset.as_str()),
-            "note": "read by the program",
-        }),
+        model: ModelInfo {
+            kind: task
+                .spec
+                .as_ref()
+                .map_or("external", |s| s.model.kind())
+                .to_string(),
+            parameters: None,
+            note: Some("built and trained by the program, not by joulebench".into()),
+        },
+        dataset: DatasetInfo {
+            name: task.spec.as_ref().map(|s| s.dataset.as_str().to_string()),
+            note: Some("read by the program".into()),
+            ..Default::default()
+        },
         config,
         system: plan.system.clone(),
         provenance: window.report.provenance.clone(),

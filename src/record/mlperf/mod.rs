@@ -150,10 +150,6 @@ fn config_filename(record: &RunRecord) -> String {
     format!("models/{}.toml", record.task)
 }
 
-fn usize_at(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
 /// An event's metadata as a map to add keys to (empty when it is not an object).
 fn object(v: &Value) -> Map<String, Value> {
     match v {
@@ -226,12 +222,12 @@ pub fn compliant_events(record: &RunRecord, events: &[Event], sub: &Submission) 
         json!("research"),
         json!({"note": "a joulebench task, not an MLPerf benchmark"}),
     ));
-    let batch = record
-        .config
-        .pointer("/task/train/batch_size")
-        .and_then(Value::as_u64);
-    for key in ["train_samples", "eval_samples"] {
-        out.push(match usize_at(&record.dataset, key) {
+    let batch = record.config.batch_size();
+    for (key, n) in [
+        ("train_samples", record.dataset.train_samples),
+        ("eval_samples", record.dataset.eval_samples),
+    ] {
+        out.push(match n {
             Some(n) => point(t0, key, json!(n), none()),
             None => point(
                 t0,

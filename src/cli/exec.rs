@@ -331,11 +331,11 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
                 Err(e) => eprintln!("joulebench: encoding run {}: {e}", rec.run_id),
             }
         } else {
-            println!("{}", crate::orchestrate::runner::summary_line(rec));
+            println!("{}", crate::cli::summary::summary_line(rec));
         }
     })
     .map_err(Failure::Runtime)?;
-    if !as_json && records.iter().any(crate::orchestrate::runner::is_estimated) {
+    if !as_json && records.iter().any(crate::record::energy::is_estimated) {
         println!("note: energy is ESTIMATED (no readable counter): labelled estimated_tdp_load, never ranked with measurements");
     }
     Ok(if records.iter().all(|r| r.status == Status::Ok) {

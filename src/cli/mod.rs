@@ -13,6 +13,7 @@ mod export;
 mod footprint;
 mod report;
 mod speed;
+mod summary;
 mod sweep;
 mod values;
 
@@ -563,7 +564,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             if as_json {
                 println!("{}", record_json(rec));
             } else {
-                println!("{}", runner::summary_line(rec));
+                println!("{}", crate::cli::summary::summary_line(rec));
                 if let Some(inf) = &rec.inference {
                     println!("  {}", inf.summary());
                 }
@@ -575,7 +576,11 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         if let Some(i) = &series.idle {
             println!("idle power: {:.2} W (sd {:.2} W)", i.mean_w, i.sd_w);
         }
-        if series.records.iter().any(runner::is_estimated) {
+        if series
+            .records
+            .iter()
+            .any(crate::record::energy::is_estimated)
+        {
             println!("note: energy is ESTIMATED (no readable counter): labelled estimated_tdp_load, never ranked with measurements");
         }
     }

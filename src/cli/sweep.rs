@@ -235,7 +235,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
             if as_json {
                 println!("{}", super::record_json(rec));
             } else {
-                println!("{}", runner::summary_line(rec));
+                println!("{}", crate::cli::summary::summary_line(rec));
             }
         },
     )

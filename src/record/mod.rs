@@ -8,6 +8,7 @@
 
 pub mod collapse;
 pub mod curve;
+pub mod energy;
 pub mod inference;
 pub mod metrics;
 pub mod mlperf;

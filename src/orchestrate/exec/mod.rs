@@ -18,8 +18,9 @@ pub mod events;
 pub mod outcome;
 
 use crate::measure::system::{self, SystemInfo};
+use crate::measure::IdleBaseline;
 use crate::measure::{DeviceSync, MeasuredWindow, Meter, MeterError, MeterProbe};
-use crate::orchestrate::runner::{Idle, RunExtras};
+use crate::orchestrate::runner::RunExtras;
 use crate::record::curve::{CurvePoint, EventLog};
 use crate::record::{self, EngineInfo, ResultsDir, RunRecord};
 use crate::spec::task::Direction;
@@ -408,7 +409,7 @@ pub fn run_one(
     plan: &ExecPlan,
     seed: u64,
     meter: &mut dyn Meter,
-    idle: Option<&Idle>,
+    idle: Option<&IdleBaseline>,
     extras: &RunExtras,
 ) -> anyhow::Result<RunRecord> {
     let task = &plan.task;

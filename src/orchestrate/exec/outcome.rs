@@ -8,8 +8,9 @@
 use super::child;
 use super::{engine_label, ExecPlan, Observed};
 use crate::measure::system;
+use crate::measure::IdleBaseline;
 use crate::measure::{self, Meter};
-use crate::orchestrate::runner::{Idle, RunExtras};
+use crate::orchestrate::runner::RunExtras;
 use crate::record::curve::Status;
 use crate::record::metrics;
 use crate::record::setup::{DatasetInfo, EngineConfig, ModelInfo, RunConfig, TaskConfig};
@@ -26,7 +27,7 @@ pub(super) struct RecordInputs<'m> {
     pub(super) spawn_error: Option<String>,
     pub(super) report: measure::WindowReport,
     pub(super) meter: &'m dyn Meter,
-    pub(super) idle: Option<&'m Idle>,
+    pub(super) idle: Option<&'m IdleBaseline>,
     pub(super) started_at: String,
     pub(super) co_start: record::CoTenancy,
     pub(super) co_end: record::CoTenancy,
@@ -112,7 +113,7 @@ pub(super) fn run_record(
     let task = &plan.task;
     let dir = task.tracked.direction;
     let window = r.report;
-    let mut energy = crate::orchestrate::runner::energy_summary(&window, r.meter, r.idle);
+    let mut energy = crate::record::energy::energy_summary(&window, r.meter, r.idle);
     if obs.run_start.is_none() {
         energy.flags.push("no_run_start".into());
     }

@@ -10,6 +10,8 @@
 
 use crate::measure::system::Software;
 use crate::record;
+use crate::record::run_variant::CheckpointEnergy;
+use crate::record::run_variant::{WeightsOrigin, WeightsSource};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -34,22 +36,6 @@ pub enum CheckpointError {
     },
     #[error("writing checkpoint {path}: {reason}")]
     Write { path: String, reason: String },
-}
-
-/// The energy that produced a checkpoint, with its boundary and sources (never mixed with
-/// another boundary without saying so).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointEnergy {
-    /// The measured window of the run that wrote the checkpoint.
-    pub energy_j: f64,
-    /// `energy_j` plus the energy of the checkpoint that run itself started from, when known
-    /// (a fine-tune of a fine-tune); null when an upstream checkpoint was external.
-    pub cumulative_energy_j: Option<f64>,
-    pub boundary: String,
-    pub sources: Vec<String>,
-    pub all_measured: bool,
-    pub meter: String,
-    pub flags: Vec<String>,
 }
 
 /// `<run-id>.json` beside the weights.
@@ -139,28 +125,26 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// The run file's `variant.checkpoint` object.
-    pub fn describe(&self) -> serde_json::Value {
-        match &self.origin {
-            Origin::Harness(s) => serde_json::json!({
-                "origin": "harness",
-                "path": self.path.display().to_string(),
-                "sha256": self.sha256,
-                "source_run_id": s.run_id,
-                "source_task": s.task,
-                "source_variant": s.variant,
-                "source_seed": s.seed,
-                "source_status": s.status,
-                "source_final_quality": s.final_quality,
-                "source_code": s.code,
-                "source_dataset": s.dataset,
-                "energy": s.energy,
-            }),
-            Origin::External => serde_json::json!({
-                "origin": "external",
-                "path": self.path.display().to_string(),
-                "sha256": self.sha256,
-                "note": "no joulebench sidecar beside the weights: the energy that produced them is unknown, so there is no cumulative energy",
-            }),
+    pub fn describe(&self) -> WeightsSource {
+        WeightsSource {
+            path: self.path.display().to_string(),
+            sha256: self.sha256.clone(),
+            origin: match &self.origin {
+                Origin::Harness(s) => WeightsOrigin::Harness {
+                    source_run_id: s.run_id.clone(),
+                    source_task: s.task.clone(),
+                    source_variant: s.variant.clone(),
+                    source_seed: s.seed,
+                    source_status: s.status.clone(),
+                    source_final_quality: s.final_quality,
+                    source_code: s.code.clone(),
+                    source_dataset: s.dataset.clone(),
+                    energy: s.energy.clone(),
+                },
+                Origin::External => WeightsOrigin::External {
+                    note: "no joulebench sidecar beside the weights: the energy that produced them is unknown, so there is no cumulative energy".into(),
+                },
+            },
         }
     }
 }
@@ -275,12 +259,15 @@ mod tests {
             Origin::Harness(s) => assert_eq!(s.energy.energy_j, 12.5),
             Origin::External => panic!("expected harness"),
         }
-        assert_eq!(c.describe()["origin"], "harness");
+        assert!(matches!(c.describe().origin, WeightsOrigin::Harness { .. }));
         // Without the sidecar the same weights are external.
         std::fs::remove_file(sidecar_path(&path)).unwrap();
         let c = load(&path, &dev).unwrap();
         assert_eq!(c.origin, Origin::External);
-        assert_eq!(c.describe()["origin"], "external");
+        assert!(matches!(
+            c.describe().origin,
+            WeightsOrigin::External { .. }
+        ));
     }
 
     #[test]

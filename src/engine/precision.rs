@@ -19,7 +19,6 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 // The layers are the CPU-kernel ones (see kernels); on other dtypes and devices they run
 // candle's ops, so casting their weights gives the low-precision GEMM or convolution.
 use crate::engine::kernels::{Conv2d, Linear};
-use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -418,23 +417,6 @@ pub enum ScaleDecision {
     Skip,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ScaleSummary {
-    pub initial: f64,
-    #[serde(rename = "final")]
-    pub final_scale: f64,
-    pub min: f64,
-    pub max: f64,
-    pub growth_interval: usize,
-    pub backoff_factor: f64,
-    pub growth_factor: f64,
-    pub skipped_steps: usize,
-    pub backoffs: usize,
-    pub growths: usize,
-    /// Every change as [step, new scale] (first 256).
-    pub trace: Vec<(usize, f64)>,
-}
-
 impl LossScaler {
     pub fn new(initial: f64, growth_interval: usize) -> LossScaler {
         LossScaler {
@@ -483,8 +465,8 @@ impl LossScaler {
         }
     }
 
-    pub fn summary(&self) -> ScaleSummary {
-        ScaleSummary {
+    pub fn summary(&self) -> crate::record::run_variant::ScaleSummary {
+        crate::record::run_variant::ScaleSummary {
             initial: self.initial,
             final_scale: self.scale,
             min: self.min_seen,

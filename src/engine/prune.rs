@@ -18,9 +18,11 @@
 
 use crate::engine::model::{RefModel, WeightInfo};
 use crate::engine::train::StepHook;
+use crate::record::run_variant::{
+    GradualPruning, PrunableWeight, PruneUpdate, RemovedUnits, StructuredPruning,
+};
 use crate::spec::task::ModelSpec;
 use candle_core::{DType, Device, Result, Tensor, Var};
-use serde_json::json;
 use std::collections::HashMap;
 
 /// s_k = s_f (1 - (1 - k/n)^3) for k = 0..=n (Zhu & Gupta 2017, "To prune, or not to prune",
@@ -163,24 +165,36 @@ impl Masks {
     }
 
     /// The run file's account of the schedule as executed.
-    pub fn report(&self, start_step: usize) -> serde_json::Value {
-        json!({
-            "kind": "unstructured global magnitude, gradual",
-            "schedule": "cubic (Zhu & Gupta 2017): s_k = s_f (1 - (1 - k/n)^3), k = 1..n",
-            "final_sparsity": self.final_sparsity,
-            "achieved_sparsity": self.sparsity(),
-            "updates": self.schedule.updates,
-            "every_steps": self.schedule.every_steps,
-            "start_step": start_step,
-            "end_step": start_step + self.schedule.steps(),
-            "masks_reapplied": "after every optimizer step",
-            "prunable_weights": self.weights.iter().map(|w| json!({
-                "name": w.info.name, "elems": w.info.elems, "zeros": w.zeros,
-            })).collect::<Vec<_>>(),
-            "history": self.history.iter().map(|(s, t, a)| json!({
-                "stage_step": s, "target": t, "achieved": a,
-            })).collect::<Vec<_>>(),
-        })
+    pub fn report(&self, start_step: usize) -> GradualPruning {
+        GradualPruning {
+            kind: "unstructured global magnitude, gradual".into(),
+            schedule: "cubic (Zhu & Gupta 2017): s_k = s_f (1 - (1 - k/n)^3), k = 1..n".into(),
+            final_sparsity: self.final_sparsity,
+            achieved_sparsity: self.sparsity(),
+            updates: self.schedule.updates,
+            every_steps: self.schedule.every_steps,
+            start_step,
+            end_step: start_step + self.schedule.steps(),
+            masks_reapplied: "after every optimizer step".into(),
+            prunable_weights: self
+                .weights
+                .iter()
+                .map(|w| PrunableWeight {
+                    name: w.info.name.clone(),
+                    elems: w.info.elems,
+                    zeros: w.zeros,
+                })
+                .collect(),
+            history: self
+                .history
+                .iter()
+                .map(|&(stage_step, target, achieved)| PruneUpdate {
+                    stage_step,
+                    target,
+                    achieved,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -221,7 +235,7 @@ impl StepHook for Frozen<'_> {
 pub struct Structured {
     pub spec: ModelSpec,
     pub weights: HashMap<String, Tensor>,
-    pub report: serde_json::Value,
+    pub report: StructuredPruning,
 }
 
 fn get(map: &HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
@@ -282,7 +296,7 @@ fn prune_gpt(
     spec: &ModelSpec,
     fraction: f64,
     dev: &Device,
-    removed: &mut Vec<serde_json::Value>,
+    removed: &mut Vec<RemovedUnits>,
 ) -> Result<ModelSpec> {
     let ModelSpec::Gpt {
         context,
@@ -328,8 +342,12 @@ fn prune_gpt(
         w.insert(format!("{p}.qkv.weight"), select(&qkv, 0, &qkv_rows, dev)?);
         let proj = get(w, &format!("{p}.proj.weight"))?;
         w.insert(format!("{p}.proj.weight"), select(&proj, 1, &cols, dev)?);
-        removed.push(json!({"layer": format!("{p}.attention"), "unit": "head",
-                            "units_before": h_now, "units_after": kept.len()}));
+        removed.push(RemovedUnits {
+            layer: format!("{p}.attention"),
+            unit: Some("head".into()),
+            units_before: h_now,
+            units_after: kept.len(),
+        });
         let ff_in = get(w, &format!("{p}.ff_in.weight"))?;
         let kept = top_k(&row_norms(&ff_in)?, f_keep);
         w.insert(format!("{p}.ff_in.weight"), select(&ff_in, 0, &kept, dev)?);
@@ -338,8 +356,12 @@ fn prune_gpt(
             format!("{p}.ff_out.weight"),
             select(&ff_out, 1, &kept, dev)?,
         );
-        removed.push(json!({"layer": format!("{p}.mlp"), "unit": "hidden unit",
-                            "units_before": f_now, "units_after": kept.len()}));
+        removed.push(RemovedUnits {
+            layer: format!("{p}.mlp"),
+            unit: Some("hidden unit".into()),
+            units_before: f_now,
+            units_after: kept.len(),
+        });
     }
     Ok(ModelSpec::Gpt {
         context,
@@ -362,7 +384,7 @@ fn prune_resnet(
     spec: &ModelSpec,
     fraction: f64,
     dev: &Device,
-    removed: &mut Vec<serde_json::Value>,
+    removed: &mut Vec<RemovedUnits>,
 ) -> Result<ModelSpec> {
     let ModelSpec::Resnet {
         channels,
@@ -389,8 +411,12 @@ fn prune_resnet(
             }
             let b = get(w, &format!("{p}.b.conv.weight"))?;
             w.insert(format!("{p}.b.conv.weight"), select(&b, 1, &kept, dev)?);
-            removed.push(json!({"layer": format!("{p}.a"), "unit": "channel",
-                                "units_before": now[s], "units_after": kept.len()}));
+            removed.push(RemovedUnits {
+                layer: format!("{p}.a"),
+                unit: Some("channel".into()),
+                units_before: now[s],
+                units_after: kept.len(),
+            });
         }
     }
     Ok(ModelSpec::Resnet {
@@ -403,7 +429,13 @@ fn prune_resnet(
 /// Remove `fraction` of the units of every hidden layer (MLP hidden neurons; CNN conv channels
 /// and dense hidden units; GPT heads and MLP units; ResNet inner channels) by norm; the input
 /// and the classifier's outputs stay.
-pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Result<Structured> {
+/// `prune_step` is the optimizer step the units are removed at (the report says it).
+pub fn structured(
+    spec: &ModelSpec,
+    model: &dyn RefModel,
+    fraction: f64,
+    prune_step: usize,
+) -> Result<Structured> {
     let mut w: HashMap<String, Tensor> = model.params().all().into_iter().collect();
     let buffers = model.params().buffers()?;
     let buffer_names: Vec<String> = buffers.iter().map(|(n, _)| n.clone()).collect();
@@ -437,7 +469,12 @@ pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Resu
         w.insert(format!("{layer}.weight"), select(&ow, 0, &keep, &dev)?);
         w.insert(format!("{layer}.bias"), select(&ob, 0, &keep, &dev)?);
         w.insert(format!("{next}.weight"), select(&nw, 1, &cols, &dev)?);
-        removed.push(json!({"layer": layer, "units_before": width, "units_after": keep.len()}));
+        removed.push(RemovedUnits {
+            layer: layer.to_string(),
+            unit: None,
+            units_before: width,
+            units_after: keep.len(),
+        });
         Ok(keep.len())
     };
     let new_spec = match spec {
@@ -477,16 +514,16 @@ pub fn structured(spec: &ModelSpec, model: &dyn RefModel, fraction: f64) -> Resu
         .map(|(_, t)| t.elem_count())
         .sum();
     Ok(Structured {
-        report: json!({
-            "kind": "structured: whole hidden units, conv channels (with their batch norm) and attention heads by the L2 norm of incoming weights, one shot, then a smaller dense model",
-            "fraction_removed_per_layer": fraction,
-            "layers": removed,
-            "parameters_before": before,
-            "parameters_after": after,
-            "parameter_sparsity": 1.0 - after as f64 / before.max(1) as f64,
-            "spec_after": serde_json::to_value(&new_spec)
-                .expect("a task spec encodes: plain data with string keys"),
-        }),
+        report: StructuredPruning {
+            kind: "structured: whole hidden units, conv channels (with their batch norm) and attention heads by the L2 norm of incoming weights, one shot, then a smaller dense model".into(),
+            fraction_removed_per_layer: fraction,
+            layers: removed,
+            parameters_before: before,
+            parameters_after: after,
+            parameter_sparsity: 1.0 - after as f64 / before.max(1) as f64,
+            spec_after: new_spec.clone(),
+            prune_step,
+        },
         spec: new_spec,
         weights: w,
     })
@@ -570,7 +607,7 @@ mod tests {
         ] {
             let input = InputShape::Image { c: 1, h: 8, w: 8 };
             let m = model::build(&spec, input, 10, &mut SeededRng::new(2, 0), &dev).unwrap();
-            let s = structured(&spec, m.as_ref(), 0.5).unwrap();
+            let s = structured(&spec, m.as_ref(), 0.5, 0).unwrap();
             let small = model::build_with(
                 &s.spec,
                 input,
@@ -724,7 +761,7 @@ mod tests {
                 },
             ),
         ] {
-            let s = structured(spec, m, 0.5).unwrap();
+            let s = structured(spec, m, 0.5, 0).unwrap();
             assert_eq!(s.spec, want);
             let small = model::build_with(
                 &s.spec,
@@ -767,7 +804,7 @@ mod tests {
         let dead = Tensor::new(&[0f32, 1., 0., 1., 0., 1.], &dev).unwrap();
         w1.set(&w1.broadcast_mul(&dead.unsqueeze(0).unwrap()).unwrap())
             .unwrap();
-        let s = structured(&spec, m.as_ref(), 0.5).unwrap();
+        let s = structured(&spec, m.as_ref(), 0.5, 0).unwrap();
         assert_eq!(s.spec, ModelSpec::Mlp { hidden: vec![3] });
         let small = model::build_with(
             &s.spec,

@@ -19,13 +19,14 @@
 //! GradScaler reads the same flag on the host).
 
 use crate::engine::model::{InputShape, RefModel, SeededRng};
-use crate::engine::precision::{Amp, ScaleDecision, ScaleSummary};
+use crate::engine::precision::{Amp, ScaleDecision};
 use crate::engine::prepare::Prepared;
 use crate::engine::step::{
     augment, clip_grad_norm, grads_finite, grads_of, optimizer, random_batch,
 };
 use crate::measure::{MeasuredWindow, Meter, MeterError, WindowReport};
 use crate::record::curve::{default_phase, error_text, CurvePoint, EventLog, Status};
+use crate::record::run_variant::ScaleSummary;
 use crate::record::Phase;
 use crate::spec::task::{Metric, OptimizerSpec, TaskSpec};
 use candle_core::{DType, Device, Tensor, D};

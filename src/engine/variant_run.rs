@@ -31,11 +31,13 @@ use crate::engine::train::{
 };
 use crate::measure::Meter;
 use crate::record::curve::Status;
+use crate::record::run_variant::{
+    DataReport, GeneratedAmount, GeneratedData, PruningMethod, PruningReport, ThroughputTrack,
+};
 use crate::spec::generator::GeneratorKind;
 use crate::spec::task::{ModelSpec, TaskSpec};
 use crate::spec::variant::{self, DataSource, Init, ModelFamily, Precision, Pruning, Variant};
 use candle_core::Device;
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VariantRunError {
@@ -168,9 +170,9 @@ pub struct VariantOutcome {
     pub out: TrainOutcome,
     /// The model the run ends with (smaller after structured pruning).
     pub model: Box<dyn RefModel>,
-    pub checkpoint: Option<serde_json::Value>,
-    pub pruning_schedule: Option<serde_json::Value>,
-    pub synthetic: Option<serde_json::Value>,
+    pub checkpoint: Option<crate::record::run_variant::WeightsSource>,
+    pub pruning_schedule: Option<PruningReport>,
+    pub synthetic: Option<DataReport>,
 }
 
 /// Build the run's starting model: seeded, or from a checkpoint (shapes must match exactly;
@@ -347,30 +349,29 @@ pub fn run(
     }
     if random {
         let total_j = out.window.as_ref().map_or(0.0, |w| w.total_j());
-        synthetic = Some(json!({
-            "track": "throughput (random-tensors)",
-            "samples": out.samples,
-            "steps": out.steps,
-            "j_per_sample": total_j / out.samples.max(1) as f64,
-            "j_per_step": total_j / out.steps.max(1) as f64,
-            "note": "random inputs and labels, one pass of the training set's size, no evals: J/sample and J/step only, never ETT or JPP, never ranked",
+        synthetic = Some(DataReport::Throughput(ThroughputTrack {
+            track: "throughput (random-tensors)".into(),
+            samples: out.samples,
+            steps: out.steps,
+            j_per_sample: total_j / out.samples.max(1) as f64,
+            j_per_step: total_j / out.steps.max(1) as f64,
+            note: "random inputs and labels, one pass of the training set's size, no evals: J/sample and J/step only, never ETT or JPP, never ranked".into(),
         }));
     }
-    let pruning_schedule = pruning_schedule.map(|mut sch| {
-        let phase_j = |name: &str| -> f64 {
-            out.phases
-                .iter()
-                .filter(|ph| ph.name == name)
-                .map(|ph| ph.energy_j)
-                .sum()
-        };
-        sch["dense_train_j"] = json!(phase_j("dense-train"));
-        sch["prune_and_recover_j"] = json!(phase_j("prune") + phase_j("recover"));
-        sch["energy_note"] = json!(
-            "the run's energy is the whole pipeline (dense-train + prune + recover); \
+    let phase_j = |name: &str| -> f64 {
+        out.phases
+            .iter()
+            .filter(|ph| ph.name == name)
+            .map(|ph| ph.energy_j)
+            .sum()
+    };
+    let pruning_schedule = pruning_schedule.map(|method| PruningReport {
+        method,
+        dense_train_j: phase_j("dense-train"),
+        prune_and_recover_j: phase_j("prune") + phase_j("recover"),
+        energy_note: "the run's energy is the whole pipeline (dense-train + prune + recover); \
              prune_and_recover_j is the pruning part alone, same boundary and sources"
-        );
-        sch
+            .into(),
     });
     Ok(VariantOutcome {
         out,
@@ -418,7 +419,7 @@ fn synthetic_set(
     seed: u64,
     real: &ImageSet,
     device: &Device,
-) -> Result<(TrainSet, serde_json::Value), SynthError> {
+) -> Result<(TrainSet, DataReport), SynthError> {
     let kind = GeneratorKind::parse(v.generator.as_deref().unwrap_or(""))?;
     let real_fraction = match v.data_source() {
         DataSource::Mixed { real_fraction } => real_fraction,
@@ -452,15 +453,17 @@ fn synthetic_set(
     }
     let n = set.len();
     let (x, y) = crate::engine::prepare::images_to_tensors(spec, &set, n, device)?;
-    let report = json!({
-        "generator": kind.label(),
-        "generator_detail": gen.describe(),
-        "real_fraction": real_fraction,
-        "real_samples": keep.len(),
-        "synthetic_samples": n_synth,
-        "fit_flops": fit_flops,
-        "sample_flops": sample_flops,
-        "note": "the generator is fitted to the real training images and sampled inside the measured window (phases generator-fit and sample); the classifier trains on this set and is evaluated on the real held-out set",
+    let report = DataReport::Generated(GeneratedData {
+        generator: kind.label().to_string(),
+        generator_detail: gen.describe(),
+        real_fraction,
+        amount: GeneratedAmount::Images {
+            real_samples: keep.len(),
+            synthetic_samples: n_synth,
+        },
+        fit_flops,
+        sample_flops,
+        note: "the generator is fitted to the real training images and sampled inside the measured window (phases generator-fit and sample); the classifier trains on this set and is evaluated on the real held-out set".into(),
     });
     Ok((TrainSet { x, y, n }, report))
 }
@@ -476,7 +479,7 @@ fn synthetic_text_set(
     seed: u64,
     real: &TextSet,
     device: &Device,
-) -> Result<(TrainSet, serde_json::Value), SynthError> {
+) -> Result<(TrainSet, DataReport), SynthError> {
     let real_fraction = match v.data_source() {
         DataSource::Mixed { real_fraction } => real_fraction,
         _ => 0.0,
@@ -503,15 +506,17 @@ fn synthetic_text_set(
     let sample_flops = gen.sample_flops(n_synth);
     s.add_flops(sample_flops);
     let (x, y, n) = crate::engine::prepare::text_windows(&ids, context, usize::MAX, device)?;
-    let report = json!({
-        "generator": "ngram",
-        "generator_detail": gen.describe(),
-        "real_fraction": real_fraction,
-        "real_characters": n_real,
-        "synthetic_characters": n_synth,
-        "fit_flops": fit_flops,
-        "sample_flops": sample_flops,
-        "note": "a character n-gram model (interpolated absolute discounting) is fitted to the real training text and sampled to the same length inside the measured window (phases generator-fit and sample); the model trains on this text and is evaluated on the real held-out text",
+    let report = DataReport::Generated(GeneratedData {
+        generator: "ngram".into(),
+        generator_detail: gen.describe(),
+        real_fraction,
+        amount: GeneratedAmount::Text {
+            real_characters: n_real,
+            synthetic_characters: n_synth,
+        },
+        fit_flops,
+        sample_flops,
+        note: "a character n-gram model (interpolated absolute discounting) is fitted to the real training text and sampled to the same length inside the measured window (phases generator-fit and sample); the model trains on this text and is evaluated on the real held-out text".into(),
     });
     Ok((TrainSet { x, y, n }, report))
 }
@@ -551,13 +556,16 @@ fn unstructured<'a>(
     model: &dyn RefModel,
     data: &TrainSet,
     budget: usize,
-) -> Result<(Session<'a>, serde_json::Value), VariantRunError> {
+) -> Result<(Session<'a>, PruningMethod), VariantRunError> {
     let mut opt = crate::engine::step::optimizer(spec, model).map_err(TrainError::from)?;
     let dense = dense_stage(&mut s, model, data, &mut opt, budget)?;
     if dense != Some(StageEnd::Target) {
         return Ok((
             s,
-            json!({"kind": "unstructured", "skipped": format!("the dense model did not reach T ({dense:?}): nothing pruned")}),
+            PruningMethod::Skipped {
+                kind: "unstructured".into(),
+                skipped: format!("the dense model did not reach T ({dense:?}): nothing pruned"),
+            },
         ));
     }
     let schedule = Schedule::for_eval_cadence(spec.train.eval_every_steps);
@@ -576,7 +584,7 @@ fn unstructured<'a>(
         Ok(e) => e,
         Err(e) => {
             s.fail(e);
-            return Ok((s, masks.report(start_step)));
+            return Ok((s, PruningMethod::Gradual(masks.report(start_step))));
         }
     };
     if end != StageEnd::Target && s.status() != Status::Ok {
@@ -594,7 +602,7 @@ fn unstructured<'a>(
             s.fail(e);
         }
     }
-    Ok((s, masks.report(start_step)))
+    Ok((s, PruningMethod::Gradual(masks.report(start_step))))
 }
 
 /// Dense to T, remove units by norm, rebuild a smaller dense model, recovery to T.
@@ -610,18 +618,21 @@ fn structured<'a>(
     data: &TrainSet,
     budget: usize,
     device: &Device,
-) -> Result<(Session<'a>, Box<dyn RefModel>, serde_json::Value), VariantRunError> {
+) -> Result<(Session<'a>, Box<dyn RefModel>, PruningMethod), VariantRunError> {
     let dense = dense_stage(&mut s, model.as_ref(), data, &mut opt, budget)?;
     if dense != Some(StageEnd::Target) {
         return Ok((
             s,
             model,
-            json!({"kind": "structured", "skipped": format!("the dense model did not reach T ({dense:?}): nothing pruned")}),
+            PruningMethod::Skipped {
+                kind: "structured".into(),
+                skipped: format!("the dense model did not reach T ({dense:?}): nothing pruned"),
+            },
         ));
     }
     s.begin_phase("prune")?;
-    let pruned =
-        prune::structured(&spec.model, model.as_ref(), v.sparsity).map_err(TrainError::from)?;
+    let pruned = prune::structured(&spec.model, model.as_ref(), v.sparsity, s.steps())
+        .map_err(TrainError::from)?;
     let small = model::build_with(
         &pruned.spec,
         p.input,
@@ -632,8 +643,7 @@ fn structured<'a>(
     )
     .map_err(TrainError::from)?;
     s.set_final_model(small.as_ref());
-    let mut report = pruned.report;
-    report["prune_step"] = json!(s.steps());
+    let report = PruningMethod::Structured(pruned.report);
     // The pruned model before any recovery is the variant's model: scored.
     let q = s
         .eval_now(small.as_ref(), true, 0)

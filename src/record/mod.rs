@@ -13,6 +13,7 @@ pub mod inference;
 pub mod metrics;
 pub mod mlperf;
 pub mod read;
+pub mod run_variant;
 pub mod setup;
 
 use crate::measure::system::SystemInfo;
@@ -21,7 +22,7 @@ use crate::record::curve::{CurvePoint, Event, Status};
 use crate::record::metrics::LadderRung;
 use crate::spec::precision::{self, Basis, PrecisionReport};
 use crate::spec::task::Direction;
-use crate::spec::variant::Variant;
+pub use run_variant::RunVariant;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -122,53 +123,6 @@ pub struct Phase {
     pub end_s: f64,
     /// Energy of the phase alone (same boundary and sources as the run's energy).
     pub energy_j: f64,
-}
-
-/// A run file's `variant` object: the variant the run was asked for (`spec::variant::Variant`,
-/// whose fields come first, flattened) and what the run did with it. The run-level fields are
-/// absent for a run that has none, so a baseline's object is the spec's alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunVariant {
-    #[serde(flatten)]
-    pub spec: Variant,
-    /// Where the fine-tune's starting weights came from, with the energy that made them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<serde_json::Value>,
-    /// The pruning schedule as executed (steps, sparsities, kept units).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pruning_schedule: Option<serde_json::Value>,
-    /// Per op class, the dtype requested, the dtype the arithmetic ran in and whether that was
-    /// native (non-f32 precisions); older run files hold a flat `op -> dtype` map, read as
-    /// `basis: unknown`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision_report: Option<PrecisionReport>,
-    /// The dynamic loss scale of an f16 run (trace summary, skipped steps).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_scale: Option<serde_json::Value>,
-    /// How the synthetic (or blended) training set was made (generator, counts, fit and
-    /// sample FLOPs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub synthetic: Option<serde_json::Value>,
-}
-
-impl From<Variant> for RunVariant {
-    fn from(spec: Variant) -> Self {
-        RunVariant {
-            spec,
-            checkpoint: None,
-            pruning_schedule: None,
-            precision_report: None,
-            loss_scale: None,
-            synthetic: None,
-        }
-    }
-}
-
-impl std::ops::Deref for RunVariant {
-    type Target = Variant;
-    fn deref(&self) -> &Variant {
-        &self.spec
-    }
 }
 
 /// `runs/<run-id>.json`.
@@ -626,32 +580,6 @@ pub fn power_csv(samples: &[PowerSample]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A run file's `variant` object is the spec's fields, in their order, then the run-level
-    /// ones; a baseline has only the spec's; both read back to what was written.
-    #[test]
-    fn a_run_variant_is_the_spec_then_what_the_run_did() {
-        let spec = crate::spec::variant::baseline();
-        let plain = RunVariant::from(spec.clone());
-        assert_eq!(
-            serde_json::to_string(&plain).unwrap(),
-            serde_json::to_string(&spec).unwrap()
-        );
-        let mut ran = RunVariant::from(spec);
-        ran.synthetic = Some(serde_json::json!({"generator": "gmm"}));
-        ran.checkpoint = Some(serde_json::json!({"path": "a.safetensors"}));
-        let text = serde_json::to_string(&ran).unwrap();
-        let keys: Vec<&str> = text
-            .split('"')
-            .skip(1)
-            .step_by(2)
-            .filter(|k| ["name", "data", "checkpoint", "synthetic"].contains(k))
-            .collect();
-        assert_eq!(keys, ["name", "data", "checkpoint", "synthetic"], "{text}");
-        let back: RunVariant = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, ran);
-        assert_eq!(back.name, "f32", "reads through to the spec");
-    }
 
     #[test]
     fn run_ids_are_filesystem_safe_and_stable() {

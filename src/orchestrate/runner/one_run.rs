@@ -13,12 +13,12 @@ use crate::measure::{IdleBaseline, Meter, WindowReport};
 use crate::orchestrate::host;
 use crate::record::curve::{CurvePoint, Status};
 use crate::record::inference::InferenceReport;
+use crate::record::run_variant::{CheckpointEnergy, StartingWeights};
 use crate::record::setup::{DatasetInfo, EngineConfig, ModelInfo, RunConfig, TaskConfig};
 use crate::record::{
     self, metrics, Flops, Phase, QualitySummary, RunRecord, RunVariant, TimeSummary,
 };
 use crate::spec::variant::{DataSource, Variant};
-use serde_json::json;
 use std::path::Path;
 
 /// What a run file records beyond the run itself: its place in a sweep plan and the engine
@@ -290,22 +290,15 @@ fn run_variant(
             observed,
         )
     });
-    variant.loss_scale = out
-        .loss_scale
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
+    variant.loss_scale = out.loss_scale.clone();
     variant.pruning_schedule = vo.pruning_schedule.clone();
     variant.synthetic = vo.synthetic.clone();
-    variant.checkpoint = vo.checkpoint.clone().map(|mut c| {
-        // Incremental: this run's window. Cumulative: plus the energy that produced the
-        // checkpoint, known only for a harness checkpoint.
-        let upstream = c["energy"]["cumulative_energy_j"]
-            .as_f64()
-            .or_else(|| c["energy"]["energy_j"].as_f64());
-        c["incremental_energy_j"] = json!(total_j);
-        c["cumulative_energy_j"] = json!(upstream.map(|u| u + total_j));
-        c
-    });
+    // Incremental: this run's window. Cumulative: plus the energy that produced the
+    // checkpoint, known only for a harness checkpoint.
+    variant.checkpoint = vo
+        .checkpoint
+        .clone()
+        .map(|source| StartingWeights::after(source, total_j));
     variant
 }
 
@@ -340,13 +333,13 @@ fn persist(
         code: sys.software.clone(),
         system_id: sys.system_id.clone(),
         device: rec.device.clone(),
-        energy: checkpoint::CheckpointEnergy {
+        energy: CheckpointEnergy {
             energy_j: total_j,
             cumulative_energy_j: rec
                 .variant
                 .checkpoint
                 .as_ref()
-                .map_or(Some(total_j), |c| c["cumulative_energy_j"].as_f64()),
+                .map_or(Some(total_j), |c| c.cumulative_energy_j),
             boundary: rec.energy.boundary.as_str().into(),
             sources: metrics::sources_of(&trained.window.report.components),
             all_measured: rec.energy.all_measured,

@@ -11,7 +11,7 @@
 use crate::measure::system::Software;
 use crate::record;
 use crate::record::run_variant::CheckpointEnergy;
-use crate::record::run_variant::{WeightsOrigin, WeightsSource};
+use crate::record::run_variant::{HarnessWeights, WeightsOrigin, WeightsSource};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -130,7 +130,7 @@ impl Checkpoint {
             path: self.path.display().to_string(),
             sha256: self.sha256.clone(),
             origin: match &self.origin {
-                Origin::Harness(s) => WeightsOrigin::Harness {
+                Origin::Harness(s) => WeightsOrigin::Harness(Box::new(HarnessWeights {
                     source_run_id: s.run_id.clone(),
                     source_task: s.task.clone(),
                     source_variant: s.variant.clone(),
@@ -140,7 +140,7 @@ impl Checkpoint {
                     source_code: s.code.clone(),
                     source_dataset: s.dataset.clone(),
                     energy: s.energy.clone(),
-                },
+                })),
                 Origin::External => WeightsOrigin::External {
                     note: "no joulebench sidecar beside the weights: the energy that produced them is unknown, so there is no cumulative energy".into(),
                 },
@@ -259,7 +259,7 @@ mod tests {
             Origin::Harness(s) => assert_eq!(s.energy.energy_j, 12.5),
             Origin::External => panic!("expected harness"),
         }
-        assert!(matches!(c.describe().origin, WeightsOrigin::Harness { .. }));
+        assert!(matches!(c.describe().origin, WeightsOrigin::Harness(_)));
         // Without the sidecar the same weights are external.
         std::fs::remove_file(sidecar_path(&path)).unwrap();
         let c = load(&path, &dev).unwrap();

@@ -125,6 +125,16 @@ pub struct Phase {
     pub energy_j: f64,
 }
 
+/// Serialize `v` with its object keys in alphabetical order at every depth (through
+/// `serde_json::Value`, whose maps are sorted): the order run files have always had for the
+/// objects a run builds (`model`, `dataset`, `config` and the run-level parts of `variant`),
+/// so a typed field does not change the bytes of a file or report made from it.
+pub fn sorted_keys<T: Serialize, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(v)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
 /// `runs/<run-id>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -154,8 +164,11 @@ pub struct RunRecord {
     pub epochs: f64,
     pub j_per_sample: Option<f64>,
     pub flops: Flops,
+    #[serde(serialize_with = "sorted_keys")]
     pub model: setup::ModelInfo,
+    #[serde(serialize_with = "sorted_keys")]
     pub dataset: setup::DatasetInfo,
+    #[serde(serialize_with = "sorted_keys")]
     pub config: setup::RunConfig,
     pub system: SystemInfo,
     /// What each meter says about where its figures came from (TDP origin, estimate formula,

@@ -17,10 +17,18 @@ pub struct RunVariant {
     #[serde(flatten)]
     pub spec: Variant,
     /// Where the fine-tune's starting weights came from, with the energy that made them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::sorted_keys"
+    )]
     pub checkpoint: Option<StartingWeights>,
     /// The pruning as executed (steps, sparsities, kept units) and the energy of its parts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::sorted_keys"
+    )]
     pub pruning_schedule: Option<PruningReport>,
     /// Per op class, the dtype requested, the dtype the arithmetic ran in and whether that was
     /// native (non-f32 precisions); older run files hold a flat `op -> dtype` map, read as
@@ -28,11 +36,19 @@ pub struct RunVariant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision_report: Option<PrecisionReport>,
     /// The dynamic loss scale of an f16 run (trace summary, skipped steps).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::sorted_keys"
+    )]
     pub loss_scale: Option<ScaleSummary>,
     /// How the synthetic (or blended) training set was made (generator, counts, fit and
     /// sample FLOPs), or the throughput track's figures for random data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::sorted_keys"
+    )]
     pub synthetic: Option<DataReport>,
 }
 
@@ -73,8 +89,8 @@ impl StartingWeights {
     /// The account of a run of `run_j` joules that started from `source`.
     pub fn after(source: WeightsSource, run_j: f64) -> StartingWeights {
         let upstream = match &source.origin {
-            WeightsOrigin::Harness { energy, .. } => {
-                Some(energy.cumulative_energy_j.unwrap_or(energy.energy_j))
+            WeightsOrigin::Harness(h) => {
+                Some(h.energy.cumulative_energy_j.unwrap_or(h.energy.energy_j))
             }
             WeightsOrigin::External { .. } => None,
         };
@@ -101,20 +117,22 @@ pub struct WeightsSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "origin", rename_all = "lowercase")]
 pub enum WeightsOrigin {
-    Harness {
-        source_run_id: String,
-        source_task: String,
-        source_variant: String,
-        source_seed: u64,
-        source_status: String,
-        source_final_quality: Option<f64>,
-        source_code: Software,
-        source_dataset: DatasetInfo,
-        energy: CheckpointEnergy,
-    },
-    External {
-        note: String,
-    },
+    Harness(Box<HarnessWeights>),
+    External { note: String },
+}
+
+/// What a joulebench checkpoint's sidecar says about the run that made the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarnessWeights {
+    pub source_run_id: String,
+    pub source_task: String,
+    pub source_variant: String,
+    pub source_seed: u64,
+    pub source_status: String,
+    pub source_final_quality: Option<f64>,
+    pub source_code: Software,
+    pub source_dataset: DatasetInfo,
+    pub energy: CheckpointEnergy,
 }
 
 /// The energy that produced a checkpoint, with its boundary and sources (never mixed with
@@ -304,7 +322,7 @@ mod tests {
         WeightsSource {
             path: "c.safetensors".into(),
             sha256: "cd".into(),
-            origin: WeightsOrigin::Harness {
+            origin: WeightsOrigin::Harness(Box::new(HarnessWeights {
                 source_run_id: "r".into(),
                 source_task: "text-charlm".into(),
                 source_variant: "f32".into(),
@@ -322,7 +340,7 @@ mod tests {
                     meter: "estimate".into(),
                     flags: vec![],
                 },
-            },
+            })),
         }
     }
 
@@ -354,6 +372,10 @@ mod tests {
             .filter(|k| ["name", "data", "checkpoint", "synthetic"].contains(k))
             .collect();
         assert_eq!(keys, ["name", "data", "checkpoint", "synthetic"], "{text}");
+        // The run-level parts keep the alphabetical key order run files have always had.
+        let at = |k: &str| text.find(k).unwrap();
+        assert!(at("cumulative_energy_j") < at("incremental_energy_j"), "{text}");
+        assert!(at("incremental_energy_j") < at("\"path\""), "{text}");
         let back: RunVariant = serde_json::from_str(&text).unwrap();
         assert_eq!(back, ran);
         assert_eq!(back.name, "f32", "reads through to the spec");

@@ -374,7 +374,10 @@ mod tests {
         assert_eq!(keys, ["name", "data", "checkpoint", "synthetic"], "{text}");
         // The run-level parts keep the alphabetical key order run files have always had.
         let at = |k: &str| text.find(k).unwrap();
-        assert!(at("cumulative_energy_j") < at("incremental_energy_j"), "{text}");
+        assert!(
+            at("cumulative_energy_j") < at("incremental_energy_j"),
+            "{text}"
+        );
         assert!(at("incremental_energy_j") < at("\"path\""), "{text}");
         let back: RunVariant = serde_json::from_str(&text).unwrap();
         assert_eq!(back, ran);

@@ -490,3 +490,59 @@ fn a_suite_with_an_exec_entry_resumes_after_a_kill() {
         assert!(merged.join("logs").join(format!("{id}.log")).is_file());
     }
 }
+
+/// Two `run`s of the same runs into one folder at once (issue 20: two such `run`s measured 40
+/// runs and kept 20): the second is refused with one line before it measures anything, even
+/// with `--overwrite`, and the first writes every run.
+#[test]
+fn a_second_run_of_the_same_runs_into_one_folder_at_once_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("res");
+    let args = [
+        "run",
+        "--task",
+        "digits-mlp",
+        "--seeds",
+        "3",
+        "--idle-s",
+        "0",
+        // Cooldowns keep the first series (and its locks) alive for seconds.
+        "--cooldown-s",
+        "2",
+        "--results",
+        res.to_str().unwrap(),
+        "--meter",
+        "estimate",
+        "--device",
+        "cpu",
+    ];
+    let mut first = jb_cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its three locks are taken before its first run starts.
+    let t0 = Instant::now();
+    let locks = || {
+        std::fs::read_dir(res.join("locks"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    while locks() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no locks");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let second = jb(&[&args[..], &["--overwrite"]].concat());
+    assert_usage_error(
+        &second,
+        &["digits-mlp--f32--seed-", "another joulebench process"],
+    );
+    assert!(first.wait().unwrap().success());
+    let done = runs(&res);
+    assert_eq!(done.len(), 3, "every run of the first is kept");
+    // Once the first is done, a plain second `run` is refused by the finished files.
+    assert_usage_error(&jb(&args), &["exists", "--overwrite replaces it"]);
+    assert_eq!(runs(&res), done);
+}

@@ -285,6 +285,8 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
     let results = ResultsDir::open(&a.measure.results)
         .map_err(usage)?
         .with_submission(a.measure.submission());
+    let run_ids: Vec<String> = seeds.iter().map(|&s| plan_probe(s)).collect();
+    let _locks = super::lock_runs(&results, &run_ids)?;
     let mut argv = a.command.clone();
     argv[0] = program.display().to_string();
     let plan = ExecPlan {

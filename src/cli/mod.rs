@@ -491,20 +491,17 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     let (mut meter, probes) =
         measure::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
             .map_err(usage)?;
+    // The run files this series writes (the system as `runner::Session` reads it).
+    let sys = crate::orchestrate::runner::system_of(&device_label, &probes);
+    let run_ids: Vec<String> = variants
+        .iter()
+        .flat_map(|v| seeds.iter().map(move |&s| (v, s)))
+        .map(|(v, s)| crate::record::run_id(&spec.name, &v.name, s, &sys.system_id))
+        .collect();
     if !a.measure.overwrite {
-        // The run ids this series writes (the system as `runner::Session` reads it).
-        let sys = crate::orchestrate::runner::system_of(&device_label, &probes);
-        if let Some(path) = variants
+        if let Some(path) = run_ids
             .iter()
-            .flat_map(|v| seeds.iter().map(move |&s| (v, s)))
-            .map(|(v, s)| {
-                results.run_path(&crate::record::run_id(
-                    &spec.name,
-                    &v.name,
-                    s,
-                    &sys.system_id,
-                ))
-            })
+            .map(|id| results.run_path(id))
             .find(|p| p.exists())
         {
             return Err(usage(anyhow::anyhow!(
@@ -513,6 +510,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             )));
         }
     }
+    // Held until the series ends: another process making one of these runs in this folder
+    // (a second `run`, a sweep) is refused here, before anything is measured.
+    let _locks = lock_runs(&results, &run_ids)?;
     let components: Vec<String> = meter
         .components()
         .iter()
@@ -694,6 +694,27 @@ fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
         steps[steps.len() - 1]
     );
     Ok(())
+}
+
+/// The locks of `run_ids` in `results`, or a usage error naming the run another process is
+/// making there.
+fn lock_runs(
+    results: &crate::record::ResultsDir,
+    run_ids: &[String],
+) -> Result<Vec<crate::record::lock::RunLock>, Failure> {
+    let mut locks = Vec::new();
+    for id in run_ids {
+        match crate::record::lock::try_lock(results, id).map_err(|e| Failure::Runtime(e.into()))? {
+            Some(l) => locks.push(l),
+            None => {
+                return Err(usage(anyhow::anyhow!(
+                    "run {id} is being made by another joulebench process in {} (its lock is held); wait for it or use another --results",
+                    results.root().display()
+                )))
+            }
+        }
+    }
+    Ok(locks)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod collapse;
 pub mod curve;
 pub mod energy;
 pub mod inference;
+pub mod lock;
 pub mod metrics;
 pub mod mlperf;
 pub mod read;

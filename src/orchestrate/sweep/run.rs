@@ -34,11 +34,8 @@ pub enum SweepError {
         plan: String,
         hash: String,
     },
-    #[error("lock {path}: {source}")]
-    Lock {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lock(#[from] crate::record::lock::LockError),
 }
 
 /// What the pre-scan found for one entry.
@@ -124,33 +121,6 @@ pub fn claim_folder(results: &ResultsDir, plan: &PlanFile) -> anyhow::Result<()>
                 return Err(anyhow::anyhow!("claiming {}: {e}", path.display()));
             }
         }
-    }
-}
-
-/// An exclusive lock on one run id, held while the run trains (released when dropped or when
-/// the process dies). `None` when another process holds it.
-pub struct RunLock(#[allow(dead_code)] std::fs::File);
-
-pub fn try_lock(results: &ResultsDir, run_id: &str) -> Result<Option<RunLock>, SweepError> {
-    let dir = results.root().join("locks");
-    let path = dir.join(format!("{run_id}.lock"));
-    let err = |source| SweepError::Lock {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
-    // flock(2) through std: held by the open file, released when it is closed or the process
-    // dies (a killed task leaves no stale lock).
-    match f.try_lock() {
-        Ok(()) => Ok(Some(RunLock(f))),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
     }
 }
 
@@ -295,7 +265,7 @@ pub fn run_shard(
     }
     session.measure_idle()?;
     for (e, job, run_id, path) in todo {
-        let Some(_lock) = try_lock(&runner_plan.results, &run_id)? else {
+        let Some(_lock) = crate::record::lock::try_lock(&runner_plan.results, &run_id)? else {
             eprintln!("joulebench: {run_id} is being run by another process: skipped");
             out.busy.push(run_id);
             continue;
@@ -466,17 +436,5 @@ mod tests {
             std::fs::read(&path).unwrap(),
             b"{\"format\": \"joulebench-plan\", trunc"
         );
-    }
-
-    #[test]
-    fn a_run_lock_excludes_a_second_holder_until_dropped() {
-        let t = tempfile::tempdir().unwrap();
-        let r = ResultsDir::open(t.path()).unwrap();
-        let first = try_lock(&r, "a--f32--seed-1--x").unwrap();
-        assert!(first.is_some());
-        assert!(try_lock(&r, "a--f32--seed-1--x").unwrap().is_none());
-        assert!(try_lock(&r, "a--f32--seed-2--x").unwrap().is_some());
-        drop(first);
-        assert!(try_lock(&r, "a--f32--seed-1--x").unwrap().is_some());
     }
 }

@@ -1,0 +1,58 @@
+//! The per-run lock of a results folder (`locks/<run-id>.lock`): the one process that makes a
+//! run holds it while the run trains, so two processes writing to one folder (two shards of a
+//! sweep, a `run` beside a sweep, two `run`s by mistake) never make the same run twice or
+//! replace each other's run file. `flock(2)` through std: held by the open file, released when
+//! it is dropped or the process dies, so a killed process leaves no stale lock.
+
+use crate::record::ResultsDir;
+
+/// An exclusive lock on one run id of a results folder.
+pub struct RunLock(#[allow(dead_code)] std::fs::File);
+
+/// The lock file could not be made or locked.
+#[derive(Debug, thiserror::Error)]
+#[error("lock {path}: {source}")]
+pub struct LockError {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Take the lock on `run_id`; `None` when another process holds it.
+pub fn try_lock(results: &ResultsDir, run_id: &str) -> Result<Option<RunLock>, LockError> {
+    let dir = results.root().join("locks");
+    let path = dir.join(format!("{run_id}.lock"));
+    let err = |source| LockError {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(RunLock(f))),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_lock_excludes_a_second_holder_until_dropped() {
+        let t = tempfile::tempdir().unwrap();
+        let r = ResultsDir::open(t.path()).unwrap();
+        let first = try_lock(&r, "a--f32--seed-1--x").unwrap();
+        assert!(first.is_some());
+        assert!(try_lock(&r, "a--f32--seed-1--x").unwrap().is_none());
+        assert!(try_lock(&r, "a--f32--seed-2--x").unwrap().is_some());
+        drop(first);
+        assert!(try_lock(&r, "a--f32--seed-1--x").unwrap().is_some());
+    }
+}

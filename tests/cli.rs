@@ -549,3 +549,32 @@ fn a_run_file_has_every_key_docs_run_file_md_requires() {
         "only {checked} keys found in docs/run-file.md's table"
     );
 }
+
+/// `target` over the committed digits-mlp reference curves prints the target the task file
+/// holds; a bad grid and a folder without reference curves are one line and exit 2.
+#[test]
+fn target_reads_the_committed_reference_curves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    let curves = root.join("2026-11-23-cpu-curves/digits-mlp");
+    let o = jb(&["target", "--task", "digits-mlp", curves.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("digits-mlp: 10 seeds"), "{out}");
+    assert!(out.contains("target T = 95.50 %"), "{out}");
+    assert_usage_error(
+        &jb(&[
+            "target",
+            "--task",
+            "digits-mlp",
+            "--grid-pp",
+            "0",
+            curves.to_str().unwrap(),
+        ]),
+        &["--grid-pp"],
+    );
+    let engines = root.join("2026-12-04-cpu-xeon-2core-engines");
+    assert_usage_error(
+        &jb(&["target", "--task", "mnist-mlp", engines.to_str().unwrap()]),
+        &["no full-budget f32 runs", "--full-budget"],
+    );
+}

@@ -590,63 +590,11 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
 
 /// Read the task's full-budget f32 runs, choose T by the knee, print (and write) the evidence.
 fn target_cmd(a: TargetArgs) -> Result<(), Failure> {
-    if !(a.grid_pp > 0.0 && a.grid_pp <= 10.0) {
-        return Err(usage(anyhow::anyhow!(
-            "--grid-pp must be in (0, 10] percentage points, got {}",
-            a.grid_pp
-        )));
+    let t = crate::analyse::target::choose(&a.dirs, &a.task, a.grid_pp).map_err(usage)?;
+    for sk in &t.skipped {
+        eprintln!("joulebench: skipping {} ({})", sk.path.display(), sk.why);
     }
-    let mut curves = Vec::new();
-    // The metric's direction and chance level, from the runs themselves.
-    let mut metric: Option<(crate::spec::task::Direction, f64)> = None;
-    for dir in &a.dirs {
-        let paths = crate::record::read::run_files(dir)
-            .map_err(|e| usage(anyhow::anyhow!("results folder {e}")))?;
-        for path in paths {
-            let rec = match crate::record::read::read_run(&path) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("joulebench: skipping {e}");
-                    continue;
-                }
-            };
-            let full_budget = !rec.config.stop_at_target;
-            if rec.task != a.task || rec.variant != variant::baseline().into() || !full_budget {
-                continue;
-            }
-            if rec.status == Status::Failed || rec.status == Status::Diverged {
-                eprintln!(
-                    "joulebench: skipping {} (status {})",
-                    path.display(),
-                    rec.status.as_str()
-                );
-                continue;
-            }
-            metric.get_or_insert((rec.quality.direction, rec.quality.chance));
-            curves.push(crate::stats::knee::SeedCurve {
-                seed: rec.seed,
-                points: rec
-                    .quality
-                    .curve
-                    .iter()
-                    .map(|p| (p.step, p.epoch, p.value))
-                    .collect(),
-            });
-        }
-    }
-    curves.sort_by_key(|c| c.seed);
-    if curves.is_empty() {
-        return Err(usage(anyhow::anyhow!(
-            "no full-budget f32 runs of task '{}' in {}: make them with `joulebench run --task {} --seeds 10 --full-budget`",
-            a.task,
-            a.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-            a.task
-        )));
-    }
-    let aligned = crate::stats::knee::align(&curves).map_err(usage)?;
-    let (direction, chance) = metric.unwrap_or_default();
-    let choice = crate::stats::knee::choose_target_in(&aligned, a.grid_pp, direction, chance)
-        .map_err(usage)?;
+    let (choice, aligned, direction, chance) = (t.choice, t.aligned, t.direction, t.chance);
     if let Some(path) = &a.csv {
         crate::record::write_atomic(path, aligned.to_csv().as_bytes()).map_err(usage)?;
     }

@@ -442,6 +442,33 @@ struct GpuSession {
     power_poller: Option<Poller<(Option<i64>, f64)>>,
     start_facts: serde_json::Map<String, Value>,
     start_pids: Vec<u32>,
+    /// NVML reads of this window that failed (edges, marks and polled samples) and the first
+    /// one's message: the energy is computed from the reads that succeeded.
+    read_errors: usize,
+    first_read_error: Option<String>,
+}
+
+impl GpuSession {
+    fn failed_read(&mut self, e: impl std::fmt::Display) {
+        self.read_errors += 1;
+        self.first_read_error.get_or_insert_with(|| e.to_string());
+    }
+}
+
+/// Say in the report that NVML reads failed during the window: the flag `nvml_read_errors`
+/// (never a silently short figure) and, in the GPU's provenance, how many and the first.
+pub fn note_read_errors(
+    flags: &mut Vec<String>,
+    facts: &mut serde_json::Map<String, Value>,
+    errors: usize,
+    first: Option<&str>,
+) {
+    if errors == 0 {
+        return;
+    }
+    flags.push("nvml_read_errors".to_string());
+    facts.insert("read_errors".into(), json!(errors));
+    facts.insert("first_read_error".into(), json!(first));
 }
 
 struct Session {
@@ -621,16 +648,21 @@ impl Meter for NvmlMeter {
             let (start_facts, start_pids) = edge_facts(&device);
             let mut counter_edges = Vec::new();
             let mut power_edges = Vec::new();
+            let mut errors = Vec::new();
             if g.counter_usable {
-                if let Ok(mj) = device.total_energy_consumption() {
-                    counter_edges.push(CounterSample {
+                match device.total_energy_consumption() {
+                    Ok(mj) => counter_edges.push(CounterSample {
                         t_s: origin.elapsed().as_secs_f64(),
                         energy_mj: mj,
-                    });
+                    }),
+                    Err(e) => errors.push(e.to_string()),
                 }
             }
-            if let Ok(p) = read_power(&device, g.power_mode, origin.elapsed().as_secs_f64()) {
-                power_edges.push(p);
+            if g.power_mode != PowerMode::None {
+                match read_power(&device, g.power_mode, origin.elapsed().as_secs_f64()) {
+                    Ok(p) => power_edges.push(p),
+                    Err(e) => errors.push(e.to_string()),
+                }
             }
             let counter_poller = if g.counter_usable {
                 let nvml = Arc::clone(&self.nvml);
@@ -671,6 +703,8 @@ impl Meter for NvmlMeter {
                 power_poller,
                 start_facts,
                 start_pids,
+                read_errors: errors.len(),
+                first_read_error: errors.into_iter().next(),
             });
         }
         self.session = Some(Session { origin, gpus });
@@ -690,12 +724,16 @@ impl Meter for NvmlMeter {
                 message: format!("{}: {e}", g.component),
             })?;
             if g.counter_usable {
-                if let Ok(mj) = device.total_energy_consumption() {
-                    s.counter_edges.push(CounterSample { t_s, energy_mj: mj });
+                match device.total_energy_consumption() {
+                    Ok(mj) => s.counter_edges.push(CounterSample { t_s, energy_mj: mj }),
+                    Err(e) => s.failed_read(e),
                 }
             }
-            if let Ok(p) = read_power(&device, g.power_mode, t_s) {
-                s.power_edges.push(p);
+            if g.power_mode != PowerMode::None {
+                match read_power(&device, g.power_mode, t_s) {
+                    Ok(p) => s.power_edges.push(p),
+                    Err(e) => s.failed_read(e),
+                }
             }
             let (counter, power) = collect(s, false);
             out.push(
@@ -719,15 +757,19 @@ impl Meter for NvmlMeter {
             })?;
             let t_end_s = session.origin.elapsed().as_secs_f64();
             if g.counter_usable {
-                if let Ok(mj) = device.total_energy_consumption() {
-                    s.counter_edges.push(CounterSample {
+                match device.total_energy_consumption() {
+                    Ok(mj) => s.counter_edges.push(CounterSample {
                         t_s: t_end_s,
                         energy_mj: mj,
-                    });
+                    }),
+                    Err(e) => s.failed_read(e),
                 }
             }
-            if let Ok(p) = read_power(&device, g.power_mode, t_end_s) {
-                s.power_edges.push(p);
+            if g.power_mode != PowerMode::None {
+                match read_power(&device, g.power_mode, t_end_s) {
+                    Ok(p) => s.power_edges.push(p),
+                    Err(e) => s.failed_read(e),
+                }
             }
             let (counter, power) = collect(s, true);
             let e = gpu_window_energy(g.counter_usable.then_some(&counter[..]), &power, t_end_s);
@@ -796,6 +838,12 @@ impl Meter for NvmlMeter {
             facts.insert("start".into(), Value::Object(s.start_facts.clone()));
             facts.insert("end".into(), Value::Object(end_facts));
             facts.insert("own_pid".into(), json!(own_pid));
+            note_read_errors(
+                &mut report.flags,
+                &mut facts,
+                s.read_errors,
+                s.first_read_error.as_deref(),
+            );
             // NVML reports host PIDs; inside a PID namespace our own process shows under
             // another number and is counted as foreign. The PIDs are kept so a reader can tell.
             facts.insert("other_compute_pids".into(), json!(others));
@@ -833,6 +881,26 @@ fn collect(s: &mut GpuSession, finish: bool) -> (Vec<CounterSample>, Vec<PowerRe
     } else {
         s.power_poller.as_ref().map(Poller::snapshot)
     };
+    // A stopped poller's failed calls belong to the window (a snapshot's are counted when
+    // the poller stops).
+    for (errors, first) in [
+        counter_log
+            .as_ref()
+            .filter(|_| finish)
+            .map(|l| (l.errors, l.first_error.clone())),
+        power_log
+            .as_ref()
+            .filter(|_| finish)
+            .map(|l| (l.errors, l.first_error.clone())),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        s.read_errors += errors;
+        if let Some(f) = first {
+            s.first_read_error.get_or_insert(f);
+        }
+    }
     let mut counter = s.counter_edges.clone();
     if let Some(log) = counter_log {
         counter.extend(
@@ -993,6 +1061,24 @@ mod tests {
         let r = e.counter_to_integral_ratio.expect("ratio");
         assert!((r - 1.0).abs() < 1e-9);
         assert!(!e.flags.contains(&"counter_power_mismatch".to_string()));
+    }
+
+    /// A window in which NVML reads failed says so: the flag, the count and the first error
+    /// in the GPU's provenance; a window without failures adds nothing.
+    #[test]
+    fn failed_reads_are_flagged_with_their_count() {
+        let (mut flags, mut facts) = (Vec::new(), serde_json::Map::new());
+        note_read_errors(&mut flags, &mut facts, 0, None);
+        assert!(flags.is_empty() && facts.is_empty());
+        note_read_errors(&mut flags, &mut facts, 3, Some("total energy: GPU is lost"));
+        assert_eq!(flags, ["nvml_read_errors"]);
+        assert_eq!(facts["read_errors"], 3);
+        assert_eq!(facts["first_read_error"], "total energy: GPU is lost");
+        // Missing end readings leave the counter short of the window: the failed reads are
+        // what the flag reports, since the arithmetic cannot see readings that never came.
+        let c = |t_s: f64, energy_mj: u64| CounterSample { t_s, energy_mj };
+        let short = gpu_window_energy(Some(&[c(0.0, 0), c(5.0, 500_000)]), &[], 10.0);
+        assert_eq!(short.energy_j, 500.0);
     }
 
     #[test]

@@ -546,3 +546,83 @@ fn a_second_run_of_the_same_runs_into_one_folder_at_once_is_refused() {
     assert_usage_error(&jb(&args), &["exists", "--overwrite replaces it"]);
     assert_eq!(runs(&res), done);
 }
+
+/// Two processes that fine-tune from the same missing source at once (issue 20: the source was
+/// pretrained twice and one record lost, so a fine-tune's cumulative energy matched no
+/// surviving file): the source is pretrained once, and both fine-tunes name that run and its
+/// energy.
+/// mnist-mlp (source mnist-rot90-mlp) pretrains for seconds, long enough for the two to
+/// overlap: without the source's lock this test fails (the surviving source file is the
+/// second pretraining, whose energy one fine-tune does not carry).
+#[test]
+fn two_fine_tunes_of_one_missing_source_at_once_pretrain_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("res");
+    let args = |variant: &'static str| -> Vec<String> {
+        [
+            "run",
+            "--task",
+            "mnist-mlp",
+            "--variant",
+            variant,
+            "--seeds",
+            "1",
+            "--idle-s",
+            "0",
+            "--cooldown-s",
+            "0",
+            "--results",
+            res.to_str().unwrap(),
+            "--meter",
+            "estimate",
+            "--device",
+            "cpu",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let children: Vec<_> = ["finetune", "finetune-freeze-fc0"]
+        .into_iter()
+        .map(|v| {
+            let a = args(v);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            jb_cmd(&a)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        // Exit 1 is a run that did not reach T (the frozen fine-tune may not); never 2 or a
+        // signal.
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{:?}: {}",
+            o.status,
+            text(&o.stderr)
+        );
+    }
+    let files = runs(&res);
+    let read = |name: &str| -> Value { serde_json::from_slice(&files[name].2).unwrap() };
+    let sources: Vec<&String> = files
+        .keys()
+        .filter(|n| n.starts_with("mnist-rot90-mlp--f32--seed-1--"))
+        .collect();
+    assert_eq!(sources.len(), 1, "{:?}", files.keys().collect::<Vec<_>>());
+    let source = read(sources[0]);
+    let tunes: Vec<&String> = files
+        .keys()
+        .filter(|n| n.starts_with("mnist-mlp--finetune"))
+        .collect();
+    assert_eq!(tunes.len(), 2, "{:?}", files.keys().collect::<Vec<_>>());
+    for t in tunes {
+        let c = &read(t)["variant"]["checkpoint"];
+        assert_eq!(c["source_run_id"], source["run_id"], "{t}");
+        assert_eq!(
+            c["energy"]["energy_j"], source["energy"]["total_j"],
+            "{t}: its source's energy is the surviving file's"
+        );
+    }
+}

@@ -20,24 +20,40 @@ pub struct LockError {
 
 /// Take the lock on `run_id`; `None` when another process holds it.
 pub fn try_lock(results: &ResultsDir, run_id: &str) -> Result<Option<RunLock>, LockError> {
-    let dir = results.root().join("locks");
-    let path = dir.join(format!("{run_id}.lock"));
-    let err = |source| LockError {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
+    let (f, err) = lock_file(results, run_id)?;
     match f.try_lock() {
         Ok(()) => Ok(Some(RunLock(f))),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
     }
+}
+
+/// Take the lock on `run_id`, waiting while another process holds it: for a run this
+/// process needs but another may be making now (a fine-tune's pretraining source).
+pub fn lock_waiting(results: &ResultsDir, run_id: &str) -> Result<RunLock, LockError> {
+    let (f, err) = lock_file(results, run_id)?;
+    f.lock().map_err(err)?;
+    Ok(RunLock(f))
+}
+
+type MakeError = Box<dyn Fn(std::io::Error) -> LockError>;
+
+fn lock_file(results: &ResultsDir, run_id: &str) -> Result<(std::fs::File, MakeError), LockError> {
+    let dir = results.root().join("locks");
+    let path = dir.join(format!("{run_id}.lock"));
+    let shown = path.display().to_string();
+    let err: MakeError = Box::new(move |source| LockError {
+        path: shown.clone(),
+        source,
+    });
+    std::fs::create_dir_all(&dir).map_err(&err)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(&err)?;
+    Ok((f, err))
 }
 
 #[cfg(test)]
@@ -54,5 +70,30 @@ mod tests {
         assert!(try_lock(&r, "a--f32--seed-2--x").unwrap().is_some());
         drop(first);
         assert!(try_lock(&r, "a--f32--seed-1--x").unwrap().is_some());
+    }
+
+    /// A waiting lock is granted when the holder lets go, not before.
+    #[test]
+    fn a_waiting_lock_is_granted_when_the_holder_lets_go() {
+        let t = tempfile::tempdir().unwrap();
+        let r = ResultsDir::open(t.path()).unwrap();
+        let held = try_lock(&r, "src--f32--seed-1--x").unwrap().unwrap();
+        let root = t.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let r = ResultsDir::open(&root).unwrap();
+            let lock = lock_waiting(&r, "src--f32--seed-1--x").unwrap();
+            tx.send(()).unwrap();
+            drop(lock);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "granted while held"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("granted after release");
+        waiter.join().unwrap();
     }
 }

@@ -203,6 +203,12 @@ fn finetune_start(
         seed,
         &ctx.sys.system_id,
     );
+    // Another process (a shard, a second sweep) may be pretraining the same source now: wait
+    // for it and use its checkpoint, rather than pretrain it twice and keep one record.
+    let _pretraining = crate::record::lock::lock_waiting(
+        &plan.results,
+        &record::run_id(&source.spec.name, "f32", seed, &ctx.sys.system_id),
+    )?;
     let mut pre = None;
     if !path.is_file() {
         let prepared = crate::engine::prepare::prepare(&source.spec, &source.data, &plan.device)?;

@@ -16,22 +16,14 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const COMMON: [&str; 4] = ["--meter", "estimate", "--device", "cpu"];
 
-fn jb_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_joulebench"));
-    c.args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("JOULEBENCH_DATA")
-        .env_remove("JOULEBENCH_MODELS")
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_JOB_ID")
-        .env_remove("JOB_COMPLETION_INDEX");
-    c
-}
+mod common;
+
+use common::command as jb_cmd;
 
 fn jb(args: &[&str]) -> Output {
     jb_cmd(args).output().expect("run joulebench")
@@ -173,14 +165,7 @@ fn assert_no_temp_read_as_data(dir: &Path, scratch: &Path, what: &str) {
     clean_copy(dir, &clean);
     let got = report_of(dir, &scratch.join("out-dirty"));
     let want = report_of(&clean, &scratch.join("out-clean"));
-    let norm = |(c, files): (Option<i32>, BTreeMap<String, Option<String>>), d: &Path| {
-        let files: BTreeMap<_, _> = files
-            .into_iter()
-            .map(|(k, v)| (k, v.map(|t| t.replace(s(d), "DIR"))))
-            .collect();
-        (c, files)
-    };
-    assert_eq!(norm(got, dir), norm(want, &clean), "{what}");
+    assert_eq!(got, want, "{what}");
 }
 
 /// Start `args`, SIGKILL it after `delay` unless it ended first; true when it was killed.
@@ -357,25 +342,15 @@ fn killed_at_random_nothing_finished_is_lost_or_misread() {
                 // Each leaderboard file is absent or complete.
                 for (name, text) in report_files(&dir, &[&dir]) {
                     if let Some(text) = text {
-                        let want = want_report.1[&name]
-                            .as_ref()
-                            .unwrap()
-                            .replace(s(&finished), "DIR");
-                        assert_eq!(text, want, "{what}: {name} is incomplete");
+                        assert_eq!(
+                            Some(&text),
+                            want_report.1[&name].as_ref(),
+                            "{what}: {name} is incomplete"
+                        );
                     }
                 }
                 let again = report_of(&dir, &scratch.join("again"));
-                let norm = |files: &BTreeMap<String, Option<String>>, d: &Path| {
-                    files
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_ref().map(|t| t.replace(s(d), "DIR"))))
-                        .collect::<BTreeMap<_, _>>()
-                };
-                assert_eq!(
-                    (again.0, norm(&again.1, &dir)),
-                    (want_report.0, norm(&want_report.1, &finished)),
-                    "{what}: the rerun report"
-                );
+                assert_eq!(again, want_report, "{what}: the rerun report");
                 killed
             }
         };

@@ -7,19 +7,12 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn jb_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_joulebench"));
-    c.args(args)
-        .env_remove("JOULEBENCH_DATA")
-        .env_remove("JOULEBENCH_MODELS")
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_JOB_ID")
-        .env_remove("JOB_COMPLETION_INDEX");
-    c
-}
+mod common;
+
+use common::command as jb_cmd;
 
 fn jb(args: &[&str]) -> Output {
     jb_cmd(args).output().expect("spawn joulebench")

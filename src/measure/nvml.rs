@@ -453,6 +453,13 @@ impl GpuSession {
         self.read_errors += 1;
         self.first_read_error.get_or_insert_with(|| e.to_string());
     }
+
+    fn failed_polls<T>(&mut self, log: &super::poller::PollLog<T>) {
+        self.read_errors += log.errors;
+        if let Some(first) = &log.first_error {
+            self.first_read_error.get_or_insert_with(|| first.clone());
+        }
+    }
 }
 
 /// Say in the report that NVML reads failed during the window: the flag `nvml_read_errors`
@@ -883,22 +890,12 @@ fn collect(s: &mut GpuSession, finish: bool) -> (Vec<CounterSample>, Vec<PowerRe
     };
     // A stopped poller's failed calls belong to the window (a snapshot's are counted when
     // the poller stops).
-    for (errors, first) in [
-        counter_log
-            .as_ref()
-            .filter(|_| finish)
-            .map(|l| (l.errors, l.first_error.clone())),
-        power_log
-            .as_ref()
-            .filter(|_| finish)
-            .map(|l| (l.errors, l.first_error.clone())),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        s.read_errors += errors;
-        if let Some(f) = first {
-            s.first_read_error.get_or_insert(f);
+    if finish {
+        if let Some(log) = &counter_log {
+            s.failed_polls(log);
+        }
+        if let Some(log) = &power_log {
+            s.failed_polls(log);
         }
     }
     let mut counter = s.counter_edges.clone();

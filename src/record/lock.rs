@@ -20,40 +20,44 @@ pub struct LockError {
 
 /// Take the lock on `run_id`; `None` when another process holds it.
 pub fn try_lock(results: &ResultsDir, run_id: &str) -> Result<Option<RunLock>, LockError> {
-    let (f, err) = lock_file(results, run_id)?;
+    let (f, path) = lock_file(results, run_id)?;
     match f.try_lock() {
         Ok(()) => Ok(Some(RunLock(f))),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+        Err(std::fs::TryLockError::Error(e)) => Err(lock_error(&path, e)),
     }
 }
 
 /// Take the lock on `run_id`, waiting while another process holds it: for a run this
 /// process needs but another may be making now (a fine-tune's pretraining source).
 pub fn lock_waiting(results: &ResultsDir, run_id: &str) -> Result<RunLock, LockError> {
-    let (f, err) = lock_file(results, run_id)?;
-    f.lock().map_err(err)?;
+    let (f, path) = lock_file(results, run_id)?;
+    f.lock().map_err(|e| lock_error(&path, e))?;
     Ok(RunLock(f))
 }
 
-type MakeError = Box<dyn Fn(std::io::Error) -> LockError>;
+fn lock_error(path: &std::path::Path, source: std::io::Error) -> LockError {
+    LockError {
+        path: path.display().to_string(),
+        source,
+    }
+}
 
-fn lock_file(results: &ResultsDir, run_id: &str) -> Result<(std::fs::File, MakeError), LockError> {
+/// `locks/<run-id>.lock`, opened (and made, with its folder, when missing).
+fn lock_file(
+    results: &ResultsDir,
+    run_id: &str,
+) -> Result<(std::fs::File, std::path::PathBuf), LockError> {
     let dir = results.root().join("locks");
     let path = dir.join(format!("{run_id}.lock"));
-    let shown = path.display().to_string();
-    let err: MakeError = Box::new(move |source| LockError {
-        path: shown.clone(),
-        source,
-    });
-    std::fs::create_dir_all(&dir).map_err(&err)?;
+    std::fs::create_dir_all(&dir).map_err(|e| lock_error(&path, e))?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(&err)?;
-    Ok((f, err))
+        .map_err(|e| lock_error(&path, e))?;
+    Ok((f, path))
 }
 
 #[cfg(test)]

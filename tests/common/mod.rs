@@ -26,6 +26,20 @@ pub fn joulebench(args: &[&str]) -> Out {
     }
 }
 
+/// A `joulebench` command with `args`, free of what a developer's shell or a cluster job may
+/// set (data and models folders, Slurm and Kubernetes shard variables, backtraces).
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_joulebench"));
+    c.args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("JOULEBENCH_DATA")
+        .env_remove("JOULEBENCH_MODELS")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("JOB_COMPLETION_INDEX");
+    c
+}
+
 /// `joulebench report ARGS...`.
 pub fn report(args: &[&str]) -> Out {
     joulebench(&[&["report"], args].concat())

@@ -153,7 +153,7 @@ pub fn run_series(
     session.measure_idle()?;
     let mut records = Vec::new();
     for job in &plan.jobs {
-        let task = session.task_of(job)?;
+        let task = session.task(job)?;
         let label = format!("{} {} seed {}", task.spec.name, job.variant.name, job.seed);
         let mut obs = observer_for(&label);
         let rec = session.run_job(job, &RunExtras::default(), obs.as_mut())?;

@@ -68,7 +68,8 @@ impl<'a> Session<'a> {
         ))
     }
 
-    fn task(&self, job: &Job) -> anyhow::Result<&'a TaskRun> {
+    /// The task a job names.
+    pub(super) fn task(&self, job: &Job) -> anyhow::Result<&'a TaskRun> {
         let plan: &'a Plan = self.plan;
         plan.tasks
             .get(job.task)
@@ -168,11 +169,6 @@ impl<'a> Session<'a> {
     /// The series' idle baseline, handed over when the series ends.
     pub(super) fn into_idle(self) -> Option<IdleBaseline> {
         self.idle
-    }
-
-    /// The task a job names.
-    pub(super) fn task_of(&self, job: &Job) -> anyhow::Result<&'a TaskRun> {
-        self.task(job)
     }
 }
 

@@ -73,7 +73,7 @@ fn rapl_no_wrap() {
     assert!((energy_of(&r, "cpu:package-0") - 3.0).abs() < TOL_J);
     assert_eq!(r.components[0].source, Source::MeasuredCounter);
     assert_eq!(m.boundary(), Boundary::Host);
-    assert_eq!(r.provenance["rapl_wraps"], 0);
+    assert_eq!(r.provenance.host.rapl_wraps, Some(0));
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn rapl_one_wrap() {
     let r = m.stop().expect("stop");
     // 9.0 J -> 10.0 J (max) -> 0 -> 0.5 J: 1.5 J.
     assert!((energy_of(&r, "cpu:package-0") - 1.5).abs() < TOL_J);
-    assert_eq!(r.provenance["rapl_wraps"], 1);
+    assert_eq!(r.provenance.host.rapl_wraps, Some(1));
     assert!(r.components[0]
         .note
         .as_deref()
@@ -104,7 +104,7 @@ fn rapl_several_wraps_stepped() {
     set(&pkg, 4_000_000);
     let r = m.stop().expect("stop");
     assert!((energy_of(&r, "cpu:package-0") - 15.0).abs() < TOL_J);
-    assert_eq!(r.provenance["rapl_wraps"], 2);
+    assert_eq!(r.provenance.host.rapl_wraps, Some(2));
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn rapl_background_poller_catches_every_wrap() {
         "{:?}",
         r.components
     );
-    assert_eq!(r.provenance["rapl_wraps"], 3);
+    assert_eq!(r.provenance.host.rapl_wraps, Some(3));
     // The timeline is cumulative and never decreases.
     let t: Vec<f64> = r.timeline.iter().map(|s| s.energy_j).collect();
     assert!(t.windows(2).all(|w| w[1] >= w[0]));
@@ -270,10 +270,8 @@ fn rapl_flags_cpu_contention() {
         "{:?}",
         r.flags
     );
-    let others = r.provenance["cpu_others_fraction"]
-        .as_f64()
-        .expect("others");
-    let mine = r.provenance["cpu_harness_fraction"].as_f64().expect("mine");
+    let others = r.provenance.host.cpu_others_fraction.expect("others");
+    let mine = r.provenance.host.cpu_harness_fraction.expect("mine");
     assert!((others - 0.1).abs() < 1e-12 && (mine - 0.3).abs() < 1e-12);
     // Others used 20 of 1000 ticks: 2 %, fine.
     let r = run(320, 300);
@@ -339,7 +337,7 @@ fn estimate_meter_flags_other_processes_load() {
             "{:?}",
             r.flags
         );
-        let others = r.provenance["cpu_others_fraction"].as_f64().unwrap();
+        let others = r.provenance.host.cpu_others_fraction.unwrap();
         assert!(
             (others - (50 - own) as f64 / 100.0).abs() < 1e-9,
             "{others}"
@@ -683,5 +681,5 @@ fn nvml_measures_a_real_gpu() {
     assert!(mid[0] > 0.0);
     assert!(r.components[0].energy_j >= mid[0]);
     assert!(r.components[0].source.is_measured());
-    assert!(r.provenance.contains_key("gpu:0"));
+    assert!(r.provenance.gpus.contains_key("gpu:0"));
 }

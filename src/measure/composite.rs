@@ -40,14 +40,7 @@ pub fn merge_reports(reports: Vec<(&'static str, MeterReport)>) -> MeterReport {
             }
         }
         out.timeline.extend(r.timeline);
-        for (k, v) in r.provenance {
-            let key = if out.provenance.contains_key(&k) {
-                format!("{name}.{k}")
-            } else {
-                k
-            };
-            out.provenance.insert(key, v);
-        }
+        out.provenance.merge(name, r.provenance);
     }
     out.timeline.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
     out

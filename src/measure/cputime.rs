@@ -10,6 +10,12 @@ use std::path::{Path, PathBuf};
 /// flagged `cpu_contended` (docs/design/measurement.md section 2).
 pub const CONTENDED_OTHERS_FRACTION: f64 = 0.05;
 
+/// The least machine CPU time (USER_HZ ticks, summed over CPUs) a window needs before a share
+/// is stated: every reading is rounded to a tick per CPU, so over fewer ticks the rounding
+/// alone can move the others' share past `CONTENDED_OTHERS_FRACTION` (a 4 ms window once read
+/// as 0 % harness, 100 % others). At 100 ticks a 2-CPU machine's rounding is at most about 3 %.
+pub const MIN_SHARE_TICKS: u64 = 100;
+
 /// Aggregate CPU time of the whole machine, in USER_HZ ticks (first line of /proc/stat).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SystemCpuTimes {
@@ -98,7 +104,8 @@ impl CpuShare {
     }
 }
 
-/// Pure: the harness's and the others' share of the machine over a window.
+/// Pure: the harness's and the others' share of the machine over a window; `None` when the
+/// window holds under `MIN_SHARE_TICKS` of machine CPU time (the share would be rounding).
 pub fn cpu_share(
     self_start_ticks: u64,
     self_end_ticks: u64,
@@ -106,7 +113,7 @@ pub fn cpu_share(
     sys_end: SystemCpuTimes,
 ) -> Option<CpuShare> {
     let total = sys_end.total_ticks.checked_sub(sys_start.total_ticks)?;
-    if total == 0 {
+    if total < MIN_SHARE_TICKS {
         return None;
     }
     let busy = sys_end.busy_ticks.saturating_sub(sys_start.busy_ticks);
@@ -208,5 +215,17 @@ mod tests {
         // We used 300: others 200 / 1000 = 20 % -> contended.
         let s = cpu_share(0, 300, a, b).expect("share");
         assert!(s.contended());
+        // A 4 ms window on 2 CPUs: 1 tick of machine time, none of it ours by rounding. That
+        // is no evidence of a co-tenant, so no share is stated.
+        let c = SystemCpuTimes {
+            busy_ticks: 601,
+            total_ticks: 2001,
+        };
+        assert_eq!(cpu_share(0, 0, b, c), None);
+        let d = SystemCpuTimes {
+            busy_ticks: 600 + MIN_SHARE_TICKS,
+            total_ticks: 2000 + MIN_SHARE_TICKS,
+        };
+        assert!(cpu_share(0, MIN_SHARE_TICKS, b, d).is_some());
     }
 }

@@ -109,7 +109,7 @@ impl Meter for UnavailableMeter {
             }],
             flags: vec![format!("{}_unavailable", self.component.replace(':', ""))],
             timeline: Vec::new(),
-            provenance: serde_json::Map::new(),
+            provenance: Default::default(),
         })
     }
 }

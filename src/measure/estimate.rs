@@ -13,9 +13,9 @@
 
 use super::cputime::{cpu_share, utilisation, CpuTimeError, ProcPaths, SystemCpuTimes};
 use super::poller::Poller;
+use super::provenance::{HostFacts, Provenance};
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -689,40 +689,33 @@ impl Meter for EstimateMeter {
             0.0
         };
         let mut flags = Vec::new();
-        let mut provenance = serde_json::Map::new();
-        provenance.insert("cpu_tdp_w".into(), json!(self.tdp.watts));
-        provenance.insert("cpu_tdp_origin".into(), json!(self.tdp.note));
-        provenance.insert("cpu_mean_utilisation".into(), json!(mean_u));
-        provenance.insert("dram_estimate_w".into(), json!(self.dram_w));
-        provenance.insert(
-            "estimate_formula".into(),
-            json!(format!(
+        let mut host = HostFacts {
+            cpu_tdp_w: Some(self.tdp.watts),
+            cpu_tdp_origin: Some(self.tdp.note.clone()),
+            cpu_mean_utilisation: Some(mean_u),
+            dram_estimate_w: Some(self.dram_w),
+            estimate_formula: Some(format!(
                 "CodeCarbon {CODECARBON_VERSION}: P = TDP * (0.1 + 0.9 * u^3); RAM from its \
                  DIMM heuristic"
             )),
-        );
+            ..HostFacts::default()
+        };
         // Machine-wide utilisation charges other processes' load to this run: say how much.
         match (tr.start, read_share_point(self.reader.as_ref())) {
             (Some((s0, y0)), Some((s1, y1))) => {
-                if let Some(share) = cpu_share(s0, s1, y0, y1) {
-                    provenance.insert("cpu_harness_fraction".into(), json!(share.harness_fraction));
-                    provenance.insert("cpu_others_fraction".into(), json!(share.others_fraction));
-                    if share.contended() {
-                        flags.push("cpu_contended".to_string());
-                    }
+                let share = cpu_share(s0, s1, y0, y1);
+                if share.is_some_and(|s| s.contended()) {
+                    flags.push("cpu_contended".to_string());
                 }
+                host.set_cpu_share(share);
             }
-            _ => {
-                provenance.insert(
-                    "cpu_share".into(),
-                    json!("unknown: per-process CPU time unreadable"),
-                );
-            }
+            _ => host.cpu_share = Some("unknown: per-process CPU time unreadable".into()),
         }
         if tr.read_errors > 0 {
             flags.push("cpu_utilisation_unavailable".to_string());
-            provenance.insert("cpu_utilisation_read_errors".into(), json!(tr.read_errors));
+            host.cpu_utilisation_read_errors = Some(tr.read_errors as u64);
         }
+        let provenance = Provenance::host(host);
         Ok(MeterReport {
             components: vec![
                 ComponentEnergy {

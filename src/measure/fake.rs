@@ -192,7 +192,7 @@ impl Meter for FakeMeter {
                 .collect(),
             flags: self.flags.clone(),
             timeline,
-            provenance: serde_json::Map::new(),
+            provenance: Default::default(),
         })
     }
 }
@@ -320,7 +320,7 @@ impl Meter for ReplayMeter {
             }],
             flags: Vec::new(),
             timeline,
-            provenance: serde_json::Map::new(),
+            provenance: Default::default(),
         })
     }
 }

@@ -13,12 +13,14 @@ pub mod fake;
 pub mod idle;
 pub mod nvml;
 pub mod poller;
+pub mod provenance;
 pub mod rapl;
 pub mod system;
 pub mod window;
 
 pub use detect::{detect_meter, probe_all, DetectOptions, MeterChoice, MeterProbe};
 pub use idle::{measure_idle, IdleBaseline};
+pub use provenance::Provenance;
 pub use window::{DeviceSync, MeasuredWindow, WindowReport};
 
 use serde::{Deserialize, Serialize};
@@ -138,8 +140,8 @@ pub struct MeterReport {
     pub components: Vec<ComponentEnergy>,
     pub flags: Vec<Flag>,
     pub timeline: Vec<PowerSample>,
-    /// Free-form facts to keep in the run file (temperatures, clocks, power limit, TDP origin...).
-    pub provenance: serde_json::Map<String, serde_json::Value>,
+    /// Where the figures came from (TDP origin, RAPL zones, each GPU's identity and state...).
+    pub provenance: Provenance,
 }
 
 impl MeterReport {

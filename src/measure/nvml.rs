@@ -7,6 +7,7 @@
 //! abs() of a negative counter delta, or synchronise the device (MeasuredWindow does).
 
 use super::poller::{Poller, Timed};
+use super::provenance::{GpuEdgeFacts, GpuFacts};
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
@@ -14,7 +15,6 @@ use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::struct_wrappers::device::FieldValueSample;
 use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::{Device, Nvml};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -411,28 +411,19 @@ fn open<'n>(nvml: &'n Nvml, r: &NvmlDeviceRef) -> Result<Device<'n>, DeviceError
     .map_err(nvml_err("device handle"))
 }
 
-fn ok_json<T: serde::Serialize, E>(r: Result<T, E>) -> Value {
-    r.ok().map_or(Value::Null, |v| json!(v))
-}
-
-/// State facts read at each edge of a window.
-fn edge_facts(device: &Device<'_>) -> (serde_json::Map<String, Value>, Vec<u32>) {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "temperature_c".into(),
-        ok_json(device.temperature(TemperatureSensor::Gpu)),
-    );
-    m.insert("sm_clock_mhz".into(), ok_json(device.clock_info(Clock::SM)));
-    m.insert(
-        "memory_clock_mhz".into(),
-        ok_json(device.clock_info(Clock::Memory)),
-    );
+/// State facts read at each edge of a window, and the compute PIDs (empty when unreadable).
+fn edge_facts(device: &Device<'_>) -> (GpuEdgeFacts, Vec<u32>) {
     let pids = device
         .running_compute_processes()
-        .map(|ps| ps.iter().map(|p| p.pid).collect::<Vec<u32>>());
-    m.insert("compute_pids".into(), ok_json(pids.as_ref()));
-    let pids = pids.unwrap_or_default();
-    (m, pids)
+        .map(|ps| ps.iter().map(|p| p.pid).collect::<Vec<u32>>())
+        .ok();
+    let facts = GpuEdgeFacts {
+        temperature_c: device.temperature(TemperatureSensor::Gpu).ok(),
+        sm_clock_mhz: device.clock_info(Clock::SM).ok(),
+        memory_clock_mhz: device.clock_info(Clock::Memory).ok(),
+        compute_pids: pids.clone(),
+    };
+    (facts, pids.unwrap_or_default())
 }
 
 struct GpuSession {
@@ -440,7 +431,7 @@ struct GpuSession {
     power_edges: Vec<PowerReading>,
     counter_poller: Option<Poller<u64>>,
     power_poller: Option<Poller<(Option<i64>, f64)>>,
-    start_facts: serde_json::Map<String, Value>,
+    start_facts: GpuEdgeFacts,
     start_pids: Vec<u32>,
     /// NVML reads of this window that failed (edges, marks and polled samples) and the first
     /// one's message: the energy is computed from the reads that succeeded.
@@ -466,7 +457,7 @@ impl GpuSession {
 /// (never a silently short figure) and, in the GPU's provenance, how many and the first.
 pub fn note_read_errors(
     flags: &mut Vec<String>,
-    facts: &mut serde_json::Map<String, Value>,
+    facts: &mut GpuFacts,
     errors: usize,
     first: Option<&str>,
 ) {
@@ -474,8 +465,7 @@ pub fn note_read_errors(
         return;
     }
     flags.push("nvml_read_errors".to_string());
-    facts.insert("read_errors".into(), json!(errors));
-    facts.insert("first_read_error".into(), json!(first));
+    facts.note_read_errors(errors, first);
 }
 
 struct Session {
@@ -821,55 +811,42 @@ impl Meter for NvmlMeter {
             if !others.is_empty() {
                 report.flags.push("contaminated".to_string());
             }
-            let mut facts = serde_json::Map::new();
-            facts.insert("name".into(), ok_json(device.name()));
-            facts.insert(
-                "memory_total_bytes".into(),
-                ok_json(device.memory_info().map(|m| m.total)),
-            );
-            facts.insert(
-                "uuid_sha256_16".into(),
-                ok_json(device.uuid().map(|u| hash_uuid(&u))),
-            );
-            facts.insert(
-                "power_limit_w".into(),
-                ok_json(device.enforced_power_limit().map(|mw| f64::from(mw) * 1e-3)),
-            );
-            facts.insert(
-                "persistence_mode".into(),
-                ok_json(device.is_in_persistent_mode()),
-            );
-            facts.insert("counter_usable".into(), json!(g.counter_usable));
-            facts.insert("power_source".into(), json!(g.power_mode.as_str()));
-            facts.insert("integral_j".into(), json!(e.integral_j));
-            facts.insert("start".into(), Value::Object(s.start_facts.clone()));
-            facts.insert("end".into(), Value::Object(end_facts));
-            facts.insert("own_pid".into(), json!(own_pid));
+            let mut facts = GpuFacts {
+                name: device.name().ok(),
+                memory_total_bytes: device.memory_info().map(|m| m.total).ok(),
+                uuid_sha256_16: device.uuid().map(|u| hash_uuid(&u)).ok(),
+                power_limit_w: device
+                    .enforced_power_limit()
+                    .map(|mw| f64::from(mw) * 1e-3)
+                    .ok(),
+                persistence_mode: device.is_in_persistent_mode().ok(),
+                counter_usable: g.counter_usable,
+                power_source: g.power_mode.as_str().to_string(),
+                integral_j: e.integral_j,
+                start: s.start_facts.clone(),
+                end: end_facts,
+                own_pid,
+                read_errors: None,
+                first_read_error: None,
+                // NVML reports host PIDs; inside a PID namespace our own process shows under
+                // another number and is counted as foreign. The PIDs are kept so a reader can
+                // tell.
+                other_compute_pids: others,
+            };
             note_read_errors(
                 &mut report.flags,
                 &mut facts,
                 s.read_errors,
                 s.first_read_error.as_deref(),
             );
-            // NVML reports host PIDs; inside a PID namespace our own process shows under
-            // another number and is counted as foreign. The PIDs are kept so a reader can tell.
-            facts.insert("other_compute_pids".into(), json!(others));
-            report
-                .provenance
-                .insert(g.component.clone(), Value::Object(facts));
+            report.provenance.gpus.insert(g.component.clone(), facts);
         }
-        report.provenance.insert(
-            "nvml_driver_version".into(),
-            ok_json(self.nvml.sys_driver_version()),
-        );
-        report.provenance.insert(
-            "cuda_driver_version".into(),
-            ok_json(
-                self.nvml
-                    .sys_cuda_driver_version()
-                    .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10)),
-            ),
-        );
+        report.provenance.host.nvml_driver_version = self.nvml.sys_driver_version().ok();
+        report.provenance.host.cuda_driver_version = self
+            .nvml
+            .sys_cuda_driver_version()
+            .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+            .ok();
         report.flags.sort();
         report.flags.dedup();
         Ok(report)
@@ -1064,13 +1041,18 @@ mod tests {
     /// in the GPU's provenance; a window without failures adds nothing.
     #[test]
     fn failed_reads_are_flagged_with_their_count() {
-        let (mut flags, mut facts) = (Vec::new(), serde_json::Map::new());
+        let mut flags = Vec::new();
+        let mut facts = GpuFacts::default();
+        let quiet = facts.clone();
         note_read_errors(&mut flags, &mut facts, 0, None);
-        assert!(flags.is_empty() && facts.is_empty());
+        assert!(flags.is_empty() && facts == quiet);
         note_read_errors(&mut flags, &mut facts, 3, Some("total energy: GPU is lost"));
         assert_eq!(flags, ["nvml_read_errors"]);
-        assert_eq!(facts["read_errors"], 3);
-        assert_eq!(facts["first_read_error"], "total energy: GPU is lost");
+        assert_eq!(facts.read_errors, Some(3));
+        assert_eq!(
+            facts.first_read_error.as_deref(),
+            Some("total energy: GPU is lost")
+        );
         // Missing end readings leave the counter short of the window: the failed reads are
         // what the flag reports, since the arithmetic cannot see readings that never came.
         let c = |t_s: f64, energy_mj: u64| CounterSample { t_s, energy_mj };

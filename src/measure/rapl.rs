@@ -7,9 +7,9 @@
 
 use super::cputime::{cpu_share, ProcPaths, SystemCpuTimes};
 use super::poller::Poller;
+use super::provenance::{HostFacts, Provenance, RaplZoneFacts};
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
-use serde_json::{json, Value};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -505,51 +505,43 @@ impl Meter for RaplMeter {
             })
             .collect();
         let mut flags = Vec::new();
-        let mut provenance = serde_json::Map::new();
-        provenance.insert("rapl_root".into(), json!(self.root.display().to_string()));
-        provenance.insert(
-            "rapl_zones".into(),
-            Value::Array(
+        let mut host = HostFacts {
+            rapl_root: Some(self.root.display().to_string()),
+            rapl_zones: Some(
                 self.discovery
                     .zones
                     .iter()
-                    .map(|z| {
-                        json!({"id": z.id, "name": z.name, "component": z.component,
-                               "max_energy_range_uj": z.max_energy_range_uj})
+                    .map(|z| RaplZoneFacts {
+                        id: z.id.clone(),
+                        name: z.name.clone(),
+                        component: z.component.clone(),
+                        max_energy_range_uj: z.max_energy_range_uj,
                     })
                     .collect(),
             ),
-        );
-        provenance.insert("rapl_ignored_zones".into(), json!(self.discovery.ignored));
-        provenance.insert(
-            "rapl_wraps".into(),
-            json!(accum.counters.iter().map(|c| c.wraps).sum::<u32>()),
-        );
-        provenance.insert("rapl_samples".into(), json!(accum.samples));
+            rapl_ignored_zones: Some(self.discovery.ignored.clone()),
+            rapl_wraps: Some(accum.counters.iter().map(|c| c.wraps).sum::<u32>()),
+            rapl_samples: Some(accum.samples),
+            ..HostFacts::default()
+        };
         if let Some(log) = poll_log.filter(|l| l.errors > 0) {
             // A failed poll can hide a wrap; say so rather than trust the number silently.
             flags.push("rapl_poll_errors".to_string());
-            provenance.insert("rapl_poll_errors".into(), json!(log.errors));
-            provenance.insert("rapl_first_poll_error".into(), json!(log.first_error));
+            host.rapl_poll_errors = Some(log.errors as u64);
+            host.rapl_first_poll_error = log.first_error;
         }
         let cpu_end = self.proc_paths.as_ref().and_then(|p| p.read_both().ok());
         match (session.cpu_start, cpu_end) {
             (Some((s0, y0)), Some((s1, y1))) => {
-                if let Some(share) = cpu_share(s0, s1, y0, y1) {
-                    provenance.insert("cpu_harness_fraction".into(), json!(share.harness_fraction));
-                    provenance.insert("cpu_others_fraction".into(), json!(share.others_fraction));
-                    if share.contended() {
-                        flags.push("cpu_contended".to_string());
-                    }
+                let share = cpu_share(s0, s1, y0, y1);
+                if share.is_some_and(|s| s.contended()) {
+                    flags.push("cpu_contended".to_string());
                 }
+                host.set_cpu_share(share);
             }
-            _ => {
-                provenance.insert(
-                    "cpu_share".into(),
-                    json!("unknown: /proc CPU times unreadable"),
-                );
-            }
+            _ => host.cpu_share = Some("unknown: /proc CPU times unreadable".into()),
         }
+        let provenance = Provenance::host(host);
         let timeline = accum.timeline.clone();
         Ok(MeterReport {
             components,

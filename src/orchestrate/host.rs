@@ -168,22 +168,12 @@ pub fn co_tenancy_now() -> CoTenancy {
 
 /// Gather what the meter saw over the window and the snapshots at its edges.
 pub fn assess(report: &MeterReport, start: Option<CoTenancy>, end: Option<CoTenancy>) -> Isolation {
-    let num = |k: &str| report.provenance.get(k).and_then(|v| v.as_f64());
-    let cpu_harness_fraction = num("cpu_harness_fraction");
-    let cpu_others_fraction = num("cpu_others_fraction");
+    let cpu_harness_fraction = report.provenance.host.cpu_harness_fraction;
+    let cpu_others_fraction = report.provenance.host.cpu_others_fraction;
     let cpu_contended = report.flags.iter().any(|f| f == "cpu_contended");
     let gpu_contaminated = report.flags.iter().any(|f| f == "contaminated");
     // NVML keeps, per GPU component, the foreign compute PIDs seen at either edge.
-    let mut gpu_other_compute_pids: Vec<u32> = report
-        .provenance
-        .values()
-        .filter_map(|v| v.get("other_compute_pids"))
-        .filter_map(|v| v.as_array())
-        .flatten()
-        .filter_map(|p| p.as_u64().and_then(|p| u32::try_from(p).ok()))
-        .collect();
-    gpu_other_compute_pids.sort_unstable();
-    gpu_other_compute_pids.dedup();
+    let gpu_other_compute_pids = report.provenance.gpu_other_compute_pids();
     // A process caught runnable at one edge may be a passing `ps`; one runnable at every edge
     // read is a co-tenant.
     let others_at_edges = [&start, &end]
@@ -217,7 +207,7 @@ pub fn assess(report: &MeterReport, start: Option<CoTenancy>, end: Option<CoTena
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::measure::provenance::GpuFacts;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -307,17 +297,18 @@ mod tests {
             runnable_others: Some(0),
             examples: vec![],
         };
-        r.provenance
-            .insert("cpu_others_fraction".into(), json!(0.01));
-        r.provenance
-            .insert("cpu_harness_fraction".into(), json!(0.9));
+        r.provenance.host.cpu_others_fraction = Some(0.01);
+        r.provenance.host.cpu_harness_fraction = Some(0.9);
         let i = assess(&r, Some(quiet.clone()), Some(quiet.clone()));
         assert_eq!(i.verdict, "isolated");
         assert_eq!(i.cpu_others_fraction, Some(0.01));
         r.flags.push("contaminated".into());
-        r.provenance.insert(
+        r.provenance.gpus.insert(
             "gpu:0".into(),
-            json!({"other_compute_pids": [4242, 17, 4242]}),
+            GpuFacts {
+                other_compute_pids: vec![4242, 17, 4242],
+                ..GpuFacts::default()
+            },
         );
         let i = assess(&r, Some(quiet.clone()), None);
         assert_eq!(i.verdict, "shared");

@@ -173,8 +173,9 @@ pub struct RunRecord {
     pub config: setup::RunConfig,
     pub system: SystemInfo,
     /// What each meter says about where its figures came from (TDP origin, estimate formula,
-    /// a GPU's hashed UUID, ...): an open set of keys per meter, kept as the meter wrote it.
-    pub provenance: serde_json::Map<String, serde_json::Value>,
+    /// a GPU's hashed UUID, ...); keys this version does not know are kept as written.
+    #[serde(serialize_with = "sorted_keys")]
+    pub provenance: crate::measure::Provenance,
     pub started_at: String,
     pub finished_at: String,
     /// Inference energy of the trained model (`run --inference`), measured after training in

@@ -182,7 +182,8 @@ mod tests {
     }
 
     /// Every run file committed under `results/` reads with its types: the task in full (or
-    /// as an `exec` command line declared it), never the fallback for an unknown version.
+    /// as an `exec` command line declared it), never the fallback for an unknown version, and
+    /// the meters' provenance with no key left untyped.
     #[test]
     fn every_committed_run_file_reads_with_its_types() {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -212,6 +213,16 @@ mod tests {
             let own = matches!(r.config.engine, EngineConfig::Joulebench { .. });
             assert_eq!(own, r.exec.is_none(), "{}", f.display());
             assert_eq!(own, r.dataset.train_samples.is_some(), "{}", f.display());
+            // Provenance reads typed in full and writes back as the file holds it.
+            assert!(r.provenance.other.is_empty(), "{}", f.display());
+            let text: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+            assert_eq!(
+                serde_json::to_value(&r.provenance).unwrap(),
+                text["provenance"],
+                "{}",
+                f.display()
+            );
         }
     }
 }

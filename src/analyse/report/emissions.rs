@@ -165,8 +165,8 @@ pub fn row(r: &RunRecord, carbon: &CarbonSettings) -> Vec<String> {
     };
     let cpu_util = r
         .provenance
-        .get("cpu_mean_utilisation")
-        .and_then(|v| v.as_f64())
+        .host
+        .cpu_mean_utilisation
         .map_or(String::new(), |u| (100.0 * u).to_string());
     vec![
         timestamp(&r.finished_at),

@@ -280,9 +280,13 @@ fn tree<T: Copy>(mut v: [T; LANES], f: impl Fn(T, T) -> T) -> T {
 /// past the diagonal up to whole lanes are set to -inf (their exponential is exactly 0), the
 /// maximum and the sum of exponentials are taken in lanes (a maximum is exact in any order;
 /// the sum's order moves a probability by an ulp or so), and the rest of the row is zeroed.
-/// One compiled loop for the tile (AVX2+FMA and NEON beside the baseline), not a dispatch
+/// One compiled loop for the tile (AVX-512, AVX2+FMA and NEON beside the baseline), not a dispatch
 /// per row: a row of the text-charlm tile is 1 to 64 values.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn softmax_causal_tile<T: Elem>(s: &mut [T], t: usize, scale: T) {
     let neg_inf = T::from_f64(f64::NEG_INFINITY);
     for (i, row) in s.chunks_exact_mut(t).enumerate() {
@@ -325,7 +329,11 @@ fn softmax_causal_tile<T: Elem>(s: &mut [T], t: usize, scale: T) {
 /// The softmax backward over the (t, t) tile, in place: `dS = P (dP - rowsum(dP P)) * scale`
 /// with `P` from `softmax_causal_tile` (exactly 0 past the diagonal, so the lanes past it add
 /// nothing), zero above the diagonal.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn softmax_causal_bwd_tile<T: Elem>(dp: &mut [T], p: &[T], t: usize, scale: T) {
     for (i, (dr, pr)) in dp.chunks_exact_mut(t).zip(p.chunks_exact(t)).enumerate() {
         let w = lane_width(i, t);

@@ -209,7 +209,11 @@ fn lane_sum<T: Elem>(v: &[T], w: &[T], f: impl Fn(T, T) -> T) -> f64 {
 }
 
 /// `(sum (v - k), sum (v - k)^2)` over a plane.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn shifted_moments<T: Elem>(v: &[T], k: T) -> (f64, f64) {
     (
         lane_sum(v, v, |v, _| v - k),
@@ -218,13 +222,21 @@ fn shifted_moments<T: Elem>(v: &[T], k: T) -> (f64, f64) {
 }
 
 /// `(sum g, sum g (x - m))` over a plane.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn grad_moments<T: Elem>(g: &[T], x: &[T], m: T) -> (f64, f64) {
     (lane_sum(g, g, |g, _| g), lane_sum(g, x, |g, x| g * (x - m)))
 }
 
 /// `dst = g` where `y > 0`, else 0: the gradient through a ReLU whose output is `y`.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn relu_mask<T: Elem>(dst: &mut [T], g: &[T], y: &[T]) {
     let z = T::zero();
     let (g, y) = (&g[..dst.len()], &y[..dst.len()]);
@@ -234,7 +246,11 @@ fn relu_mask<T: Elem>(dst: &mut [T], g: &[T], y: &[T]) {
 }
 
 /// `y = relu?((x - m) a + c)` over a plane.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn normalise_plane<T: Elem>(y: &mut [T], x: &[T], m: T, a: T, c: T, relu: bool) {
     let z = T::zero();
     let x = &x[..y.len()];
@@ -251,7 +267,11 @@ fn normalise_plane<T: Elem>(y: &mut [T], x: &[T], m: T, a: T, c: T, relu: bool) 
 }
 
 /// `dx = a dx - dd (x - m) - e` over a plane, in place (`dx` holds the masked gradient).
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn dx_plane<T: Elem>(dx: &mut [T], x: &[T], (a, dd, e, m): (T, T, T, T)) {
     let x = &x[..dx.len()];
     for (d, &v) in dx.iter_mut().zip(x) {

@@ -80,9 +80,13 @@ fn bwd<T: GeluElem>(g: &[T], x: &[T]) -> Vec<T> {
     dx
 }
 
-/// `y = gelu(x)` over a chunk; compiled for AVX2+FMA and NEON beside the baseline (the
+/// `y = gelu(x)` over a chunk; compiled for AVX-512, AVX2+FMA and NEON beside the baseline (the
 /// polynomials vectorise; the widest lanes the CPU has are picked at run time).
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn gelu_chunk<T: GeluElem>(y: &mut [T], x: &[T]) {
     let x = &x[..y.len()];
     for (o, &v) in y.iter_mut().zip(x) {
@@ -91,7 +95,11 @@ fn gelu_chunk<T: GeluElem>(y: &mut [T], x: &[T]) {
 }
 
 /// `d = g gelu'(x)` over a chunk (as `gelu_chunk`).
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn gelu_grad_chunk<T: GeluElem>(d: &mut [T], x: &[T], g: &[T]) {
     let (x, g) = (&x[..d.len()], &g[..d.len()]);
     for ((o, &v), &gv) in d.iter_mut().zip(x).zip(g) {

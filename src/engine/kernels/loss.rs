@@ -70,10 +70,14 @@ fn targets(s: &CpuStorage, l: &Layout, classes: usize) -> Result<Vec<usize>> {
 /// log-softmax computes them), summed in `LANES` dtype lanes whose totals are added in f64
 /// (each lane holds a sixteenth of the row, at most a few hundred values in (0, 1]: its f32
 /// rounding is under 1e-6 relative). Both loops run over independent lanes, then the tail, so
-/// they vectorise; compiled for AVX2+FMA and NEON beside the baseline. (A maximum is exact
+/// they vectorise; compiled for AVX-512, AVX2+FMA and NEON beside the baseline. (A maximum is exact
 /// in any order.) A closure over f64 values here once made the loop scalar: 80 % of the fused
 /// loss's time.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn log_sum_exp<T: Elem>(row: &[T]) -> RowLse {
     const LANES: usize = 16;
     let chunks = row.chunks_exact(LANES);

@@ -62,17 +62,13 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     p / q
 }
 
-/// `v = exp(v - shift)` in place: the exponentials of a softmax row, compiled for AVX2+FMA and
-/// NEON beside the baseline.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-pub(crate) fn exp_shifted_in_place<T: super::Elem>(v: &mut [T], shift: T) {
-    for x in v.iter_mut() {
-        *x = (*x - shift).exp();
-    }
-}
-
-/// `dst = exp(src - shift) * factor` (as `exp_shifted_in_place`).
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+/// `dst = exp(src - shift) * factor`: a softmax row from its logits, compiled for AVX-512,
+/// AVX-512, AVX2+FMA and NEON beside the baseline.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 pub(crate) fn exp_shifted_scaled<T: super::Elem>(dst: &mut [T], src: &[T], shift: T, factor: T) {
     let src = &src[..dst.len()];
     for (d, &x) in dst.iter_mut().zip(src) {

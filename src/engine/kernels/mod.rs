@@ -20,6 +20,11 @@
 //! Supported on the CPU: f32 and f64 (GEMM by the `gemm` crate, the one candle uses).
 //! Threads: the kernels split the batch over the rayon pool (its size is `RAYON_NUM_THREADS`,
 //! default one per core) and run each GEMM single-threaded inside a split.
+//! SIMD: every element loop is compiled with `multiversion` for AVX-512 (F, VL, DQ, BW), AVX2 +
+//! FMA and NEON beside the baseline and picks the best the CPU has at run time. The versions
+//! do the same arithmetic in the same order: no loop relies on fused multiply-add contraction (Rust does not
+//! contract), and reductions run over explicit lanes, so the vector width does not change
+//! their order.
 
 mod act;
 mod attention;

@@ -9,7 +9,7 @@
 //! rows and then over blocks in a fixed order (deterministic whatever the thread count).
 //!
 //! Statistics and sums are accumulated in f64 (in eight lanes, so the row loops vectorise; they
-//! are compiled for AVX2+FMA and NEON beside the baseline): the result is at least as accurate
+//! are compiled for AVX-512, AVX2+FMA and NEON beside the baseline): the result is at least as accurate
 //! as the composed ops (which accumulate in the tensor's dtype).
 
 use super::math::lane_sum;
@@ -50,8 +50,12 @@ fn stats<T: Elem>(row: &[T], eps: f64) -> (f64, f64) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-/// One row forward; compiled for AVX2+FMA and NEON beside the baseline.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+/// One row forward; compiled for AVX-512, AVX2+FMA and NEON beside the baseline.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn fwd_row<T: Elem>(yr: &mut [T], xr: &[T], w: &[T], b: &[T], eps: f64) {
     let (mean, rstd) = stats(xr, eps);
     let (xr, w, b) = (&xr[..yr.len()], &w[..yr.len()], &b[..yr.len()]);
@@ -61,7 +65,11 @@ fn fwd_row<T: Elem>(yr: &mut [T], xr: &[T], w: &[T], b: &[T], eps: f64) {
 }
 
 /// One row backward: writes the row's `dx`, adds its terms to `dw` and `db` (as `fwd_row`).
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn bwd_row<T: Elem>(
     dxr: &mut [T],
     (xr, gr, w): (&[T], &[T], &[T]),

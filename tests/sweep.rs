@@ -1,7 +1,9 @@
 //! End-to-end tests of `joulebench sweep` and `joulebench merge` (issues 4 and 5): a sweep
 //! killed with SIGKILL and started again ends with every planned run present exactly once and
 //! no finished run re-run; shards merged equal the same plan run in one process; merge refuses
-//! conflicts and names what to resubmit; bad input is one line on stderr and exit code 2.
+//! conflicts and names what to resubmit; three shards merged in any order (or one at a time,
+//! or twice) give the same folder byte for byte; bad input is one line on stderr and exit
+//! code 2.
 //! Real (seconds-long) digits-mlp trainings with the labelled estimate meter.
 
 use serde_json::Value;
@@ -312,6 +314,141 @@ fn shards_merge_into_the_one_process_result_and_conflicts_are_refused() {
     args.extend(["--results", s0.to_str().unwrap()]);
     args.extend(common);
     assert_usage_error(&jb(&args), &["no plan", "choose another --results"]);
+}
+
+/// Every file under `dir` (relative path -> bytes), locks left out.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap().filter_map(Result::ok) {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with("locks") {
+                continue;
+            }
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Issue 20, item 4: three shards merged in each of the 6 orders give the same folder, byte for
+/// byte; merging again changes nothing; merging one shard at a time gives the same folder too.
+#[test]
+fn merging_three_shards_is_order_independent_and_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cfg = suite(t, 3);
+    let plan = t.join("plan.json");
+    let (plan_s, cfg_s) = (plan.to_str().unwrap(), cfg.to_str().unwrap());
+    let o = jb(&["sweep", "plan", "--config", cfg_s, "--out", plan_s]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let shards: Vec<PathBuf> = (0..3).map(|i| t.join(format!("s{i}"))).collect();
+    for (i, s) in shards.iter().enumerate() {
+        let i = i.to_string();
+        let o = jb(&[
+            "sweep",
+            "--plan",
+            plan_s,
+            "--shard-count",
+            "3",
+            "--shard-index",
+            &i,
+            "--results",
+            s.to_str().unwrap(),
+            "--meter",
+            "estimate",
+            "--device",
+            "cpu",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert_eq!(runs(s).len(), 2, "shard {i}");
+    }
+    let merge = |order: &[usize], into: &Path| {
+        let mut a: Vec<String> = vec!["merge".into()];
+        a.extend(order.iter().map(|&k| shards[k].display().to_string()));
+        a.extend(["--into".into(), into.display().to_string()]);
+        a.extend([
+            "--plan".into(),
+            plan_s.into(),
+            "--shard-count".into(),
+            "3".into(),
+        ]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        jb(&a)
+    };
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    let mut first: Option<BTreeMap<String, Vec<u8>>> = None;
+    for (k, order) in orders.iter().enumerate() {
+        let into = t.join(format!("m{k}"));
+        let o = merge(order, &into);
+        assert_eq!(o.status.code(), Some(0), "{order:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).contains("6 of 6 entries present"),
+            "{order:?}: {}",
+            text(&o.stdout)
+        );
+        let got = tree(&into);
+        assert_eq!(runs(&into).len(), 6, "{order:?}");
+        match &first {
+            None => first = Some(got),
+            Some(f) => {
+                let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+                assert_eq!(names(f), names(&got), "{order:?}: the same files");
+                assert!(f == &got, "{order:?}: the same bytes");
+            }
+        }
+        // Idempotent: the same merge again copies nothing and changes nothing.
+        let o = merge(order, &into);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).contains("0 runs copied"),
+            "{}",
+            text(&o.stdout)
+        );
+        assert!(
+            first.as_ref() == Some(&tree(&into)),
+            "{order:?} merged twice"
+        );
+    }
+    // One shard at a time, in another order, ends in the same folder.
+    let step = t.join("step");
+    for (n, k) in [2, 0, 1].into_iter().enumerate() {
+        let mut a = vec!["merge".to_string(), shards[k].display().to_string()];
+        a.extend(["--into".into(), step.display().to_string()]);
+        a.extend([
+            "--plan".into(),
+            plan_s.into(),
+            "--shard-count".into(),
+            "3".into(),
+        ]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = jb(&a);
+        // Exit 1 while plan entries are still missing, 0 once all six are in.
+        let (want, present) = if n < 2 { (1, 2 * (n + 1)) } else { (0, 6) };
+        assert_eq!(o.status.code(), Some(want), "{}", text(&o.stderr));
+        let out = text(&o.stdout);
+        assert!(
+            out.contains(&format!("{present} of 6 entries present")),
+            "{out}"
+        );
+    }
+    assert!(
+        first.as_ref() == Some(&tree(&step)),
+        "merged one shard at a time"
+    );
 }
 
 #[test]

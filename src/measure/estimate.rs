@@ -703,11 +703,7 @@ impl Meter for EstimateMeter {
         // Machine-wide utilisation charges other processes' load to this run: say how much.
         match (tr.start, read_share_point(self.reader.as_ref())) {
             (Some((s0, y0)), Some((s1, y1))) => {
-                let share = cpu_share(s0, s1, y0, y1);
-                if share.is_some_and(|s| s.contended()) {
-                    flags.push("cpu_contended".to_string());
-                }
-                host.set_cpu_share(share);
+                host.set_cpu_share(cpu_share(s0, s1, y0, y1), &mut flags);
             }
             _ => host.cpu_share = Some("unknown: per-process CPU time unreadable".into()),
         }

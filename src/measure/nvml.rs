@@ -465,7 +465,8 @@ pub fn note_read_errors(
         return;
     }
     flags.push("nvml_read_errors".to_string());
-    facts.note_read_errors(errors, first);
+    facts.read_errors = Some(errors as u64);
+    facts.first_read_error = first.map(str::to_string);
 }
 
 struct Session {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::cputime::{CpuShare, MIN_SHARE_TICKS};
+use super::Flag;
 
 /// All provenance of one window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -88,13 +89,16 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
-    /// Record this process's CPU share over the window, or that the window was too short
-    /// for one (`cpu_contended` is the caller's flag).
-    pub fn set_cpu_share(&mut self, share: Option<CpuShare>) {
+    /// Record this process's CPU share over the window (flagging `cpu_contended` when others
+    /// used too much of it), or that the window was too short for one.
+    pub fn set_cpu_share(&mut self, share: Option<CpuShare>, flags: &mut Vec<Flag>) {
         match share {
             Some(s) => {
                 self.cpu_harness_fraction = Some(s.harness_fraction);
                 self.cpu_others_fraction = Some(s.others_fraction);
+                if s.contended() {
+                    flags.push("cpu_contended".to_string());
+                }
             }
             None => {
                 self.cpu_share = Some(format!(
@@ -145,16 +149,6 @@ pub struct GpuFacts {
     pub other_compute_pids: Vec<u32>,
 }
 
-impl GpuFacts {
-    /// Note `errors` failed NVML reads in this window and the first message; nothing when 0.
-    pub fn note_read_errors(&mut self, errors: usize, first: Option<&str>) {
-        if errors > 0 {
-            self.read_errors = Some(errors as u64);
-            self.first_read_error = first.map(str::to_string);
-        }
-    }
-}
-
 /// A GPU's state read at one edge of the window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuEdgeFacts {
@@ -189,8 +183,8 @@ impl Provenance {
     /// different values keeps the earlier value and stores the later under `<meter>.<key>`,
     /// so nothing is overwritten.
     pub fn merge(&mut self, meter: &str, later: Provenance) {
-        let mut mine = to_map(&RawProvenance::from(std::mem::take(self)));
-        for (k, v) in to_map(&RawProvenance::from(later)) {
+        let mut mine = to_map(std::mem::take(self));
+        for (k, v) in to_map(later) {
             match mine.get(&k) {
                 Some(existing) if *existing != v => {
                     mine.insert(format!("{meter}.{k}"), v);
@@ -206,8 +200,9 @@ impl Provenance {
     }
 }
 
-fn to_map(raw: &RawProvenance) -> BTreeMap<String, Value> {
-    match serde_json::to_value(raw) {
+/// The facts as the file's keys.
+fn to_map(p: Provenance) -> BTreeMap<String, Value> {
+    match serde_json::to_value(RawProvenance::from(p)) {
         Ok(Value::Object(m)) => m.into_iter().collect(),
         _ => BTreeMap::new(),
     }

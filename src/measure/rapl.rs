@@ -533,11 +533,7 @@ impl Meter for RaplMeter {
         let cpu_end = self.proc_paths.as_ref().and_then(|p| p.read_both().ok());
         match (session.cpu_start, cpu_end) {
             (Some((s0, y0)), Some((s1, y1))) => {
-                let share = cpu_share(s0, s1, y0, y1);
-                if share.is_some_and(|s| s.contended()) {
-                    flags.push("cpu_contended".to_string());
-                }
-                host.set_cpu_share(share);
+                host.set_cpu_share(cpu_share(s0, s1, y0, y1), &mut flags);
             }
             _ => host.cpu_share = Some("unknown: /proc CPU times unreadable".into()),
         }

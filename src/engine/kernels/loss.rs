@@ -32,13 +32,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// so the backward reads each logit once.
 #[derive(Default)]
 struct CrossEntropy {
-    rows: std::sync::Mutex<Option<Vec<RowLse>>>,
-}
-
-impl CrossEntropy {
-    fn keep(&self, rows: Vec<RowLse>) {
-        *self.rows.lock().unwrap_or_else(|e| e.into_inner()) = Some(rows);
-    }
+    rows: super::Kept<RowLse>,
 }
 
 /// Rows per rayon split.
@@ -183,12 +177,12 @@ impl CustomOp2 for CrossEntropy {
         let out = match xs {
             CpuStorage::F32(v) => {
                 let (loss, rows) = fwd(slice(v, xl, "logits")?, &t, classes);
-                self.keep(rows);
+                self.rows.put(rows);
                 CpuStorage::F32(vec![loss])
             }
             CpuStorage::F64(v) => {
                 let (loss, rows) = fwd(slice(v, xl, "logits")?, &t, classes);
-                self.keep(rows);
+                self.rows.put(rows);
                 CpuStorage::F64(vec![loss])
             }
             s => return Err(unsupported("cross_entropy", s.dtype())),
@@ -205,7 +199,7 @@ impl CustomOp2 for CrossEntropy {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let (_, classes) = dims(logits.layout(), tgt.layout())?;
-        let kept = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = self.rows.get();
         let kept = kept.as_deref();
         let out = with_cpu(tgt, "cross_entropy targets", |ts, tl| {
             let t = targets(ts, tl, classes)?;

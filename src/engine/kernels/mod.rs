@@ -130,6 +130,29 @@ pub fn with_composed<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Per-row values an op's forward keeps for its own backward (the cross-entropy's log-sum-exp,
+/// layer norm's statistics), so the backward need not recompute them.
+pub(crate) struct Kept<T>(std::sync::Mutex<Option<Vec<T>>>);
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T> Kept<T> {
+    pub(crate) fn put(&self, rows: Vec<T>) {
+        *self.get() = Some(rows);
+    }
+
+    /// The kept rows (`None` before a forward), locked while the guard lives.
+    pub(crate) fn get(&self) -> std::sync::MutexGuard<'_, Option<Vec<T>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// gemm parallelism inside a kernel split: none (the split itself is the parallelism).
 pub(crate) const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
 

@@ -41,14 +41,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 /// row), which then reads each row three times instead of five.
 struct LayerNorm {
     eps: f64,
-    rows: std::sync::Mutex<Option<Vec<(f64, f64)>>>,
-}
-
-impl LayerNorm {
-    fn keep<T>(&self, (y, rows): (Vec<T>, Vec<(f64, f64)>)) -> Vec<T> {
-        *self.rows.lock().unwrap_or_else(|e| e.into_inner()) = Some(rows);
-        y
-    }
+    rows: super::Kept<(f64, f64)>,
 }
 
 /// Rows per rayon split: a GPT-mini step has 768 rows of 128, a text-charlm step 2,048 of 64.
@@ -215,7 +208,9 @@ impl CustomOp3 for LayerNorm {
                     slice(b, bl, "ln b")?,
                 );
                 check(d, x.len(), w.len(), b.len())?;
-                CpuStorage::F32(self.keep(fwd(x, w, b, self.eps)))
+                let (y, rows) = fwd(x, w, b, self.eps);
+                self.rows.put(rows);
+                CpuStorage::F32(y)
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
                 let (x, w, b) = (
@@ -224,7 +219,9 @@ impl CustomOp3 for LayerNorm {
                     slice(b, bl, "ln b")?,
                 );
                 check(d, x.len(), w.len(), b.len())?;
-                CpuStorage::F64(self.keep(fwd(x, w, b, self.eps)))
+                let (y, rows) = fwd(x, w, b, self.eps);
+                self.rows.put(rows);
+                CpuStorage::F64(y)
             }
             (x, _, _) => return Err(unsupported("layer_norm", x.dtype())),
         };
@@ -240,7 +237,7 @@ impl CustomOp3 for LayerNorm {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let kept = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = self.rows.get();
         let kept = kept.as_deref();
         let (dx, dw, db) = with_cpu(&grad, "ln grad", |gs, gl| {
             with_cpu(x, "ln x", |xs, xl| {

@@ -14,7 +14,9 @@
 //! Every bootstrap here draws [`BOOTSTRAP_RESAMPLES`] resamples from a ChaCha8 generator seeded
 //! with [`BOOTSTRAP_SEED`], so the same runs always give the same intervals.
 
+pub mod forecast;
 pub mod knee;
+pub mod sequential;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -7,5 +7,6 @@
 pub mod carbon;
 pub mod crosscheck;
 pub mod mlperf_export;
+pub mod replay;
 pub mod report;
 pub mod target;

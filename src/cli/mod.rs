@@ -11,6 +11,7 @@ mod env;
 mod exec;
 mod export;
 mod footprint;
+mod replay;
 mod report;
 mod speed;
 mod summary;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Measure any training program (PyTorch, JAX, your own) to its target: the same
     /// windows, meters, idle protocol and run files as `run`, quality from its MLLOG lines.
     Exec(Box<ExecArgs>),
+    /// What the stopping rules (sequential seeds, forecast stop) would have saved and changed on
+    /// finished results folders: energy per rule, verdicts that differ, false stops.
+    Replay(replay::ReplayArgs),
     /// Lay a results folder out for other tools: `export mlperf FOLDER --out DIR` writes an
     /// MLPerf Training submission tree with MLPerf Power node logs.
     Export(export::ExportArgs),
@@ -329,6 +333,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Merge(args) => sweep::merge_cmd(args),
         Command::Exec(args) => exec::exec_cmd(*args),
         Command::Export(args) => export::command(&args),
+        Command::Replay(args) => replay::command(&args),
     }
 }
 

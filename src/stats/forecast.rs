@@ -15,11 +15,20 @@
 //! linear regression (a curve that is getting worse is fitted flat, `b = 0`), and the `c`
 //! with the least squared error is kept.
 //!
+//! A saturating law fitted to the whole curve can miss a late speed-up (a learning rate that
+//! decays to the end of the budget makes the last part of a curve steeper than its start; a
+//! warm-up makes its start slower than a power law), so a second, unsaturated model is fitted
+//! to the recent half of the evals (at least 3): the straight line `g = a + d x`, `d >= 0`,
+//! which keeps improving at the latest rate per step to the end of the budget. Every
+//! prediction is the more optimistic of the two: the rule errs on the side of running on, and
+//! stops only curves that have flattened well short of T.
+//!
 //! # Uncertainty
 //! A parametric bootstrap: the residual sd `s` is the fit's (with `n - 3` degrees of freedom)
 //! but never below the eval's own noise floor (the binomial sd of an accuracy on the held-out
-//! set); [`RESAMPLES`] new curves `fit + N(0, s)` are refitted, and each replicate predicts
-//! the best value the run can still show: its fitted value at the end of the budget plus the
+//! set); [`RESAMPLES`] new curves `fit + N(0, s)` are refitted (both models), and each
+//! replicate predicts the best value the run can still show: the more optimistic model's
+//! value at the end of the budget plus the
 //! largest of the remaining evals' noise draws (a run reaches T at its first eval at or past T,
 //! so the luckiest remaining eval is what counts). `p_reach` is the share of replicates at or
 //! past T. The generator is seeded, so a forecast is reproducible.
@@ -113,6 +122,27 @@ pub fn fit(x: &[f64], g: &[f64]) -> Option<PowerLaw> {
     Some(best)
 }
 
+/// The recent trend `g = a + d x`, `d >= 0`, fitted to the last half of the points (at least
+/// 3); its value at the end of the budget (`x = 1`).
+pub fn trend_at_end(x: &[f64], g: &[f64]) -> Option<f64> {
+    let n = x.len();
+    if n < 3 || g.len() != n {
+        return None;
+    }
+    let from = n - (n / 2).max(3).min(n);
+    let (x, g) = (&x[from..], &g[from..]);
+    let m = x.len() as f64;
+    let xm = x.iter().sum::<f64>() / m;
+    let gm = g.iter().sum::<f64>() / m;
+    let (mut sxx, mut sxg) = (0.0, 0.0);
+    for (xi, gi) in x.iter().zip(g) {
+        sxx += (xi - xm) * (xi - xm);
+        sxg += (xi - xm) * (gi - gm);
+    }
+    let d = if sxx > 0.0 { (sxg / sxx).max(0.0) } else { 0.0 };
+    Some(gm + d * (1.0 - xm))
+}
+
 /// What a forecast used and said; recorded in a stopped run's file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Forecast {
@@ -123,8 +153,13 @@ pub struct Forecast {
     pub budget_steps: f64,
     /// The target, in the metric's own units.
     pub target: f64,
-    /// The fitted curve at the end of the budget, in the metric's own units.
+    /// The prediction at the end of the budget (the more optimistic of the saturating law and
+    /// the recent trend), in the metric's own units.
     pub predicted_final: f64,
+    /// The saturating law's value at the end of the budget.
+    pub law_final: f64,
+    /// The recent straight-line trend's value at the end of the budget.
+    pub trend_final: f64,
     /// The fitted curve's limit, in the metric's own units.
     pub asymptote: f64,
     pub exponent: f64,
@@ -158,7 +193,8 @@ pub struct CurveSoFar<'a> {
 }
 
 /// The forecast for a curve, or `None` while too early to forecast (fewer than
-/// [`MIN_EVALS`] evals, less than [`MIN_BUDGET_SHARE`] of the budget, no budget).
+/// [`MIN_EVALS`] evals, less than [`MIN_BUDGET_SHARE`] of the budget, no budget) or when the
+/// noise cannot be estimated (no residual degrees of freedom and no noise floor).
 pub fn forecast(curve: &CurveSoFar<'_>) -> Option<Forecast> {
     let sign = if curve.higher_is_better { 1.0 } else { -1.0 };
     let b = curve.budget_steps;
@@ -185,6 +221,11 @@ pub fn forecast(curve: &CurveSoFar<'_>) -> Option<Forecast> {
         0.0
     };
     let sd = fit_sd.max(curve.noise_floor);
+    // No estimate of the noise at all (3 evals of a loss, a perfectly smooth curve): a
+    // forecast would be certain of itself, so none is made.
+    if sd.is_nan() || sd <= 0.0 {
+        return None;
+    }
     let target = sign * curve.target;
     let remaining = curve.remaining_evals.clamp(1, MAX_REMAINING);
     let fitted: Vec<f64> = x.iter().map(|&xi| law.at(xi)).collect();
@@ -196,19 +237,23 @@ pub fn forecast(curve: &CurveSoFar<'_>) -> Option<Forecast> {
             *o = f + sd * normal(&mut rng);
         }
         let Some(rep) = fit(&x, &gb) else { continue };
+        let best = trend_at_end(&x, &gb).map_or(rep.at(1.0), |t| t.max(rep.at(1.0)));
         let luck = (0..remaining)
             .map(|_| normal(&mut rng))
             .fold(f64::NEG_INFINITY, f64::max);
-        if rep.at(1.0) + sd * luck >= target {
+        if best + sd * luck >= target {
             reach += 1;
         }
     }
+    let trend = trend_at_end(&x, &g).unwrap_or(f64::NEG_INFINITY);
     Some(Forecast {
         evals: n,
         at_step: last * b,
         budget_steps: b,
         target: curve.target,
-        predicted_final: sign * law.at(1.0),
+        predicted_final: sign * law.at(1.0).max(trend),
+        law_final: sign * law.at(1.0),
+        trend_final: sign * trend,
         asymptote: sign * law.a,
         exponent: law.c,
         noise_sd: sd,
@@ -295,7 +340,7 @@ mod tests {
     #[test]
     fn plateau_below_t_is_stopped() {
         let f = |s: f64| 0.85 - 0.2 * (-s / 300.0).exp();
-        let (steps, values) = curve(f, 20, 100.0);
+        let (steps, values) = curve(f, 30, 100.0);
         let fc = forecast(&input(&steps, &values, true, 0.97, 5_000.0, 100.0, 0.0035)).unwrap();
         assert!(fc.stops(), "{fc:?}");
         assert!(

@@ -46,5 +46,20 @@ for dir in results/*/; do
     fi
   done
 done
+# The README's replay table (between the replay markers) is the output of the command it names.
+readme_table() { sed -n '/<!-- replay:begin -->/,/<!-- replay:end -->/p' README.md | sed '1d;$d' | sed '/^```/d'; }
+replay_cmd=$(sed -n 's/^<!-- replay:command \(.*\) -->$/\1/p' README.md)
+if [ -z "$replay_cmd" ]; then
+  echo "README.md: no replay:command marker"; bad=1
+else
+  # shellcheck disable=SC2086
+  "$bin" ${replay_cmd#joulebench } >"$tmp/replay.md" 2>"$tmp/stderr" || { cat "$tmp/stderr" >&2; exit 1; }
+  checked=$((checked + 1))
+  if ! diff -q <(readme_table) "$tmp/replay.md" >/dev/null; then
+    echo "DIFFERS README.md replay table ($replay_cmd)"
+    diff <(readme_table) "$tmp/replay.md" | head -6
+    bad=1
+  fi
+fi
 echo "reports-regen: $checked committed report files compared, $([ $bad = 0 ] && echo 'all identical apart from the generated-by lines' || echo 'some differ')"
 exit $bad

@@ -129,6 +129,11 @@ pub struct RunArgs {
     /// Train the whole budget instead of stopping at the target (reference learning curves).
     #[arg(long)]
     pub full_budget: bool,
+    /// Stop a run once its held-out curve gives it under 1 % to reach T within the budget
+    /// (forecast after 3 evals and 10 % of the budget); the run file says `stopped-forecast`,
+    /// a DNF, with the forecast. Not with --full-budget.
+    #[arg(long, conflicts_with = "full_budget")]
+    pub forecast_stop: bool,
     /// Override the task's epoch budget.
     #[arg(long)]
     pub max_epochs: Option<usize>,
@@ -550,6 +555,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         idle_s: a.measure.idle_s,
         cooldown_s: a.measure.cooldown_s,
         stop_at_target: !a.full_budget,
+        forecast_stop: a.forecast_stop,
         checkpoint: a.checkpoint.clone(),
         inference: a
             .inference

@@ -185,6 +185,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         idle_s: file.settings.idle_s,
         cooldown_s: file.settings.cooldown_s,
         stop_at_target: file.settings.stop_at_target,
+        forecast_stop: file.settings.forecast_stop,
         checkpoint: None,
         inference: None,
     };

@@ -28,7 +28,8 @@ use crate::measure::{MeasuredWindow, Meter, MeterError, WindowReport};
 use crate::record::curve::{default_phase, error_text, CurvePoint, EventLog, Status};
 use crate::record::run_variant::ScaleSummary;
 use crate::record::Phase;
-use crate::spec::task::{Metric, OptimizerSpec, TaskSpec};
+use crate::spec::task::{Direction, Metric, OptimizerSpec, TaskSpec};
+use crate::stats::forecast::{self, CurveSoFar, Forecast};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::Optimizer;
 
@@ -54,6 +55,9 @@ pub struct TrainOptions {
     /// Stop at the first eval reaching T (the benchmark); false to trace the whole budget
     /// (reference curves for choosing T).
     pub stop_at_target: bool,
+    /// Stop a run whose forecast gives it under 1 % to reach T within its budget
+    /// (`stats::forecast`); the run ends `stopped-forecast`. Only where the run stops at T.
+    pub forecast_stop: bool,
 }
 
 pub struct TrainOutcome {
@@ -80,6 +84,8 @@ pub struct TrainOutcome {
     pub loss_scale: Option<ScaleSummary>,
     /// Optimizer steps skipped by the loss scaler (inf/NaN gradients).
     pub skipped_steps: usize,
+    /// The forecast that stopped the run (`Status::StoppedForecast`).
+    pub forecast: Option<Forecast>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +223,8 @@ impl Until {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageEnd {
     Target,
+    /// The forecast gave the run under 1 % to reach T within its budget.
+    Forecast,
     Steps,
     EnergyBudget,
     TimeBudget,
@@ -264,6 +272,9 @@ pub struct Session<'a> {
     flops_executed: f64,
     flops_nominal: f64,
     status: Status,
+    /// Whether the forecast may stop the run, and the forecast that did.
+    forecast_stop: bool,
+    forecast: Option<Forecast>,
     error: Option<String>,
     param_count: usize,
     /// Per-sample crop and flip draws (stream 7 of the seed).
@@ -338,6 +349,8 @@ impl<'a> Session<'a> {
             flops_nominal: 0.0,
             status: Status::Dnf,
             error: None,
+            forecast_stop: opts.forecast_stop && opts.stop_at_target,
+            forecast: None,
             param_count: model.params().count(),
             augment_rng: SeededRng::new(opts.seed, 7),
             pad_value: match (spec.train.input_mean, spec.train.input_sd) {
@@ -621,6 +634,20 @@ impl<'a> Session<'a> {
                 if dir.reached(q, target) && stop {
                     return Ok(StageEnd::Target);
                 }
+                if scored && stage.until == Until::ScoredEval && !last {
+                    // The stage ends at step `self.step + (max_steps - done)` of the run.
+                    let end = self.step + (stage.max_steps - done);
+                    if let Some(fc) = self.forecast_now(end, every) {
+                        self.events.point(
+                            "forecast_stop",
+                            json!(fc.p_reach),
+                            json!({"step": self.step, "predicted_final": fc.predicted_final}),
+                        );
+                        self.status = Status::StoppedForecast;
+                        self.forecast = Some(fc);
+                        return Ok(StageEnd::Forecast);
+                    }
+                }
                 let (e, t) = point.map_or((0.0, 0.0), |p| (p.energy_j, self.window.elapsed_s()));
                 if budget.max_energy_j.is_some_and(|m| e >= m) {
                     return Ok(StageEnd::EnergyBudget);
@@ -635,6 +662,38 @@ impl<'a> Session<'a> {
             self.events
                 .interval("epoch", false, json!({"epoch_num": epoch_num}));
         }
+    }
+
+    /// The forecast over the scored evals so far, when forecast stops are on and it stops the
+    /// run (`stats::forecast`): the stage ends at run step `end_step`, evals every `every`.
+    fn forecast_now(&self, end_step: usize, every: usize) -> Option<Forecast> {
+        if !self.forecast_stop {
+            return None;
+        }
+        let (steps, values): (Vec<f64>, Vec<f64>) = self
+            .curve
+            .iter()
+            .filter(|p| p.scored)
+            .map(|p| (p.step as f64, p.value))
+            .unzip();
+        let higher = self.spec.metric.direction() == Direction::Higher;
+        let t = self.spec.target.value;
+        // An accuracy's sd from the held-out set's size alone; unknown for a loss.
+        let floor = if higher && self.p.n_eval > 0 && (0.0..=1.0).contains(&t) {
+            (t * (1.0 - t) / self.p.n_eval as f64).sqrt()
+        } else {
+            0.0
+        };
+        let fc = forecast::forecast(&CurveSoFar {
+            steps: &steps,
+            values: &values,
+            higher_is_better: higher,
+            target: t,
+            budget_steps: end_step as f64,
+            remaining_evals: end_step.saturating_sub(self.step) / every.max(1),
+            noise_floor: floor,
+        })?;
+        fc.stops().then_some(fc)
     }
 
     /// Record a failure (the run file says `failed` with this text).
@@ -683,6 +742,7 @@ impl<'a> Session<'a> {
             precision_report,
             loss_scale: self.amp.scaler.as_ref().map(|s| s.summary()),
             skipped_steps: self.skipped,
+            forecast: self.forecast,
         })
     }
 }

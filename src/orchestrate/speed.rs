@@ -387,6 +387,7 @@ pub fn overhead(spec: &TaskSpec, reps: usize, device: &Device) -> anyhow::Result
     let opts = TrainOptions {
         seed: 1,
         stop_at_target: false,
+        forecast_stop: false,
     };
     let (mut on_s, mut off_s, mut rss, mut steps) = (Vec::new(), Vec::new(), Vec::new(), 0);
     let (mut on_cpu, mut off_cpu) = (Vec::new(), Vec::new());

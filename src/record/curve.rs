@@ -53,15 +53,24 @@ fn default_true() -> bool {
 pub enum Status {
     Ok,
     Dnf,
+    /// Stopped by the forecast (`run --forecast-stop`): the probability of reaching T within
+    /// the budget fell below 1 %. A DNF everywhere: never ranked as reaching T.
+    #[serde(rename = "stopped-forecast")]
+    StoppedForecast,
     Diverged,
     Failed,
 }
 
 impl Status {
+    /// A run that did not reach T without failing: out of budget, or stopped by the forecast.
+    pub fn is_dnf(self) -> bool {
+        matches!(self, Status::Dnf | Status::StoppedForecast)
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Dnf => "dnf",
+            Status::StoppedForecast => "stopped-forecast",
             Status::Diverged => "diverged",
             Status::Failed => "failed",
         }

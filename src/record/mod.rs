@@ -198,6 +198,10 @@ pub struct RunRecord {
     /// How a foreign program was run (`joulebench exec`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecInfo>,
+    /// The forecast that stopped the run (`status` `stopped-forecast`): its inputs, fit and
+    /// probability of reaching T; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::stats::forecast::Forecast>,
 }
 
 impl RunRecord {

@@ -52,6 +52,9 @@ pub struct RunConfig {
     pub device: String,
     /// False for a full-budget run (the reference curves), true when the run stopped at T.
     pub stop_at_target: bool,
+    /// True when the forecast could stop the run (`run --forecast-stop`); absent when off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forecast_stop: bool,
     pub idle_s: f64,
     pub cooldown_s: f64,
     /// The meter's name (`rapl`, `nvml`, `estimate`, ...).
@@ -126,6 +129,7 @@ mod tests {
             seed: 3,
             device: "cpu".into(),
             stop_at_target: false,
+            forecast_stop: false,
             idle_s: 10.0,
             cooldown_s: 5.0,
             meter: "estimate".into(),

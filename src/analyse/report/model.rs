@@ -344,7 +344,7 @@ fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
     for r in runs {
         match r.status {
             Status::Ok => status.ok += 1,
-            Status::Dnf => status.dnf += 1,
+            Status::Dnf | Status::StoppedForecast => status.dnf += 1,
             Status::Diverged => status.diverged += 1,
             Status::Failed => status.failed += 1,
         }

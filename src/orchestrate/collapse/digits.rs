@@ -303,6 +303,7 @@ fn classify(
         &TrainOptions {
             seed,
             stop_at_target: false,
+            forecast_stop: false,
         },
         env.meter,
         env.device,

@@ -213,6 +213,7 @@ pub(super) fn run_record(
         seed: r.seed,
         device: plan.device_label.clone(),
         stop_at_target: plan.stop_at_target,
+        forecast_stop: false,
         idle_s: plan.idle_s,
         cooldown_s: plan.cooldown_s,
         meter: r.meter.name().to_string(),
@@ -313,6 +314,7 @@ pub(super) fn run_record(
         )),
         engine: Some(engine),
         exec: Some(exec),
+        forecast: None,
     };
     let timeline = window.report.timeline.clone();
     (rec, obs.events.0, timeline)

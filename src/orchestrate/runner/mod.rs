@@ -54,6 +54,8 @@ pub struct Plan {
     pub idle_s: f64,
     pub cooldown_s: f64,
     pub stop_at_target: bool,
+    /// `--forecast-stop` (or a suite's `forecast_stop`): see `engine::train::TrainOptions`.
+    pub forecast_stop: bool,
     /// `--checkpoint`: the weights every `finetune` job starts from (else the source task's
     /// harness checkpoint, pretrained in this series when missing).
     pub checkpoint: Option<std::path::PathBuf>,

@@ -94,6 +94,7 @@ fn train(ctx: &mut RunContext<'_>, run: &OneRun<'_>, start: Start) -> anyhow::Re
     let opts = TrainOptions {
         seed: run.seed,
         stop_at_target: ctx.plan.stop_at_target,
+        forecast_stop: ctx.plan.forecast_stop,
     };
     // The real training data a generator is fitted to (synthetic and mixed data only).
     let real_train = match run.variant.data_source() {
@@ -117,7 +118,7 @@ fn train(ctx: &mut RunContext<'_>, run: &OneRun<'_>, start: Start) -> anyhow::Re
         .plan
         .inference
         .as_ref()
-        .filter(|_| matches!(vo.out.status, Status::Ok | Status::Dnf))
+        .filter(|_| vo.out.status == Status::Ok || vo.out.status.is_dnf())
         .map(|o| {
             crate::engine::inference::measure_or_note(
                 vo.model.as_ref(),
@@ -173,6 +174,7 @@ fn to_record(
         seed: run.seed,
         device: plan.device_label.clone(),
         stop_at_target: plan.stop_at_target,
+        forecast_stop: plan.forecast_stop && plan.stop_at_target,
         idle_s: plan.idle_s,
         cooldown_s: plan.cooldown_s,
         meter: ctx.meter.name().to_string(),
@@ -268,6 +270,7 @@ fn to_record(
         )),
         engine: None,
         exec: None,
+        forecast: out.forecast.clone(),
     }
 }
 

@@ -115,6 +115,10 @@ pub struct Suite {
     /// Foreign programs run like native entries (`[[exec]]`: `joulebench exec` per run).
     #[serde(default)]
     pub exec: Vec<crate::orchestrate::exec::ExecSpec>,
+    /// Stop each of joulebench's own runs whose forecast gives it under 1 % to reach T within
+    /// its budget (`run --forecast-stop`; `stats::forecast`).
+    #[serde(default)]
+    pub forecast_stop: bool,
 }
 
 fn default_order_seed() -> u64 {
@@ -188,6 +192,9 @@ pub struct Settings {
     pub stop_at_target: bool,
     pub order: Order,
     pub order_seed: u64,
+    /// The suite's `forecast_stop` (absent when off, so older plans keep their hash).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forecast_stop: bool,
 }
 
 /// One run of the plan.
@@ -239,10 +246,15 @@ fn canonical(v: &impl Serialize) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn entry_id(spec: &TaskSpec, variant: &Variant, seed: u64, stop_at_target: bool) -> String {
-    let spec = serde_json::json!({
-        "task": spec, "variant": variant, "seed": seed, "stop_at_target": stop_at_target,
+/// The id of one of joulebench's own entries. A forecast stop changes what the run does, so
+/// it is part of the id when on (and absent when off: ids of older plans are unchanged).
+fn entry_id(spec: &TaskSpec, variant: &Variant, seed: u64, settings: &Settings) -> String {
+    let mut spec = serde_json::json!({
+        "task": spec, "variant": variant, "seed": seed, "stop_at_target": settings.stop_at_target,
     });
+    if settings.forecast_stop {
+        spec["forecast_stop"] = true.into();
+    }
     sha256_hex(&canonical(&spec))[..16].to_string()
 }
 
@@ -389,7 +401,7 @@ impl PlanFile {
                 source,
             })?;
             let id = match &e.exec {
-                None => entry_id(t, v, e.seed, self.settings.stop_at_target),
+                None => entry_id(t, v, e.seed, &self.settings),
                 Some(name) => {
                     let x = self.exec_spec(name).ok_or_else(|| PlanFault::UnknownExec {
                         entry: k,
@@ -472,6 +484,7 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
         stop_at_target: true,
         order: suite.order,
         order_seed: suite.order_seed,
+        forecast_stop: suite.forecast_stop,
     };
     let seeds: Vec<u64> = (1..=suite.seeds).collect();
     let mut entries = Vec::new();
@@ -504,7 +517,7 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
             for &seed in &seeds {
                 entries.push(Entry {
                     index: entries.len(),
-                    id: entry_id(t, v, seed, settings.stop_at_target),
+                    id: entry_id(t, v, seed, &settings),
                     task: t.name.clone(),
                     variant: v.name.clone(),
                     seed,
@@ -644,7 +657,33 @@ mod tests {
             cooldown_s: 0.0,
             max_epochs: Some(2),
             exec: vec![],
+            forecast_stop: false,
         }
+    }
+
+    #[test]
+    fn forecast_stop_is_part_of_the_plan_only_when_on() {
+        let dir = task::default_models_dir();
+        let off = expand(&suite(Order::Interleaved), &dir).unwrap();
+        let json = off.to_json().unwrap();
+        assert!(
+            !json.contains("forecast_stop"),
+            "older plans keep their bytes"
+        );
+        let mut s = suite(Order::Interleaved);
+        s.forecast_stop = true;
+        let on = expand(&s, &dir).unwrap();
+        assert!(on.settings.forecast_stop);
+        assert!(on.to_json().unwrap().contains("\"forecast_stop\": true"));
+        assert_ne!(off.hash, on.hash);
+        // A run that may be stopped is another run: every entry id changes.
+        for (a, b) in off.entries.iter().zip(&on.entries) {
+            assert_ne!(a.id, b.id);
+        }
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("plan.json");
+        std::fs::write(&p, on.to_json().unwrap()).unwrap();
+        assert_eq!(PlanFile::read(&p).unwrap(), on);
     }
 
     #[test]

@@ -390,6 +390,7 @@ mod tests {
             cooldown_s: 0.0,
             max_epochs: None,
             exec: vec![],
+            forecast_stop: false,
         };
         super::super::plan::expand(&suite, &crate::spec::task::default_models_dir()).unwrap()
     }

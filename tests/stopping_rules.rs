@@ -1,5 +1,5 @@
-//! `joulebench replay` on small folders built here, with answers worked out by hand, and its
-//! refusals of bad input (one line, exit 2).
+//! The stopping rules: `joulebench replay` on small folders built here, with answers worked
+//! out by hand, and its refusals of bad input (one line, exit 2); `run --forecast-stop` live.
 
 mod common;
 
@@ -180,4 +180,67 @@ fn bad_input_is_one_line_and_exit_2() {
         }
         assert!(o.stdout.is_empty(), "{args:?}: {}", o.stdout);
     }
+}
+
+/// `run --forecast-stop` on a variant that cannot reach T (digits-mlp trained on Gaussian
+/// synthetic data plateaus near 92 % against T = 95.5 %): the run ends `stopped-forecast`
+/// before its budget, its file carries the forecast, and the report counts it as a DNF.
+#[test]
+fn run_with_forecast_stop_ends_a_hopeless_run_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fs");
+    let o = common::joulebench(&[
+        "run",
+        "--task",
+        "digits-mlp",
+        "--variant",
+        "synthetic-gaussian",
+        "--seed",
+        "1",
+        "--forecast-stop",
+        "--idle-s",
+        "0",
+        "--cooldown-s",
+        "0",
+        "--results",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 1, "a DNF exits 1: {}{}", o.stdout, o.stderr);
+    let file = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let r: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    assert_eq!(r["status"], "stopped-forecast");
+    assert_eq!(r["config"]["forecast_stop"], true);
+    assert!(r["ett_j"].is_null());
+    let fc = &r["forecast"];
+    assert!(fc["p_reach"].as_f64().unwrap() < 0.01, "{fc}");
+    assert!(fc["predicted_final"].as_f64().unwrap() < 0.955, "{fc}");
+    let steps = r["steps"].as_u64().unwrap() as f64;
+    assert!(
+        steps < fc["budget_steps"].as_f64().unwrap(),
+        "stopped before the budget: {r}"
+    );
+    assert_eq!(steps, fc["at_step"].as_f64().unwrap());
+    let o = common::joulebench(&["report", "--format", "md", dir.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("0/1") && o.stdout.contains("stopped-forecast"),
+        "{}",
+        o.stdout
+    );
+    // Refused with --full-budget (reference curves are never stopped).
+    let o = common::joulebench(&[
+        "run",
+        "--task",
+        "digits-mlp",
+        "--forecast-stop",
+        "--full-budget",
+        "--results",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(!tmp.path().join("x").exists());
 }

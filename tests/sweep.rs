@@ -756,3 +756,107 @@ fn two_fine_tunes_of_one_missing_source_at_once_pretrain_it_once() {
         );
     }
 }
+
+/// `sweep --until-settled` (issue 34): seeds run in rounds and a comparison takes no more
+/// once its verdict is settled. digits-mlp on Gaussian synthetic data never reaches T, so its
+/// first seed settles "did not reach target": seeds 2-4 are not run; the baseline runs its
+/// own 3 seeds and not the 4th, which no variant needs. A second sweep runs nothing, and merge
+/// counts the 4 settled entries apart from missing ones; `replay` sees nothing more to save
+/// with the sequential rule.
+#[test]
+fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cfg = t.join("suite-settle.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"settle\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\nvariants = [\"f32\", \"synthetic-gaussian\"]\nseeds = 4\nidle_s = 0.0\ncooldown_s = 0.0\n",
+    )
+    .unwrap();
+    let res = t.join("res");
+    let (c, r) = (cfg.to_str().unwrap(), res.to_str().unwrap());
+    let o = jb(&[
+        "sweep",
+        "--config",
+        c,
+        "--until-settled",
+        "--results",
+        r,
+        "--meter",
+        "estimate",
+    ]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("4 not needed (their verdicts were settled)"),
+        "{err}"
+    );
+    let done = runs(&res);
+    let mut seen: Vec<(String, u64)> = done
+        .values()
+        .map(|(_, _, b)| {
+            let v: Value = serde_json::from_slice(b).unwrap();
+            (
+                v["variant"]["name"].as_str().unwrap().to_string(),
+                v["seed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, u64)> = [
+        ("f32", 1),
+        ("f32", 2),
+        ("f32", 3),
+        ("synthetic-gaussian", 1),
+    ]
+    .iter()
+    .map(|(v, s)| (v.to_string(), *s))
+    .collect();
+    assert_eq!(seen, want, "{err}");
+    let plan: Value =
+        serde_json::from_slice(&std::fs::read(res.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["settings"]["until_settled"]["max_seeds"], 4);
+    // Resumed: nothing to run.
+    let o = jb(&[
+        "sweep",
+        "--config",
+        c,
+        "--until-settled",
+        "--results",
+        r,
+        "--meter",
+        "estimate",
+    ]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("4 of 8 runs were already done") && err.contains("0 run now"),
+        "{err}"
+    );
+    assert_eq!(runs(&res).len(), 4);
+    // Merged into another folder with the plan: settled, not missing.
+    let into = t.join("merged");
+    let o = jb(&[
+        "merge",
+        r,
+        "--into",
+        into.to_str().unwrap(),
+        "--plan",
+        res.join("plan.json").to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("0 missing") && out.contains("4 not needed (verdicts settled)"),
+        "{out}{}",
+        text(&o.stderr)
+    );
+    assert!(!out.contains("missing:"), "{out}");
+    // --until-settled with a frozen plan is refused (the plan says how it runs).
+    let o = jb(&[
+        "sweep",
+        "--plan",
+        res.join("plan.json").to_str().unwrap(),
+        "--until-settled",
+        "--results",
+        r,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+}

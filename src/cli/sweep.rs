@@ -41,6 +41,14 @@ pub struct SuiteChoice {
     /// Folder of task TOMLs (default: the shipped models/).
     #[arg(long)]
     pub models_dir: Option<PathBuf>,
+    /// Sequential seeds: the suite's seeds become the most per variant; seeds run in rounds
+    /// and a variant takes no more once its verdict against the baseline is settled (the
+    /// suite key `until_settled = true` does the same).
+    #[arg(long)]
+    pub until_settled: bool,
+    /// Stop runs whose forecast gives them under 1 % to reach T (suite key `forecast_stop`).
+    #[arg(long)]
+    pub forecast_stop: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -57,7 +65,7 @@ pub struct SweepRunArgs {
     #[command(flatten)]
     pub suite: SuiteChoice,
     /// A frozen plan from `joulebench sweep plan` (instead of --suite/--config).
-    #[arg(long, conflicts_with_all = ["suite", "config"])]
+    #[arg(long, conflicts_with_all = ["suite", "config", "until_settled", "forecast_stop"])]
     pub plan: Option<PathBuf>,
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
@@ -113,6 +121,9 @@ pub fn plan_from(choice: &SuiteChoice) -> Result<PlanFile, Failure> {
         None => plan::find_suite(&models, choice.suite.as_deref().unwrap_or("quick")),
     }
     .map_err(usage)?;
+    let mut suite = suite;
+    suite.until_settled |= choice.until_settled;
+    suite.forecast_stop |= choice.forecast_stop;
     plan::expand(&suite, &models).map_err(usage)
 }
 
@@ -255,7 +266,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         .filter(|r| r.status == Status::Ok)
         .count();
     eprintln!(
-        "joulebench: {} of {} runs were already done (skipped), {} run now ({} ok){}{}",
+        "joulebench: {} of {} runs were already done (skipped), {} run now ({} ok){}{}{}",
         out.already_done,
         out.planned,
         out.records.len(),
@@ -269,6 +280,14 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
             String::new()
         } else {
             format!(", {} corrupt run files rerun", out.corrupt.len())
+        },
+        if out.settled.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} not needed (their verdicts were settled)",
+                out.settled.len()
+            )
         }
     );
     if !as_json {
@@ -361,13 +380,18 @@ pub fn merge_cmd(a: MergeArgs) -> Result<i32, Failure> {
             + if ix.len() > 10 { ", ..." } else { "" }
     };
     println!(
-        "plan '{}' ({}): {} of {} entries present, {} missing, {} failed",
+        "plan '{}' ({}): {} of {} entries present, {} missing, {} failed{}",
         plan.name,
         run::short(&plan.hash),
-        plan.entries.len() - out.missing.len(),
+        plan.entries.len() - out.missing.len() - out.settled.len(),
         plan.entries.len(),
         out.missing.len(),
-        out.failed.len()
+        out.failed.len(),
+        if out.settled.is_empty() {
+            String::new()
+        } else {
+            format!(", {} not needed (verdicts settled)", out.settled.len())
+        }
     );
     if !out.missing.is_empty() {
         println!("missing: {}", describe(&out.missing));

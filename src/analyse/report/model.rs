@@ -11,7 +11,7 @@
 use super::load::LoadedRun;
 use crate::record::curve::Status;
 use crate::record::{RunRecord, RunVariant};
-use crate::spec::variant::{Init, Precision, Pruning, Variant};
+use crate::spec::variant::Variant;
 use crate::stats::{self, OlympicMean, OutlierSide, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -68,11 +68,7 @@ impl EnergyClass {
 
 /// The baseline a variant is compared with: f32, dense, from scratch, real data.
 pub fn is_baseline(v: &Variant) -> bool {
-    v.precision == Precision::F32
-        && v.pruning == Pruning::None
-        && v.sparsity == 0.0
-        && v.init == Init::Scratch
-        && v.data == "real"
+    v.is_baseline()
 }
 
 /// ETT of a run, `inf` when it did not reach the target (DNF, diverged, failed).

@@ -45,6 +45,9 @@ pub struct MergeOutcome {
     /// With a plan: entries with no run, and entries whose run failed or diverged.
     pub missing: Vec<usize>,
     pub failed: Vec<usize>,
+    /// With a plan that runs seeds until settled: entries with no run because the verdict
+    /// they would feed was settled (not missing).
+    pub settled: Vec<usize>,
     /// Runs in the target folder after the merge.
     pub total: usize,
 }
@@ -203,8 +206,10 @@ pub fn merge(
                 status.insert(&r.entry_id, f.rec.status);
             }
         }
+        let settled = super::settle::not_needed(plan, into);
         for e in &plan.entries {
             match status.get(e.id.as_str()) {
+                None if settled.contains(&e.index) => out.settled.push(e.index),
                 None => out.missing.push(e.index),
                 Some(Status::Failed | Status::Diverged) => out.failed.push(e.index),
                 Some(_) => {}

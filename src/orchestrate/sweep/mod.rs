@@ -18,6 +18,7 @@ pub mod emit;
 pub mod merge;
 pub mod plan;
 pub mod run;
+pub mod settle;
 
 /// (index, count) of this process, validated; `None` when the whole plan is run.
 pub fn resolve_shard(

@@ -119,6 +119,11 @@ pub struct Suite {
     /// its budget (`run --forecast-stop`; `stats::forecast`).
     #[serde(default)]
     pub forecast_stop: bool,
+    /// Sequential seeds (`sweep --until-settled`): `seeds` is the most per variant; seeds run in
+    /// rounds and a variant takes no more once its comparison with the baseline is settled
+    /// (`stats::sequential`; the baseline runs at least 3 and then as many as a variant needs).
+    #[serde(default)]
+    pub until_settled: bool,
 }
 
 fn default_order_seed() -> u64 {
@@ -195,6 +200,26 @@ pub struct Settings {
     /// The suite's `forecast_stop` (absent when off, so older plans keep their hash).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forecast_stop: bool,
+    /// Sequential seeds (absent when off): see [`UntilSettled`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_settled: Option<UntilSettled>,
+}
+
+/// Sequential seeds: looks after seed `min_seeds`, ..., `max_seeds` (`stats::sequential`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UntilSettled {
+    pub min_seeds: u64,
+    pub max_seeds: u64,
+}
+
+impl UntilSettled {
+    pub fn seed_plan(&self) -> crate::stats::sequential::SeedPlan {
+        crate::stats::sequential::SeedPlan {
+            min_pairs: self.min_seeds as usize,
+            max_pairs: self.max_seeds as usize,
+        }
+    }
 }
 
 /// One run of the plan.
@@ -485,7 +510,21 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
         order: suite.order,
         order_seed: suite.order_seed,
         forecast_stop: suite.forecast_stop,
+        until_settled: suite.until_settled.then_some(UntilSettled {
+            min_seeds: crate::stats::sequential::DEFAULT_MIN_PAIRS as u64,
+            max_seeds: suite.seeds,
+        }),
     };
+    if suite.until_settled && suite.seeds < crate::stats::sequential::DEFAULT_MIN_PAIRS as u64 {
+        return Err(PlanError::Suite {
+            path: format!("suite '{}'", suite.name),
+            message: format!(
+                "until_settled needs seeds >= {} (the first look), got {}",
+                crate::stats::sequential::DEFAULT_MIN_PAIRS,
+                suite.seeds
+            ),
+        });
+    }
     let seeds: Vec<u64> = (1..=suite.seeds).collect();
     let mut entries = Vec::new();
     // `variants = "all"` means every variant that applies to the task (no fine-tune without a
@@ -600,6 +639,12 @@ pub fn expand(suite: &Suite, models_dir: &Path) -> Result<PlanFile, PlanError> {
             ix
         }
     };
+    // Sequential seeds run in rounds: every entry of seed 1, then of seed 2, ... (the order
+    // within a round kept), so each round's decisions see the rounds before it.
+    let mut execution = execution;
+    if settings.until_settled.is_some() {
+        execution.sort_by_key(|&i| entries[i].seed);
+    }
     let mut plan = PlanFile {
         format: "joulebench-plan".into(),
         plan_version: PLAN_VERSION,
@@ -658,6 +703,7 @@ mod tests {
             max_epochs: Some(2),
             exec: vec![],
             forecast_stop: false,
+            until_settled: false,
         }
     }
 

@@ -145,6 +145,8 @@ pub struct ShardOutcome {
     pub corrupt: Vec<(String, String)>,
     /// Statuses of every entry of the shard known at the end.
     pub failed_or_dnf: usize,
+    /// Not run: the verdict they would feed was settled (`until_settled`, `settle.rs`).
+    pub settled: Vec<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -227,6 +229,8 @@ pub fn run_shard(
         Ok(Box::new(p))
     };
     // Pre-scan: refuse a foreign folder before anything is measured.
+    let root = runner_plan.results.root().to_path_buf();
+    let settled_now = super::settle::not_needed(file, &root);
     let mut todo = Vec::new();
     for e in entries {
         let (job, run_id) = if e.exec.is_some() {
@@ -254,6 +258,7 @@ pub fn run_shard(
                 out.corrupt.push((path.display().to_string(), why));
                 todo.push((e, job, run_id, path));
             }
+            _ if settled_now.contains(&e.index) => out.settled.push(run_id),
             _ => todo.push((e, job, run_id, path)),
         }
     }
@@ -276,6 +281,13 @@ pub fn run_shard(
                 out.already_done += 1;
                 continue;
             }
+        }
+        // The runs finished since (this round's and other shards') may have settled it.
+        if file.settings.until_settled.is_some()
+            && super::settle::not_needed(file, &root).contains(&e.index)
+        {
+            out.settled.push(run_id);
+            continue;
         }
         let extras = RunExtras {
             plan: Some(PlanRef {
@@ -391,6 +403,7 @@ mod tests {
             max_epochs: None,
             exec: vec![],
             forecast_stop: false,
+            until_settled: false,
         };
         super::super::plan::expand(&suite, &crate::spec::task::default_models_dir()).unwrap()
     }

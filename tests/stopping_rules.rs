@@ -194,6 +194,8 @@ fn run_with_forecast_stop_ends_a_hopeless_run_early() {
         "--task",
         "digits-mlp",
         "--variant",
+        "f32",
+        "--variant",
         "synthetic-gaussian",
         "--seed",
         "1",
@@ -209,7 +211,7 @@ fn run_with_forecast_stop_ends_a_hopeless_run_early() {
     let file = std::fs::read_dir(dir.join("runs"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .find(|p| p.to_string_lossy().contains("synthetic-gaussian"))
         .unwrap();
     let r: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     assert_eq!(r["status"], "stopped-forecast");
@@ -230,6 +232,26 @@ fn run_with_forecast_stop_ends_a_hopeless_run_early() {
         o.stdout.contains("0/1") && o.stdout.contains("stopped-forecast"),
         "{}",
         o.stdout
+    );
+    // The verdict's cost under the rule, and the forecast's saving at the run's own rate:
+    // (budget - stop step) x (energy per step between the first eval and the stop).
+    let curve = r["quality"]["curve"].as_array().unwrap();
+    let (a, b) = (&curve[0], curve.last().unwrap());
+    let per_step = (b["energy_j"].as_f64().unwrap() - a["energy_j"].as_f64().unwrap())
+        / (b["step"].as_f64().unwrap() - a["step"].as_f64().unwrap());
+    let saved = (fc["budget_steps"].as_f64().unwrap() - fc["at_step"].as_f64().unwrap()) * per_step;
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("stopped by the forecast"))
+        .unwrap_or_else(|| panic!("no stopping line: {}", o.stdout));
+    assert!(
+        line.contains("\"did not reach target\" from 2 runs"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("about {saved:.1} J saved")),
+        "{saved:.1}: {line}"
     );
     // Refused with --full-budget (reference curves are never stopped).
     let o = common::joulebench(&[

@@ -123,7 +123,8 @@ fn a_killed_sweep_resumes_with_every_run_exactly_once() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // A digits-mlp run takes tens of milliseconds on a quiet machine: kill at once, so the
+    // sweep (8 runs) is still going.
     child.kill().ok();
     child.wait().unwrap();
     let before = runs(&res);
@@ -760,9 +761,9 @@ fn two_fine_tunes_of_one_missing_source_at_once_pretrain_it_once() {
 /// `sweep --until-settled` (issue 34): seeds run in rounds and a comparison takes no more
 /// once its verdict is settled. digits-mlp on Gaussian synthetic data never reaches T, so its
 /// first seed settles "did not reach target": seeds 2-4 are not run; the baseline runs its
-/// own 3 seeds and not the 4th, which no variant needs. A second sweep runs nothing, and merge
-/// counts the 4 settled entries apart from missing ones; `replay` sees nothing more to save
-/// with the sequential rule.
+/// own 3 seeds and not the 4th, which no variant needs; the throughput track runs all 4. A
+/// second sweep runs nothing, merge counts the 4 settled entries apart from missing ones, and
+/// the report says which seeds were not run.
 #[test]
 fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
     let tmp = tempfile::tempdir().unwrap();
@@ -770,7 +771,7 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
     let cfg = t.join("suite-settle.toml");
     std::fs::write(
         &cfg,
-        "name = \"settle\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\nvariants = [\"f32\", \"synthetic-gaussian\"]\nseeds = 4\nidle_s = 0.0\ncooldown_s = 0.0\n",
+        "name = \"settle\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\nvariants = [\"f32\", \"synthetic-gaussian\", \"random-tensors\"]\nseeds = 4\nidle_s = 0.0\ncooldown_s = 0.0\n",
     )
     .unwrap();
     let res = t.join("res");
@@ -802,10 +803,15 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
         })
         .collect();
     seen.sort();
+    // The throughput track (random tensors) has no verdict: all 4 seeds.
     let want: Vec<(String, u64)> = [
         ("f32", 1),
         ("f32", 2),
         ("f32", 3),
+        ("random-tensors", 1),
+        ("random-tensors", 2),
+        ("random-tensors", 3),
+        ("random-tensors", 4),
         ("synthetic-gaussian", 1),
     ]
     .iter()
@@ -828,10 +834,10 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
     ]);
     let err = text(&o.stderr);
     assert!(
-        err.contains("4 of 8 runs were already done") && err.contains("0 run now"),
+        err.contains("8 of 12 runs were already done") && err.contains("0 run now"),
         "{err}"
     );
-    assert_eq!(runs(&res).len(), 4);
+    assert_eq!(runs(&res).len(), 8);
     // Merged into another folder with the plan: settled, not missing.
     let into = t.join("merged");
     let o = jb(&[
@@ -849,6 +855,14 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
         text(&o.stderr)
     );
     assert!(!out.contains("missing:"), "{out}");
+    // The report says what the verdict took and which seeds were not run.
+    let o = jb(&["report", "--format", "md", r]);
+    let md = text(&o.stdout);
+    assert!(
+        md.contains("synthetic-gaussian")
+            && md.contains("3 of 4 seeds not run as the verdict was settled"),
+        "{md}"
+    );
     // --until-settled with a frozen plan is refused (the plan says how it runs).
     let o = jb(&[
         "sweep",

@@ -324,6 +324,10 @@ pub struct PlanRef {
     pub order: String,
     pub order_seed: u64,
     pub position: usize,
+    /// With sequential seeds (`sweep --until-settled`): the most seeds per variant; absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_settled_max_seeds: Option<u64>,
 }
 
 /// The engine a run's process was started by, read from its environment.

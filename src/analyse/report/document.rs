@@ -86,6 +86,13 @@ pub fn render<M: Markup>(
                 m.paragraph("Runs that did not reach the target:");
                 m.bullets(&notes);
             }
+            let stops = stopping_notes(table);
+            if !stops.is_empty() {
+                m.paragraph(
+                    "Stopping rules (docs/guide.md \"Stopping rules\"): what each verdict took, and what the rules saved (estimates):",
+                );
+                m.bullets(&stops);
+            }
             if !table.phases.is_empty() {
                 m.heading(4, "Phases (measured spans of the window)");
                 m.table(&phases_table(table));
@@ -306,6 +313,42 @@ pub fn engines_table(task: &TaskBoard, table: &RankTable) -> Table {
             .map(|e| e.comparison.engine_limited.clone())
             .collect(),
     }
+}
+
+/// One line per comparison made under a stopping rule: the energy of its runs, the forecast's
+/// stops and the seeds not run, with the energy each saved (estimated).
+pub fn stopping_notes(table: &RankTable) -> Vec<String> {
+    table
+        .variants
+        .iter()
+        .filter_map(|v| {
+            let c = v.comparison.as_ref()?;
+            let s = c.stopping.as_ref()?;
+            let mut line = format!(
+                "{} [{}] vs {}: \"{}\" from {} runs, {:.1} J",
+                v.variant.name,
+                v.system.id,
+                c.baseline,
+                c.verdict.as_str(),
+                s.runs,
+                s.energy_spent_j
+            );
+            if s.stopped_by_forecast > 0 {
+                line += &format!(
+                    "; {} run(s) stopped by the forecast, about {:.1} J saved (the rest of each budget at the run's own J per training step)",
+                    s.stopped_by_forecast, s.forecast_saved_j_estimated
+                );
+            }
+            if let (Some(k), Some(m), Some(j)) =
+                (s.seeds_not_run, s.max_seeds, s.sequential_saved_j_estimated)
+            {
+                line += &format!(
+                    "; {k} of {m} seeds not run as the verdict was settled, about {j:.1} J saved (at the variant's mean per run)"
+                );
+            }
+            Some(line)
+        })
+        .collect()
 }
 
 pub fn notes(table: &RankTable) -> Vec<String> {

@@ -183,6 +183,69 @@ pub struct Comparison {
     /// widened them, or the hardware lacks the instructions): the verdict describes the engine
     /// and the hardware, not the technique. The reason, one line.
     pub engine_limited: Option<String>,
+    /// What the verdict cost and what the stopping rules saved; absent when neither rule was on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<Stopping>,
+}
+
+/// The energy a verdict took under the stopping rules (`run --forecast-stop`,
+/// `sweep --until-settled`), and estimates of what the rules saved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stopping {
+    /// Runs of the variant and its paired baseline seeds, and their energy (whole windows).
+    pub runs: usize,
+    pub energy_spent_j: f64,
+    /// Runs the forecast stopped, and the energy their remaining budget would have taken at
+    /// each run's own energy per step so far (an estimate).
+    pub stopped_by_forecast: usize,
+    pub forecast_saved_j_estimated: f64,
+    /// With sequential seeds: the variant's seeds not run because the verdict was settled, of
+    /// the plan's most, and their energy at the mean of the variant's runs (an estimate).
+    pub seeds_not_run: Option<u64>,
+    pub max_seeds: Option<u64>,
+    pub sequential_saved_j_estimated: Option<f64>,
+}
+
+/// What the budget left after a forecast stop would have cost at the run's own training rate:
+/// energy per step between its first eval and the stop (what came before the first eval, such
+/// as fitting a data generator, is not repeated).
+fn forecast_saving_j(r: &RunRecord) -> f64 {
+    let Some(f) = &r.forecast else {
+        return 0.0;
+    };
+    let curve = &r.quality.curve;
+    let at = curve.iter().rev().find(|p| p.step as f64 <= f.at_step);
+    match (curve.first(), at) {
+        (Some(a), Some(b)) if b.step > a.step => {
+            let per_step = (b.energy_j - a.energy_j) / (b.step - a.step) as f64;
+            (f.budget_steps - f.at_step).max(0.0) * per_step.max(0.0)
+        }
+        _ => 0.0,
+    }
+}
+
+fn stopping(variant: &[&RunRecord], paired_base: &[&RunRecord]) -> Option<Stopping> {
+    let all: Vec<&RunRecord> = variant.iter().chain(paired_base).copied().collect();
+    let max_seeds = all
+        .iter()
+        .find_map(|r| r.plan.as_ref().and_then(|p| p.until_settled_max_seeds));
+    let forecast_on = all.iter().any(|r| r.config.forecast_stop);
+    if !forecast_on && max_seeds.is_none() {
+        return None;
+    }
+    let stopped: Vec<&&RunRecord> = all.iter().filter(|r| r.forecast.is_some()).collect();
+    let n = variant.len() as u64;
+    let mean_j = variant.iter().map(|r| r.energy.total_j).sum::<f64>() / n.max(1) as f64;
+    let not_run = max_seeds.map(|m| m.saturating_sub(n));
+    Some(Stopping {
+        runs: all.len(),
+        energy_spent_j: all.iter().map(|r| r.energy.total_j).sum(),
+        stopped_by_forecast: stopped.len(),
+        forecast_saved_j_estimated: stopped.iter().map(|r| forecast_saving_j(r)).sum(),
+        seeds_not_run: not_run,
+        max_seeds,
+        sequential_saved_j_estimated: not_run.map(|k| k as f64 * mean_j),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -438,6 +501,12 @@ fn compare(
         .filter_map(|r| base.get(&r.seed).map(|b| (ett_of(r), *b)))
         .collect();
     let c = stats::compare_paired(&pairs);
+    let seeds: Vec<u64> = variant.iter().map(|r| r.seed).collect();
+    let paired_base: Vec<&RunRecord> = baseline
+        .iter()
+        .copied()
+        .filter(|r| seeds.contains(&r.seed))
+        .collect();
     Comparison {
         baseline: baseline_name.to_string(),
         pairs: c.pairs,
@@ -449,6 +518,7 @@ fn compare(
         verdict: c.verdict,
         reason: c.reason,
         engine_limited,
+        stopping: stopping(variant, &paired_base),
     }
 }
 

@@ -298,6 +298,7 @@ pub fn run_shard(
                 order: file.settings.order.as_str().into(),
                 order_seed: file.settings.order_seed,
                 position: file.position(e),
+                until_settled_max_seeds: file.settings.until_settled.map(|u| u.max_seeds),
             }),
             scheduler: Some(scheduler.clone()),
         };

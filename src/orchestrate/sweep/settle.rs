@@ -18,6 +18,7 @@
 //!   entry is needed: the rule never skips on a guess.
 //!
 //! Entries of other programs (`[[exec]]`) are compared with their own baseline in the same way.
+//! The throughput track (random tensors: no target, no verdict) runs every seed.
 
 use super::plan::PlanFile;
 use crate::record::curve::Status;
@@ -75,7 +76,11 @@ pub fn not_needed(plan: &PlanFile, folder: &Path) -> BTreeSet<usize> {
         // Seeds (in order) at which each variant's entry is still needed.
         let mut needed_at: BTreeMap<u64, bool> = seeds.iter().map(|&s| (s, false)).collect();
         for (name, entries) in variants {
-            if name == base_name {
+            // The throughput track (random tensors) has no target and no verdict: every seed.
+            let throughput = plan
+                .variant(name)
+                .is_some_and(|v| v.data_source() == crate::spec::variant::DataSource::Random);
+            if name == base_name || throughput {
                 continue;
             }
             for (&s, e) in entries {

@@ -776,16 +776,19 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
     .unwrap();
     let res = t.join("res");
     let (c, r) = (cfg.to_str().unwrap(), res.to_str().unwrap());
-    let o = jb(&[
-        "sweep",
-        "--config",
-        c,
-        "--until-settled",
-        "--results",
-        r,
-        "--meter",
-        "estimate",
-    ]);
+    let sweep = || {
+        jb(&[
+            "sweep",
+            "--config",
+            c,
+            "--until-settled",
+            "--results",
+            r,
+            "--meter",
+            "estimate",
+        ])
+    };
+    let o = sweep();
     let err = text(&o.stderr);
     assert!(
         err.contains("4 not needed (their verdicts were settled)"),
@@ -822,16 +825,7 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
         serde_json::from_slice(&std::fs::read(res.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["settings"]["until_settled"]["max_seeds"], 4);
     // Resumed: nothing to run.
-    let o = jb(&[
-        "sweep",
-        "--config",
-        c,
-        "--until-settled",
-        "--results",
-        r,
-        "--meter",
-        "estimate",
-    ]);
+    let o = sweep();
     let err = text(&o.stderr);
     assert!(
         err.contains("8 of 12 runs were already done") && err.contains("0 run now"),
@@ -860,7 +854,8 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
     let md = text(&o.stdout);
     assert!(
         md.contains("synthetic-gaussian")
-            && md.contains("3 of 4 seeds not run as the verdict was settled"),
+            && md.contains("3 of 4 seeds not run as the verdict was settled")
+            && md.contains("a paired seed missed T: settled after 1 of at most 4 seed pairs"),
         "{md}"
     );
     // --until-settled with a frozen plan is refused (the plan says how it runs).

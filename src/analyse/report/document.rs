@@ -339,7 +339,7 @@ pub fn stopping_notes(table: &RankTable) -> Vec<String> {
                     s.stopped_by_forecast, s.forecast_saved_j_estimated
                 );
             }
-            if let (Some(k), Some(m), Some(j)) =
+            if let (Some(k @ 1..), Some(m), Some(j)) =
                 (s.seeds_not_run, s.max_seeds, s.sequential_saved_j_estimated)
             {
                 line += &format!(

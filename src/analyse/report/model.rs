@@ -500,7 +500,16 @@ fn compare(
         .iter()
         .filter_map(|r| base.get(&r.seed).map(|b| (ett_of(r), *b)))
         .collect();
-    let c = stats::compare_paired(&pairs);
+    let mut c = stats::compare_paired(&pairs);
+    // Runs of a sequential sweep were stopped by looking at this comparison after every seed:
+    // only the interval that stays valid under those looks may state the verdict.
+    let max_seeds = variant
+        .iter()
+        .chain(baseline)
+        .find_map(|r| r.plan.as_ref().and_then(|p| p.until_settled_max_seeds));
+    if let Some(max) = max_seeds {
+        sequential_verdict(&mut c, &pairs, max);
+    }
     let seeds: Vec<u64> = variant.iter().map(|r| r.seed).collect();
     let paired_base: Vec<&RunRecord> = baseline
         .iter()
@@ -520,6 +529,38 @@ fn compare(
         engine_limited,
         stopping: stopping(variant, &paired_base),
     }
+}
+
+/// Replace a comparison's bootstrap interval and verdict by the sequential rule's
+/// (`stats::sequential`), over the pairs in seed order, for runs made by `sweep --until-settled`.
+fn sequential_verdict(c: &mut stats::PairedComparison, pairs: &[(f64, f64)], max_seeds: u64) {
+    use stats::sequential::{settle, SeedPlan, Settled, DEFAULT_MIN_PAIRS};
+    let plan = SeedPlan {
+        min_pairs: DEFAULT_MIN_PAIRS,
+        max_pairs: (max_seeds as usize).max(DEFAULT_MIN_PAIRS),
+    };
+    let (used, look) = settle(pairs, &plan);
+    let (verdict, state) = match look.settled {
+        Some(Settled::Saves) => (Verdict::SavesEnergy, "settled"),
+        Some(Settled::Costs) => (Verdict::CostsEnergy, "settled"),
+        Some(Settled::Equivalent) => (
+            Verdict::NoSignificantDifference,
+            "settled as equivalent within +-2 %",
+        ),
+        Some(Settled::DidNotReachTarget) => (
+            Verdict::DidNotReachTarget,
+            "a paired seed missed T: settled",
+        ),
+        Some(Settled::Unsettled) => (Verdict::NoSignificantDifference, "unsettled"),
+        None => (Verdict::NoSignificantDifference, "still open"),
+    };
+    c.change_ci = look.interval;
+    c.verdict = verdict;
+    c.reason = format!(
+        "{state} after {used} of at most {} seed pairs (sequential t interval, 5 % spent over {} looks)",
+        plan.max_pairs,
+        plan.looks()
+    );
 }
 
 fn phase_rows(system_id: &str, variant: &str, runs: &[&RunRecord]) -> Vec<PhaseRow> {

@@ -686,10 +686,11 @@ pub fn array_list(entry_indexes: &[usize], count: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn suite(order: Order) -> Suite {
+    /// digits-mlp under every variant, 5 seeds, 2 epochs (a test suite other modules use too).
+    pub(crate) fn suite(order: Order) -> Suite {
         Suite {
             name: "t".into(),
             description: "test".into(),

@@ -116,26 +116,15 @@ pub fn not_needed(plan: &PlanFile, folder: &Path) -> BTreeSet<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::orchestrate::sweep::plan::{expand, NameList, Order, Suite};
+    use crate::orchestrate::sweep::plan::{expand, NameList, Order};
     use serde_json::Value;
 
     /// A plan of digits-mlp f32 and bf16-amp, 5 seeds, until settled (looks after 3, 4, 5).
     fn plan() -> PlanFile {
-        let suite = Suite {
-            name: "settle-unit".into(),
-            description: "test".into(),
-            tasks: NameList::Names(vec!["digits-mlp".into()]),
-            variants: NameList::Names(vec!["f32".into(), "bf16-amp".into()]),
-            seeds: 5,
-            order: Order::Interleaved,
-            order_seed: 1,
-            idle_s: 0.0,
-            cooldown_s: 0.0,
-            max_epochs: None,
-            exec: vec![],
-            forecast_stop: false,
-            until_settled: true,
-        };
+        let mut suite = crate::orchestrate::sweep::plan::tests::suite(Order::Interleaved);
+        suite.variants = NameList::Names(vec!["f32".into(), "bf16-amp".into()]);
+        suite.max_epochs = None;
+        suite.until_settled = true;
         expand(&suite, &crate::spec::task::default_models_dir()).unwrap()
     }
 

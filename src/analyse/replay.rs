@@ -17,7 +17,7 @@
 //! stop them too.
 
 use super::report::load::{self, LoadIssue};
-use super::report::model::{ett_of, is_baseline, EnergyClass};
+use super::report::model::{is_baseline, EnergyClass};
 use crate::record::curve::Status;
 use crate::record::RunRecord;
 use crate::spec::task::Direction;
@@ -207,30 +207,14 @@ fn budget_steps(r: &RunRecord) -> Option<f64> {
         return None;
     };
     let last = r.quality.curve.iter().rev().find(|p| p.epoch > 0.0)?;
-    let per_epoch = last.step as f64 / last.epoch;
-    let by_epochs = spec.budget.max_epochs as f64 * per_epoch;
-    let steps = match spec.budget.max_steps {
-        Some(s) => by_epochs.min(s as f64),
-        None => by_epochs,
-    };
-    (steps.is_finite() && steps > 0.0).then_some(steps.round())
-}
-
-/// The sd of one eval from the held-out set's size: binomial at T for an accuracy, 0 for
-/// a loss (unknown).
-fn noise_floor(r: &RunRecord) -> f64 {
-    let q = &r.quality;
-    if q.direction == Direction::Higher && q.eval_predictions > 0 && (0.0..=1.0).contains(&q.target)
-    {
-        (q.target * (1.0 - q.target) / q.eval_predictions as f64).sqrt()
-    } else {
-        0.0
-    }
+    let per_epoch = (last.step as f64 / last.epoch).round();
+    let steps = spec.budget.steps(per_epoch as usize) as f64;
+    (per_epoch.is_finite() && steps > 0.0).then_some(steps)
 }
 
 fn replay_run(r: &RunRecord) -> RunReplay {
     let full_j = r.energy.total_j;
-    let ett = ett_of(r);
+    let ett = r.ett_or_inf();
     let mut out = RunReplay {
         full_j,
         forecast_j: full_j,
@@ -257,7 +241,7 @@ fn replay_run(r: &RunRecord) -> RunReplay {
     };
     let steps: Vec<f64> = curve.iter().map(|p| p.step as f64).collect();
     let values: Vec<f64> = curve.iter().map(|p| p.value).collect();
-    let floor = noise_floor(r);
+    let floor = forecast::eval_noise_floor(higher, r.quality.target, r.quality.eval_predictions);
     for k in forecast::MIN_EVALS..=curve.len() {
         // A stop is decided after eval k; the run reached T at or before it: nothing to stop.
         if reached(values[k - 1]) {
@@ -268,11 +252,7 @@ fn replay_run(r: &RunRecord) -> RunReplay {
         } else {
             steps[0]
         };
-        let remaining = if every > 0.0 {
-            ((budget - steps[k - 1]) / every).floor().max(0.0) as usize
-        } else {
-            0
-        };
+        let remaining = forecast::remaining_evals(budget, steps[k - 1], every);
         if remaining == 0 {
             break;
         }

@@ -233,10 +233,7 @@ pub enum StageEnd {
 
 /// The steps the task's budget allows for a training set of `steps_per_epoch` batches.
 pub fn budget_steps(spec: &TaskSpec, steps_per_epoch: usize) -> usize {
-    spec.budget
-        .max_steps
-        .unwrap_or(usize::MAX)
-        .min(spec.budget.max_epochs.saturating_mul(steps_per_epoch))
+    spec.budget.steps(steps_per_epoch)
 }
 
 /// The batch size of a task on a training set of `n` samples.
@@ -678,19 +675,18 @@ impl<'a> Session<'a> {
             .unzip();
         let higher = self.spec.metric.direction() == Direction::Higher;
         let t = self.spec.target.value;
-        // An accuracy's sd from the held-out set's size alone; unknown for a loss.
-        let floor = if higher && self.p.n_eval > 0 && (0.0..=1.0).contains(&t) {
-            (t * (1.0 - t) / self.p.n_eval as f64).sqrt()
-        } else {
-            0.0
-        };
+        let floor = forecast::eval_noise_floor(higher, t, self.p.n_eval);
         let fc = forecast::forecast(&CurveSoFar {
             steps: &steps,
             values: &values,
             higher_is_better: higher,
             target: t,
             budget_steps: end_step as f64,
-            remaining_evals: end_step.saturating_sub(self.step) / every.max(1),
+            remaining_evals: forecast::remaining_evals(
+                end_step as f64,
+                self.step as f64,
+                every as f64,
+            ),
             noise_floor: floor,
         })?;
         fc.stops().then_some(fc)

@@ -205,6 +205,16 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Energy to target, `inf` when the run did not reach T (DNF, stopped by the forecast,
+    /// diverged, failed): the one ETT every comparison and stopping rule uses.
+    pub fn ett_or_inf(&self) -> f64 {
+        match (self.status, self.ett_j) {
+            (Status::Failed, _) => f64::INFINITY,
+            (_, Some(e)) if e.is_finite() => e,
+            _ => f64::INFINITY,
+        }
+    }
+
     /// What trained the run, as every leaderboard row shows it.
     pub fn engine_label(&self) -> String {
         match &self.engine {

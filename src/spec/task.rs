@@ -405,6 +405,16 @@ pub struct BudgetSpec {
     pub q_at_energy_j: Option<f64>,
 }
 
+impl BudgetSpec {
+    /// The optimizer steps the budget allows with `steps_per_epoch` batches an epoch:
+    /// `max_epochs` epochs, or `max_steps` when fewer.
+    pub fn steps(&self, steps_per_epoch: usize) -> usize {
+        self.max_steps
+            .unwrap_or(usize::MAX)
+            .min(self.max_epochs.saturating_mul(steps_per_epoch))
+    }
+}
+
 /// The shipped task folder: `$JOULEBENCH_MODELS`, else `<crate>/models`, else `./models`.
 pub fn default_models_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("JOULEBENCH_MODELS") {

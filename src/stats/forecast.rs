@@ -37,6 +37,7 @@
 //! and [`MIN_BUDGET_SHARE`] of the budget: early in training a curve still at chance says
 //! nothing of where it goes.
 
+use super::standard_normal as normal;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,25 @@ pub const RESAMPLES: usize = 400;
 const SEED: u64 = 0x666f_7265_6361_7374; // "forecast"
 /// Remaining evals counted for the luckiest-eval draw (more add almost nothing).
 const MAX_REMAINING: usize = 50;
+
+/// The sd of one eval's value from the held-out set's size alone: binomial at the target for
+/// an accuracy over `n` predictions; 0 (unknown) for a loss.
+pub fn eval_noise_floor(higher_is_better: bool, target: f64, n: usize) -> f64 {
+    if higher_is_better && n > 0 && (0.0..=1.0).contains(&target) {
+        (target * (1.0 - target) / n as f64).sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Evals still to come, one every `every` steps, from `step` to the end of the budget.
+pub fn remaining_evals(budget_steps: f64, step: f64, every: f64) -> usize {
+    if every > 0.0 {
+        ((budget_steps - step) / every).floor().max(0.0) as usize
+    } else {
+        0
+    }
+}
 
 /// The exponents tried: 0.05 to 4, geometric.
 fn exponents() -> impl Iterator<Item = f64> {
@@ -260,14 +280,6 @@ pub fn forecast(curve: &CurveSoFar<'_>) -> Option<Forecast> {
         p_reach: reach as f64 / RESAMPLES as f64,
         resamples: RESAMPLES,
     })
-}
-
-/// A standard normal draw (Box-Muller).
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    use rand::Rng;
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]

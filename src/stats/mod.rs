@@ -36,6 +36,13 @@ pub const MIN_PAIRS: usize = 3;
 /// The standard normal quantile for [`CONFIDENCE`] (Wilson interval).
 const Z_95: f64 = 1.959_963_984_540_054;
 
+/// A standard normal draw (Box-Muller) from the seeded generator the bootstraps use.
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 /// A closed interval; `hi` (or both ends) may be `+inf` when DNFs reach into it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {

@@ -189,17 +189,11 @@ pub fn settle(pairs: &[(f64, f64)], plan: &SeedPlan) -> (usize, Look) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use crate::stats::standard_normal as normal;
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     const INF: f64 = f64::INFINITY;
-
-    fn normal(rng: &mut ChaCha8Rng) -> f64 {
-        // Box-Muller.
-        let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-        let u2: f64 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
 
     /// Coverage under continuous monitoring: in 10^4 simulated sequences of 10 normal paired
     /// log-ratios with a known mean, the interval holds the true change at every one of the 8

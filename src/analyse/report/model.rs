@@ -71,15 +71,6 @@ pub fn is_baseline(v: &Variant) -> bool {
     v.is_baseline()
 }
 
-/// ETT of a run, `inf` when it did not reach the target (DNF, diverged, failed).
-pub fn ett_of(r: &RunRecord) -> f64 {
-    match (r.status, r.ett_j) {
-        (Status::Failed, _) => f64::INFINITY,
-        (_, Some(e)) if e.is_finite() => e,
-        _ => f64::INFINITY,
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SystemRef {
     pub id: String,
@@ -395,7 +386,7 @@ fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
         .first()
         .map(|r| r.quality.direction)
         .unwrap_or_default();
-    let etts: Vec<f64> = runs.iter().map(|r| ett_of(r)).collect();
+    let etts: Vec<f64> = runs.iter().map(|r| r.ett_or_inf()).collect();
     let flags = stats::tukey_outliers(&etts);
     let (converged, n) = stats::converged(&etts);
     let mut status = StatusCounts::default();
@@ -407,7 +398,7 @@ fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
             Status::Diverged => status.diverged += 1,
             Status::Failed => status.failed += 1,
         }
-        if r.status != Status::Ok || ett_of(r).is_infinite() {
+        if r.status != Status::Ok || r.ett_or_inf().is_infinite() {
             let q = r
                 .quality
                 .best
@@ -438,7 +429,7 @@ fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
     let ttt: Vec<f64> = runs
         .iter()
         .map(|r| match r.ttt_s {
-            Some(t) if ett_of(r).is_finite() => t,
+            Some(t) if r.ett_or_inf().is_finite() => t,
             _ => f64::INFINITY,
         })
         .collect();
@@ -453,7 +444,7 @@ fn group_stats(runs: &[&RunRecord], target: f64, chance: f64) -> GroupStats {
             run_id: r.run_id.clone(),
             seed: r.seed,
             status: r.status,
-            ett_j: finite(ett_of(r)),
+            ett_j: finite(r.ett_or_inf()),
             energy_j: r.energy.total_j,
             final_quality: r.quality.final_value,
             outlier: *f,
@@ -495,10 +486,10 @@ fn compare(
     baseline_name: &str,
     engine_limited: Option<String>,
 ) -> Comparison {
-    let base: BTreeMap<u64, f64> = baseline.iter().map(|r| (r.seed, ett_of(r))).collect();
+    let base: BTreeMap<u64, f64> = baseline.iter().map(|r| (r.seed, r.ett_or_inf())).collect();
     let pairs: Vec<(f64, f64)> = variant
         .iter()
-        .filter_map(|r| base.get(&r.seed).map(|b| (ett_of(r), *b)))
+        .filter_map(|r| base.get(&r.seed).map(|b| (r.ett_or_inf(), *b)))
         .collect();
     let mut c = stats::compare_paired(&pairs);
     // Runs of a sequential sweep were stopped by looking at this comparison after every seed:

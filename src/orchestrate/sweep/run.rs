@@ -283,9 +283,7 @@ pub fn run_shard(
             }
         }
         // The runs finished since (this round's and other shards') may have settled it.
-        if file.settings.until_settled.is_some()
-            && super::settle::not_needed(file, &root).contains(&e.index)
-        {
+        if super::settle::not_needed(file, &root).contains(&e.index) {
             out.settled.push(run_id);
             continue;
         }

@@ -21,19 +21,10 @@
 //! The throughput track (random tensors: no target, no verdict) runs every seed.
 
 use super::plan::PlanFile;
-use crate::record::curve::Status;
 use crate::record::read;
 use crate::stats::sequential;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-/// ETT of a finished run: its energy to target, `inf` when it did not reach T.
-fn ett(status: Status, ett_j: Option<f64>) -> f64 {
-    match (status, ett_j) {
-        (Status::Ok, Some(e)) if e.is_finite() => e,
-        _ => f64::INFINITY,
-    }
-}
 
 /// Entry indexes of `plan` that need not run, given the plan's runs finished in `folder`.
 /// Empty for a plan without `until_settled`. Unreadable run files are left to the caller (a
@@ -51,7 +42,7 @@ pub fn not_needed(plan: &PlanFile, folder: &Path) -> BTreeSet<usize> {
             continue;
         };
         if let Some(p) = rec.plan.as_ref().filter(|p| p.hash == plan.hash) {
-            done.insert(p.entry_id.clone(), ett(rec.status, rec.ett_j));
+            done.insert(p.entry_id.clone(), rec.ett_or_inf());
         }
     }
     // (task, program) -> variant -> seed -> entry.

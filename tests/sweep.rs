@@ -869,3 +869,112 @@ fn until_settled_runs_seeds_only_while_a_verdict_is_open() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
+
+/// Every folder under `dir` (and `dir` itself) with `mode`.
+fn chmod_dirs(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        if e.file_type().unwrap().is_dir() {
+            chmod_dirs(&e.path(), mode);
+        }
+    }
+}
+
+/// Issue 20: a results folder made read-only in the middle of a sweep stops it with one line
+/// naming the path and the OS error (exit 1); nothing already written changes, no temp file is
+/// left, and once the folder is writable again the same command resumes and runs exactly the
+/// missing entries. Permissions mean nothing to root, so where the test runs as root the
+/// sweeps run as user `nobody` (65534) in a folder it owns.
+#[test]
+fn a_results_folder_made_read_only_mid_sweep_stops_cleanly_and_resumes() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    chmod_dirs(tmp.path(), 0o755);
+    let cfg = suite(tmp.path(), 20);
+    let res = tmp.path().join("res");
+    std::fs::create_dir(&res).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    const NOBODY: u32 = 65534;
+    if as_root {
+        std::os::unix::fs::chown(&res, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let (cfg_s, res_s) = (cfg.to_str().unwrap(), res.to_str().unwrap());
+    let args = [
+        "sweep",
+        "--config",
+        cfg_s,
+        "--results",
+        res_s,
+        "--meter",
+        "estimate",
+        "--device",
+        "cpu",
+    ];
+    let sweep = || {
+        let mut c = jb_cmd(&args);
+        if as_root {
+            c.uid(NOBODY).gid(NOBODY);
+        }
+        c
+    };
+    let child = sweep()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while runs(&res).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no run within 10 min"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    chmod_dirs(&res, 0o555);
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    let before = runs(&res);
+    assert!(
+        before.len() < 40,
+        "the sweep ended before the folder became read-only"
+    );
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one line: {err}");
+    assert!(
+        errors[0].contains(res_s) && errors[0].contains("Permission denied (os error 13)"),
+        "names the path and the errno: {err}"
+    );
+    let leftovers: Vec<String> = tree(&res)
+        .into_keys()
+        .filter(|p| p.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    chmod_dirs(&res, 0o755);
+    let o = sweep().output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert!(
+        err.contains(&format!("{} of 40 runs were already done", before.len())),
+        "{err}"
+    );
+    let after = runs(&res);
+    assert_eq!(
+        sorted_ids(&after)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>(),
+        {
+            let mut p = plan_entries(&res.join("plan.json"));
+            p.sort();
+            p
+        },
+        "every planned run exactly once"
+    );
+    for (name, (_, _, bytes)) in &before {
+        assert_eq!(&after[name].2, bytes, "{name} changed");
+    }
+}

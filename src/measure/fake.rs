@@ -1,13 +1,16 @@
 //! Deterministic meters for tests and dry runs: constant watts, replay of a recorded power
 //! trace, and a recorder that logs the call order together with device synchronisation.
 //!
-//! Owns: fakes of the `Meter` and `DeviceSync` seams. Must not: be chosen by `detect_meter`
+//! Owns: fakes of the `Meter`, `DeviceSync` and `nvml::GpuReader` seams. Must not: be chosen by `detect_meter`
 //! or appear in a ranked result (their source says what they pretend to be, the meter name
 //! says `fake`/`replay`).
 
+use super::nvml::{BoardFacts, DeviceError, GpuReader, PowerMode, RawPower};
+use super::provenance::GpuEdgeFacts;
 use super::window::DeviceSync;
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -404,6 +407,115 @@ pub struct NoSync;
 impl DeviceSync for NoSync {
     fn synchronize(&self) -> Result<(), MeterError> {
         Ok(())
+    }
+}
+
+/// A GPU that answers the NVML meter's reads (`nvml::GpuReader`) from a script: constant
+/// board power `watts`, a total-energy counter accumulating it on `clock` (from
+/// `counter_start_mj`, optionally without a counter at all), NVML-style power samples with a
+/// fresh timestamp per read, no other compute process, and every read failing while its
+/// failure switch is on (the message says "fake NVML failure"). Its name is "Fake GPU".
+pub struct FakeGpu {
+    clock: Arc<dyn Clock>,
+    watts: f64,
+    counter_start_mj: u64,
+    has_counter: bool,
+    failing: Arc<AtomicBool>,
+    failed_reads: AtomicU64,
+}
+
+impl FakeGpu {
+    pub fn new(watts: f64) -> Self {
+        Self {
+            clock: Arc::new(WallClock::default()),
+            watts,
+            counter_start_mj: 1_000_000,
+            has_counter: true,
+            failing: Arc::new(AtomicBool::new(false)),
+            failed_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// A board without a total-energy counter (the meter integrates its power).
+    pub fn without_counter(mut self) -> Self {
+        self.has_counter = false;
+        self
+    }
+
+    /// Drive time from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// While `true`, every read fails (set it from another thread mid-window).
+    pub fn failure_switch(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.failing)
+    }
+
+    /// Reads refused so far.
+    pub fn failed_reads(&self) -> u64 {
+        self.failed_reads.load(Ordering::SeqCst)
+    }
+
+    /// The energy the board drew between two of its clock's times, J.
+    pub fn energy_between_j(&self, t0_s: f64, t1_s: f64) -> f64 {
+        self.watts * (t1_s - t0_s)
+    }
+
+    fn check(&self) -> Result<(), DeviceError> {
+        if self.failing.load(Ordering::SeqCst) {
+            self.failed_reads.fetch_add(1, Ordering::SeqCst);
+            return Err(DeviceError::Nvml {
+                what: "fake",
+                message: "fake NVML failure (switched on by the test)".to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl GpuReader for FakeGpu {
+    fn total_energy_mj(&self) -> Result<u64, DeviceError> {
+        self.check()?;
+        if !self.has_counter {
+            return Err(DeviceError::Nvml {
+                what: "total energy",
+                message: "Not Supported".to_string(),
+            });
+        }
+        Ok(self.counter_start_mj + (self.watts * self.clock.now_s() * 1e3) as u64)
+    }
+
+    fn power(&self, mode: PowerMode) -> Result<RawPower, DeviceError> {
+        self.check()?;
+        match mode {
+            PowerMode::None => Err(DeviceError::NoPower),
+            _ => Ok(RawPower {
+                nvml_timestamp_us: Some((self.clock.now_s() * 1e6) as i64),
+                power_w: self.watts,
+            }),
+        }
+    }
+
+    fn edge_facts(&self) -> GpuEdgeFacts {
+        let ok = self.check().is_ok();
+        GpuEdgeFacts {
+            temperature_c: ok.then_some(40),
+            sm_clock_mhz: ok.then_some(1980),
+            memory_clock_mhz: ok.then_some(2619),
+            compute_pids: ok.then(|| vec![std::process::id()]),
+        }
+    }
+
+    fn board_facts(&self) -> BoardFacts {
+        BoardFacts {
+            name: Some("Fake GPU".to_string()),
+            memory_total_bytes: Some(80 << 30),
+            uuid: Some("GPU-00000000-fake".to_string()),
+            power_limit_w: Some(700.0),
+            persistence_mode: Some(true),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod estimate;
 pub mod fake;
 pub mod idle;
 pub mod nvml;
+pub mod nvml_gpu;
 pub mod poller;
 pub mod provenance;
 pub mod rapl;

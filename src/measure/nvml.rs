@@ -1,28 +1,28 @@
 //! NVIDIA GPU board energy through NVML (nvml-wrapper loads libnvidia-ml at run time).
 //!
-//! Owns: probing each device's total-energy counter and power readings, the counter and power
-//! pollers, the pure arithmetic over their samples (counter deltas with resets, trapezoid
+//! Owns: probing each device's total-energy counter and power readings (through `GpuReader`,
+//! whose NVML side is `nvml_gpu`), the counter and power pollers, counting the reads that fail
+//! during a window, the pure arithmetic over their samples (counter deltas with resets, trapezoid
 //! integration with de-duplication, counter/integral checks) and the GPU's provenance.
 //! Must not: panic or fail the build where NVML is absent, estimate GPU energy from a TDP, take
 //! abs() of a negative counter delta, or synchronise the device (MeasuredWindow does).
 
+use super::nvml_gpu::nvml_err;
+pub use super::nvml_gpu::{
+    BoardFacts, DeviceError, GpuReader, NvmlDeviceRef, NvmlGpu, PowerMode, RawPower,
+    FIELD_POWER_INSTANT,
+};
 use super::poller::{Poller, Timed};
 use super::provenance::{GpuEdgeFacts, GpuFacts};
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
-use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
-use nvml_wrapper::enums::device::SampleValue;
-use nvml_wrapper::struct_wrappers::device::FieldValueSample;
-use nvml_wrapper::structs::device::FieldId;
-use nvml_wrapper::{Device, Nvml};
+use nvml_wrapper::Nvml;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const METER: &str = "nvml";
 
-/// `NVML_FI_DEV_POWER_INSTANT`: instantaneous board power in mW.
-pub const FIELD_POWER_INSTANT: u32 = 186;
 pub const COUNTER_INTERVAL: Duration = Duration::from_millis(100);
 pub const POWER_INTERVAL: Duration = Duration::from_millis(50);
 /// The counter is probed twice this far apart; it is usable only if both reads succeed and
@@ -214,7 +214,7 @@ pub fn gpu_window_energy(
                 energy_j: ce.energy_j,
                 integral_j: integral.map(|i| i.energy_j),
                 counter_to_integral_ratio: ratio,
-                coverage: 1.0,
+                coverage: counter_coverage(c, t_end_s),
                 resets: ce.resets,
                 flags,
             }
@@ -242,6 +242,31 @@ pub fn gpu_window_energy(
     }
 }
 
+/// A counter whose first and last readings lie this close to the window's edges covers the
+/// window (an edge read takes microseconds to a few milliseconds). Farther, an edge read
+/// failed: the part before the first or after the last reading is missing from the energy and
+/// shows as `coverage` below 1, never filled in.
+pub const EDGE_SLACK_S: f64 = 0.01;
+
+/// The share of `[0, t_end_s]` the counter readings span (see `EDGE_SLACK_S`).
+pub fn counter_coverage(counter: &[CounterSample], t_end_s: f64) -> f64 {
+    let first = counter.iter().map(|c| c.t_s).fold(f64::INFINITY, f64::min);
+    let last = counter
+        .iter()
+        .map(|c| c.t_s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !(first.is_finite() && last.is_finite()) || t_end_s <= 0.0 {
+        return 0.0;
+    }
+    let head_s = if first > EDGE_SLACK_S { first } else { 0.0 };
+    let tail_s = if t_end_s - last > EDGE_SLACK_S {
+        t_end_s - last
+    } else {
+        0.0
+    };
+    (1.0 - (head_s + tail_s) / t_end_s).clamp(0.0, 1.0)
+}
+
 /// Bound on the edge error of integrating a trailing 1 s average: each edge can misattribute
 /// up to 1 s of the spread between the highest and lowest power seen.
 pub fn trailing_average_edge_bound_j(power: &[PowerReading]) -> f64 {
@@ -261,40 +286,6 @@ pub fn trailing_average_edge_bound_j(power: &[PowerReading]) -> f64 {
 /// publishing its serial identity.
 pub fn hash_uuid(uuid: &str) -> String {
     hex::encode(Sha256::digest(uuid.as_bytes()).get(..8).unwrap_or_default())
-}
-
-/// How a CUDA ordinal names an NVML device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NvmlDeviceRef {
-    Index(u32),
-    Uuid(String),
-}
-
-/// Mapping `cuda:i` to an NVML device, or reading one, failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DeviceError {
-    #[error("cuda:{0} is out of range")]
-    OutOfRange(usize),
-    #[error("cuda:{index} requested but CUDA_VISIBLE_DEVICES={list} lists {count} device(s)")]
-    NotVisible {
-        index: usize,
-        list: String,
-        count: usize,
-    },
-    #[error("cannot map CUDA_VISIBLE_DEVICES entry {0:?} to an NVML device")]
-    Unmappable(String),
-    /// An NVML call failed (`what` names it; NVML's own message follows).
-    #[error("NVML {what}: {message}")]
-    Nvml { what: &'static str, message: String },
-    #[error("no power reading available")]
-    NoPower,
-}
-
-fn nvml_err(what: &'static str) -> impl Fn(nvml_wrapper::error::NvmlError) -> DeviceError {
-    move |e| DeviceError::Nvml {
-        what,
-        message: e.to_string(),
-    }
 }
 
 /// Map `cuda:i` to an NVML device through `CUDA_VISIBLE_DEVICES`: CUDA renumbers the visible
@@ -329,27 +320,8 @@ pub fn resolve_cuda_index(
 }
 
 // ---------------------------------------------------------------------------------------
-// Thin shell over NVML.
+// The meter over `GpuReader`s (NVML itself is behind that trait, in `nvml_gpu`).
 // ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerMode {
-    /// Field 186, instantaneous power with NVML's sample timestamp.
-    FieldInstant,
-    /// `nvmlDeviceGetPowerUsage`: a trailing 1 s average on Ampere and newer.
-    PowerUsageAverage,
-    None,
-}
-
-impl PowerMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerMode::FieldInstant => "nvml_field_186_power_instant",
-            PowerMode::PowerUsageAverage => "power_usage_trailing_1s_average",
-            PowerMode::None => "none",
-        }
-    }
-}
 
 fn unavailable(reason: String) -> MeterError {
     MeterError::Unavailable {
@@ -358,72 +330,26 @@ fn unavailable(reason: String) -> MeterError {
     }
 }
 
-fn sample_value_f64(v: &SampleValue) -> f64 {
-    match *v {
-        SampleValue::F64(x) => x,
-        SampleValue::U32(x) => f64::from(x),
-        SampleValue::U64(x) => x as f64,
-        SampleValue::I64(x) => x as f64,
-    }
+/// A power reading `t_s` after the window opened.
+fn read_power(
+    reader: &dyn GpuReader,
+    mode: PowerMode,
+    t_s: f64,
+) -> Result<PowerReading, DeviceError> {
+    let raw = reader.power(mode)?;
+    Ok(PowerReading {
+        t_s,
+        nvml_timestamp_us: raw.nvml_timestamp_us,
+        power_w: raw.power_w,
+    })
 }
 
-fn read_power(device: &Device<'_>, mode: PowerMode, t_s: f64) -> Result<PowerReading, DeviceError> {
-    match mode {
-        PowerMode::FieldInstant => {
-            let values = device
-                .field_values_for(&[FieldId(FIELD_POWER_INSTANT)])
-                .map_err(nvml_err("field values"))?;
-            let sample: FieldValueSample = values
-                .into_iter()
-                .next()
-                .ok_or(DeviceError::NoPower)?
-                .map_err(nvml_err("instant power field"))?;
-            let value = sample.value.map_err(nvml_err("instant power value"))?;
-            Ok(PowerReading {
-                t_s,
-                nvml_timestamp_us: Some(sample.timestamp),
-                power_w: sample_value_f64(&value) * 1e-3,
-            })
-        }
-        PowerMode::PowerUsageAverage => Ok(PowerReading {
-            t_s,
-            nvml_timestamp_us: None,
-            power_w: f64::from(device.power_usage().map_err(nvml_err("power usage"))?) * 1e-3,
-        }),
-        PowerMode::None => Err(DeviceError::NoPower),
-    }
-}
-
-#[derive(Debug, Clone)]
 struct Gpu {
-    device: NvmlDeviceRef,
+    reader: Arc<dyn GpuReader>,
     component: String,
     counter_usable: bool,
     power_mode: PowerMode,
     probe_note: String,
-}
-
-fn open<'n>(nvml: &'n Nvml, r: &NvmlDeviceRef) -> Result<Device<'n>, DeviceError> {
-    match r {
-        NvmlDeviceRef::Index(i) => nvml.device_by_index(*i),
-        NvmlDeviceRef::Uuid(u) => nvml.device_by_uuid(u.as_str()),
-    }
-    .map_err(nvml_err("device handle"))
-}
-
-/// State facts read at each edge of a window, and the compute PIDs (empty when unreadable).
-fn edge_facts(device: &Device<'_>) -> (GpuEdgeFacts, Vec<u32>) {
-    let pids = device
-        .running_compute_processes()
-        .map(|ps| ps.iter().map(|p| p.pid).collect::<Vec<u32>>())
-        .ok();
-    let facts = GpuEdgeFacts {
-        temperature_c: device.temperature(TemperatureSensor::Gpu).ok(),
-        sm_clock_mhz: device.clock_info(Clock::SM).ok(),
-        memory_clock_mhz: device.clock_info(Clock::Memory).ok(),
-        compute_pids: pids.clone(),
-    };
-    (facts, pids.unwrap_or_default())
 }
 
 struct GpuSession {
@@ -432,7 +358,6 @@ struct GpuSession {
     counter_poller: Option<Poller<u64>>,
     power_poller: Option<Poller<(Option<i64>, f64)>>,
     start_facts: GpuEdgeFacts,
-    start_pids: Vec<u32>,
     /// NVML reads of this window that failed (edges, marks and polled samples) and the first
     /// one's message: the energy is computed from the reads that succeeded.
     read_errors: usize,
@@ -449,6 +374,24 @@ impl GpuSession {
         self.read_errors += log.errors;
         if let Some(first) = &log.first_error {
             self.first_read_error.get_or_insert_with(|| first.clone());
+        }
+    }
+
+    /// Read the counter and the power at `t_s` (a window edge or a mark).
+    fn read_edge(&mut self, g: &Gpu, t_s: f64) {
+        if g.counter_usable {
+            match g.reader.total_energy_mj() {
+                Ok(mj) => self
+                    .counter_edges
+                    .push(CounterSample { t_s, energy_mj: mj }),
+                Err(e) => self.failed_read(e),
+            }
+        }
+        if g.power_mode != PowerMode::None {
+            match read_power(g.reader.as_ref(), g.power_mode, t_s) {
+                Ok(p) => self.power_edges.push(p),
+                Err(e) => self.failed_read(e),
+            }
         }
     }
 }
@@ -474,10 +417,17 @@ struct Session {
     gpus: Vec<GpuSession>,
 }
 
+/// The driver's versions, read once when the meter is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverVersions {
+    pub nvml_driver: Option<String>,
+    pub cuda_driver: Option<String>,
+}
+
 /// NVML meter for one or more GPUs; components `gpu:<cuda index>`.
 pub struct NvmlMeter {
-    nvml: Arc<Nvml>,
     gpus: Vec<Gpu>,
+    driver: DriverVersions,
     counter_interval: Duration,
     power_interval: Duration,
     session: Option<Session>,
@@ -485,8 +435,13 @@ pub struct NvmlMeter {
 
 impl std::fmt::Debug for NvmlMeter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gpus: Vec<String> = self
+            .gpus
+            .iter()
+            .map(|g| format!("{}: {}", g.component, g.probe_note))
+            .collect();
         f.debug_struct("NvmlMeter")
-            .field("gpus", &self.gpus)
+            .field("gpus", &gpus)
             .finish_non_exhaustive()
     }
 }
@@ -503,10 +458,33 @@ impl NvmlMeter {
         let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
         let device = resolve_cuda_index(visible.as_deref(), cuda_index)
             .map_err(|e| unavailable(e.to_string()))?;
-        let gpu = probe_device(&nvml, device, format!("gpu:{cuda_index}"))?;
+        let component = format!("gpu:{cuda_index}");
+        let reader = NvmlGpu::open(Arc::clone(&nvml), device.clone())
+            .map_err(|e| unavailable(format!("{component}: NVML cannot open {device:?}: {e}")))?;
+        let driver = DriverVersions {
+            nvml_driver: nvml.sys_driver_version().ok(),
+            cuda_driver: nvml
+                .sys_cuda_driver_version()
+                .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+                .ok(),
+        };
+        Self::with_readers(vec![(component, Arc::new(reader))], driver)
+    }
+
+    /// The meter over GPUs read through `readers` (component name, reader), each probed as
+    /// `probe` probes a real one: the counter read twice `COUNTER_PROBE_GAP` apart, then the
+    /// power readings tried. A fake reader makes the whole meter testable without a GPU.
+    pub fn with_readers(
+        readers: Vec<(String, Arc<dyn GpuReader>)>,
+        driver: DriverVersions,
+    ) -> Result<Self, MeterError> {
+        let gpus = readers
+            .into_iter()
+            .map(|(component, reader)| probe_reader(reader, component))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            nvml,
-            gpus: vec![gpu],
+            gpus,
+            driver,
             counter_interval: COUNTER_INTERVAL,
             power_interval: POWER_INTERVAL,
             session: None,
@@ -530,6 +508,14 @@ impl NvmlMeter {
             Source::MeasuredPowerIntegrated
         }
     }
+
+    fn interval_ms(&self, g: &Gpu) -> f64 {
+        if g.counter_usable {
+            self.counter_interval.as_secs_f64() * 1e3
+        } else {
+            self.power_interval.as_secs_f64() * 1e3
+        }
+    }
 }
 
 /// The compute capability (`9.0`) of the GPU `cuda:<cuda_index>` trains on.
@@ -541,7 +527,12 @@ pub fn compute_capability(cuda_index: usize) -> Result<String, MeterError> {
         message: e.to_string(),
     };
     let r = resolve_cuda_index(visible.as_deref(), cuda_index).map_err(device_err)?;
-    let device = open(&nvml, &r).map_err(device_err)?;
+    let device = match &r {
+        NvmlDeviceRef::Index(i) => nvml.device_by_index(*i),
+        NvmlDeviceRef::Uuid(u) => nvml.device_by_uuid(u.as_str()),
+    }
+    .map_err(nvml_err("device handle"))
+    .map_err(device_err)?;
     let cc = device
         .cuda_compute_capability()
         .map_err(nvml_err("compute capability"))
@@ -566,12 +557,10 @@ pub fn list_devices() -> Result<Vec<String>, MeterError> {
         .collect())
 }
 
-fn probe_device(nvml: &Nvml, r: NvmlDeviceRef, component: String) -> Result<Gpu, MeterError> {
-    let device = open(nvml, &r)
-        .map_err(|e| unavailable(format!("{component}: NVML cannot open {r:?}: {e}")))?;
-    let first = device.total_energy_consumption();
+fn probe_reader(reader: Arc<dyn GpuReader>, component: String) -> Result<Gpu, MeterError> {
+    let first = reader.total_energy_mj();
     std::thread::sleep(COUNTER_PROBE_GAP);
-    let second = device.total_energy_consumption();
+    let second = reader.total_energy_mj();
     let (counter_usable, counter_note) = match (&first, &second) {
         (Ok(a), Ok(b)) if b >= a => (true, "energy counter usable".to_string()),
         (Ok(a), Ok(b)) => (
@@ -580,9 +569,9 @@ fn probe_device(nvml: &Nvml, r: NvmlDeviceRef, component: String) -> Result<Gpu,
         ),
         (Err(e), _) | (_, Err(e)) => (false, format!("no energy counter ({e})")),
     };
-    let power_mode = if read_power(&device, PowerMode::FieldInstant, 0.0).is_ok() {
+    let power_mode = if reader.power(PowerMode::FieldInstant).is_ok() {
         PowerMode::FieldInstant
-    } else if read_power(&device, PowerMode::PowerUsageAverage, 0.0).is_ok() {
+    } else if reader.power(PowerMode::PowerUsageAverage).is_ok() {
         PowerMode::PowerUsageAverage
     } else {
         PowerMode::None
@@ -592,9 +581,12 @@ fn probe_device(nvml: &Nvml, r: NvmlDeviceRef, component: String) -> Result<Gpu,
             "{component}: {counter_note} and no power reading works"
         )));
     }
-    let name = device.name().unwrap_or_else(|_| "unknown GPU".to_string());
+    let name = reader
+        .board_facts()
+        .name
+        .unwrap_or_else(|| "unknown GPU".to_string());
     Ok(Gpu {
-        device: r,
+        reader,
         component,
         counter_usable,
         power_mode,
@@ -622,11 +614,7 @@ impl Meter for NvmlMeter {
                 } else {
                     Source::MeasuredPowerIntegrated
                 },
-                sample_interval_ms: if g.counter_usable {
-                    self.counter_interval.as_secs_f64() * 1e3
-                } else {
-                    self.power_interval.as_secs_f64() * 1e3
-                },
+                sample_interval_ms: self.interval_ms(g),
                 note: Some(g.probe_note.clone()),
             })
             .collect()
@@ -639,71 +627,44 @@ impl Meter for NvmlMeter {
         let origin = Instant::now();
         let mut gpus = Vec::with_capacity(self.gpus.len());
         for g in &self.gpus {
-            let device = open(&self.nvml, &g.device).map_err(|e| MeterError::Device {
-                meter: METER,
-                message: format!("{}: {e}", g.component),
-            })?;
-            let (start_facts, start_pids) = edge_facts(&device);
-            let mut counter_edges = Vec::new();
-            let mut power_edges = Vec::new();
-            let mut errors = Vec::new();
-            if g.counter_usable {
-                match device.total_energy_consumption() {
-                    Ok(mj) => counter_edges.push(CounterSample {
-                        t_s: origin.elapsed().as_secs_f64(),
-                        energy_mj: mj,
-                    }),
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-            if g.power_mode != PowerMode::None {
-                match read_power(&device, g.power_mode, origin.elapsed().as_secs_f64()) {
-                    Ok(p) => power_edges.push(p),
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
+            let start_facts = g.reader.edge_facts();
             let counter_poller = if g.counter_usable {
-                let nvml = Arc::clone(&self.nvml);
-                let r = g.device.clone();
+                let reader = Arc::clone(&g.reader);
                 Some(Poller::spawn(
                     "nvml-counter",
                     self.counter_interval,
                     origin,
-                    move || {
-                        open(&nvml, &r)?
-                            .total_energy_consumption()
-                            .map_err(nvml_err("total energy"))
-                    },
+                    move || reader.total_energy_mj(),
                 )?)
             } else {
                 None
             };
             let power_poller = if g.power_mode != PowerMode::None {
-                let nvml = Arc::clone(&self.nvml);
-                let r = g.device.clone();
+                let reader = Arc::clone(&g.reader);
                 let mode = g.power_mode;
                 Some(Poller::spawn(
                     "nvml-power",
                     self.power_interval,
                     origin,
                     move || {
-                        let p = read_power(&open(&nvml, &r)?, mode, 0.0)?;
+                        let p = reader.power(mode)?;
                         Ok::<_, DeviceError>((p.nvml_timestamp_us, p.power_w))
                     },
                 )?)
             } else {
                 None
             };
-            gpus.push(GpuSession {
-                counter_edges,
-                power_edges,
+            let mut s = GpuSession {
+                counter_edges: Vec::new(),
+                power_edges: Vec::new(),
                 counter_poller,
                 power_poller,
                 start_facts,
-                start_pids,
-                read_errors: errors.len(),
-                first_read_error: errors.into_iter().next(),
-            });
+                read_errors: 0,
+                first_read_error: None,
+            };
+            s.read_edge(g, origin.elapsed().as_secs_f64());
+            gpus.push(s);
         }
         self.session = Some(Session { origin, gpus });
         Ok(())
@@ -717,22 +678,7 @@ impl Meter for NvmlMeter {
         let t_s = session.origin.elapsed().as_secs_f64();
         let mut out = Vec::with_capacity(self.gpus.len());
         for (g, s) in self.gpus.iter().zip(session.gpus.iter_mut()) {
-            let device = open(&self.nvml, &g.device).map_err(|e| MeterError::Device {
-                meter: METER,
-                message: format!("{}: {e}", g.component),
-            })?;
-            if g.counter_usable {
-                match device.total_energy_consumption() {
-                    Ok(mj) => s.counter_edges.push(CounterSample { t_s, energy_mj: mj }),
-                    Err(e) => s.failed_read(e),
-                }
-            }
-            if g.power_mode != PowerMode::None {
-                match read_power(&device, g.power_mode, t_s) {
-                    Ok(p) => s.power_edges.push(p),
-                    Err(e) => s.failed_read(e),
-                }
-            }
+            s.read_edge(g, t_s);
             let (counter, power) = collect(s, false);
             out.push(
                 gpu_window_energy(g.counter_usable.then_some(&counter[..]), &power, t_s).energy_j,
@@ -749,26 +695,8 @@ impl Meter for NvmlMeter {
         let mut report = MeterReport::default();
         let own_pid = std::process::id();
         for (g, s) in self.gpus.iter().zip(session.gpus.iter_mut()) {
-            let device = open(&self.nvml, &g.device).map_err(|e| MeterError::Device {
-                meter: METER,
-                message: format!("{}: {e}", g.component),
-            })?;
             let t_end_s = session.origin.elapsed().as_secs_f64();
-            if g.counter_usable {
-                match device.total_energy_consumption() {
-                    Ok(mj) => s.counter_edges.push(CounterSample {
-                        t_s: t_end_s,
-                        energy_mj: mj,
-                    }),
-                    Err(e) => s.failed_read(e),
-                }
-            }
-            if g.power_mode != PowerMode::None {
-                match read_power(&device, g.power_mode, t_end_s) {
-                    Ok(p) => s.power_edges.push(p),
-                    Err(e) => s.failed_read(e),
-                }
-            }
+            s.read_edge(g, t_end_s);
             let (counter, power) = collect(s, true);
             let e = gpu_window_energy(g.counter_usable.then_some(&counter[..]), &power, t_end_s);
             let mut notes = Vec::new();
@@ -776,6 +704,12 @@ impl Meter for NvmlMeter {
                 notes.push(format!(
                     "{} counter reset(s) filled from the power integral",
                     e.resets
+                ));
+            }
+            if e.source != Source::Unavailable && e.coverage < 1.0 {
+                notes.push(format!(
+                    "readings cover {:.1} % of the window (reads failed at its edge): the rest is missing, not estimated",
+                    e.coverage * 100.0
                 ));
             }
             if g.power_mode == PowerMode::PowerUsageAverage {
@@ -789,11 +723,7 @@ impl Meter for NvmlMeter {
                 component: g.component.clone(),
                 source: e.source,
                 energy_j: e.energy_j,
-                sample_interval_ms: if g.counter_usable {
-                    self.counter_interval.as_secs_f64() * 1e3
-                } else {
-                    self.power_interval.as_secs_f64() * 1e3
-                },
+                sample_interval_ms: self.interval_ms(g),
                 coverage: e.coverage,
                 counter_to_integral_ratio: e.counter_to_integral_ratio,
                 note: (!notes.is_empty()).then(|| notes.join("; ")),
@@ -801,26 +731,26 @@ impl Meter for NvmlMeter {
             report
                 .timeline
                 .extend(timeline(&g.component, &counter, &power, g.counter_usable));
-            let (end_facts, end_pids) = edge_facts(&device);
+            let end_facts = g.reader.edge_facts();
             let others: Vec<u32> = s
-                .start_pids
+                .start_facts
+                .compute_pids
                 .iter()
-                .chain(&end_pids)
+                .chain(&end_facts.compute_pids)
+                .flatten()
                 .copied()
                 .filter(|&p| p != own_pid)
                 .collect();
             if !others.is_empty() {
                 report.flags.push("contaminated".to_string());
             }
+            let board = g.reader.board_facts();
             let mut facts = GpuFacts {
-                name: device.name().ok(),
-                memory_total_bytes: device.memory_info().map(|m| m.total).ok(),
-                uuid_sha256_16: device.uuid().map(|u| hash_uuid(&u)).ok(),
-                power_limit_w: device
-                    .enforced_power_limit()
-                    .map(|mw| f64::from(mw) * 1e-3)
-                    .ok(),
-                persistence_mode: device.is_in_persistent_mode().ok(),
+                name: board.name,
+                memory_total_bytes: board.memory_total_bytes,
+                uuid_sha256_16: board.uuid.as_deref().map(hash_uuid),
+                power_limit_w: board.power_limit_w,
+                persistence_mode: board.persistence_mode,
                 counter_usable: g.counter_usable,
                 power_source: g.power_mode.as_str().to_string(),
                 integral_j: e.integral_j,
@@ -842,12 +772,8 @@ impl Meter for NvmlMeter {
             );
             report.provenance.gpus.insert(g.component.clone(), facts);
         }
-        report.provenance.host.nvml_driver_version = self.nvml.sys_driver_version().ok();
-        report.provenance.host.cuda_driver_version = self
-            .nvml
-            .sys_cuda_driver_version()
-            .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
-            .ok();
+        report.provenance.host.nvml_driver_version = self.driver.nvml_driver.clone();
+        report.provenance.host.cuda_driver_version = self.driver.cuda_driver.clone();
         report.flags.sort();
         report.flags.dedup();
         Ok(report)

@@ -7,7 +7,9 @@
 //! - a resumed `sweep` redoes exactly the missing entries and leaves the finished ones
 //!   byte-identical; a rerun `merge` ends with exactly the runs of an uninterrupted merge;
 //! - a killed `report` leaves each leaderboard file either absent or complete, and the rerun
-//!   equals the uninterrupted report.
+//!   equals the uninterrupted report;
+//! - the next command on the folder (the resumed sweep, `run --overwrite`, the rerun merge or
+//!   report) removes every temp file the killed one left: none is left after it.
 //!
 //! `JOULEBENCH_KILL_TRIALS` trials (default 10, what `cargo test` and `.ci/run` run;
 //! `scripts/kill-test.sh` runs 100), commands in turn, kill moments from a fixed seed
@@ -213,6 +215,7 @@ struct Tally {
     trials: usize,
     killed: usize,
     temp_left: usize,
+    temp_after_rerun: usize,
 }
 
 #[test]
@@ -309,6 +312,7 @@ fn killed_at_random_nothing_finished_is_lost_or_misread() {
                         "{what}: {err}"
                     );
                 }
+                tally.entry(kind).or_default().temp_after_rerun += temp_files(&dir);
                 let after = runs(&dir);
                 assert_eq!(after.len(), planned, "{what}: every planned run once");
                 for (name, bytes) in &before {
@@ -322,6 +326,11 @@ fn killed_at_random_nothing_finished_is_lost_or_misread() {
                 assert_complete(&dir, &what);
                 tally.entry(kind).or_default().temp_left += temp_files(&dir);
                 assert_no_temp_read_as_data(&dir, &scratch, &what);
+                let mut again = run_args(&dir);
+                again.push("--overwrite".into());
+                ok(&as_str(&again));
+                tally.entry(kind).or_default().temp_after_rerun += temp_files(&dir);
+                assert_eq!(runs(&dir).len(), 3, "{what}: the rerun's runs");
                 killed
             }
             "merge" => {
@@ -330,6 +339,7 @@ fn killed_at_random_nothing_finished_is_lost_or_misread() {
                 assert_complete(&dir, &what);
                 tally.entry(kind).or_default().temp_left += temp_files(&dir);
                 ok(&as_str(&args));
+                tally.entry(kind).or_default().temp_after_rerun += temp_files(&dir);
                 assert_eq!(runs(&dir), runs(&merged), "{what}: the merge's runs");
                 assert_no_temp_read_as_data(&dir, &scratch, &what);
                 killed
@@ -351,6 +361,9 @@ fn killed_at_random_nothing_finished_is_lost_or_misread() {
                 }
                 let again = report_of(&dir, &scratch.join("again"));
                 assert_eq!(again, want_report, "{what}: the rerun report");
+                // The rerun into the folder itself writes the files the killed one was writing.
+                ok(&args);
+                tally.entry(kind).or_default().temp_after_rerun += temp_files(&dir);
                 killed
             }
         };
@@ -362,13 +375,20 @@ fn killed_at_random_nothing_finished_is_lost_or_misread() {
         .iter()
         .map(|(k, v)| {
             format!(
-                "{k} {} ({} killed while running, {} temp files left)",
-                v.trials, v.killed, v.temp_left
+                "{k} {} ({} killed while running, {} temp files left, {} after the next command)",
+                v.trials, v.killed, v.temp_left, v.temp_after_rerun
             )
         })
         .collect();
+    let left: usize = tally.values().map(|v| v.temp_after_rerun).sum();
     eprintln!(
         "kill-at-random: {trials} trials: {}; no run file lost or incomplete, no temp file read as data, every resume exact",
+        parts.join(", ")
+    );
+    assert_eq!(
+        left,
+        0,
+        "temp files outlived the next command: {}",
         parts.join(", ")
     );
 }

@@ -432,9 +432,15 @@ impl ResultsDir {
             std::fs::create_dir_all(root.join(sub))
                 .map_err(|e| err(format!("cannot create {sub:?}: {e}")))?;
         }
-        let probe = root
-            .join("runs")
-            .join(format!(".write-probe-{}", std::process::id()));
+        // What writers of this machine killed mid-write left here (temp files, plan claims,
+        // write probes); a live writer's files and other machines' are kept.
+        for sub in ["", "runs", "events", "power", "logs"] {
+            crate::base::atomic::remove_dead_writers_files(&root.join(sub), |_| true);
+        }
+        let probe = root.join("runs").join(format!(
+            ".write-probe-{}",
+            crate::base::atomic::writer_tag()
+        ));
         std::fs::write(&probe, b"probe").map_err(|e| err(format!("not writable: {e}")))?;
         let _ = std::fs::remove_file(&probe);
         Ok(Self {

@@ -161,12 +161,20 @@ pub fn find_suite(models_dir: &Path, name: &str) -> Result<Suite, PlanError> {
 
 /// A suite from any TOML file.
 pub fn load_suite(path: &Path) -> Result<Suite, PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError::Suite {
+        path: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse_suite(&text, path)
+}
+
+/// A suite from the text of the file at `path` (named in errors).
+pub fn parse_suite(text: &str, path: &Path) -> Result<Suite, PlanError> {
     let err = |message: String| PlanError::Suite {
         path: path.display().to_string(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let suite: Suite = toml::from_str(&text).map_err(|e| err(e.to_string().replace('\n', " ")))?;
+    let suite: Suite = toml::from_str(text).map_err(|e| err(e.to_string().replace('\n', " ")))?;
     if suite.seeds == 0 || suite.seeds > 10_000 {
         return Err(err(format!("seeds must be 1-10000, got {}", suite.seeds)));
     }
@@ -342,13 +350,21 @@ impl PlanFile {
 
     /// Read a plan file: format, version and hash checked, every entry consistent.
     pub fn read(path: &Path) -> Result<PlanFile, PlanError> {
+        let bytes = std::fs::read(path).map_err(|e| PlanError::Plan {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    /// A plan from the bytes of the file at `path` (named in errors), checked as `read` does.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<PlanFile, PlanError> {
         let err = |message: String| PlanError::Plan {
             path: path.display().to_string(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let probe: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| err(format!("not JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| err(format!("not JSON: {e}")))?;
         if probe.get("format").and_then(|f| f.as_str()) != Some("joulebench-plan") {
             return Err(err(
                 "not a joulebench plan (no \"format\": \"joulebench-plan\")".into(),

@@ -107,9 +107,10 @@ pub fn claim_folder(results: &ResultsDir, plan: &PlanFile) -> anyhow::Result<()>
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let claim = results
-            .root()
-            .join(format!(".plan.json.claim-{}-{nanos:x}", std::process::id()));
+        let claim = results.root().join(format!(
+            ".plan.json.claim-{}-{nanos:x}",
+            crate::base::atomic::writer_tag()
+        ));
         crate::record::write_atomic(&claim, plan.to_json()?.as_bytes())?;
         let linked = std::fs::hard_link(&claim, &path);
         let _ = std::fs::remove_file(&claim);

@@ -23,18 +23,7 @@ fn main() {
                     },
                 );
             }
-            // clap's message spans several lines; users script against one line per cause.
-            let text = e.to_string();
-            let line: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| {
-                    !l.is_empty()
-                        && !l.starts_with("For more information")
-                        && !l.starts_with("Usage:")
-                })
-                .collect();
-            eprintln!("joulebench: {}", line.join(" "));
+            eprintln!("joulebench: {}", cli::clap_error_line(&e));
             std::process::exit(2);
         }
     };

@@ -351,3 +351,92 @@ fn suites() {
         |s| assert!(s.contains(&sshown), "error does not name the file: {s}"),
     );
 }
+
+#[test]
+fn checkpoints_and_their_sidecars() {
+    use joulebench::engine::checkpoint;
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = candle_core::Device::Cpu;
+    // Small weights (the shipped checkpoints are 0.8 MB; what is parsed is the header).
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+        [("layer0.weight", vec![4usize, 3]), ("layer0.bias", vec![3])]
+            .into_iter()
+            .map(|(n, shape)| {
+                let len: usize = shape.iter().product();
+                let v: Vec<f32> = (0..len).map(|i| i as f32 * 0.25 - 1.0).collect();
+                (
+                    n.to_string(),
+                    candle_core::Tensor::from_vec(v, shape, &dev).unwrap(),
+                )
+            })
+            .collect();
+    let wpath = tmp.path().join("w.safetensors");
+    candle_core::safetensors::save(&tensors, &wpath).unwrap();
+    let weights = std::fs::read(&wpath).unwrap();
+    let shown = wpath.display().to_string();
+    fuzz(
+        "checkpoint weights (safetensors)",
+        std::slice::from_ref(&weights),
+        13,
+        |b| checkpoint::parse(&wpath, b, None, &dev).map(|_| ()),
+        |s| assert!(s.contains(&shown), "error does not name the file: {s}"),
+    );
+    // A sidecar from a committed fine-tune source, pointed at these weights.
+    let committed = "results/2026-11-23-cpu-amd-epyc-mnist-mlp-variants/checkpoints/mnist-rot90-mlp--f32--seed-1--317b010e.json";
+    let mut sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(committed).unwrap()).unwrap();
+    let sha = checkpoint::parse(&wpath, &weights, None, &dev)
+        .unwrap()
+        .sha256;
+    sidecar["weights_sha256"] = serde_json::Value::String(sha);
+    let sidecar = serde_json::to_vec_pretty(&sidecar).unwrap();
+    assert!(checkpoint::parse(&wpath, &weights, Some(&sidecar), &dev).is_ok());
+    let sc_shown = checkpoint::sidecar_path(&wpath).display().to_string();
+    fuzz(
+        "checkpoint sidecar",
+        &[sidecar],
+        14,
+        |b| checkpoint::parse(&wpath, &weights, Some(b), &dev).map(|_| ()),
+        |s| assert!(s.contains(&sc_shown), "error does not name the file: {s}"),
+    );
+}
+
+#[test]
+fn command_lines() {
+    use clap::Parser;
+    // Valid command lines, one per command family; mutations act on the joined text, split
+    // again on spaces (so tokens are dropped, merged, split and mangled).
+    let lines = [
+        "joulebench run --task digits-mlp --seeds 3 --variant bf16-amp --meter estimate --device cpu --idle-s 0 --results r",
+        "joulebench sweep --suite quick --results r --shard-count 4 --shard-index 1 --until-settled",
+        "joulebench report r --format md --grid-intensity 300 --out o",
+        "joulebench exec --task digits-mlp --results r --events e.jsonl -- python train.py --lr 0.1",
+        "joulebench merge a b --into c",
+        "joulebench replay r --min-seeds 3 --max-seeds 10 --json",
+        "joulebench target --task digits-mlp results/x",
+        "joulebench footprint --task digits-mlp --hours 2.5 --grid-intensity 400",
+    ];
+    let inputs: Vec<Vec<u8>> = lines.iter().map(|l| l.as_bytes().to_vec()).collect();
+    fuzz(
+        "command line (clap)",
+        &inputs,
+        15,
+        |b| {
+            let text = String::from_utf8_lossy(b);
+            let argv: Vec<&str> = text.split(' ').collect();
+            match joulebench::cli::Cli::try_parse_from(argv) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    use clap::error::ErrorKind;
+                    match e.kind() {
+                        ErrorKind::DisplayHelp
+                        | ErrorKind::DisplayVersion
+                        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Ok(()),
+                        _ => Err(joulebench::cli::clap_error_line(&e)),
+                    }
+                }
+            }
+        },
+        |s| assert!(!s.is_empty(), "an empty error"),
+    );
+}

@@ -323,6 +323,20 @@ pub fn default_device() -> (Device, String) {
     (Device::Cpu, "cpu".into())
 }
 
+/// A command-line parse error in one line: clap's message spans several lines (usage, hint),
+/// and users script against one line per cause.
+pub fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
+        })
+        .collect();
+    lines.join(" ")
+}
+
 pub fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::List { json } => list(json).map(|_| 0),

@@ -14,6 +14,7 @@ use crate::record::run_variant::CheckpointEnergy;
 use crate::record::run_variant::{HarnessWeights, WeightsOrigin, WeightsSource};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -158,41 +159,67 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, CheckpointError>
             hint: "no such file".into(),
         });
     }
-    let tensors =
-        candle_core::safetensors::load(path, device).map_err(|e| CheckpointError::Unreadable {
+    let weights = std::fs::read(path).map_err(|e| CheckpointError::Unreadable {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    let sc = sidecar_path(path);
+    let sidecar = if sc.is_file() {
+        Some(std::fs::read(&sc).map_err(|e| CheckpointError::Sidecar {
+            path: sc.display().to_string(),
+            reason: e.to_string(),
+        })?)
+    } else {
+        None
+    };
+    parse(path, &weights, sidecar.as_deref(), device)
+}
+
+/// A checkpoint from the bytes of its weights file at `path` and of its sidecar (`None`: an
+/// external checkpoint), as `load` reads them; `path` and the sidecar's path name the files
+/// in errors.
+pub fn parse(
+    path: &Path,
+    weights: &[u8],
+    sidecar: Option<&[u8]>,
+    device: &Device,
+) -> Result<Checkpoint, CheckpointError> {
+    let p = path.display().to_string();
+    let tensors = candle_core::safetensors::load_buffer(weights, device).map_err(|e| {
+        CheckpointError::Unreadable {
             path: p.clone(),
             reason: format!(
                 "not a safetensors file ({})",
                 e.to_string().lines().next().unwrap_or("")
             ),
-        })?;
-    let sha256 = crate::data::sha256_file(path).map_err(|e| CheckpointError::Unreadable {
-        path: p.clone(),
-        reason: e.to_string(),
+        }
     })?;
-    let sc = sidecar_path(path);
-    let origin = if sc.is_file() {
-        let serr = |reason: String| CheckpointError::Sidecar {
-            path: sc.display().to_string(),
-            reason,
-        };
-        let bytes = std::fs::read(&sc).map_err(|e| serr(e.to_string()))?;
-        let s: Sidecar = serde_json::from_slice(&bytes).map_err(|e| serr(e.to_string()))?;
-        if s.format != SIDECAR_FORMAT {
-            return Err(serr(format!(
-                "format '{}', expected '{SIDECAR_FORMAT}'",
-                s.format
-            )));
+    let sha256 = hex::encode(sha2::Sha256::digest(weights));
+    let origin = match sidecar {
+        Some(bytes) => {
+            let sc = sidecar_path(path);
+            let serr = |reason: String| CheckpointError::Sidecar {
+                path: sc.display().to_string(),
+                reason,
+            };
+            let s: Sidecar = serde_json::from_slice(bytes)
+                .map_err(|e| serr(crate::base::csvline::clip(&e.to_string())))?;
+            if s.format != SIDECAR_FORMAT {
+                return Err(serr(format!(
+                    "format '{}', expected '{SIDECAR_FORMAT}'",
+                    crate::base::csvline::clip(&s.format)
+                )));
+            }
+            if s.weights_sha256 != sha256 {
+                return Err(serr(format!(
+                    "records weights with SHA-256 {} but {} has {sha256}: the weights changed after the sidecar was written",
+                    crate::base::csvline::clip(&s.weights_sha256),
+                    p
+                )));
+            }
+            Origin::Harness(Box::new(s))
         }
-        if s.weights_sha256 != sha256 {
-            return Err(serr(format!(
-                "records weights with SHA-256 {} but {} has {sha256}: the weights changed after the sidecar was written",
-                s.weights_sha256, p
-            )));
-        }
-        Origin::Harness(Box::new(s))
-    } else {
-        Origin::External
+        None => Origin::External,
     };
     Ok(Checkpoint {
         path: path.to_path_buf(),

@@ -2,7 +2,7 @@
 //!
 //! Owns: the olympic mean, the median and its 95 % percentile-bootstrap CI, sd, CV, k/N
 //! converged, Tukey-fence outlier flags, and the seed-paired comparison of a variant with its
-//! baseline (relative change in ETT with a bootstrap CI, P(variant better) with a CI, the 2 %
+//! baseline (relative change in ETT with a Student-t CI, P(variant better) with a CI, the 2 %
 //! noise threshold and the verdict).
 //! Must not: read files, know about run records or format numbers; it works on plain `f64`s.
 //!
@@ -194,6 +194,29 @@ pub fn bootstrap_ci(values: &[f64], statistic: impl Fn(&[f64]) -> f64) -> Option
     })
 }
 
+/// The interval, at level `1 - alpha`, of the relative change `exp(mean log-ratio) - 1`: the
+/// Student-t interval of the mean of `log_ratios`, mapped back. Exact when the log-ratios are
+/// normal, at any number of pairs; `None` with fewer than 2. (The percentile bootstrap of the
+/// same mean covers far less than its level at few pairs: the test
+/// `paired_change_ci_covers_at_its_level_where_the_percentile_bootstrap_does_not` measures both.)
+pub fn t_change_interval(log_ratios: &[f64], alpha: f64) -> Option<Interval> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let n = log_ratios.len();
+    if n < 2 || !(alpha > 0.0 && alpha < 1.0) {
+        return None;
+    }
+    let mean = log_ratios.iter().sum::<f64>() / n as f64;
+    let var = log_ratios.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .ok()?
+        .inverse_cdf(1.0 - alpha / 2.0);
+    let half = t * (var / n as f64).sqrt();
+    Some(Interval {
+        lo: (mean - half).exp() - 1.0,
+        hi: (mean + half).exp() - 1.0,
+    })
+}
+
 /// The median and its 95 % percentile-bootstrap CI.
 pub fn median_ci(values: &[f64]) -> Option<(f64, Interval)> {
     let m = median(values)?;
@@ -305,7 +328,9 @@ pub struct PairedComparison {
     /// Relative change in ETT, variant vs baseline: the geometric mean of the per-seed ratios
     /// minus one, over pairs where both reached T (-0.25 = the variant needs 25 % less energy).
     pub change: Option<f64>,
-    /// 95 % percentile-bootstrap CI of `change`, resampling seed pairs; needs [`MIN_PAIRS`].
+    /// 95 % CI of `change`: the Student-t interval of the mean per-seed log-ratio, mapped
+    /// back (`t_change_interval`); needs [`MIN_PAIRS`]. Not a percentile bootstrap: over 3
+    /// seed pairs that covers about 76 % of the time, over 10 about 88 %, not 95 %.
     pub change_ci: Option<Interval>,
     /// Fraction of paired seeds in which the variant needed less energy to reach T than the
     /// baseline (a DNF needs infinite energy; two DNFs tie and count one half).
@@ -331,7 +356,7 @@ pub fn compare_paired(pairs: &[(f64, f64)]) -> PairedComparison {
     let geo = |s: &[f64]| (s.iter().sum::<f64>() / s.len() as f64).exp() - 1.0;
     let change = (both > 0).then(|| geo(&log_ratios));
     let change_ci = if both >= MIN_PAIRS {
-        bootstrap_ci(&log_ratios, geo)
+        t_change_interval(&log_ratios, 1.0 - CONFIDENCE)
     } else {
         None
     };
@@ -497,6 +522,51 @@ mod tests {
         // With DNFs the upper end may be infinite, never NaN.
         let (_, d) = median_ci(&[1.0, 2.0, 3.0, INF, INF]).unwrap();
         assert!(d.lo.is_finite() && d.hi == INF, "{d:?}");
+    }
+
+    /// The comparison's 95 % interval covers the true change at least 94 % of the time at
+    /// 3, 5 and 10 seed pairs (10^4 simulated comparisons each, normal log-ratios); the
+    /// percentile bootstrap of the same mean, which it replaced, covers about 76 % at 3 pairs.
+    #[test]
+    fn paired_change_ci_covers_at_its_level_where_the_percentile_bootstrap_does_not() {
+        let mut rng = ChaCha8Rng::seed_from_u64(34);
+        let (mu, sd) = (0.1_f64, 0.05_f64);
+        let truth = mu.exp() - 1.0;
+        let draw = |rng: &mut ChaCha8Rng, n: usize| -> Vec<(f64, f64)> {
+            (0..n)
+                .map(|_| {
+                    let base = 1000.0 * (1.0 + rng.random::<f64>());
+                    (base * (mu + sd * standard_normal(rng)).exp(), base)
+                })
+                .collect()
+        };
+        for n in [3, 5, 10] {
+            let sims = 10_000;
+            let hits = (0..sims)
+                .filter(|_| {
+                    let c = compare_paired(&draw(&mut rng, n));
+                    c.change_ci.unwrap().contains(truth)
+                })
+                .count();
+            let coverage = hits as f64 / sims as f64;
+            assert!(coverage >= 0.94, "n {n}: t interval covers {coverage}");
+        }
+        let geo = |s: &[f64]| (s.iter().sum::<f64>() / s.len() as f64).exp() - 1.0;
+        let sims = 1_000;
+        let hits = (0..sims)
+            .filter(|_| {
+                let logs: Vec<f64> = draw(&mut rng, 3)
+                    .iter()
+                    .map(|(v, b)| (v / b).ln())
+                    .collect();
+                bootstrap_ci(&logs, geo).unwrap().contains(truth)
+            })
+            .count();
+        let coverage = hits as f64 / sims as f64;
+        assert!(
+            coverage < 0.85,
+            "percentile bootstrap at 3 pairs covers {coverage}"
+        );
     }
 
     #[test]

@@ -28,7 +28,6 @@
 //! and a log-ratio of energies has no natural bound.
 
 use super::{Interval, CONFIDENCE, NOISE_THRESHOLD};
-use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// Fewest seed pairs before the first look (the protocol's quick-suite minimum).
 pub const DEFAULT_MIN_PAIRS: usize = 3;
@@ -89,20 +88,7 @@ impl SeedPlan {
 /// The interval of the relative change `exp(mean log-ratio) - 1` at one look, at level
 /// `1 - alpha / L`. `None` with fewer than 2 log-ratios.
 pub fn change_interval(log_ratios: &[f64], plan: &SeedPlan) -> Option<Interval> {
-    let n = log_ratios.len();
-    if n < 2 {
-        return None;
-    }
-    let mean = log_ratios.iter().sum::<f64>() / n as f64;
-    let var = log_ratios.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
-        .ok()?
-        .inverse_cdf(1.0 - plan.alpha_per_look() / 2.0);
-    let half = t * (var / n as f64).sqrt();
-    Some(Interval {
-        lo: (mean - half).exp() - 1.0,
-        hi: (mean + half).exp() - 1.0,
-    })
+    super::t_change_interval(log_ratios, plan.alpha_per_look())
 }
 
 /// Where a comparison stands after a look.

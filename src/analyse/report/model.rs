@@ -361,7 +361,7 @@ impl Default for StatsInfo {
             min_pairs: stats::MIN_PAIRS,
             median_ci: "95 % percentile bootstrap of the median ETT (a DNF counts as infinite energy)".into(),
             olympic_mean: "mean ETT without the minimum and the maximum; one DNF is the maximum, two or more invalidate it".into(),
-            change: "geometric mean over seeds of ETT(variant) / ETT(baseline), minus 1, with a 95 % percentile-bootstrap CI over seed pairs where both reached T".into(),
+            change: "geometric mean over seeds of ETT(variant) / ETT(baseline), minus 1, with the 95 % Student-t CI of the mean log-ratio over seed pairs where both reached T".into(),
             p_better: "share of paired seeds where the variant reached T with less energy (DNF = infinite, ties = 1/2), Wilson 95 % interval".into(),
             outliers: "Tukey fences (1.5 IQR) over runs that reached T; flagged, never dropped".into(),
         }
@@ -522,7 +522,7 @@ fn compare(
     }
 }
 
-/// Replace a comparison's bootstrap interval and verdict by the sequential rule's
+/// Replace a comparison's fixed-protocol interval and verdict by the sequential rule's
 /// (`stats::sequential`), over the pairs in seed order, for runs made by `sweep --until-settled`.
 fn sequential_verdict(c: &mut stats::PairedComparison, pairs: &[(f64, f64)], max_seeds: u64) {
     use stats::sequential::{settle, SeedPlan, Settled, DEFAULT_MIN_PAIRS};

@@ -568,3 +568,67 @@ fn idle_and_cooldown_beyond_a_day_are_refused() {
     assert_usage_error(&o, &["suite.toml", "cooldown_s", "at most 86400"]);
     assert_nothing_written(&res);
 }
+
+/// A task whose model cannot be trained in this machine's memory (`hidden = [100000000]` on
+/// the 8x8 digits: 25.6 GB of first-layer weights) aborted with a failed allocation, exit 134,
+/// after the results folder was made. Now: one line, exit 2, nothing written, for `run` and
+/// `sweep`.
+#[test]
+fn a_model_too_big_for_memory_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let shipped = std::fs::read_to_string("models/digits-mlp.toml").unwrap();
+    assert!(shipped.contains("hidden = [64]"));
+    // Far beyond any machine's memory (10^12 units: 16 TB of weights alone with AdamW).
+    std::fs::write(
+        models.join("digits-mlp.toml"),
+        shipped.replace("hidden = [64]", "hidden = [1000000000000]"),
+    )
+    .unwrap();
+    let res = tmp.path().join("res");
+    let m = models.to_str().unwrap();
+    let r = res.to_str().unwrap();
+    let o = jb(&[
+        &[
+            "run",
+            "--task",
+            "digits-mlp",
+            "--models-dir",
+            m,
+            "--results",
+            r,
+        ],
+        QUICK,
+    ]
+    .concat());
+    assert_usage_error(
+        &o,
+        &[
+            "task digits-mlp",
+            "trainable parameters",
+            "GiB",
+            "available",
+        ],
+    );
+    assert_nothing_written(&res);
+    let suite = tmp.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        "name = \"big\"\ndescription = \"t\"\ntasks = [\"digits-mlp\"]\nvariants = [\"f32\"]\nseeds = 1\nidle_s = 0.0\ncooldown_s = 0.0\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_joulebench"))
+        .args(["sweep", "--config", suite.to_str().unwrap(), "--results", r])
+        .args(["--models-dir", m, "--meter", "estimate", "--device", "cpu"])
+        .env_remove("JOULEBENCH_MODELS")
+        .env_remove("JOULEBENCH_DATA")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert_usage_error(&o, &["task digits-mlp", "trainable parameters"]);
+    assert!(
+        !res.join("plan.json").exists(),
+        "the plan claimed the folder"
+    );
+}

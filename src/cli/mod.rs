@@ -481,7 +481,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     // The data first: a dataset too small for the task is refused before the results folder
     // is made.
     let data = data::load(spec.dataset, a.data_dir.as_deref()).map_err(usage)?;
-    runner::preflight_data(&spec, &data).map_err(usage)?;
+    runner::preflight_data(&spec, &data, &device).map_err(usage)?;
     for v in &variants {
         variant_run::preflight(&spec, v, &device, a.checkpoint.is_some()).map_err(usage)?;
     }
@@ -497,7 +497,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     {
         Some(s) => {
             let d = data::load(s.dataset, a.data_dir.as_deref()).map_err(usage)?;
-            runner::preflight_data(&s, &d).map_err(usage)?;
+            runner::preflight_data(&s, &d, &device).map_err(usage)?;
             Some(Box::new(TaskRun {
                 spec: s,
                 data: d,

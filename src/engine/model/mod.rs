@@ -9,6 +9,7 @@ mod cnn;
 mod mlp;
 mod params;
 pub mod resnet;
+pub mod size;
 pub mod transformer;
 
 pub use params::{in_layer, read_buffer, write_buffer, Buffer, ParamStore, SeededRng, WeightInfo};

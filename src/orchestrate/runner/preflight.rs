@@ -1,6 +1,7 @@
-//! Whether a task's data can make a run at all (one training batch, one held-out sample),
-//! checked by `run` and `sweep` before anything is written or measured, and the sizes a run
-//! gets, counted without building tensors.
+//! Whether a task's data can make a run at all (one training batch, one held-out sample) and
+//! whether its model can be trained in this machine's memory (on the CPU), checked by `run` and
+//! `sweep` before anything is written or measured, and the sizes a run gets, counted without
+//! building tensors.
 
 use crate::data::{DataError, DatasetBundle, Loaded};
 use crate::spec::task::TaskSpec;
@@ -38,8 +39,15 @@ fn sizes_of(spec: &TaskSpec, data: &Loaded) -> anyhow::Result<(usize, usize)> {
 /// `batch_size`; a smaller set would train on a shrunken batch or not at all) and at least one
 /// held-out sample to score. A usage error naming the data file (or folder) and what is
 /// missing; called before anything is written or measured.
-pub fn preflight_data(spec: &TaskSpec, bundle: &DatasetBundle) -> anyhow::Result<()> {
+pub fn preflight_data(
+    spec: &TaskSpec,
+    bundle: &DatasetBundle,
+    device: &candle_core::Device,
+) -> anyhow::Result<()> {
     let data = viewed(spec, bundle)?;
+    if device.is_cpu() {
+        check_memory(spec, data.as_ref(), available_memory_bytes())?;
+    }
     let (n_train, n_eval) = sizes_of(spec, &data)?;
     let batch = spec.train.batch_size;
     let (what, path) = match bundle.files.as_slice() {
@@ -95,6 +103,38 @@ pub fn preflight_data(spec: &TaskSpec, bundle: &DatasetBundle) -> anyhow::Result
     }
     if n_eval == 0 {
         return Err(too_small(format!("{test_is}; at least one is needed to score a run")).into());
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes: what a new process can use without swapping.
+/// `None` where it cannot be read (then the memory check is skipped).
+pub fn available_memory_bytes() -> Option<u128> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A model whose training needs more memory than `available` (bytes; `None`: unknown) is a
+/// usage error, before anything is written: without it the allocation fails mid-run and the
+/// process aborts (exit 134) after the results folder was made. The need is a lower bound
+/// (`engine::model::size`), so a model that fits is never refused.
+fn check_memory(spec: &TaskSpec, data: &Loaded, available: Option<u128>) -> anyhow::Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let (input, classes) = crate::engine::prepare::input_of(spec, data)?;
+    let params = crate::engine::model::size::parameters_at_least(&spec.model, input, classes);
+    let need = crate::engine::model::size::training_bytes_at_least(&spec.model, input, classes);
+    if need > available {
+        let gib = |b: u128| b as f64 / f64::from(1u32 << 30);
+        anyhow::bail!(
+            "task {}: its model has at least {params} trainable parameters, so training takes at least {:.1} GiB (weight, gradient and two AdamW moments, 4 bytes each), more than the {:.1} GiB this machine has available: make the model smaller",
+            spec.name,
+            gib(need),
+            gib(available)
+        );
     }
     Ok(())
 }
@@ -164,14 +204,14 @@ mod tests {
     #[test]
     fn data_too_small_for_a_run_is_refused_naming_the_file() {
         let digits = shipped("digits-mlp");
-        preflight_data(&digits, &images(32, 1)).unwrap();
+        preflight_data(&digits, &images(32, 1), &Device::Cpu).unwrap();
         for (bundle, needles) in [
             (images(0, 5), &["has 0 samples", "one batch of 32"][..]),
             (images(1, 5), &["has 1 sample;", "one batch of 32"]),
             (images(31, 5), &["has 31 samples"]),
             (images(40, 0), &["test split has 0 samples"]),
         ] {
-            let e = preflight_data(&digits, &bundle).unwrap_err();
+            let e = preflight_data(&digits, &bundle, &Device::Cpu).unwrap_err();
             let msg = e.to_string();
             assert!(e.downcast_ref::<DataError>().is_some(), "{msg}");
             assert!(
@@ -183,14 +223,17 @@ mod tests {
             }
         }
         // A class view counts what the task keeps: digits 0-4 of 60 samples are 30.
-        let e = preflight_data(&shipped("digits-lo-mlp"), &images(60, 10)).unwrap_err();
+        let e =
+            preflight_data(&shipped("digits-lo-mlp"), &images(60, 10), &Device::Cpu).unwrap_err();
         assert!(
             e.to_string()
                 .contains("training split (after the task's [data] view) has 30 samples"),
             "{e}"
         );
         let charlm = shipped("text-charlm");
-        let e = preflight_data(&charlm, &text(3)).unwrap_err().to_string();
+        let e = preflight_data(&charlm, &text(3), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("t/austen.txt")
                 && e.contains("the training text (2 characters) makes 0 windows of 65 characters"),
@@ -200,8 +243,8 @@ mod tests {
         // characters) is shorter than one window.
         let mut small_batch = charlm.clone();
         small_batch.train.batch_size = 4;
-        preflight_data(&small_batch, &text(700)).unwrap();
-        let e = preflight_data(&small_batch, &text(600))
+        preflight_data(&small_batch, &text(700), &Device::Cpu).unwrap();
+        let e = preflight_data(&small_batch, &text(600), &Device::Cpu)
             .unwrap_err()
             .to_string();
         assert!(
@@ -210,5 +253,29 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// Issue 20: a task whose model cannot be trained in memory is one line before anything
+    /// is written, not an aborted allocation (`hidden = [100000000]` on digits: 25.6 GB of
+    /// weights alone).
+    #[test]
+    fn a_model_too_big_for_memory_is_refused_and_one_that_fits_is_not() {
+        let mut big = shipped("digits-mlp");
+        big.model = crate::spec::task::ModelSpec::Mlp {
+            hidden: vec![100_000_000],
+        };
+        let data = images(64, 8);
+        let gib8 = Some(8u128 << 30);
+        let e = check_memory(&big, &data.data, gib8)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.contains("task digits-mlp") && e.contains("at least 7400000000 trainable parameters"),
+            "{e}"
+        );
+        assert!(e.contains("110.3 GiB") && e.contains("8.0 GiB"), "{e}");
+        check_memory(&shipped("digits-mlp"), &data.data, gib8).unwrap();
+        check_memory(&big, &data.data, None).unwrap();
     }
 }

@@ -340,7 +340,7 @@ pub fn load_tasks(
                 .iter()
                 .any(|e| e.exec.is_none() && e.task == spec.name)
             {
-                crate::orchestrate::runner::preflight_data(spec, &data)?;
+                crate::orchestrate::runner::preflight_data(spec, &data, device)?;
             }
             let variants: Vec<crate::spec::variant::Variant> = file
                 .variants
@@ -362,7 +362,7 @@ pub fn load_tasks(
             )? {
                 Some(s) => {
                     let data = crate::data::load(s.dataset, data_dir)?;
-                    crate::orchestrate::runner::preflight_data(&s, &data)?;
+                    crate::orchestrate::runner::preflight_data(&s, &data, device)?;
                     Some(Box::new(TaskRun {
                         data,
                         spec: s,

@@ -89,23 +89,28 @@ fn sorted_ids(r: &BTreeMap<String, (String, String, Vec<u8>)>) -> Vec<(String, S
     v
 }
 
+/// `sweep --config CFG --results RES` with the labelled estimate on the CPU.
+fn sweep_args<'a>(cfg: &'a str, res: &'a str) -> [&'a str; 9] {
+    [
+        "sweep",
+        "--config",
+        cfg,
+        "--results",
+        res,
+        "--meter",
+        "estimate",
+        "--device",
+        "cpu",
+    ]
+}
+
 #[test]
 fn a_killed_sweep_resumes_with_every_run_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = suite(tmp.path(), 4);
     let res = tmp.path().join("res");
     let (cfg_s, res_s) = (cfg.to_str().unwrap(), res.to_str().unwrap());
-    let args = [
-        "sweep",
-        "--config",
-        cfg_s,
-        "--results",
-        res_s,
-        "--meter",
-        "estimate",
-        "--device",
-        "cpu",
-    ];
+    let args = sweep_args(cfg_s, res_s);
     let mut child = jb_cmd(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -539,17 +544,7 @@ fn a_suite_with_an_exec_entry_resumes_after_a_kill() {
     .unwrap();
     let res = tmp.path().join("res");
     let (cfg_s, res_s) = (cfg.to_str().unwrap(), res.to_str().unwrap());
-    let args = [
-        "sweep",
-        "--config",
-        cfg_s,
-        "--results",
-        res_s,
-        "--meter",
-        "estimate",
-        "--device",
-        "cpu",
-    ];
+    let args = sweep_args(cfg_s, res_s);
     let plan = jb(&["sweep", "plan", "--config", cfg_s]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
     let p: Value = serde_json::from_slice(&plan.stdout).unwrap();
@@ -901,17 +896,7 @@ fn a_results_folder_made_read_only_mid_sweep_stops_cleanly_and_resumes() {
         std::os::unix::fs::chown(&res, Some(NOBODY), Some(NOBODY)).unwrap();
     }
     let (cfg_s, res_s) = (cfg.to_str().unwrap(), res.to_str().unwrap());
-    let args = [
-        "sweep",
-        "--config",
-        cfg_s,
-        "--results",
-        res_s,
-        "--meter",
-        "estimate",
-        "--device",
-        "cpu",
-    ];
+    let args = sweep_args(cfg_s, res_s);
     let sweep = || {
         let mut c = jb_cmd(&args);
         if as_root {

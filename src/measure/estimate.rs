@@ -362,13 +362,7 @@ pub fn resolve_tdp_with(
 }
 
 pub fn parse_mem_total_kb(meminfo: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    super::system::meminfo_field_kib(meminfo, "MemTotal")
 }
 
 /// Whether CodeCarbon would take this build's machine for ARM (`platform.machine()`

@@ -458,11 +458,6 @@ impl FakeGpu {
         self.failed_reads.load(Ordering::SeqCst)
     }
 
-    /// The energy the board drew between two of its clock's times, J.
-    pub fn energy_between_j(&self, t0_s: f64, t1_s: f64) -> f64 {
-        self.watts * (t1_s - t0_s)
-    }
-
     fn check(&self) -> Result<(), DeviceError> {
         if self.failing.load(Ordering::SeqCst) {
             self.failed_reads.fetch_add(1, Ordering::SeqCst);

@@ -527,12 +527,7 @@ pub fn compute_capability(cuda_index: usize) -> Result<String, MeterError> {
         message: e.to_string(),
     };
     let r = resolve_cuda_index(visible.as_deref(), cuda_index).map_err(device_err)?;
-    let device = match &r {
-        NvmlDeviceRef::Index(i) => nvml.device_by_index(*i),
-        NvmlDeviceRef::Uuid(u) => nvml.device_by_uuid(u.as_str()),
-    }
-    .map_err(nvml_err("device handle"))
-    .map_err(device_err)?;
+    let device = super::nvml_gpu::handle(&nvml, &r).map_err(device_err)?;
     let cc = device
         .cuda_compute_capability()
         .map_err(nvml_err("compute capability"))

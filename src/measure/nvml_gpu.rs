@@ -123,7 +123,8 @@ impl NvmlGpu {
     }
 }
 
-fn handle<'n>(nvml: &'n Nvml, r: &NvmlDeviceRef) -> Result<Device<'n>, DeviceError> {
+/// A device handle for `r` (opened per use: a `Device` borrows its `Nvml`).
+pub(super) fn handle<'n>(nvml: &'n Nvml, r: &NvmlDeviceRef) -> Result<Device<'n>, DeviceError> {
     match r {
         NvmlDeviceRef::Index(i) => nvml.device_by_index(*i),
         NvmlDeviceRef::Uuid(u) => nvml.device_by_uuid(u.as_str()),

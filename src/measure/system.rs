@@ -75,10 +75,24 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A `/proc/meminfo` field (`MemTotal`, `MemAvailable`, ...) in KiB, from the file's text.
+pub fn meminfo_field_kib(meminfo: &str, field: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// This machine's `/proc/meminfo` field in KiB; `None` where it cannot be read.
+pub fn meminfo_kib(field: &str) -> Option<u64> {
+    meminfo_field_kib(&std::fs::read_to_string("/proc/meminfo").ok()?, field)
+}
+
 pub fn memory_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    meminfo_kib("MemTotal")
 }
 
 fn os_name() -> String {

@@ -110,10 +110,7 @@ pub fn preflight_data(
 /// `MemAvailable` of `/proc/meminfo`, in bytes: what a new process can use without swapping.
 /// `None` where it cannot be read (then the memory check is skipped).
 pub fn available_memory_bytes() -> Option<u128> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::measure::system::meminfo_kib("MemAvailable").map(|kib| u128::from(kib) * 1024)
 }
 
 /// A model whose training needs more memory than `available` (bytes; `None`: unknown) is a

@@ -539,7 +539,7 @@ fn idle_baseline_spread_of_a_varying_trace() {
 // ----------------------------------------------------------------------------------------
 
 fn nvml_present() -> bool {
-    joulebench::measure::nvml::init().is_ok()
+    joulebench::measure::nvml_gpu::init().is_ok()
 }
 
 fn no_rapl_opts(
@@ -552,6 +552,7 @@ fn no_rapl_opts(
         gpu_index,
         cpu_tdp_w: None,
         powercap_root: tmp.path().join("powercap-missing"),
+        drm_root: tmp.path().join("drm-missing"),
     };
     (tmp, opts)
 }
@@ -566,22 +567,25 @@ fn detect_without_rapl_or_nvml_uses_the_labelled_estimate() {
     assert_eq!(comps[0].source, Source::EstimatedTdpLoad);
     assert_eq!(comps[1].source, Source::EstimatedConstant);
     let names: Vec<&str> = probes.iter().map(|p| p.meter).collect();
-    assert_eq!(names, ["nvml", "rapl", "estimate"]);
-    let rapl = &probes[1];
+    assert_eq!(names, ["nvml", "amdgpu", "rapl", "estimate"]);
+    let amd = &probes[1];
+    assert!(!amd.available);
+    assert!(amd.detail.contains("no AMD GPU"), "{}", amd.detail);
+    let rapl = &probes[2];
     assert!(!rapl.available);
     assert!(
         rapl.detail.contains("no powercap directory"),
         "{}",
         rapl.detail
     );
-    assert!(probes[2].available);
-    assert!(probes[2].detail.contains("TDP"), "{}", probes[2].detail);
+    assert!(probes[3].available);
+    assert!(probes[3].detail.contains("TDP"), "{}", probes[3].detail);
     if !nvml_present() {
         assert!(!probes[0].available);
         assert!(probes[0].detail.contains("NVML"), "{}", probes[0].detail);
     }
-    // probe_all explains the same three meters.
-    assert_eq!(probe_all(&opts).len(), 3);
+    // probe_all explains the same four meters.
+    assert_eq!(probe_all(&opts).len(), 4);
 }
 
 #[test]
@@ -589,7 +593,7 @@ fn detect_on_this_machine_defaults() {
     // With the default powercap root: whichever meter is chosen must be labelled honestly.
     let opts = DetectOptions::default();
     let (meter, probes) = detect_meter(&opts).expect("detect");
-    let rapl_ok = probes[1].available;
+    let rapl_ok = probes.iter().any(|p| p.meter == "rapl" && p.available);
     if rapl_ok {
         assert_eq!(meter.name(), "rapl");
     } else {
@@ -673,7 +677,7 @@ fn nvml_measures_a_real_gpu() {
         eprintln!("skip: NVML not loadable");
         return;
     }
-    let mut m = joulebench::measure::nvml::NvmlMeter::probe(0).expect("probe gpu 0");
+    let mut m = joulebench::measure::nvml_gpu::probe_meter(0).expect("probe gpu 0");
     m.start().expect("start");
     std::thread::sleep(Duration::from_secs(2));
     let mid = m.read().expect("read");

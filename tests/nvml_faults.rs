@@ -6,7 +6,7 @@
 
 use joulebench::engine::train::Observer;
 use joulebench::measure::fake::{FakeGpu, NoSync};
-use joulebench::measure::nvml::{DriverVersions, GpuReader, NvmlMeter};
+use joulebench::measure::gpu::{DriverVersions, GpuMeter, GpuReader};
 use joulebench::measure::{MeasuredWindow, Meter, MeterReport, Source};
 use joulebench::orchestrate::runner::{self, Plan, TaskRun};
 use joulebench::record::curve::Status;
@@ -18,9 +18,9 @@ use std::time::Duration;
 
 const WATTS: f64 = 200.0;
 
-fn meter_over(gpu: &Arc<FakeGpu>) -> NvmlMeter {
+fn meter_over(gpu: &Arc<FakeGpu>) -> GpuMeter {
     let reader: Arc<dyn GpuReader> = gpu.clone();
-    NvmlMeter::with_readers(
+    GpuMeter::with_readers(
         vec![("gpu:0".to_string(), reader)],
         DriverVersions::default(),
     )

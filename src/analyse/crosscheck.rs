@@ -10,7 +10,7 @@
 //! Must not: measure anything, or change run files (its report is a file of its own).
 
 use crate::base::csvline::excerpt;
-use crate::measure::nvml::{self, CounterSample, PowerReading};
+use crate::measure::gpu::{self, CounterSample, PowerReading};
 use crate::record::{read, write_atomic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -224,7 +224,7 @@ pub fn reader_energy(trace: &Trace, t0_unix_s: f64, t1_unix_s: f64) -> ReaderEne
         })
         .collect();
     let integral =
-        (!power.is_empty() && span > 0.0).then(|| nvml::integrate_power(&power, 0.0, span));
+        (!power.is_empty() && span > 0.0).then(|| gpu::integrate_power(&power, 0.0, span));
     let counter: Vec<(f64, u64)> = trace
         .samples
         .iter()
@@ -255,7 +255,7 @@ pub fn reader_energy(trace: &Trace, t0_unix_s: f64, t1_unix_s: f64) -> ReaderEne
                 t_s: span,
                 energy_mj: e1.floor() as u64,
             });
-            let ce = nvml::counter_energy(&c, &power);
+            let ce = gpu::counter_energy(&c, &power);
             let frac_j = ((e1 - e1.floor()) - (e0 - e0.floor())) * 1e-3;
             Some((ce.energy_j + frac_j, ce.resets))
         }

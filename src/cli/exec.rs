@@ -227,18 +227,19 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    let nvml_gpu = |i: usize| {
+    // A GPU whose board can be metered (NVML, or the amdgpu driver on an AMD node).
+    let metered_gpu = |i: usize| {
         measure::probe_all(&detect_options(
             MeterChoice::Auto,
             Some(i),
             a.measure.cpu_tdp_w,
         ))
         .iter()
-        .any(|p| p.meter == "nvml" && p.available)
+        .any(|p| (p.meter == "nvml" || p.meter == "amdgpu") && p.source.is_some())
     };
     let gpu = match &a.measure.device {
         Some(d) => device_index(d).map_err(usage)?,
-        None => nvml_gpu(0).then_some(0),
+        None => metered_gpu(0).then_some(0),
     };
     let device_label = gpu.map_or("cpu".to_string(), |i| format!("cuda:{i}"));
     if a.measure.results.exists() && !a.measure.results.is_dir() {

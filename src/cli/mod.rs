@@ -156,6 +156,9 @@ pub struct MeasureArgs {
     /// cuda:0 when a GPU is usable, else cpu.
     #[arg(long)]
     pub device: Option<String>,
+    /// auto: the GPU's board (NVML, else the amdgpu driver) plus RAPL where readable, else the
+    /// labelled estimate. amdgpu: AMD GPU energy from the driver's files (device i for cuda:i,
+    /// every AMD GPU of the node without --device; $JOULEBENCH_DRM_ROOT moves /sys/class/drm).
     #[arg(long, value_enum, default_value = "auto")]
     pub meter: MeterChoice,
     #[arg(long, default_value = "results")]
@@ -433,6 +436,7 @@ pub fn detect_options(
         gpu_index,
         cpu_tdp_w,
         powercap_root: PathBuf::from("/sys/class/powercap"),
+        drm_root: crate::measure::amdgpu::drm_root(),
     }
 }
 
@@ -506,15 +510,17 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         }
         None => None,
     };
-    let results = ResultsDir::open(&a.measure.results)
-        .map_err(usage)?
-        .with_submission(a.measure.submission());
+    // The meter before the results folder: a meter the user named that is unusable is refused
+    // with nothing written.
     let gpu = device_label
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());
     let (mut meter, probes) =
         measure::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
             .map_err(usage)?;
+    let results = ResultsDir::open(&a.measure.results)
+        .map_err(usage)?
+        .with_submission(a.measure.submission());
     // The run files this series writes (the system as `runner::Session` reads it).
     let sys = crate::orchestrate::runner::system_of(&device_label, &probes);
     let run_ids: Vec<String> = variants

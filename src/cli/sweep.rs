@@ -179,13 +179,14 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         }
     }
     let tasks = run::load_tasks(&file, a.data_dir.as_deref(), &device).map_err(usage)?;
-    let results = ResultsDir::open(&a.results).map_err(usage)?;
-    run::claim_folder(&results, &file).map_err(usage)?;
+    // The meter before the folder is opened or claimed: an unusable named meter writes nothing.
     let gpu = device_label
         .strip_prefix("cuda:")
         .and_then(|i| i.parse().ok());
     let (mut meter, probes) =
         measure::detect_meter(&super::detect_options(a.meter, gpu, a.cpu_tdp_w)).map_err(usage)?;
+    let results = ResultsDir::open(&a.results).map_err(usage)?;
+    run::claim_folder(&results, &file).map_err(usage)?;
     let (meter_name, boundary) = (meter.name().to_string(), meter.boundary().as_str());
     let runner_plan = Plan {
         tasks,

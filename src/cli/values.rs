@@ -29,6 +29,7 @@ macro_rules! value_enum {
 value_enum!(MeterChoice {
     MeterChoice::Auto => "auto",
     MeterChoice::Nvml => "nvml",
+    MeterChoice::Amdgpu => "amdgpu",
     MeterChoice::Rapl => "rapl",
     MeterChoice::Estimate => "estimate",
 });
@@ -92,7 +93,7 @@ mod tests {
 
     #[test]
     fn every_value_round_trips() {
-        assert_eq!(round_trips::<MeterChoice>(), 4);
+        assert_eq!(round_trips::<MeterChoice>(), 5);
         assert_eq!(round_trips::<DatasetKind>(), DatasetKind::ALL.len());
         assert_eq!(round_trips::<report::Format>(), 9);
         assert_eq!(round_trips::<footprint::Format>(), 3);

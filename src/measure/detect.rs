@@ -5,13 +5,16 @@
 //! than a TDP guess) and the error when a meter the user named is unusable.
 //! Must not: measure anything itself or print (the CLI shows the probes).
 
+use super::amdgpu;
 use super::composite::CompositeMeter;
 use super::estimate::EstimateMeter;
-use super::nvml::{self, NvmlMeter};
-use super::rapl::{self, RaplMeter, DEFAULT_POWERCAP_ROOT};
+use super::gpu::GpuMeter;
+use super::nvml_gpu;
+use super::rapl::{self, FsReader, RaplMeter, DEFAULT_POWERCAP_ROOT};
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport, Source};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -19,6 +22,7 @@ pub enum MeterChoice {
     #[default]
     Auto,
     Nvml,
+    Amdgpu,
     Rapl,
     Estimate,
 }
@@ -31,6 +35,8 @@ pub struct DetectOptions {
     /// `--cpu-tdp-w`, used only by the estimate.
     pub cpu_tdp_w: Option<f64>,
     pub powercap_root: PathBuf,
+    /// Where amdgpu devices are listed (`/sys/class/drm`, or `$JOULEBENCH_DRM_ROOT`).
+    pub drm_root: PathBuf,
 }
 
 impl Default for DetectOptions {
@@ -40,6 +46,7 @@ impl Default for DetectOptions {
             gpu_index: None,
             cpu_tdp_w: None,
             powercap_root: PathBuf::from(DEFAULT_POWERCAP_ROOT),
+            drm_root: amdgpu::drm_root(),
         }
     }
 }
@@ -114,9 +121,9 @@ impl Meter for UnavailableMeter {
     }
 }
 
-fn probe_nvml(opts: &DetectOptions) -> (Option<NvmlMeter>, MeterProbe) {
+fn probe_nvml(opts: &DetectOptions) -> (Option<GpuMeter>, MeterProbe) {
     let Some(i) = opts.gpu_index else {
-        let (available, detail) = match nvml::list_devices() {
+        let (available, detail) = match nvml_gpu::list_devices() {
             Ok(d) if d.is_empty() => (false, "NVML loaded but sees no device".to_string()),
             Ok(d) => (true, format!("{}; not used: training on CPU", d.join(", "))),
             Err(e) => (false, e.to_string()),
@@ -132,7 +139,7 @@ fn probe_nvml(opts: &DetectOptions) -> (Option<NvmlMeter>, MeterProbe) {
             },
         );
     };
-    match NvmlMeter::probe(i) {
+    match nvml_gpu::probe_meter(i) {
         Ok(m) => {
             let probe = MeterProbe {
                 meter: "nvml",
@@ -153,6 +160,64 @@ fn probe_nvml(opts: &DetectOptions) -> (Option<NvmlMeter>, MeterProbe) {
                 detail: e.to_string(),
             },
         ),
+    }
+}
+
+/// The amdgpu meter for the training GPU (`cuda:i` is AMD device i), or, with `--meter amdgpu`
+/// and no GPU device, every AMD GPU of the node. Without AMD devices it says so.
+fn probe_amdgpu(opts: &DetectOptions) -> (Option<GpuMeter>, MeterProbe) {
+    let reader: Arc<dyn rapl::SysfsReader> = Arc::new(FsReader);
+    let devices = amdgpu::discover(&opts.drm_root, reader.as_ref());
+    let unavailable = |detail: String| MeterProbe {
+        meter: "amdgpu",
+        available: false,
+        source: None,
+        boundary: None,
+        detail,
+    };
+    if devices.is_empty() {
+        return (
+            None,
+            unavailable(format!(
+                "no AMD GPU (PCI vendor {}) under {}",
+                amdgpu::AMD_PCI_VENDOR,
+                opts.drm_root.display()
+            )),
+        );
+    }
+    let listing = devices
+        .iter()
+        .map(|d| amdgpu::describe(d, reader.as_ref()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let indices = match (opts.gpu_index, opts.choice) {
+        (Some(i), _) => vec![i],
+        (None, MeterChoice::Amdgpu) => devices.iter().map(|d| d.index).collect(),
+        (None, _) => {
+            return (
+                None,
+                MeterProbe {
+                    meter: "amdgpu",
+                    available: true,
+                    source: None,
+                    boundary: None,
+                    detail: format!("{listing}; not used: training on CPU"),
+                },
+            )
+        }
+    };
+    match amdgpu::probe_meter(&opts.drm_root, reader, Some(&indices)) {
+        Ok(m) => {
+            let probe = MeterProbe {
+                meter: "amdgpu",
+                available: true,
+                source: Some(m.primary_source()),
+                boundary: Some(Boundary::Gpu),
+                detail: m.describe(),
+            };
+            (Some(m), probe)
+        }
+        Err(e) => (None, unavailable(e.to_string())),
     }
 }
 
@@ -206,6 +271,7 @@ fn probe_estimate(opts: &DetectOptions) -> (Result<EstimateMeter, MeterError>, M
 pub fn probe_all(opts: &DetectOptions) -> Vec<MeterProbe> {
     vec![
         probe_nvml(opts).1,
+        probe_amdgpu(opts).1,
         probe_rapl(opts).1,
         probe_estimate(opts).1,
     ]
@@ -216,10 +282,12 @@ pub fn probe_all(opts: &DetectOptions) -> Vec<MeterProbe> {
 /// to a labelled alternative.
 pub fn detect_meter(opts: &DetectOptions) -> Result<(Box<dyn Meter>, Vec<MeterProbe>), MeterError> {
     let (nvml_meter, nvml_probe) = probe_nvml(opts);
+    let (amd_meter, amd_probe) = probe_amdgpu(opts);
     let (rapl_meter, rapl_probe) = probe_rapl(opts);
     let (estimate_meter, estimate_probe) = probe_estimate(opts);
     let nvml_reason = nvml_probe.detail.clone();
-    let probes = vec![nvml_probe, rapl_probe, estimate_probe];
+    let amd_reason = amd_probe.detail.clone();
+    let probes = vec![nvml_probe, amd_probe, rapl_probe, estimate_probe];
     let meter: Box<dyn Meter> = match opts.choice {
         MeterChoice::Estimate => Box::new(estimate_meter?),
         MeterChoice::Rapl => Box::new(rapl_meter?),
@@ -236,12 +304,23 @@ pub fn detect_meter(opts: &DetectOptions) -> Result<(Box<dyn Meter>, Vec<MeterPr
                 })
             }
         },
+        MeterChoice::Amdgpu => match amd_meter {
+            Some(m) => Box::new(m),
+            None => {
+                return Err(MeterError::Unavailable {
+                    meter: "amdgpu",
+                    reason: amd_reason,
+                })
+            }
+        },
         MeterChoice::Auto => {
             let host: Box<dyn Meter> = match rapl_meter {
                 Ok(r) => Box::new(r),
                 Err(_) => Box::new(estimate_meter?),
             };
-            match (opts.gpu_index, nvml_meter) {
+            // NVML's board where it has one, else the amdgpu driver's.
+            let gpu_meter = nvml_meter.or(amd_meter);
+            match (opts.gpu_index, gpu_meter) {
                 (None, _) => host,
                 (Some(_), Some(gpu)) if host.name() == "rapl" => {
                     Box::new(CompositeMeter::new(vec![Box::new(gpu), host])?)
@@ -252,7 +331,7 @@ pub fn detect_meter(opts: &DetectOptions) -> Result<(Box<dyn Meter>, Vec<MeterPr
                     Box::new(UnavailableMeter::new(
                         &format!("gpu:{i}"),
                         Boundary::Gpu,
-                        format!("GPU energy not measured: {nvml_reason}"),
+                        format!("GPU energy not measured: {nvml_reason}; {amd_reason}"),
                     )),
                     host,
                 ])?),

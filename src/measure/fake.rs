@@ -1,11 +1,11 @@
 //! Deterministic meters for tests and dry runs: constant watts, replay of a recorded power
 //! trace, and a recorder that logs the call order together with device synchronisation.
 //!
-//! Owns: fakes of the `Meter`, `DeviceSync` and `nvml::GpuReader` seams. Must not: be chosen by `detect_meter`
+//! Owns: fakes of the `Meter`, `DeviceSync` and `gpu::GpuReader` seams. Must not: be chosen by `detect_meter`
 //! or appear in a ranked result (their source says what they pretend to be, the meter name
 //! says `fake`/`replay`).
 
-use super::nvml::{BoardFacts, DeviceError, GpuReader, PowerMode, RawPower};
+use super::gpu::{BoardFacts, DeviceError, GpuReader, GpuVendor, PowerMode, RawPower};
 use super::provenance::GpuEdgeFacts;
 use super::window::DeviceSync;
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
@@ -410,7 +410,7 @@ impl DeviceSync for NoSync {
     }
 }
 
-/// A GPU that answers the NVML meter's reads (`nvml::GpuReader`) from a script: constant
+/// A GPU that answers the board meter's reads (`gpu::GpuReader`) from a script: constant
 /// board power `watts`, a total-energy counter accumulating it on `clock` (from
 /// `counter_start_mj`, optionally without a counter at all), NVML-style power samples with a
 /// fresh timestamp per read, no other compute process, and every read failing while its
@@ -471,6 +471,10 @@ impl FakeGpu {
 }
 
 impl GpuReader for FakeGpu {
+    fn vendor(&self) -> GpuVendor {
+        GpuVendor::Nvidia
+    }
+
     fn total_energy_mj(&self) -> Result<u64, DeviceError> {
         self.check()?;
         if !self.has_counter {

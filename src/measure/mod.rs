@@ -5,13 +5,14 @@
 //! touches a meter while training runs. Follows docs/design/measurement.md section 2.
 //! Must not: know about files, run files or tasks (`results` writes what this module returns).
 
+pub mod amdgpu;
 pub mod composite;
 pub mod cputime;
 pub mod detect;
 pub mod estimate;
 pub mod fake;
+pub mod gpu;
 pub mod idle;
-pub mod nvml;
 pub mod nvml_gpu;
 pub mod poller;
 pub mod provenance;

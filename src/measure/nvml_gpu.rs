@@ -1,12 +1,17 @@
-//! The NVML reads the GPU meter makes of one board, behind a trait.
+//! NVIDIA GPUs through NVML (nvml-wrapper loads libnvidia-ml at run time).
 //!
-//! Owns: `GpuReader` (the seam), `NvmlGpu` (the driver through nvml-wrapper, a device handle
-//! opened per read so a reader can live in a poller thread), the facts read once per window,
-//! and the vocabulary both sides share (`DeviceError`, `NvmlDeviceRef`, `PowerMode`).
-//! Must not: integrate, flag or decide anything (`nvml` does that with what these return),
-//! and must not panic where NVML is absent or a read fails.
+//! Owns: `NvmlGpu` (one board's reads for the board meter, a device handle opened per read so a
+//! reader can live in a poller thread), loading NVML, mapping `cuda:i` to an NVML device
+//! through `CUDA_VISIBLE_DEVICES`, the board meter for a CUDA device, and the device listing
+//! and compute capability `env` and the run's setup ask for.
+//! Must not: integrate, flag or decide anything (`gpu` does that with what these return),
+//! and must not panic or fail the build where NVML is absent or a read fails.
 
+use super::gpu::{
+    BoardFacts, DeviceError, DriverVersions, GpuMeter, GpuReader, GpuVendor, PowerMode, RawPower,
+};
 use super::provenance::GpuEdgeFacts;
+use super::MeterError;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::struct_wrappers::device::FieldValueSample;
@@ -24,26 +29,6 @@ pub enum NvmlDeviceRef {
     Uuid(String),
 }
 
-/// Mapping `cuda:i` to an NVML device, or reading one, failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DeviceError {
-    #[error("cuda:{0} is out of range")]
-    OutOfRange(usize),
-    #[error("cuda:{index} requested but CUDA_VISIBLE_DEVICES={list} lists {count} device(s)")]
-    NotVisible {
-        index: usize,
-        list: String,
-        count: usize,
-    },
-    #[error("cannot map CUDA_VISIBLE_DEVICES entry {0:?} to an NVML device")]
-    Unmappable(String),
-    /// An NVML call failed (`what` names it; NVML's own message follows).
-    #[error("NVML {what}: {message}")]
-    Nvml { what: &'static str, message: String },
-    #[error("no power reading available")]
-    NoPower,
-}
-
 pub(super) fn nvml_err(
     what: &'static str,
 ) -> impl Fn(nvml_wrapper::error::NvmlError) -> DeviceError {
@@ -51,58 +36,6 @@ pub(super) fn nvml_err(
         what,
         message: e.to_string(),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerMode {
-    /// Field 186, instantaneous power with NVML's sample timestamp.
-    FieldInstant,
-    /// `nvmlDeviceGetPowerUsage`: a trailing 1 s average on Ampere and newer.
-    PowerUsageAverage,
-    None,
-}
-
-impl PowerMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerMode::FieldInstant => "nvml_field_186_power_instant",
-            PowerMode::PowerUsageAverage => "power_usage_trailing_1s_average",
-            PowerMode::None => "none",
-        }
-    }
-}
-
-/// A board's facts that do not change during a window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BoardFacts {
-    pub name: Option<String>,
-    pub memory_total_bytes: Option<u64>,
-    /// The raw UUID; the meter keeps only its hash.
-    pub uuid: Option<String>,
-    pub power_limit_w: Option<f64>,
-    pub persistence_mode: Option<bool>,
-}
-
-/// A power reading as NVML gives it: its own sample timestamp (µs) where it has one, and watts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RawPower {
-    pub nvml_timestamp_us: Option<i64>,
-    pub power_w: f64,
-}
-
-/// Every NVML read the meter makes of one GPU. `NvmlGpu` asks the driver; a fake
-/// (`measure::fake::FakeGpu`) answers from a script and fails when told to, which is how the
-/// meter's handling of reads failing mid-window is tested without a GPU. Any read may fail at
-/// any time; the meter counts the failures of a window and flags it.
-pub trait GpuReader: Send + Sync {
-    /// The total-energy counter, mJ since the driver loaded.
-    fn total_energy_mj(&self) -> Result<u64, DeviceError>;
-    /// One power reading in `mode` (`PowerMode::None` is always an error).
-    fn power(&self, mode: PowerMode) -> Result<RawPower, DeviceError>;
-    /// State at a window edge; a field is `None` where its read failed.
-    fn edge_facts(&self) -> GpuEdgeFacts;
-    /// Name, memory, UUID, power limit, persistence; `None` where a read failed.
-    fn board_facts(&self) -> BoardFacts;
 }
 
 /// One NVIDIA GPU through NVML.
@@ -142,6 +75,10 @@ fn sample_value_f64(v: &SampleValue) -> f64 {
 }
 
 impl GpuReader for NvmlGpu {
+    fn vendor(&self) -> GpuVendor {
+        GpuVendor::Nvidia
+    }
+
     fn total_energy_mj(&self) -> Result<u64, DeviceError> {
         self.handle()?
             .total_energy_consumption()
@@ -151,7 +88,7 @@ impl GpuReader for NvmlGpu {
     fn power(&self, mode: PowerMode) -> Result<RawPower, DeviceError> {
         let device = self.handle()?;
         match mode {
-            PowerMode::FieldInstant => {
+            PowerMode::Instant => {
                 let values = device
                     .field_values_for(&[FieldId(FIELD_POWER_INSTANT)])
                     .map_err(nvml_err("field values"))?;
@@ -166,7 +103,7 @@ impl GpuReader for NvmlGpu {
                     power_w: sample_value_f64(&value) * 1e-3,
                 })
             }
-            PowerMode::PowerUsageAverage => Ok(RawPower {
+            PowerMode::Average => Ok(RawPower {
                 nvml_timestamp_us: None,
                 power_w: f64::from(device.power_usage().map_err(nvml_err("power usage"))?) * 1e-3,
             }),
@@ -202,6 +139,132 @@ impl GpuReader for NvmlGpu {
                 .map(|mw| f64::from(mw) * 1e-3)
                 .ok(),
             persistence_mode: device.is_in_persistent_mode().ok(),
+        }
+    }
+}
+
+const METER: &str = "nvml";
+
+fn unavailable(reason: String) -> MeterError {
+    MeterError::Unavailable {
+        meter: METER,
+        reason,
+    }
+}
+
+/// Load NVML; a machine without libnvidia-ml gets `Unavailable`, never a panic.
+pub fn init() -> Result<Nvml, MeterError> {
+    Nvml::init().map_err(|e| unavailable(format!("NVML could not be initialised: {e}")))
+}
+
+/// Map `cuda:i` to an NVML device through `CUDA_VISIBLE_DEVICES`: CUDA renumbers the visible
+/// devices from 0, NVML does not, so `cuda:0` with `CUDA_VISIBLE_DEVICES=2` is NVML device 2.
+pub fn resolve_cuda_index(
+    cuda_visible_devices: Option<&str>,
+    cuda_index: usize,
+) -> Result<NvmlDeviceRef, DeviceError> {
+    let Some(list) = cuda_visible_devices
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return u32::try_from(cuda_index)
+            .map(NvmlDeviceRef::Index)
+            .map_err(|_| DeviceError::OutOfRange(cuda_index));
+    };
+    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+    let entry = entries
+        .get(cuda_index)
+        .ok_or_else(|| DeviceError::NotVisible {
+            index: cuda_index,
+            list: list.to_string(),
+            count: entries.len(),
+        })?;
+    if let Ok(i) = entry.parse::<u32>() {
+        Ok(NvmlDeviceRef::Index(i))
+    } else if entry.starts_with("GPU-") || entry.starts_with("MIG-") {
+        Ok(NvmlDeviceRef::Uuid((*entry).to_string()))
+    } else {
+        Err(DeviceError::Unmappable((*entry).to_string()))
+    }
+}
+
+/// The board meter for the GPU that `cuda:<cuda_index>` trains on.
+pub fn probe_meter(cuda_index: usize) -> Result<GpuMeter, MeterError> {
+    let nvml = Arc::new(init()?);
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let device = resolve_cuda_index(visible.as_deref(), cuda_index)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let component = format!("gpu:{cuda_index}");
+    let reader = NvmlGpu::open(Arc::clone(&nvml), device.clone())
+        .map_err(|e| unavailable(format!("{component}: NVML cannot open {device:?}: {e}")))?;
+    let driver = DriverVersions {
+        nvml_driver: nvml.sys_driver_version().ok(),
+        cuda_driver: nvml
+            .sys_cuda_driver_version()
+            .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+            .ok(),
+    };
+    GpuMeter::with_readers(vec![(component, Arc::new(reader))], driver)
+}
+
+/// The compute capability (`9.0`) of the GPU `cuda:<cuda_index>` trains on.
+pub fn compute_capability(cuda_index: usize) -> Result<String, MeterError> {
+    let nvml = init()?;
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let device_err = |e: DeviceError| MeterError::Device {
+        meter: METER,
+        message: e.to_string(),
+    };
+    let r = resolve_cuda_index(visible.as_deref(), cuda_index).map_err(device_err)?;
+    let device = super::nvml_gpu::handle(&nvml, &r).map_err(device_err)?;
+    let cc = device
+        .cuda_compute_capability()
+        .map_err(nvml_err("compute capability"))
+        .map_err(device_err)?;
+    Ok(format!("{}.{}", cc.major, cc.minor))
+}
+
+/// Describe every device NVML sees, for `joulebench env` (no counter probe delay).
+pub fn list_devices() -> Result<Vec<String>, MeterError> {
+    let nvml = init()?;
+    let n = nvml
+        .device_count()
+        .map_err(|e| unavailable(format!("NVML device count failed: {e}")))?;
+    Ok((0..n)
+        .map(|i| match nvml.device_by_index(i) {
+            Ok(d) => format!(
+                "nvml {i}: {}",
+                d.name().unwrap_or_else(|e| format!("? ({e})"))
+            ),
+            Err(e) => format!("nvml {i}: unreadable ({e})"),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_visible_devices_mapping() {
+        assert_eq!(resolve_cuda_index(None, 1), Ok(NvmlDeviceRef::Index(1)));
+        assert_eq!(
+            resolve_cuda_index(Some("2,3"), 0),
+            Ok(NvmlDeviceRef::Index(2))
+        );
+        assert_eq!(
+            resolve_cuda_index(Some("GPU-abc"), 0),
+            Ok(NvmlDeviceRef::Uuid("GPU-abc".into()))
+        );
+        assert!(resolve_cuda_index(Some("0"), 1).is_err());
+    }
+
+    #[test]
+    fn init_without_driver_is_clean() {
+        // On machines without libnvidia-ml this must be Unavailable, not a panic.
+        match init() {
+            Ok(_) => eprintln!("NVML present: skipping the no-driver assertion"),
+            Err(e) => assert!(matches!(e, MeterError::Unavailable { meter: "nvml", .. })),
         }
     }
 }

@@ -28,6 +28,10 @@ const METER: &str = "rapl";
 /// chmod 000 file would still be readable there).
 pub trait SysfsReader: Send + Sync {
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// A binary file (amdgpu's `gpu_metrics`); the file system by default.
+    fn read_bytes(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
 }
 
 /// The real file system.

@@ -158,7 +158,7 @@ pub fn capabilities(device: &str) -> Capabilities {
     let cuda_compute_capability = device
         .strip_prefix("cuda:")
         .and_then(|i| i.parse::<usize>().ok())
-        .and_then(|i| super::nvml::compute_capability(i).ok());
+        .and_then(|i| super::nvml_gpu::compute_capability(i).ok());
     Capabilities {
         arch: std::env::consts::ARCH.to_string(),
         cpu_flags_consulted: if flags.is_some() {

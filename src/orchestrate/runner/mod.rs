@@ -93,7 +93,7 @@ pub fn check_pause_s(name: &str, v: f64) -> Result<(), PauseError> {
 pub fn system_of(device: &str, probes: &[MeterProbe]) -> SystemInfo {
     let accelerator = probes
         .iter()
-        .find(|p| p.meter == "nvml" && p.available)
+        .find(|p| (p.meter == "nvml" || p.meter == "amdgpu") && p.available)
         .map(|p| p.detail.clone());
     system::collect(device, accelerator)
 }

@@ -1,38 +1,158 @@
-//! NVIDIA GPU board energy through NVML (nvml-wrapper loads libnvidia-ml at run time).
+//! The GPU board meter: energy of one or more GPU boards of one vendor, read through
+//! `GpuReader` (NVIDIA through NVML in `nvml_gpu`, AMD through the amdgpu driver's files in
+//! `amdgpu`, scripted boards in `fake`).
 //!
-//! Owns: probing each device's total-energy counter and power readings (through `GpuReader`,
-//! whose NVML side is `nvml_gpu`), the counter and power pollers, counting the reads that fail
-//! during a window, the pure arithmetic over their samples (counter deltas with resets, trapezoid
-//! integration with de-duplication, counter/integral checks) and the GPU's provenance.
-//! Must not: panic or fail the build where NVML is absent, estimate GPU energy from a TDP, take
-//! abs() of a negative counter delta, or synchronise the device (MeasuredWindow does).
+//! Owns: the reader seam and its vocabulary, probing each board's total-energy counter and power
+//! readings (and whether the counter is trusted), the counter and power pollers, counting the
+//! reads that fail during a window, the pure arithmetic over their samples (counter deltas with
+//! resets, trapezoid integration with de-duplication, counter/integral checks) and each GPU's
+//! provenance.
+//! Must not: call a driver itself, panic where a driver is absent, estimate GPU energy from a
+//! TDP, take abs() of a negative counter delta, or synchronise the device (MeasuredWindow does).
 
-use super::nvml_gpu::nvml_err;
-pub use super::nvml_gpu::{
-    BoardFacts, DeviceError, GpuReader, NvmlDeviceRef, NvmlGpu, PowerMode, RawPower,
-    FIELD_POWER_INSTANT,
-};
 use super::poller::{Poller, Timed};
 use super::provenance::{GpuEdgeFacts, GpuFacts};
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
-use nvml_wrapper::Nvml;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const METER: &str = "nvml";
 
 pub const COUNTER_INTERVAL: Duration = Duration::from_millis(100);
 pub const POWER_INTERVAL: Duration = Duration::from_millis(50);
 /// The counter is probed twice this far apart; it is usable only if both reads succeed and
 /// the second is not smaller (many vGPUs lack it).
 pub const COUNTER_PROBE_GAP: Duration = Duration::from_millis(200);
+/// An amdgpu energy counter is checked against the board's power over this long (Zeus: 0.5 s).
+pub const AMD_COUNTER_CHECK: Duration = Duration::from_millis(500);
+/// ... and used only if counter energy / (power x time) lies strictly inside this range
+/// (Zeus's loose bound: it rules out a counter in the wrong units, not a 10 % error).
+pub const AMD_COUNTER_RATIO: (f64, f64) = (0.1, 10.0);
 /// Counter/integral outside this range is flagged `counter_power_mismatch` (a public report
 /// shows 1.74 at idle).
 pub const RATIO_OK: (f64, f64) = (0.9, 1.1);
 /// `nvmlDeviceGetPowerUsage` is a trailing 1 s average on Ampere and newer.
 pub const POWER_USAGE_AVERAGE_S: f64 = 1.0;
+
+// ---------------------------------------------------------------------------------------
+// What a board reader answers (the seam every vendor's driver is read through).
+// ---------------------------------------------------------------------------------------
+
+/// Mapping `cuda:i` to a device, or reading one, failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cuda:{0} is out of range")]
+    OutOfRange(usize),
+    #[error("cuda:{index} requested but CUDA_VISIBLE_DEVICES={list} lists {count} device(s)")]
+    NotVisible {
+        index: usize,
+        list: String,
+        count: usize,
+    },
+    #[error("cannot map CUDA_VISIBLE_DEVICES entry {0:?} to an NVML device")]
+    Unmappable(String),
+    /// An NVML call failed (`what` names it; NVML's own message follows).
+    #[error("NVML {what}: {message}")]
+    Nvml { what: &'static str, message: String },
+    /// A file of the amdgpu driver could not be read or made no sense.
+    #[error("amdgpu {path}: {message}")]
+    Sysfs { path: String, message: String },
+    #[error("no power reading available")]
+    NoPower,
+}
+
+/// Whose driver a board is read through. It names the meter (`nvml`, `amdgpu`), its read-error
+/// flag and its power sources, and decides how the energy counter is trusted: NVML's counter
+/// when it reads twice without going backwards; the amdgpu accumulator only when it agrees with
+/// the board's power over `AMD_COUNTER_CHECK` (Zeus's rule: some AMD boards report an energy
+/// count in the wrong units, ROCm/amdsmi issue 38).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GpuVendor {
+    Nvidia,
+    Amd,
+}
+
+impl GpuVendor {
+    pub fn meter_name(self) -> &'static str {
+        match self {
+            GpuVendor::Nvidia => "nvml",
+            GpuVendor::Amd => "amdgpu",
+        }
+    }
+
+    /// The flag a window gets when reads of this driver failed during it.
+    pub fn read_errors_flag(self) -> &'static str {
+        match self {
+            GpuVendor::Nvidia => "nvml_read_errors",
+            GpuVendor::Amd => "amdgpu_read_errors",
+        }
+    }
+
+    /// Where a power reading in `mode` comes from, as the run file names it.
+    pub fn power_source(self, mode: PowerMode) -> &'static str {
+        match (self, mode) {
+            (_, PowerMode::None) => "none",
+            (GpuVendor::Nvidia, PowerMode::Instant) => "nvml_field_186_power_instant",
+            (GpuVendor::Nvidia, PowerMode::Average) => "power_usage_trailing_1s_average",
+            (GpuVendor::Amd, PowerMode::Instant) => "amdgpu_hwmon_power1_input",
+            (GpuVendor::Amd, PowerMode::Average) => "amdgpu_hwmon_power1_average",
+        }
+    }
+}
+
+/// Which power reading a board gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerMode {
+    /// Instantaneous power: NVML field 186 (with NVML's sample timestamp), amdgpu hwmon
+    /// `power1_input`.
+    Instant,
+    /// A trailing average: `nvmlDeviceGetPowerUsage` (1 s on Ampere and newer), amdgpu hwmon
+    /// `power1_average`.
+    Average,
+    None,
+}
+
+/// A board's facts that do not change during a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BoardFacts {
+    pub name: Option<String>,
+    pub memory_total_bytes: Option<u64>,
+    /// The raw UUID (amdgpu: its `unique_id`); the meter keeps only its hash.
+    pub uuid: Option<String>,
+    pub power_limit_w: Option<f64>,
+    pub persistence_mode: Option<bool>,
+}
+
+/// A power reading as the driver gives it: its own sample timestamp (µs) where it has one
+/// (NVML field values do), and watts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawPower {
+    pub nvml_timestamp_us: Option<i64>,
+    pub power_w: f64,
+}
+
+/// Every read the meter makes of one GPU. `nvml_gpu::NvmlGpu` asks NVML, `amdgpu::AmdGpu` the
+/// amdgpu driver's files; a fake (`measure::fake::FakeGpu`) answers from a script and fails
+/// when told to, which is how the meter's handling of reads failing mid-window is tested
+/// without a GPU. Any read may fail at any time; the meter counts the failures of a window and
+/// flags it.
+pub trait GpuReader: Send + Sync {
+    fn vendor(&self) -> GpuVendor;
+    /// The total-energy counter, mJ since the driver loaded (never decreasing except at a
+    /// driver reset; a reader whose hardware counter is narrower unwraps it).
+    fn total_energy_mj(&self) -> Result<u64, DeviceError>;
+    /// One power reading in `mode` (`PowerMode::None` is always an error).
+    fn power(&self, mode: PowerMode) -> Result<RawPower, DeviceError>;
+    /// State at a window edge; a field is `None` where its read failed or the driver has no
+    /// such fact.
+    fn edge_facts(&self) -> GpuEdgeFacts;
+    /// Name, memory, UUID, power limit, persistence; `None` where a read failed.
+    fn board_facts(&self) -> BoardFacts;
+    /// Where the energy counter comes from, for the probe's note (`energy counter` by default).
+    fn counter_source(&self) -> String {
+        "energy counter".to_string()
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Pure arithmetic over samples (unit-tested without a GPU).
@@ -288,44 +408,13 @@ pub fn hash_uuid(uuid: &str) -> String {
     hex::encode(Sha256::digest(uuid.as_bytes()).get(..8).unwrap_or_default())
 }
 
-/// Map `cuda:i` to an NVML device through `CUDA_VISIBLE_DEVICES`: CUDA renumbers the visible
-/// devices from 0, NVML does not, so `cuda:0` with `CUDA_VISIBLE_DEVICES=2` is NVML device 2.
-pub fn resolve_cuda_index(
-    cuda_visible_devices: Option<&str>,
-    cuda_index: usize,
-) -> Result<NvmlDeviceRef, DeviceError> {
-    let Some(list) = cuda_visible_devices
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    else {
-        return u32::try_from(cuda_index)
-            .map(NvmlDeviceRef::Index)
-            .map_err(|_| DeviceError::OutOfRange(cuda_index));
-    };
-    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
-    let entry = entries
-        .get(cuda_index)
-        .ok_or_else(|| DeviceError::NotVisible {
-            index: cuda_index,
-            list: list.to_string(),
-            count: entries.len(),
-        })?;
-    if let Ok(i) = entry.parse::<u32>() {
-        Ok(NvmlDeviceRef::Index(i))
-    } else if entry.starts_with("GPU-") || entry.starts_with("MIG-") {
-        Ok(NvmlDeviceRef::Uuid((*entry).to_string()))
-    } else {
-        Err(DeviceError::Unmappable((*entry).to_string()))
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The meter over `GpuReader`s (NVML itself is behind that trait, in `nvml_gpu`).
 // ---------------------------------------------------------------------------------------
 
-fn unavailable(reason: String) -> MeterError {
+fn unavailable(vendor: GpuVendor, reason: String) -> MeterError {
     MeterError::Unavailable {
-        meter: METER,
+        meter: vendor.meter_name(),
         reason,
     }
 }
@@ -396,9 +485,11 @@ impl GpuSession {
     }
 }
 
-/// Say in the report that NVML reads failed during the window: the flag `nvml_read_errors`
-/// (never a silently short figure) and, in the GPU's provenance, how many and the first.
+/// Say in the report that driver reads failed during the window: the flag
+/// (`nvml_read_errors`, `amdgpu_read_errors`; never a silently short figure) and, in the GPU's
+/// provenance, how many and the first.
 pub fn note_read_errors(
+    vendor: GpuVendor,
     flags: &mut Vec<String>,
     facts: &mut GpuFacts,
     errors: usize,
@@ -407,7 +498,7 @@ pub fn note_read_errors(
     if errors == 0 {
         return;
     }
-    flags.push("nvml_read_errors".to_string());
+    flags.push(vendor.read_errors_flag().to_string());
     facts.read_errors = Some(errors as u64);
     facts.first_read_error = first.map(str::to_string);
 }
@@ -424,8 +515,9 @@ pub struct DriverVersions {
     pub cuda_driver: Option<String>,
 }
 
-/// NVML meter for one or more GPUs; components `gpu:<cuda index>`.
-pub struct NvmlMeter {
+/// The board meter for one or more GPUs of one vendor; components `gpu:<index>`.
+pub struct GpuMeter {
+    vendor: GpuVendor,
     gpus: Vec<Gpu>,
     driver: DriverVersions,
     counter_interval: Duration,
@@ -433,44 +525,20 @@ pub struct NvmlMeter {
     session: Option<Session>,
 }
 
-impl std::fmt::Debug for NvmlMeter {
+impl std::fmt::Debug for GpuMeter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let gpus: Vec<String> = self
             .gpus
             .iter()
             .map(|g| format!("{}: {}", g.component, g.probe_note))
             .collect();
-        f.debug_struct("NvmlMeter")
+        f.debug_struct("GpuMeter")
             .field("gpus", &gpus)
             .finish_non_exhaustive()
     }
 }
 
-/// Load NVML; a machine without libnvidia-ml gets `Unavailable`, never a panic.
-pub fn init() -> Result<Nvml, MeterError> {
-    Nvml::init().map_err(|e| unavailable(format!("NVML could not be initialised: {e}")))
-}
-
-impl NvmlMeter {
-    /// Probe the GPU that `cuda:<cuda_index>` trains on.
-    pub fn probe(cuda_index: usize) -> Result<Self, MeterError> {
-        let nvml = Arc::new(init()?);
-        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-        let device = resolve_cuda_index(visible.as_deref(), cuda_index)
-            .map_err(|e| unavailable(e.to_string()))?;
-        let component = format!("gpu:{cuda_index}");
-        let reader = NvmlGpu::open(Arc::clone(&nvml), device.clone())
-            .map_err(|e| unavailable(format!("{component}: NVML cannot open {device:?}: {e}")))?;
-        let driver = DriverVersions {
-            nvml_driver: nvml.sys_driver_version().ok(),
-            cuda_driver: nvml
-                .sys_cuda_driver_version()
-                .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
-                .ok(),
-        };
-        Self::with_readers(vec![(component, Arc::new(reader))], driver)
-    }
-
+impl GpuMeter {
     /// The meter over GPUs read through `readers` (component name, reader), each probed as
     /// `probe` probes a real one: the counter read twice `COUNTER_PROBE_GAP` apart, then the
     /// power readings tried. A fake reader makes the whole meter testable without a GPU.
@@ -478,11 +546,24 @@ impl NvmlMeter {
         readers: Vec<(String, Arc<dyn GpuReader>)>,
         driver: DriverVersions,
     ) -> Result<Self, MeterError> {
+        let Some(vendor) = readers.first().map(|(_, r)| r.vendor()) else {
+            return Err(MeterError::Protocol(
+                "gpu",
+                "a GPU meter needs at least one GPU",
+            ));
+        };
+        if readers.iter().any(|(_, r)| r.vendor() != vendor) {
+            return Err(MeterError::Protocol(
+                "gpu",
+                "one GPU meter reads one vendor's boards",
+            ));
+        }
         let gpus = readers
             .into_iter()
             .map(|(component, reader)| probe_reader(reader, component))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            vendor,
             gpus,
             driver,
             counter_interval: COUNTER_INTERVAL,
@@ -518,80 +599,117 @@ impl NvmlMeter {
     }
 }
 
-/// The compute capability (`9.0`) of the GPU `cuda:<cuda_index>` trains on.
-pub fn compute_capability(cuda_index: usize) -> Result<String, MeterError> {
-    let nvml = init()?;
-    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let device_err = |e: DeviceError| MeterError::Device {
-        meter: METER,
-        message: e.to_string(),
-    };
-    let r = resolve_cuda_index(visible.as_deref(), cuda_index).map_err(device_err)?;
-    let device = super::nvml_gpu::handle(&nvml, &r).map_err(device_err)?;
-    let cc = device
-        .cuda_compute_capability()
-        .map_err(nvml_err("compute capability"))
-        .map_err(device_err)?;
-    Ok(format!("{}.{}", cc.major, cc.minor))
+/// The power reading a board gives, tried instant first. An amdgpu board reading 0 W gives no
+/// power figure (the second die of an MI250 reads 0: the first die's figure is both dies').
+fn probe_power(reader: &dyn GpuReader) -> (PowerMode, Option<f64>, Option<String>) {
+    for mode in [PowerMode::Instant, PowerMode::Average] {
+        match reader.power(mode) {
+            Ok(p) if reader.vendor() == GpuVendor::Amd && p.power_w <= 0.0 => {
+                return (
+                    PowerMode::None,
+                    None,
+                    Some(format!(
+                        "{} reads 0 W (the driver gives this device no power figure; on an \
+                         MI250 the first die reports both dies)",
+                        reader.vendor().power_source(mode)
+                    )),
+                )
+            }
+            Ok(p) => return (mode, Some(p.power_w), None),
+            Err(_) => continue,
+        }
+    }
+    (
+        PowerMode::None,
+        None,
+        Some("no power reading works".to_string()),
+    )
 }
 
-/// Describe every device NVML sees, for `joulebench env` (no counter probe delay).
-pub fn list_devices() -> Result<Vec<String>, MeterError> {
-    let nvml = init()?;
-    let n = nvml
-        .device_count()
-        .map_err(|e| unavailable(format!("NVML device count failed: {e}")))?;
-    Ok((0..n)
-        .map(|i| match nvml.device_by_index(i) {
-            Ok(d) => format!(
-                "nvml {i}: {}",
-                d.name().unwrap_or_else(|e| format!("? ({e})"))
+/// Whether the energy counter can be used, and the probe's note on it. NVML: two reads
+/// `COUNTER_PROBE_GAP` apart, the second not smaller. amdgpu: the counter's energy over
+/// `AMD_COUNTER_CHECK` within a factor of 10 of the board's power times that time (Zeus's
+/// check), and never trusted unchecked where the power reads nothing.
+fn probe_counter(reader: &dyn GpuReader, power_w: Option<f64>) -> (bool, String) {
+    let source = reader.counter_source();
+    let gap = match reader.vendor() {
+        GpuVendor::Nvidia => COUNTER_PROBE_GAP,
+        GpuVendor::Amd => AMD_COUNTER_CHECK,
+    };
+    let first = reader.total_energy_mj();
+    std::thread::sleep(gap);
+    let second = reader.total_energy_mj();
+    let (a, b) = match (&first, &second) {
+        (Ok(a), Ok(b)) => (*a, *b),
+        (Err(e), _) | (_, Err(e)) => return (false, format!("no {source} ({e})")),
+    };
+    if b < a {
+        return (false, format!("{source} went backwards ({a} -> {b} mJ)"));
+    }
+    if reader.vendor() == GpuVendor::Nvidia {
+        return (true, format!("{source} usable"));
+    }
+    let Some(w) = power_w else {
+        return (
+            false,
+            format!("{source} not used: no power reading to check it against"),
+        );
+    };
+    let measured_j = (b - a) as f64 * 1e-3;
+    let expected_j = w * gap.as_secs_f64();
+    let ratio = measured_j / expected_j;
+    if (AMD_COUNTER_RATIO.0..AMD_COUNTER_RATIO.1).contains(&ratio) {
+        (
+            true,
+            format!(
+                "{source} usable (agrees with power over {:.1} s: {measured_j:.2} J vs {expected_j:.2} J)",
+                gap.as_secs_f64()
             ),
-            Err(e) => format!("nvml {i}: unreadable ({e})"),
-        })
-        .collect())
+        )
+    } else {
+        (
+            false,
+            format!(
+                "{source} not used: {measured_j:.2} J over {:.1} s where power says {expected_j:.2} J (wrong units on some boards, ROCm/amdsmi issue 38)",
+                gap.as_secs_f64()
+            ),
+        )
+    }
 }
 
 fn probe_reader(reader: Arc<dyn GpuReader>, component: String) -> Result<Gpu, MeterError> {
-    let first = reader.total_energy_mj();
-    std::thread::sleep(COUNTER_PROBE_GAP);
-    let second = reader.total_energy_mj();
-    let (counter_usable, counter_note) = match (&first, &second) {
-        (Ok(a), Ok(b)) if b >= a => (true, "energy counter usable".to_string()),
-        (Ok(a), Ok(b)) => (
-            false,
-            format!("energy counter went backwards ({a} -> {b} mJ)"),
-        ),
-        (Err(e), _) | (_, Err(e)) => (false, format!("no energy counter ({e})")),
-    };
-    let power_mode = if reader.power(PowerMode::FieldInstant).is_ok() {
-        PowerMode::FieldInstant
-    } else if reader.power(PowerMode::PowerUsageAverage).is_ok() {
-        PowerMode::PowerUsageAverage
-    } else {
-        PowerMode::None
-    };
+    let vendor = reader.vendor();
+    let (power_mode, power_w, power_note) = probe_power(reader.as_ref());
+    let (counter_usable, counter_note) = probe_counter(reader.as_ref(), power_w);
     if !counter_usable && power_mode == PowerMode::None {
-        return Err(unavailable(format!(
-            "{component}: {counter_note} and no power reading works"
-        )));
+        return Err(unavailable(
+            vendor,
+            format!(
+                "{component}: {counter_note} and {}",
+                power_note.unwrap_or_else(|| "no power reading works".to_string())
+            ),
+        ));
     }
     let name = reader
         .board_facts()
         .name
         .unwrap_or_else(|| "unknown GPU".to_string());
+    let power = match power_note {
+        Some(why) if power_mode == PowerMode::None => format!("no power: {why}"),
+        _ => format!("power from {}", vendor.power_source(power_mode)),
+    };
     Ok(Gpu {
         reader,
         component,
         counter_usable,
         power_mode,
-        probe_note: format!("{name}, {counter_note}, power from {}", power_mode.as_str()),
+        probe_note: format!("{name}, {counter_note}, {power}"),
     })
 }
 
-impl Meter for NvmlMeter {
+impl Meter for GpuMeter {
     fn name(&self) -> &'static str {
-        METER
+        self.vendor.meter_name()
     }
 
     fn boundary(&self) -> Boundary {
@@ -617,7 +735,10 @@ impl Meter for NvmlMeter {
 
     fn start(&mut self) -> Result<(), MeterError> {
         if self.session.is_some() {
-            return Err(MeterError::Protocol(METER, "start while a window is open"));
+            return Err(MeterError::Protocol(
+                self.vendor.meter_name(),
+                "start while a window is open",
+            ));
         }
         let origin = Instant::now();
         let mut gpus = Vec::with_capacity(self.gpus.len());
@@ -666,10 +787,10 @@ impl Meter for NvmlMeter {
     }
 
     fn read(&mut self) -> Result<Vec<f64>, MeterError> {
-        let session = self
-            .session
-            .as_mut()
-            .ok_or(MeterError::Protocol(METER, "read before start"))?;
+        let session = self.session.as_mut().ok_or(MeterError::Protocol(
+            self.vendor.meter_name(),
+            "read before start",
+        ))?;
         let t_s = session.origin.elapsed().as_secs_f64();
         let mut out = Vec::with_capacity(self.gpus.len());
         for (g, s) in self.gpus.iter().zip(session.gpus.iter_mut()) {
@@ -683,10 +804,10 @@ impl Meter for NvmlMeter {
     }
 
     fn stop(&mut self) -> Result<MeterReport, MeterError> {
-        let mut session = self
-            .session
-            .take()
-            .ok_or(MeterError::Protocol(METER, "stop before start"))?;
+        let mut session = self.session.take().ok_or(MeterError::Protocol(
+            self.vendor.meter_name(),
+            "stop before start",
+        ))?;
         let mut report = MeterReport::default();
         let own_pid = std::process::id();
         for (g, s) in self.gpus.iter().zip(session.gpus.iter_mut()) {
@@ -707,9 +828,15 @@ impl Meter for NvmlMeter {
                     e.coverage * 100.0
                 ));
             }
-            if g.power_mode == PowerMode::PowerUsageAverage {
+            if g.power_mode == PowerMode::Average {
+                let what = match self.vendor {
+                    GpuVendor::Nvidia => "power_usage(), a trailing 1 s average",
+                    GpuVendor::Amd => {
+                        "hwmon power1_average, a trailing average over a firmware-set time (taken as 1 s)"
+                    }
+                };
                 notes.push(format!(
-                    "power from power_usage(), a trailing 1 s average: edge error up to {:.1} J",
+                    "power from {what}: edge error up to {:.1} J",
                     trailing_average_edge_bound_j(&power)
                 ));
             }
@@ -747,7 +874,7 @@ impl Meter for NvmlMeter {
                 power_limit_w: board.power_limit_w,
                 persistence_mode: board.persistence_mode,
                 counter_usable: g.counter_usable,
-                power_source: g.power_mode.as_str().to_string(),
+                power_source: self.vendor.power_source(g.power_mode).to_string(),
                 integral_j: e.integral_j,
                 start: s.start_facts.clone(),
                 end: end_facts,
@@ -760,6 +887,7 @@ impl Meter for NvmlMeter {
                 other_compute_pids: others,
             };
             note_read_errors(
+                self.vendor,
                 &mut report.flags,
                 &mut facts,
                 s.read_errors,
@@ -966,9 +1094,15 @@ mod tests {
         let mut flags = Vec::new();
         let mut facts = GpuFacts::default();
         let quiet = facts.clone();
-        note_read_errors(&mut flags, &mut facts, 0, None);
+        note_read_errors(GpuVendor::Nvidia, &mut flags, &mut facts, 0, None);
         assert!(flags.is_empty() && facts == quiet);
-        note_read_errors(&mut flags, &mut facts, 3, Some("total energy: GPU is lost"));
+        note_read_errors(
+            GpuVendor::Nvidia,
+            &mut flags,
+            &mut facts,
+            3,
+            Some("total energy: GPU is lost"),
+        );
         assert_eq!(flags, ["nvml_read_errors"]);
         assert_eq!(facts.read_errors, Some(3));
         assert_eq!(
@@ -1030,31 +1164,8 @@ mod tests {
     }
 
     #[test]
-    fn cuda_visible_devices_mapping() {
-        assert_eq!(resolve_cuda_index(None, 1), Ok(NvmlDeviceRef::Index(1)));
-        assert_eq!(
-            resolve_cuda_index(Some("2,3"), 0),
-            Ok(NvmlDeviceRef::Index(2))
-        );
-        assert_eq!(
-            resolve_cuda_index(Some("GPU-abc"), 0),
-            Ok(NvmlDeviceRef::Uuid("GPU-abc".into()))
-        );
-        assert!(resolve_cuda_index(Some("0"), 1).is_err());
-    }
-
-    #[test]
     fn trailing_average_bound() {
         let power = [p(0.0, None, 100.0), p(1.0, None, 250.0)];
         assert!((trailing_average_edge_bound_j(&power) - 300.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn init_without_driver_is_clean() {
-        // On machines without libnvidia-ml this must be Unavailable, not a panic.
-        match init() {
-            Ok(_) => eprintln!("NVML present: skipping the no-driver assertion"),
-            Err(e) => assert!(matches!(e, MeterError::Unavailable { meter: "nvml", .. })),
-        }
     }
 }

@@ -550,6 +550,7 @@ fn no_rapl_opts(
     let opts = DetectOptions {
         choice,
         gpu_index,
+        gpu_devices: None,
         cpu_tdp_w: None,
         powercap_root: tmp.path().join("powercap-missing"),
         drm_root: tmp.path().join("drm-missing"),

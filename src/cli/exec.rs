@@ -1,6 +1,8 @@
 //! `joulebench exec`: its flags and the checks made before anything is written.
 
 use super::{detect_options, usage, Failure, MAX_SEEDS};
+use crate::measure::devices::{self, DeviceSpec, Selection};
+use crate::measure::nvml_gpu::NvmlNode;
 use crate::measure::{self, MeterChoice};
 use crate::orchestrate::exec::{self, events::Tracked, ExecPlan, ExecTask};
 use crate::record::curve::Status;
@@ -63,6 +65,13 @@ pub struct ExecArgs {
     /// Wall-clock limit per run in seconds: then SIGTERM (SIGKILL after --grace-s), a DNF.
     #[arg(long, allow_negative_numbers = true)]
     pub max_time_s: Option<f64>,
+    /// The GPUs metered in the one window, for a multi-GPU program (torchrun, DDP): `all`, or
+    /// NVML indices and GPU- UUIDs (`0,1`, `GPU-8f3c...`). Default: the devices
+    /// CUDA_VISIBLE_DEVICES names when it is set, else device 0 (the run file says which and
+    /// why). Each device's energy is listed and boundary G is their sum; the program gets
+    /// CUDA_VISIBLE_DEVICES = their UUIDs unless it is set.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<String>,
     /// Measurement options as for `run` (with --device cuda:i the program gets
     /// CUDA_VISIBLE_DEVICES=i unless it is set, and with --json its stdout goes to stderr).
     #[command(flatten)]
@@ -173,6 +182,39 @@ fn device_index(s: &str) -> Result<Option<usize>, anyhow::Error> {
     }
 }
 
+/// The GPU a program runs on (`cuda:i`) or the NVML devices of a multi-GPU window: `--device`
+/// as given; `--devices` resolved on this node's NVML (an index or UUID that is not there, or
+/// no NVML, is a usage error); neither: the NVML devices CUDA_VISIBLE_DEVICES names (else
+/// device 0) where NVML works, else `cuda:0` where another meter sees a GPU (amdgpu), else
+/// the CPU.
+fn gpus_of(
+    a: &ExecArgs,
+    spec: Option<DeviceSpec>,
+    metered_gpu: impl Fn(usize) -> bool,
+) -> Result<(Option<usize>, Option<Selection>), Failure> {
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let on_nvml = |spec: &DeviceSpec| -> Result<Selection, anyhow::Error> {
+        let node = NvmlNode::init()?;
+        Ok(devices::select(&node, spec, visible.as_deref())?)
+    };
+    if let Some(d) = &a.measure.device {
+        return Ok((device_index(d).map_err(usage)?, None));
+    }
+    if let Some(spec) = spec {
+        let sel = on_nvml(&spec).map_err(|e| {
+            usage(anyhow::anyhow!(
+                "--devices {}: {e}",
+                a.devices.as_deref().unwrap_or("")
+            ))
+        })?;
+        return Ok((Some(sel.indices[0] as usize), Some(sel)));
+    }
+    if let Ok(sel) = on_nvml(&DeviceSpec::Visible) {
+        return Ok((Some(sel.indices[0] as usize), Some(sel)));
+    }
+    Ok((metered_gpu(0).then_some(0), None))
+}
+
 pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
     // Everything is checked here, before the idle baseline or any file.
     let models_dir = a
@@ -237,20 +279,27 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         .iter()
         .any(|p| (p.meter == "nvml" || p.meter == "amdgpu") && p.source.is_some())
     };
-    let gpu = match &a.measure.device {
-        Some(d) => device_index(d).map_err(usage)?,
-        None => metered_gpu(0).then_some(0),
+    let devices_spec = a
+        .devices
+        .as_deref()
+        .map(devices::parse_devices)
+        .transpose()
+        .map_err(|m| usage(anyhow::anyhow!(m)))?;
+    let (gpu, selection) = gpus_of(&a, devices_spec, metered_gpu)?;
+    let device_label = match (&selection, gpu) {
+        (Some(sel), _) => format!("cuda (nvml {})", sel.label()),
+        (None, Some(i)) => format!("cuda:{i}"),
+        (None, None) => "cpu".to_string(),
     };
-    let device_label = gpu.map_or("cpu".to_string(), |i| format!("cuda:{i}"));
     if a.measure.results.exists() && !a.measure.results.is_dir() {
         return Err(usage(anyhow::anyhow!(
             "results folder {}: exists and is not a directory",
             a.measure.results.display()
         )));
     }
-    let (mut meter, probes) =
-        measure::detect_meter(&detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w))
-            .map_err(usage)?;
+    let mut opts = detect_options(a.measure.meter, gpu, a.measure.cpu_tdp_w);
+    opts.gpu_devices = selection.clone();
+    let (mut meter, probes) = measure::detect_meter(&opts).map_err(usage)?;
     let system = crate::orchestrate::runner::system_of(&device_label, &probes);
     let program_name = exec::program_name(&program);
     let engine = EngineInfo {
@@ -260,7 +309,10 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         program: program_name,
     };
     let engine_slug = exec::engine_slug(&a.command, a.engine_label.as_deref());
-    let env = exec::child_env(gpu);
+    let env = exec::child_env(match &selection {
+        Some(sel) => Some(sel.uuids.join(",")),
+        None => gpu.map(|i| i.to_string()),
+    });
     let results_existing = ResultsDir::existing(&a.measure.results);
     let plan_probe = |seed: u64| {
         exec::run_id(

@@ -434,6 +434,7 @@ pub fn detect_options(
     DetectOptions {
         choice,
         gpu_index,
+        gpu_devices: None,
         cpu_tdp_w,
         powercap_root: PathBuf::from("/sys/class/powercap"),
         drm_root: crate::measure::amdgpu::drm_root(),

@@ -7,6 +7,7 @@
 
 use super::amdgpu;
 use super::composite::CompositeMeter;
+use super::devices::{self, Selection};
 use super::estimate::EstimateMeter;
 use super::gpu::GpuMeter;
 use super::nvml_gpu;
@@ -32,6 +33,8 @@ pub struct DetectOptions {
     pub choice: MeterChoice,
     /// `Some(i)` when training on `cuda:i`.
     pub gpu_index: Option<usize>,
+    /// The NVML devices of a multi-GPU window (`exec --devices`); wins over `gpu_index` for NVML.
+    pub gpu_devices: Option<Selection>,
     /// `--cpu-tdp-w`, used only by the estimate.
     pub cpu_tdp_w: Option<f64>,
     pub powercap_root: PathBuf,
@@ -44,6 +47,7 @@ impl Default for DetectOptions {
         Self {
             choice: MeterChoice::Auto,
             gpu_index: None,
+            gpu_devices: None,
             cpu_tdp_w: None,
             powercap_root: PathBuf::from(DEFAULT_POWERCAP_ROOT),
             drm_root: amdgpu::drm_root(),
@@ -121,7 +125,40 @@ impl Meter for UnavailableMeter {
     }
 }
 
+/// A GPU meter's probe line: the meter and its description, or why there is none.
+fn gpu_probe(
+    name: &'static str,
+    meter: Result<GpuMeter, MeterError>,
+) -> (Option<GpuMeter>, MeterProbe) {
+    match meter {
+        Ok(m) => {
+            let probe = MeterProbe {
+                meter: name,
+                available: true,
+                source: Some(m.primary_source()),
+                boundary: Some(Boundary::Gpu),
+                detail: m.describe(),
+            };
+            (Some(m), probe)
+        }
+        Err(e) => (
+            None,
+            MeterProbe {
+                meter: name,
+                available: false,
+                source: None,
+                boundary: None,
+                detail: e.to_string(),
+            },
+        ),
+    }
+}
+
 fn probe_nvml(opts: &DetectOptions) -> (Option<GpuMeter>, MeterProbe) {
+    if let Some(sel) = &opts.gpu_devices {
+        let meter = nvml_gpu::NvmlNode::init().and_then(|node| devices::meter(&node, sel));
+        return gpu_probe("nvml", meter);
+    }
     let Some(i) = opts.gpu_index else {
         let (available, detail) = match nvml_gpu::list_devices() {
             Ok(d) if d.is_empty() => (false, "NVML loaded but sees no device".to_string()),
@@ -139,28 +176,7 @@ fn probe_nvml(opts: &DetectOptions) -> (Option<GpuMeter>, MeterProbe) {
             },
         );
     };
-    match nvml_gpu::probe_meter(i) {
-        Ok(m) => {
-            let probe = MeterProbe {
-                meter: "nvml",
-                available: true,
-                source: Some(m.primary_source()),
-                boundary: Some(Boundary::Gpu),
-                detail: m.describe(),
-            };
-            (Some(m), probe)
-        }
-        Err(e) => (
-            None,
-            MeterProbe {
-                meter: "nvml",
-                available: false,
-                source: None,
-                boundary: None,
-                detail: e.to_string(),
-            },
-        ),
-    }
+    gpu_probe("nvml", nvml_gpu::probe_meter(i))
 }
 
 /// The amdgpu meter for the training GPU (`cuda:i` is AMD device i), or, with `--meter amdgpu`
@@ -206,19 +222,10 @@ fn probe_amdgpu(opts: &DetectOptions) -> (Option<GpuMeter>, MeterProbe) {
             )
         }
     };
-    match amdgpu::probe_meter(&opts.drm_root, reader, Some(&indices)) {
-        Ok(m) => {
-            let probe = MeterProbe {
-                meter: "amdgpu",
-                available: true,
-                source: Some(m.primary_source()),
-                boundary: Some(Boundary::Gpu),
-                detail: m.describe(),
-            };
-            (Some(m), probe)
-        }
-        Err(e) => (None, unavailable(e.to_string())),
-    }
+    gpu_probe(
+        "amdgpu",
+        amdgpu::probe_meter(&opts.drm_root, reader, Some(&indices)),
+    )
 }
 
 fn probe_rapl(opts: &DetectOptions) -> (Result<RaplMeter, MeterError>, MeterProbe) {

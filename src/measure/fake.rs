@@ -1,12 +1,16 @@
 //! Deterministic meters for tests and dry runs: constant watts, replay of a recorded power
 //! trace, and a recorder that logs the call order together with device synchronisation.
 //!
-//! Owns: fakes of the `Meter`, `DeviceSync` and `gpu::GpuReader` seams. Must not: be chosen by `detect_meter`
+//! Owns: fakes of the `Meter`, `DeviceSync`, `gpu::GpuReader` and `devices::GpuNode` seams. Must not: be chosen by `detect_meter`
 //! or appear in a ranked result (their source says what they pretend to be, the meter name
 //! says `fake`/`replay`).
 
-use super::gpu::{BoardFacts, DeviceError, GpuReader, GpuVendor, PowerMode, RawPower};
+use super::devices::GpuNode;
+use super::gpu::{
+    BoardFacts, DeviceError, DriverVersions, GpuReader, GpuVendor, PowerMode, RawPower,
+};
 use super::provenance::GpuEdgeFacts;
+use super::tenancy::ProcessSm;
 use super::window::DeviceSync;
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
@@ -418,6 +422,12 @@ impl DeviceSync for NoSync {
 pub struct FakeGpu {
     clock: Arc<dyn Clock>,
     watts: f64,
+    uuid: String,
+    /// Other processes on the board besides this one: (pid, SM utilisation %).
+    foreign: Vec<(u32, u32)>,
+    /// This process's SM utilisation % in the per-process samples.
+    own_sm_util: u32,
+    mig: Option<Vec<String>>,
     counter_start_mj: u64,
     has_counter: bool,
     failing: Arc<AtomicBool>,
@@ -429,11 +439,40 @@ impl FakeGpu {
         Self {
             clock: Arc::new(WallClock::default()),
             watts,
+            uuid: "GPU-00000000-fake".to_string(),
+            foreign: Vec::new(),
+            own_sm_util: 90,
+            mig: None,
             counter_start_mj: 1_000_000,
             has_counter: true,
             failing: Arc::new(AtomicBool::new(false)),
             failed_reads: AtomicU64::new(0),
         }
+    }
+
+    /// A board with this UUID (default `GPU-00000000-fake`).
+    pub fn with_uuid(mut self, uuid: &str) -> Self {
+        self.uuid = uuid.to_string();
+        self
+    }
+
+    /// Process `pid` also runs on the board at `sm_util` % (this process's samples say
+    /// `own_sm_util` %). Whether it is the job's is for the meter to find out.
+    pub fn with_process(mut self, pid: u32, sm_util: u32, own_sm_util: u32) -> Self {
+        self.foreign.push((pid, sm_util));
+        self.own_sm_util = own_sm_util;
+        self
+    }
+
+    /// The board is in MIG mode with these instances.
+    pub fn with_mig(mut self, instances: &[&str]) -> Self {
+        self.mig = Some(instances.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// The power it draws, in watts.
+    pub fn watts(&self) -> f64 {
+        self.watts
     }
 
     /// A board without a total-energy counter (the meter integrates its power).
@@ -507,14 +546,108 @@ impl GpuReader for FakeGpu {
         }
     }
 
+    fn compute_pids(&self) -> Result<Vec<u32>, DeviceError> {
+        self.check()?;
+        let mut pids = vec![std::process::id()];
+        pids.extend(self.foreign.iter().map(|(p, _)| *p));
+        Ok(pids)
+    }
+
+    fn process_sm(&self, since_us: u64) -> Result<Vec<ProcessSm>, DeviceError> {
+        self.check()?;
+        // One sample per process every 100 ms of the clock, as NVML keeps them.
+        let now_us = (self.clock.now_s() * 1e6) as u64;
+        let mut out = Vec::new();
+        let mut t = (since_us / 100_000 + 1) * 100_000;
+        while t <= now_us {
+            out.push(ProcessSm {
+                pid: std::process::id(),
+                timestamp_us: t,
+                sm_util: self.own_sm_util,
+            });
+            out.extend(self.foreign.iter().map(|&(pid, sm_util)| ProcessSm {
+                pid,
+                timestamp_us: t,
+                sm_util,
+            }));
+            t += 100_000;
+        }
+        Ok(out)
+    }
+
+    fn mig_instances(&self) -> Option<Vec<String>> {
+        self.mig.clone()
+    }
+
     fn board_facts(&self) -> BoardFacts {
         BoardFacts {
             name: Some("Fake GPU".to_string()),
             memory_total_bytes: Some(80 << 30),
-            uuid: Some("GPU-00000000-fake".to_string()),
+            uuid: Some(self.uuid.clone()),
             power_limit_w: Some(700.0),
             persistence_mode: Some(true),
         }
+    }
+}
+
+/// A node of scripted boards numbered as NVML numbers GPUs: board i is a `FakeGpu` with UUID
+/// `GPU-0000000i-fake` and the watts given for it.
+pub struct FakeNode {
+    gpus: Vec<Arc<FakeGpu>>,
+}
+
+impl FakeNode {
+    pub fn new(watts: &[f64]) -> Self {
+        Self {
+            gpus: watts
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| Arc::new(FakeGpu::new(w).with_uuid(&format!("GPU-{i:08}-fake"))))
+                .collect(),
+        }
+    }
+
+    /// A node of these boards, numbered in order.
+    pub fn of(gpus: Vec<FakeGpu>) -> Self {
+        Self {
+            gpus: gpus.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    pub fn gpu(&self, index: u32) -> &Arc<FakeGpu> {
+        &self.gpus[index as usize]
+    }
+
+    fn get(&self, index: u32) -> Result<&Arc<FakeGpu>, DeviceError> {
+        self.gpus
+            .get(index as usize)
+            .ok_or(DeviceError::NoSuchDevice {
+                index,
+                count: self.gpus.len() as u32,
+            })
+    }
+}
+
+impl GpuNode for FakeNode {
+    fn device_count(&self) -> Result<u32, DeviceError> {
+        Ok(self.gpus.len() as u32)
+    }
+
+    fn uuid(&self, index: u32) -> Result<String, DeviceError> {
+        Ok(self.get(index)?.uuid.clone())
+    }
+
+    fn name(&self, index: u32) -> Result<String, DeviceError> {
+        self.get(index).map(|_| "Fake GPU".to_string())
+    }
+
+    fn reader(&self, index: u32) -> Result<Arc<dyn GpuReader>, DeviceError> {
+        let gpu: Arc<dyn GpuReader> = self.get(index)?.clone();
+        Ok(gpu)
+    }
+
+    fn driver(&self) -> DriverVersions {
+        DriverVersions::default()
     }
 }
 

@@ -12,6 +12,7 @@
 
 use super::poller::{Poller, Timed};
 use super::provenance::{GpuEdgeFacts, GpuFacts};
+use super::tenancy::{self, Owner, ProcessSm, Tenancy};
 use super::{Boundary, ComponentEnergy, ComponentInfo, Meter, MeterError, MeterReport};
 use super::{PowerSample, Source};
 use sha2::{Digest, Sha256};
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 
 pub const COUNTER_INTERVAL: Duration = Duration::from_millis(100);
 pub const POWER_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a board's compute processes and per-process utilisation are polled.
+pub const TENANCY_INTERVAL: Duration = Duration::from_millis(500);
 /// The counter is probed twice this far apart; it is usable only if both reads succeed and
 /// the second is not smaller (many vGPUs lack it).
 pub const COUNTER_PROBE_GAP: Duration = Duration::from_millis(200);
@@ -59,6 +62,14 @@ pub enum DeviceError {
     Sysfs { path: String, message: String },
     #[error("no power reading available")]
     NoPower,
+    #[error("GPU {index} does not exist: NVML sees {count} device(s), 0 to {}", count.saturating_sub(1))]
+    NoSuchDevice { index: u32, count: u32 },
+    #[error("{0} is not a GPU of this node")]
+    UuidNotOnNode(String),
+    #[error("NVML sees no GPU on this node")]
+    NoDevices,
+    #[error("{0}: not supported by this driver")]
+    NotSupported(&'static str),
 }
 
 /// Whose driver a board is read through. It names the meter (`nvml`, `amdgpu`), its read-error
@@ -151,6 +162,20 @@ pub trait GpuReader: Send + Sync {
     /// Where the energy counter comes from, for the probe's note (`energy counter` by default).
     fn counter_source(&self) -> String {
         "energy counter".to_string()
+    }
+    /// The compute processes on the board now (host PIDs), where the driver can say.
+    fn compute_pids(&self) -> Result<Vec<u32>, DeviceError> {
+        Err(DeviceError::NotSupported("compute processes"))
+    }
+    /// The driver's per-process SM-utilisation samples newer than `since_us` (NVML's CPU
+    /// timestamps), where it keeps them.
+    fn process_sm(&self, _since_us: u64) -> Result<Vec<ProcessSm>, DeviceError> {
+        Err(DeviceError::NotSupported("per-process utilisation"))
+    }
+    /// The board's MIG instances (`NVIDIA H100 80GB HBM3 MIG 3g.40gb`, ...) when MIG is on;
+    /// `None` when it is off or the driver cannot say.
+    fn mig_instances(&self) -> Option<Vec<String>> {
+        None
     }
 }
 
@@ -441,11 +466,42 @@ struct Gpu {
     probe_note: String,
 }
 
+/// One poll of a board's tenants: its compute processes and new SM samples, each with its owner.
+type TenancyPoll = (Vec<(u32, Owner)>, Vec<(ProcessSm, Owner)>);
+
+/// Poll who uses the board (`since_us`: the newest SM sample already seen).
+fn poll_tenancy(reader: &dyn GpuReader, since_us: &mut u64) -> Result<TenancyPoll, DeviceError> {
+    let own = std::process::id();
+    let proc_root = std::path::Path::new("/proc");
+    let procs = reader
+        .compute_pids()?
+        .into_iter()
+        .map(|p| (p, tenancy::owner(proc_root, p, own)))
+        .collect();
+    let sm = match reader.process_sm(*since_us) {
+        Ok(v) => v,
+        Err(DeviceError::NotSupported(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if let Some(latest) = sm.iter().map(|x| x.timestamp_us).max() {
+        *since_us = (*since_us).max(latest);
+    }
+    let sm = sm
+        .into_iter()
+        .map(|x| (x, tenancy::owner(proc_root, x.pid, own)))
+        .collect();
+    Ok((procs, sm))
+}
+
 struct GpuSession {
     counter_edges: Vec<CounterSample>,
     power_edges: Vec<PowerReading>,
     counter_poller: Option<Poller<u64>>,
     power_poller: Option<Poller<(Option<i64>, f64)>>,
+    /// Who used the board: polled while the window is open, and read at its edges.
+    tenancy_poller: Option<Poller<TenancyPoll>>,
+    tenancy_edges: Vec<TenancyPoll>,
+    tenancy_since_us: u64,
     start_facts: GpuEdgeFacts,
     /// NVML reads of this window that failed (edges, marks and polled samples) and the first
     /// one's message: the energy is computed from the reads that succeeded.
@@ -464,6 +520,23 @@ impl GpuSession {
         if let Some(first) = &log.first_error {
             self.first_read_error.get_or_insert_with(|| first.clone());
         }
+    }
+
+    /// Who used the board over the window (the edge polls and the poller's), stopping the
+    /// poller; `None` where the driver names no processes.
+    fn tenancy(&mut self) -> Option<Tenancy> {
+        let reader_polls = self.tenancy_poller.take().map(Poller::stop)?;
+        self.failed_polls(&reader_polls);
+        let mut t = Tenancy::default();
+        for (procs, sm) in self
+            .tenancy_edges
+            .iter()
+            .chain(reader_polls.samples.iter().map(|x| &x.value))
+        {
+            t.add_processes(procs);
+            t.add_sm_samples(sm);
+        }
+        Some(t)
     }
 
     /// Read the counter and the power at `t_s` (a window edge or a mark).
@@ -519,6 +592,10 @@ pub struct DriverVersions {
 pub struct GpuMeter {
     vendor: GpuVendor,
     gpus: Vec<Gpu>,
+    /// The node's other GPUs (`nvml 2 (NVIDIA H100 ...)`), present but outside this meter.
+    not_metered: Vec<String>,
+    /// Which devices these are and why (`nvml 0,1: --devices`), for a multi-GPU window.
+    selection: Option<String>,
     driver: DriverVersions,
     counter_interval: Duration,
     power_interval: Duration,
@@ -565,11 +642,27 @@ impl GpuMeter {
         Ok(Self {
             vendor,
             gpus,
+            not_metered: Vec::new(),
+            selection: None,
             driver,
             counter_interval: COUNTER_INTERVAL,
             power_interval: POWER_INTERVAL,
             session: None,
         })
+    }
+
+    /// Name the node's GPUs this meter leaves out; every window's provenance lists them under
+    /// `gpus_not_metered`, so boundary G says which boards of the node it covers.
+    pub fn with_not_metered(mut self, others: Vec<String>) -> Self {
+        self.not_metered = others;
+        self
+    }
+
+    /// Say which devices these are and why; every window's provenance keeps it under
+    /// `gpu_devices`.
+    pub fn with_selection(mut self, selection: String) -> Self {
+        self.selection = Some(selection);
+        self
     }
 
     /// One line for `joulebench env`.
@@ -770,15 +863,39 @@ impl Meter for GpuMeter {
             } else {
                 None
             };
+            // Tenancy is polled only where the driver names the board's processes.
+            let mut tenancy_since_us = 0;
+            let first_tenancy = poll_tenancy(g.reader.as_ref(), &mut tenancy_since_us);
+            let names_processes = !matches!(first_tenancy, Err(DeviceError::NotSupported(_)));
+            let tenancy_poller = if names_processes {
+                let reader = Arc::clone(&g.reader);
+                let mut since_us = tenancy_since_us;
+                Some(Poller::spawn(
+                    "gpu-tenancy",
+                    TENANCY_INTERVAL,
+                    origin,
+                    move || poll_tenancy(reader.as_ref(), &mut since_us),
+                )?)
+            } else {
+                None
+            };
             let mut s = GpuSession {
                 counter_edges: Vec::new(),
                 power_edges: Vec::new(),
                 counter_poller,
                 power_poller,
+                tenancy_poller,
+                tenancy_edges: Vec::new(),
+                tenancy_since_us,
                 start_facts,
                 read_errors: 0,
                 first_read_error: None,
             };
+            match first_tenancy {
+                Ok(p) => s.tenancy_edges.push(p),
+                Err(DeviceError::NotSupported(_)) => {}
+                Err(e) => s.failed_read(e),
+            }
             s.read_edge(g, origin.elapsed().as_secs_f64());
             gpus.push(s);
         }
@@ -813,6 +930,14 @@ impl Meter for GpuMeter {
         for (g, s) in self.gpus.iter().zip(session.gpus.iter_mut()) {
             let t_end_s = session.origin.elapsed().as_secs_f64();
             s.read_edge(g, t_end_s);
+            if s.tenancy_poller.is_some() {
+                // A last look at the edge (samples seen before are not counted twice).
+                let mut since_us = s.tenancy_since_us;
+                match poll_tenancy(g.reader.as_ref(), &mut since_us) {
+                    Ok(p) => s.tenancy_edges.push(p),
+                    Err(e) => s.failed_read(e),
+                }
+            }
             let (counter, power) = collect(s, true);
             let e = gpu_window_energy(g.counter_usable.then_some(&counter[..]), &power, t_end_s);
             let mut notes = Vec::new();
@@ -854,17 +979,13 @@ impl Meter for GpuMeter {
                 .timeline
                 .extend(timeline(&g.component, &counter, &power, g.counter_usable));
             let end_facts = g.reader.edge_facts();
-            let others: Vec<u32> = s
-                .start_facts
-                .compute_pids
-                .iter()
-                .chain(&end_facts.compute_pids)
-                .flatten()
-                .copied()
-                .filter(|&p| p != own_pid)
-                .collect();
-            if !others.is_empty() {
-                report.flags.push("contaminated".to_string());
+            let tenancy = s.tenancy();
+            if tenancy.as_ref().is_some_and(Tenancy::shared) {
+                report.flags.push("gpu_shared".to_string());
+            }
+            let mig_instances = g.reader.mig_instances();
+            if mig_instances.is_some() {
+                report.flags.push("gpu_mig".to_string());
             }
             let board = g.reader.board_facts();
             let mut facts = GpuFacts {
@@ -881,10 +1002,20 @@ impl Meter for GpuMeter {
                 own_pid,
                 read_errors: None,
                 first_read_error: None,
-                // NVML reports host PIDs; inside a PID namespace our own process shows under
-                // another number and is counted as foreign. The PIDs are kept so a reader can
-                // tell.
-                other_compute_pids: others,
+                // Processes outside the job (this process and its descendants) seen on the
+                // board during the window; NVML reports host PIDs, so one that is not visible
+                // here (a PID namespace) is listed apart, as unknown.
+                other_compute_pids: tenancy
+                    .as_ref()
+                    .map(|t| t.others.iter().copied().collect())
+                    .unwrap_or_default(),
+                unknown_compute_pids: tenancy
+                    .as_ref()
+                    .map(|t| t.unknown.iter().copied().collect())
+                    .unwrap_or_default(),
+                job_time_share: tenancy.as_ref().and_then(Tenancy::job_time_share),
+                job_sm_share: tenancy.as_ref().and_then(Tenancy::job_sm_share),
+                mig_instances,
             };
             note_read_errors(
                 self.vendor,
@@ -895,6 +1026,10 @@ impl Meter for GpuMeter {
             );
             report.provenance.gpus.insert(g.component.clone(), facts);
         }
+        if !self.not_metered.is_empty() {
+            report.provenance.host.gpus_not_metered = Some(self.not_metered.clone());
+        }
+        report.provenance.host.gpu_devices = self.selection.clone();
         report.provenance.host.nvml_driver_version = self.driver.nvml_driver.clone();
         report.provenance.host.cuda_driver_version = self.driver.cuda_driver.clone();
         report.flags.sort();

@@ -9,6 +9,7 @@ pub mod amdgpu;
 pub mod composite;
 pub mod cputime;
 pub mod detect;
+pub mod devices;
 pub mod estimate;
 pub mod fake;
 pub mod gpu;
@@ -18,6 +19,7 @@ pub mod poller;
 pub mod provenance;
 pub mod rapl;
 pub mod system;
+pub mod tenancy;
 pub mod window;
 
 pub use detect::{detect_meter, probe_all, DetectOptions, MeterChoice, MeterProbe};

@@ -7,10 +7,12 @@
 //! Must not: integrate, flag or decide anything (`gpu` does that with what these return),
 //! and must not panic or fail the build where NVML is absent or a read fails.
 
+use super::devices::GpuNode;
 use super::gpu::{
     BoardFacts, DeviceError, DriverVersions, GpuMeter, GpuReader, GpuVendor, PowerMode, RawPower,
 };
 use super::provenance::GpuEdgeFacts;
+use super::tenancy::ProcessSm;
 use super::MeterError;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::SampleValue;
@@ -126,6 +128,50 @@ impl GpuReader for NvmlGpu {
         }
     }
 
+    fn compute_pids(&self) -> Result<Vec<u32>, DeviceError> {
+        Ok(self
+            .handle()?
+            .running_compute_processes()
+            .map_err(nvml_err("running compute processes"))?
+            .iter()
+            .map(|p| p.pid)
+            .collect())
+    }
+
+    fn process_sm(&self, since_us: u64) -> Result<Vec<ProcessSm>, DeviceError> {
+        match self.handle()?.process_utilization_stats(since_us) {
+            Ok(samples) => Ok(samples
+                .into_iter()
+                .map(|x| ProcessSm {
+                    pid: x.pid,
+                    timestamp_us: x.timestamp,
+                    sm_util: x.sm_util,
+                })
+                .collect()),
+            // No sample newer than `since_us`.
+            Err(nvml_wrapper::error::NvmlError::NotFound) => Ok(Vec::new()),
+            Err(e) => Err(nvml_err("process utilization")(e)),
+        }
+    }
+
+    fn mig_instances(&self) -> Option<Vec<String>> {
+        let device = self.handle().ok()?;
+        if device.mig_mode().ok()?.current != 1 {
+            return None;
+        }
+        let n = device.mig_device_count().unwrap_or(0);
+        Some(
+            (0..n)
+                .map(|k| match device.mig_device_by_index(k) {
+                    Ok(m) => m
+                        .name()
+                        .unwrap_or_else(|e| format!("MIG {k}: name unreadable ({e})")),
+                    Err(e) => format!("MIG {k}: unreadable ({e})"),
+                })
+                .collect(),
+        )
+    }
+
     fn board_facts(&self) -> BoardFacts {
         let Ok(device) = self.handle() else {
             return BoardFacts::default();
@@ -188,23 +234,82 @@ pub fn resolve_cuda_index(
     }
 }
 
-/// The board meter for the GPU that `cuda:<cuda_index>` trains on.
-pub fn probe_meter(cuda_index: usize) -> Result<GpuMeter, MeterError> {
-    let nvml = Arc::new(init()?);
-    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let device = resolve_cuda_index(visible.as_deref(), cuda_index)
-        .map_err(|e| unavailable(e.to_string()))?;
-    let component = format!("gpu:{cuda_index}");
-    let reader = NvmlGpu::open(Arc::clone(&nvml), device.clone())
-        .map_err(|e| unavailable(format!("{component}: NVML cannot open {device:?}: {e}")))?;
-    let driver = DriverVersions {
+fn driver_versions(nvml: &Nvml) -> DriverVersions {
+    DriverVersions {
         nvml_driver: nvml.sys_driver_version().ok(),
         cuda_driver: nvml
             .sys_cuda_driver_version()
             .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
             .ok(),
-    };
-    GpuMeter::with_readers(vec![(component, Arc::new(reader))], driver)
+    }
+}
+
+/// The board meter for the GPU that `cuda:<cuda_index>` trains on; the node's other GPUs are
+/// named in its windows' provenance as present but not metered.
+pub fn probe_meter(cuda_index: usize) -> Result<GpuMeter, MeterError> {
+    let node = NvmlNode::init()?;
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let device = resolve_cuda_index(visible.as_deref(), cuda_index)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let component = format!("gpu:{cuda_index}");
+    let reader = NvmlGpu::open(Arc::clone(&node.nvml), device.clone())
+        .map_err(|e| unavailable(format!("{component}: NVML cannot open {device:?}: {e}")))?;
+    let metered_uuid = reader.board_facts().uuid;
+    let others: Vec<String> = (0..node.device_count().unwrap_or(0))
+        .filter(|&i| node.uuid(i).ok() != metered_uuid)
+        .map(|i| {
+            format!(
+                "nvml {i} ({})",
+                node.name(i).unwrap_or_else(|e| format!("unreadable: {e}"))
+            )
+        })
+        .collect();
+    Ok(
+        GpuMeter::with_readers(vec![(component, Arc::new(reader))], node.driver())?
+            .with_not_metered(others),
+    )
+}
+
+/// The node's NVIDIA GPUs through NVML (the seam `devices` selects from).
+pub struct NvmlNode {
+    nvml: Arc<Nvml>,
+}
+
+impl NvmlNode {
+    pub fn init() -> Result<Self, MeterError> {
+        Ok(Self {
+            nvml: Arc::new(init()?),
+        })
+    }
+
+    fn device(&self, index: u32) -> Result<Device<'_>, DeviceError> {
+        handle(&self.nvml, &NvmlDeviceRef::Index(index))
+    }
+}
+
+impl GpuNode for NvmlNode {
+    fn device_count(&self) -> Result<u32, DeviceError> {
+        self.nvml.device_count().map_err(nvml_err("device count"))
+    }
+
+    fn uuid(&self, index: u32) -> Result<String, DeviceError> {
+        self.device(index)?.uuid().map_err(nvml_err("uuid"))
+    }
+
+    fn name(&self, index: u32) -> Result<String, DeviceError> {
+        self.device(index)?.name().map_err(nvml_err("name"))
+    }
+
+    fn reader(&self, index: u32) -> Result<Arc<dyn GpuReader>, DeviceError> {
+        Ok(Arc::new(NvmlGpu::open(
+            Arc::clone(&self.nvml),
+            NvmlDeviceRef::Index(index),
+        )?))
+    }
+
+    fn driver(&self) -> DriverVersions {
+        driver_versions(&self.nvml)
+    }
 }
 
 /// The compute capability (`9.0`) of the GPU `cuda:<cuda_index>` trains on.
@@ -216,7 +321,20 @@ pub fn compute_capability(cuda_index: usize) -> Result<String, MeterError> {
         message: e.to_string(),
     };
     let r = resolve_cuda_index(visible.as_deref(), cuda_index).map_err(device_err)?;
-    let device = super::nvml_gpu::handle(&nvml, &r).map_err(device_err)?;
+    compute_capability_of(&nvml, &r)
+}
+
+/// The compute capability (`9.0`) of NVML device `nvml_index`.
+pub fn compute_capability_nvml(nvml_index: u32) -> Result<String, MeterError> {
+    compute_capability_of(&init()?, &NvmlDeviceRef::Index(nvml_index))
+}
+
+fn compute_capability_of(nvml: &Nvml, r: &NvmlDeviceRef) -> Result<String, MeterError> {
+    let device_err = |e: DeviceError| MeterError::Device {
+        meter: METER,
+        message: e.to_string(),
+    };
+    let device = handle(nvml, r).map_err(device_err)?;
     let cc = device
         .cuda_compute_capability()
         .map_err(nvml_err("compute capability"))
@@ -224,7 +342,8 @@ pub fn compute_capability(cuda_index: usize) -> Result<String, MeterError> {
     Ok(format!("{}.{}", cc.major, cc.minor))
 }
 
-/// Describe every device NVML sees, for `joulebench env` (no counter probe delay).
+/// Describe every device NVML sees, for `joulebench env` (no counter probe delay): name, MIG,
+/// the energy source it would give, and who else uses it.
 pub fn list_devices() -> Result<Vec<String>, MeterError> {
     let nvml = init()?;
     let n = nvml
@@ -232,13 +351,44 @@ pub fn list_devices() -> Result<Vec<String>, MeterError> {
         .map_err(|e| unavailable(format!("NVML device count failed: {e}")))?;
     Ok((0..n)
         .map(|i| match nvml.device_by_index(i) {
-            Ok(d) => format!(
-                "nvml {i}: {}",
-                d.name().unwrap_or_else(|e| format!("? ({e})"))
-            ),
+            Ok(d) => describe_device(i, &d),
             Err(e) => format!("nvml {i}: unreadable ({e})"),
         })
         .collect())
+}
+
+/// `nvml 0: NVIDIA H100 80GB HBM3; energy counter; no other compute process` and, where they
+/// apply, that MIG is on (whole-GPU energy only) and who else runs on it.
+fn describe_device(i: u32, d: &Device<'_>) -> String {
+    let name = d.name().unwrap_or_else(|e| format!("? ({e})"));
+    let mig = match d.mig_mode() {
+        Ok(m) if m.current == 1 => {
+            "; MIG enabled (energy is the whole GPU's: NVML has no per-instance counter)"
+        }
+        _ => "",
+    };
+    let source = if d.total_energy_consumption().is_ok() {
+        "energy counter"
+    } else {
+        "power integrated (no energy counter)"
+    };
+    let own = std::process::id();
+    let users = match d.running_compute_processes() {
+        Ok(ps) => {
+            let others: Vec<String> = ps
+                .iter()
+                .filter(|p| p.pid != own)
+                .map(|p| p.pid.to_string())
+                .collect();
+            if others.is_empty() {
+                "no other compute process".to_string()
+            } else {
+                format!("also used by pid {}", others.join(", "))
+            }
+        }
+        Err(e) => format!("compute processes unreadable ({e})"),
+    };
+    format!("nvml {i}: {name}{mig}; {source}; {users}")
 }
 
 #[cfg(test)]

@@ -86,6 +86,13 @@ pub struct HostFacts {
     /// CUDA driver version as `major.minor`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cuda_driver_version: Option<String>,
+    /// The node's GPUs the GPU meter left out (`nvml 2 (NVIDIA H100 80GB HBM3)`): present, not
+    /// metered, so outside boundary G.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus_not_metered: Option<Vec<String>>,
+    /// The GPUs a multi-GPU window metered and why (`nvml 0,1: --devices 0,1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_devices: Option<String>,
 }
 
 impl HostFacts {
@@ -145,8 +152,25 @@ pub struct GpuFacts {
     pub read_errors: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_read_error: Option<String>,
-    /// Compute processes seen on the device at either edge that are not this process.
+    /// Compute processes outside the job (this process and its descendants) seen on the
+    /// device during the window (flag `gpu_shared`).
     pub other_compute_pids: Vec<u32>,
+    /// Compute processes whose owner could not be told (not visible in this `/proc`: NVML
+    /// reports host PIDs, a container has its own PID namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_compute_pids: Vec<u32>,
+    /// The job's share of the device's time over the window: per poll 1/n of the n tenants
+    /// present when the job is one of them, averaged (Kepler's idle-power share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_time_share: Option<f64>,
+    /// The job's share of the SM utilisation NVML sampled per process (Kepler's active-power
+    /// share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_sm_share: Option<f64>,
+    /// The device's MIG instances when MIG is on (flag `gpu_mig`): its energy is the whole
+    /// GPU's, NVML having no per-instance counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig_instances: Option<Vec<String>>,
 }
 
 /// A GPU's state read at one edge of the window.
@@ -272,6 +296,7 @@ mod tests {
             read_errors: None,
             first_read_error: None,
             other_compute_pids: pids.to_vec(),
+            ..GpuFacts::default()
         }
     }
 

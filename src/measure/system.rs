@@ -150,15 +150,23 @@ pub fn cpu_flags_in(cpuinfo: &str) -> Option<Vec<String>> {
     )
 }
 
-/// This machine's capabilities for `device` (`cpu` or `cuda:i`).
+/// This machine's capabilities for `device` (`cpu`, `cuda:i` or `cuda (nvml i,j)`).
 pub fn capabilities(device: &str) -> Capabilities {
     let flags = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| cpu_flags_in(&s));
-    let cuda_compute_capability = device
-        .strip_prefix("cuda:")
-        .and_then(|i| i.parse::<usize>().ok())
-        .and_then(|i| super::nvml_gpu::compute_capability(i).ok());
+    // `cuda:i`, or `cuda (nvml 0,1)` for a multi-GPU window (the first device's).
+    let cuda_compute_capability = match device.strip_prefix("cuda (nvml ") {
+        Some(list) => list
+            .split([',', ')'])
+            .next()
+            .and_then(|i| i.parse::<u32>().ok())
+            .and_then(|i| super::nvml_gpu::compute_capability_nvml(i).ok()),
+        None => device
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| super::nvml_gpu::compute_capability(i).ok()),
+    };
     Capabilities {
         arch: std::env::consts::ARCH.to_string(),
         cpu_flags_consulted: if flags.is_some() {

@@ -171,7 +171,11 @@ pub fn assess(report: &MeterReport, start: Option<CoTenancy>, end: Option<CoTena
     let cpu_harness_fraction = report.provenance.host.cpu_harness_fraction;
     let cpu_others_fraction = report.provenance.host.cpu_others_fraction;
     let cpu_contended = report.flags.iter().any(|f| f == "cpu_contended");
-    let gpu_contaminated = report.flags.iter().any(|f| f == "contaminated");
+    // `gpu_shared` (older files: `contaminated`): a process outside the job used the GPU.
+    let gpu_contaminated = report
+        .flags
+        .iter()
+        .any(|f| f == "gpu_shared" || f == "contaminated");
     // NVML keeps, per GPU component, the foreign compute PIDs seen at either edge.
     let gpu_other_compute_pids = report.provenance.gpu_other_compute_pids();
     // A process caught runnable at one edge may be a passing `ps`; one runnable at every edge

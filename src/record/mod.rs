@@ -58,6 +58,16 @@ pub struct EnergySummary {
     pub components: Vec<ComponentEnergy>,
     pub idle_w: Option<f64>,
     pub idle_sd_w: Option<f64>,
+    /// Idle power of each component (`gpu:0`, `gpu:1`, `cpu:package-0`, ...) over the
+    /// baseline; absent without one (and in files written before it was recorded).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub idle_component_w: std::collections::BTreeMap<String, f64>,
+    /// On a GPU that processes outside the job also used (flag `gpu_shared`): the job's share
+    /// of each such board's energy by Kepler's rule, beside the whole-device figure (which is
+    /// what `total_j` keeps). Absent where it could not be computed (no idle baseline, no
+    /// per-process samples).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributed: std::collections::BTreeMap<String, AttributedEnergy>,
     pub flags: Vec<String>,
     /// The meter that produced it (`rapl`, `nvml`, `estimate`, `composite`, ...).
     pub meter: String,
@@ -65,6 +75,19 @@ pub struct EnergySummary {
     pub all_measured: bool,
     pub average_power_w: f64,
     pub window_s: f64,
+}
+
+/// The job's share of one shared board's energy (`energy.attributed`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributedEnergy {
+    /// `(E - P_idle t) x sm_share + P_idle t x time_share`.
+    pub energy_j: f64,
+    pub sm_share: f64,
+    pub time_share: f64,
+    /// The board's idle power the split used.
+    pub idle_w: f64,
+    /// `kepler: active energy by SM-utilisation share, idle energy by time share`.
+    pub rule: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

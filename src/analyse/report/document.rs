@@ -64,8 +64,10 @@ pub fn render<M: Markup>(
         m.heading(2, &f::task_title(task));
         for table in &task.tables {
             m.heading(3, &format!("{}: {}", task.task, f::table_title(table)));
-            if table.energy == super::model::EnergyClass::Estimated {
-                m.warning(ESTIMATED_WARNING);
+            match table.energy {
+                super::model::EnergyClass::Estimated => m.warning(ESTIMATED_WARNING),
+                super::model::EnergyClass::Shared => m.warning(f::SHARED_WARNING),
+                super::model::EnergyClass::Measured => {}
             }
             m.paragraph(&format!(
                 "Boundary {} ({}). Sources: {}.",

@@ -157,6 +157,7 @@ pub fn table_title(table: &RankTable) -> String {
     let what = match table.energy {
         EnergyClass::Measured => "Measured energy",
         EnergyClass::Estimated => "ESTIMATED energy",
+        EnergyClass::Shared => "SHARED-GPU energy (whole device)",
     };
     format!(
         "{what}, boundary {} ({})",
@@ -164,6 +165,9 @@ pub fn table_title(table: &RankTable) -> String {
         boundary_name(&table.boundary)
     )
 }
+
+/// The warning above every table of runs on a shared or MIG GPU.
+pub const SHARED_WARNING: &str = "Shared GPU: processes outside the job also used the board, or it is a MIG-partitioned GPU; the energy is the whole device's (NVML has no per-process or per-instance counter), with the job's share by Kepler's rule beside it in the run files (energy.attributed). These rows are never ranked with runs that had the GPU to themselves.";
 
 /// The one-sentence warning above every estimated table.
 pub const ESTIMATED_WARNING: &str = "Estimated energy: at least one component is estimated or unavailable, not measured. These rows are never ranked with measured rows.";

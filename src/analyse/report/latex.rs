@@ -133,6 +133,10 @@ fn caption(task: &TaskBoard, table: &RankTable, what: &str, resamples: usize) ->
             "\\textbf{{ESTIMATED energy}} ({})",
             escape(ESTIMATED_WARNING)
         ),
+        EnergyClass::Shared => format!(
+            "\\textbf{{SHARED-GPU energy}} ({})",
+            escape(f::SHARED_WARNING)
+        ),
     };
     let (t, c, per) = if task.is_accuracy() {
         (

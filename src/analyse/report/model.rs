@@ -46,22 +46,31 @@ pub enum EnergyClass {
     Measured,
     /// At least one component estimated or unavailable: never ranked with measurements.
     Estimated,
+    /// Measured, but on a GPU that processes outside the job also used (`gpu_shared`) or a MIG
+    /// slice (`gpu_mig`): whole-device energy, never ranked with exclusive runs.
+    Shared,
 }
 
 impl EnergyClass {
     pub fn of(r: &RunRecord) -> EnergyClass {
         let all =
             r.energy.all_measured && r.energy.components.iter().all(|c| c.source.is_measured());
-        if all {
-            EnergyClass::Measured
-        } else {
-            EnergyClass::Estimated
+        let shared = r
+            .energy
+            .flags
+            .iter()
+            .any(|f| f == "gpu_shared" || f == "gpu_mig");
+        match (all, shared) {
+            (false, _) => EnergyClass::Estimated,
+            (true, true) => EnergyClass::Shared,
+            (true, false) => EnergyClass::Measured,
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             EnergyClass::Measured => "measured",
             EnergyClass::Estimated => "estimated",
+            EnergyClass::Shared => "shared",
         }
     }
 }

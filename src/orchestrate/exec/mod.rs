@@ -194,15 +194,16 @@ impl ExecSpec {
 }
 
 /// The environment a program gets beyond ours: unbuffered Python output (otherwise an eval
-/// line arrives late, with the energy of whatever ran after it) and, on `cuda:i`, that GPU.
-pub fn child_env(gpu: Option<usize>) -> Vec<(String, String)> {
+/// line arrives late, with the energy of whatever ran after it) and the GPUs it is metered on
+/// as `CUDA_VISIBLE_DEVICES` (`i` on `cuda:i`, the UUIDs under `--devices`) unless it is set.
+pub fn child_env(visible_devices: Option<String>) -> Vec<(String, String)> {
     let mut env = vec![];
     if std::env::var_os("PYTHONUNBUFFERED").is_none() {
         env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
     }
-    if let Some(i) = gpu {
+    if let Some(v) = visible_devices {
         if std::env::var_os("CUDA_VISIBLE_DEVICES").is_none() {
-            env.push(("CUDA_VISIBLE_DEVICES".to_string(), i.to_string()));
+            env.push(("CUDA_VISIBLE_DEVICES".to_string(), v));
         }
     }
     env
@@ -300,7 +301,7 @@ impl ExecPlan {
             stop_at_target: spec.stop_at_target,
             grace_s: 10.0,
             time_limit_s: spec.max_time_s,
-            env: child_env(gpu),
+            env: child_env(gpu.map(|i: usize| i.to_string())),
             stdout_to_stderr: false,
         })
     }

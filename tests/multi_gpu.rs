@@ -72,7 +72,7 @@ fn a_device_that_is_not_on_the_node_is_refused_with_the_reason() {
     let e = devices::select(&node(), &DeviceSpec::Visible, Some("0,GPU-nowhere")).unwrap_err();
     assert!(e.to_string().contains("GPU-nowhere"), "{e}");
     let e = devices::select(&node(), &DeviceSpec::Visible, Some("MIG-1234")).unwrap_err();
-    assert!(e.to_string().contains("MIG-1234"), "{e}");
+    assert_eq!(e.to_string(), "MIG-1234 is not a GPU of this node");
     let empty = FakeNode::new(&[]);
     assert_eq!(
         devices::select(&empty, &DeviceSpec::All, None),
@@ -285,6 +285,52 @@ fn a_gpu_another_job_uses_is_shared_attributed_and_never_ranked_with_exclusive_r
     let want = (e.components[0].energy_j - idle_j) * 0.75 + idle_j * 0.5;
     assert!((a.energy_j - want).abs() < 1e-6, "{a:?}");
     assert!(a.rule.starts_with("kepler"));
+}
+
+#[test]
+fn a_mig_instance_is_metered_as_its_whole_gpu_once_and_named() {
+    let n = FakeNode::of(vec![
+        FakeGpu::new(100.0),
+        FakeGpu::new(350.0).with_mig(&["Fake GPU MIG 3g.40gb", "Fake GPU MIG 4g.40gb"]),
+    ]);
+    // Both instances of board 1, as a job given two slices would see them.
+    let sel = devices::select(
+        &n,
+        &DeviceSpec::Visible,
+        Some("MIG-00000001-fake-0,MIG-00000001-fake-1"),
+    )
+    .unwrap();
+    assert_eq!(sel.indices, [1], "the board once");
+    assert_eq!(sel.uuids, ["MIG-00000001-fake-0", "MIG-00000001-fake-1"]);
+    assert_eq!(
+        sel.mig,
+        [
+            "MIG-00000001-fake-0 (Fake GPU MIG 3g.40gb) on nvml 1",
+            "MIG-00000001-fake-1 (Fake GPU MIG 4g.40gb) on nvml 1"
+        ]
+    );
+    assert_eq!(
+        parse_devices("MIG-00000001-fake-0")
+            .map(|s| devices::select(&n, &s, None).map(|x| x.indices)),
+        Ok(Ok(vec![1]))
+    );
+    let read = exec_on(&n, &sel);
+    assert!(
+        read.energy.flags.iter().any(|f| f == "gpu_mig"),
+        "{:?}",
+        read.energy.flags
+    );
+    let host = &read.provenance.host;
+    let said = host.gpu_devices.as_deref().unwrap();
+    assert!(
+        said.contains("Fake GPU MIG 3g.40gb") && said.contains("whole GPU"),
+        "{said}"
+    );
+    assert_close(
+        read.energy.total_j,
+        350.0 * read.energy.window_s,
+        "the whole GPU",
+    );
 }
 
 #[test]

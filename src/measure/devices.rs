@@ -1,7 +1,8 @@
 //! Which GPUs of a node one measured window meters (`exec --devices`, a suite's `devices`).
 //!
 //! Owns: the node seam (`GpuNode`: how many GPUs NVML numbers, each one's UUID, a reader per
-//! device), the `--devices` syntax (`all`, or NVML indices and `GPU-` UUIDs), the default
+//! device), the `--devices` syntax (`all`, or NVML indices, `GPU-` and `MIG-` UUIDs; a MIG
+//! instance is its parent GPU, named), the default
 //! (the devices `CUDA_VISIBLE_DEVICES` names, by index or UUID, else device 0 with a note), and
 //! the board meter over a selection, one component `gpu:<NVML index>` per device, plus the
 //! node's other GPUs named as present but not metered.
@@ -21,6 +22,9 @@ pub trait GpuNode {
     fn name(&self, index: u32) -> Result<String, DeviceError>;
     fn reader(&self, index: u32) -> Result<Arc<dyn GpuReader>, DeviceError>;
     fn driver(&self) -> DriverVersions;
+    /// The GPU a MIG instance (`MIG-...`) is a slice of, and the instance's name with its
+    /// profile (`NVIDIA H100 80GB HBM3 MIG 3g.40gb`).
+    fn mig_parent(&self, mig_uuid: &str) -> Result<(u32, String), DeviceError>;
 }
 
 /// What `--devices` asked for.
@@ -29,11 +33,11 @@ pub enum DeviceSpec {
     /// No `--devices`: what `CUDA_VISIBLE_DEVICES` names, else device 0 (with a note).
     Visible,
     All,
-    /// NVML indices and `GPU-` UUIDs, in the order given.
+    /// NVML indices, `GPU-` and `MIG-` UUIDs, in the order given.
     List(Vec<String>),
 }
 
-/// `all`, or a comma-separated list of NVML indices and `GPU-` UUIDs without repeats.
+/// `all`, or a comma-separated list of NVML indices, `GPU-` and `MIG-` UUIDs without repeats.
 pub fn parse_devices(s: &str) -> Result<DeviceSpec, String> {
     let s = s.trim();
     if s == "all" {
@@ -41,10 +45,11 @@ pub fn parse_devices(s: &str) -> Result<DeviceSpec, String> {
     }
     let entries: Vec<String> = s.split(',').map(|e| e.trim().to_string()).collect();
     for (i, e) in entries.iter().enumerate() {
-        let ok = e.parse::<u32>().is_ok() || (e.starts_with("GPU-") && e.len() > 4);
+        let ok = e.parse::<u32>().is_ok()
+            || ((e.starts_with("GPU-") || e.starts_with("MIG-")) && e.len() > 4);
         if !ok {
             return Err(format!(
-                "--devices '{s}': '{e}' is not an NVML index or a GPU- UUID (expected all, or e.g. 0,1 or GPU-8f3c...)"
+                "--devices '{s}': '{e}' is not an NVML index or a GPU-/MIG- UUID (expected all, or e.g. 0,1 or GPU-8f3c...)"
             ));
         }
         if entries[..i].contains(e) {
@@ -54,12 +59,15 @@ pub fn parse_devices(s: &str) -> Result<DeviceSpec, String> {
     Ok(DeviceSpec::List(entries))
 }
 
-/// The devices a window meters, as NVML indices, with their UUIDs (what the program is given as
-/// `CUDA_VISIBLE_DEVICES`), and why, when the choice was a default.
+/// The devices a window meters, as NVML indices (each board once: two MIG instances of one
+/// GPU are that GPU), the names the program is given as `CUDA_VISIBLE_DEVICES` (GPU or MIG
+/// UUIDs), the MIG instances among them, and why, when the choice was a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     pub indices: Vec<u32>,
     pub uuids: Vec<String>,
+    /// `MIG-... (NVIDIA H100 80GB HBM3 MIG 3g.40gb) on nvml 0`.
+    pub mig: Vec<String>,
     pub note: Option<String>,
 }
 
@@ -74,20 +82,31 @@ impl Selection {
     }
 }
 
-fn entry_index(node: &dyn GpuNode, entry: &str, count: u32) -> Result<u32, DeviceError> {
+/// One entry resolved: the board's NVML index, the name the program sees it by, and the MIG
+/// instance it is, if it is one.
+fn resolve(
+    node: &dyn GpuNode,
+    entry: &str,
+    count: u32,
+) -> Result<(u32, String, Option<String>), DeviceError> {
     if let Ok(i) = entry.parse::<u32>() {
         return if i < count {
-            Ok(i)
+            Ok((i, node.uuid(i)?, None))
         } else {
             Err(DeviceError::NoSuchDevice { index: i, count })
         };
     }
     if entry.starts_with("MIG-") {
-        return Err(DeviceError::Unmappable(entry.to_string()));
+        let (parent, profile) = node.mig_parent(entry)?;
+        return Ok((
+            parent,
+            entry.to_string(),
+            Some(format!("{entry} ({profile}) on nvml {parent}")),
+        ));
     }
     for i in 0..count {
         if node.uuid(i)? == entry {
-            return Ok(i);
+            return Ok((i, entry.to_string(), None));
         }
     }
     Err(DeviceError::UuidNotOnNode(entry.to_string()))
@@ -104,37 +123,35 @@ pub fn select(
         return Err(DeviceError::NoDevices);
     }
     let visible = cuda_visible.map(str::trim).filter(|s| !s.is_empty());
-    let (indices, note) = match (spec, visible) {
-        (DeviceSpec::All, _) => ((0..count).collect(), None),
-        (DeviceSpec::List(entries), _) => (
-            entries
-                .iter()
-                .map(|e| entry_index(node, e, count))
-                .collect::<Result<Vec<_>, _>>()?,
-            None,
-        ),
+    let (entries, note): (Vec<String>, Option<String>) = match (spec, visible) {
+        (DeviceSpec::All, _) => ((0..count).map(|i| i.to_string()).collect(), None),
+        (DeviceSpec::List(entries), _) => (entries.clone(), None),
         (DeviceSpec::Visible, Some(list)) => (
-            list.split(',')
-                .map(|e| entry_index(node, e.trim(), count))
-                .collect::<Result<Vec<_>, _>>()?,
+            list.split(',').map(|e| e.trim().to_string()).collect(),
             Some(format!("the devices CUDA_VISIBLE_DEVICES={list} names")),
         ),
         (DeviceSpec::Visible, None) => (
-            vec![0],
+            vec!["0".to_string()],
             Some(format!(
                 "device 0 only: no --devices and no CUDA_VISIBLE_DEVICES ({count} GPU(s) on this node; --devices all meters every one)"
             )),
         ),
     };
-    let uuids = indices
-        .iter()
-        .map(|&i| node.uuid(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Selection {
-        indices,
-        uuids,
+    let mut out = Selection {
+        indices: Vec::new(),
+        uuids: Vec::new(),
+        mig: Vec::new(),
         note,
-    })
+    };
+    for e in &entries {
+        let (index, name, mig) = resolve(node, e, count)?;
+        if !out.indices.contains(&index) {
+            out.indices.push(index);
+        }
+        out.uuids.push(name);
+        out.mig.extend(mig);
+    }
+    Ok(out)
 }
 
 /// The board meter over `selection`: component `gpu:<NVML index>` per device; the node's other
@@ -161,9 +178,17 @@ pub fn meter(node: &dyn GpuNode, selection: &Selection) -> Result<GpuMeter, Mete
         })
         .collect();
     let why = selection.note.as_deref().unwrap_or("as asked (--devices)");
+    let mig = if selection.mig.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; MIG instance(s) {}: the energy is the whole GPU's (NVML has no per-instance counter)",
+            selection.mig.join(", ")
+        )
+    };
     Ok(GpuMeter::with_readers(readers, node.driver())?
         .with_not_metered(others)
-        .with_selection(format!("nvml {}: {why}", selection.label())))
+        .with_selection(format!("nvml {}: {why}{mig}", selection.label())))
 }
 
 #[cfg(test)]
@@ -181,7 +206,7 @@ mod tests {
                 "GPU-1234".into()
             ]))
         );
-        for bad in ["", "0,,1", "x", "-1", "0,0", "GPU-", "MIG-abc", "all,0"] {
+        for bad in ["", "0,,1", "x", "-1", "0,0", "GPU-", "MIG-", "all,0"] {
             assert!(parse_devices(bad).is_err(), "{bad}");
         }
     }

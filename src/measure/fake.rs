@@ -649,6 +649,25 @@ impl GpuNode for FakeNode {
     fn driver(&self) -> DriverVersions {
         DriverVersions::default()
     }
+
+    /// Board i's MIG instance k is `MIG-0000000i-fake-k`.
+    fn mig_parent(&self, mig_uuid: &str) -> Result<(u32, String), DeviceError> {
+        let not_here = || DeviceError::UuidNotOnNode(mig_uuid.to_string());
+        let rest = mig_uuid.strip_prefix("MIG-").ok_or_else(not_here)?;
+        let (board, k) = rest.split_once("-fake-").ok_or_else(not_here)?;
+        let (board, k): (u32, usize) = (
+            board.parse().map_err(|_| not_here())?,
+            k.parse().map_err(|_| not_here())?,
+        );
+        let name = self
+            .get(board)?
+            .mig
+            .as_ref()
+            .and_then(|m| m.get(k))
+            .cloned()
+            .ok_or_else(not_here)?;
+        Ok((board, name))
+    }
 }
 
 #[cfg(test)]

@@ -310,6 +310,20 @@ impl GpuNode for NvmlNode {
     fn driver(&self) -> DriverVersions {
         driver_versions(&self.nvml)
     }
+
+    fn mig_parent(&self, mig_uuid: &str) -> Result<(u32, String), DeviceError> {
+        let mig = self
+            .nvml
+            .device_by_uuid(mig_uuid)
+            .map_err(|_| DeviceError::UuidNotOnNode(mig_uuid.to_string()))?;
+        let name = mig.name().map_err(nvml_err("MIG instance name"))?;
+        let parent = mig
+            .mig_parent_device()
+            .map_err(nvml_err("MIG parent device"))?
+            .index()
+            .map_err(nvml_err("MIG parent index"))?;
+        Ok((parent, name))
+    }
 }
 
 /// The compute capability (`9.0`) of the GPU `cuda:<cuda_index>` trains on.

@@ -286,7 +286,10 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
         .transpose()
         .map_err(|m| usage(anyhow::anyhow!(m)))?;
     let (gpu, selection) = gpus_of(&a, devices_spec, metered_gpu)?;
+    // One device chosen by default is the program's cuda:0, as before `--devices` existed;
+    // several, or any asked for by `--devices`, are named by their NVML indices.
     let device_label = match (&selection, gpu) {
+        (Some(sel), _) if a.devices.is_none() && sel.indices.len() == 1 => "cuda:0".to_string(),
         (Some(sel), _) => format!("cuda (nvml {})", sel.label()),
         (None, Some(i)) => format!("cuda:{i}"),
         (None, None) => "cpu".to_string(),

@@ -401,3 +401,176 @@ fn bad_devices_on_the_command_line_are_one_line_and_write_nothing() {
         assert!(!res.exists(), "{devices:?}: nothing written");
     }
 }
+
+#[test]
+fn a_suites_exec_entry_with_devices_is_metered_on_its_own_gpus() {
+    use joulebench::engine::train::NoObserver;
+    use joulebench::measure::fake::{FakeComponent, FakeMeter};
+    use joulebench::orchestrate::host;
+    use joulebench::orchestrate::runner::{Plan, Session};
+    use joulebench::orchestrate::sweep::{plan, run};
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("two-workers.sh");
+    std::fs::write(&script, TWO_WORKERS).unwrap();
+    let suite_path = tmp.path().join("suite.toml");
+    std::fs::write(
+        &suite_path,
+        format!(
+            "name = \"gpus-test\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\n\
+             variants = [\"f32\"]\nseeds = 1\nidle_s = 0.3\ncooldown_s = 0.0\n\n\
+             [[exec]]\nname = \"ddp\"\ncommand = [\"bash\", \"{}\"]\ntasks = [\"digits-mlp\"]\n\
+             variants = [\"f32\"]\ndevices = \"3,1\"\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let models = joulebench::spec::task::default_models_dir();
+    let suite = plan::load_suite(&suite_path).unwrap();
+    let file = plan::expand(&suite, &models).unwrap();
+    let tasks = run::load_tasks(&file, None, &candle_core::Device::Cpu).unwrap();
+    let results = ResultsDir::open(&tmp.path().join("res")).unwrap();
+    run::claim_folder(&results, &file).unwrap();
+    let runner_plan = Plan {
+        tasks,
+        jobs: Vec::new(),
+        device: candle_core::Device::Cpu,
+        device_label: "cpu".to_string(),
+        results: results.clone(),
+        idle_s: file.settings.idle_s,
+        cooldown_s: 0.0,
+        stop_at_target: file.settings.stop_at_target,
+        forecast_stop: false,
+        checkpoint: None,
+        inference: None,
+    };
+    // The sweep's own meter: the host, as on a machine whose GPUs only the program uses.
+    let mut host_meter = FakeMeter::new(vec![FakeComponent::new(
+        "cpu",
+        Boundary::Host,
+        Source::MeasuredCounter,
+        20.0,
+    )]);
+    let mut session = Session::new(&runner_plan, &mut host_meter, &[]).unwrap();
+    let scheduler = host::scheduler_info(&host::ProcessEnv, None);
+    let n = node();
+    let out = run::run_shard(
+        &file,
+        (0, 1),
+        &runner_plan,
+        &mut session,
+        &scheduler,
+        Some(&n),
+        false,
+        || {},
+        |_| Box::new(NoObserver),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.records.len(), 2, "the native run and the program's");
+    let native = out
+        .records
+        .iter()
+        .find(|r| r.engine_label().contains("candle"))
+        .unwrap();
+    let program = out
+        .records
+        .iter()
+        .find(|r| r.engine_label().starts_with("exec"))
+        .unwrap();
+    // joulebench's own run: the sweep's meter.
+    assert_eq!(native.energy.boundary, Boundary::Host);
+    // The program's: its two GPUs on a meter of their own, with their own idle baseline.
+    assert_eq!(program.status, Status::Ok, "{:?}", program.error);
+    assert_eq!(program.device, "cuda (nvml 3,1)");
+    let e = &program.energy;
+    assert_eq!(e.boundary, Boundary::Gpu);
+    let names: Vec<&str> = e.components.iter().map(|c| c.component.as_str()).collect();
+    assert_eq!(names, ["gpu:3", "gpu:1"]);
+    assert_close(e.components[0].energy_j, 400.0 * e.window_s, "gpu:3");
+    assert_close(e.components[1].energy_j, 200.0 * e.window_s, "gpu:1");
+    assert_close(e.idle_component_w["gpu:3"], 400.0, "idle gpu:3");
+    assert_eq!(
+        program.provenance.host.gpu_devices.as_deref(),
+        Some("nvml 3,1: [[exec]] 'ddp' devices = \"3,1\"")
+    );
+}
+
+#[test]
+fn a_suites_devices_without_nvml_or_with_bad_syntax_is_one_line_and_writes_nothing() {
+    if joulebench::measure::nvml_gpu::init().is_ok() {
+        eprintln!("skip: NVML present here, so `devices = \"0\"` may be valid");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let res = tmp.path().join("r");
+    for (devices, says) in [
+        ("0", "[[exec]] devices: meter nvml unavailable"),
+        ("0,x", "exec 'ddp': devices '0,x': 'x' is not an NVML index"),
+    ] {
+        let cfg = tmp.path().join("suite.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"gpus-test\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\n\
+                 variants = [\"f32\"]\nseeds = 1\nidle_s = 0.0\ncooldown_s = 0.0\n\n\
+                 [[exec]]\nname = \"ddp\"\ncommand = [\"true\"]\ntasks = [\"digits-mlp\"]\n\
+                 variants = [\"f32\"]\ndevices = \"{devices}\"\n"
+            ),
+        )
+        .unwrap();
+        let o = common::joulebench(&[
+            "sweep",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--results",
+            res.to_str().unwrap(),
+            "--meter",
+            "estimate",
+            "--device",
+            "cpu",
+        ]);
+        assert_eq!(o.code, 2, "{devices}: {}", o.stderr);
+        assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
+        assert!(o.stderr.contains(says), "{devices}: {}", o.stderr);
+        assert!(!res.exists(), "nothing written");
+    }
+}
+
+#[test]
+fn one_node_of_four_with_a_busy_board_and_a_mig_board_labels_each_and_is_not_ranked() {
+    // Board 1 runs someone else's job (PID 1), board 2 is MIG-partitioned, 0 and 3 are idle
+    // apart from the job.
+    let n = FakeNode::of(vec![
+        FakeGpu::new(100.0).with_uuid("GPU-00000000-fake"),
+        FakeGpu::new(200.0)
+            .with_uuid("GPU-00000001-fake")
+            .with_process(1, 50, 50),
+        FakeGpu::new(300.0)
+            .with_uuid("GPU-00000002-fake")
+            .with_mig(&["Fake GPU MIG 7g.80gb"]),
+        FakeGpu::new(400.0).with_uuid("GPU-00000003-fake"),
+    ]);
+    // By index and by UUID, as a scheduler sets it.
+    let sel = devices::select(&n, &DeviceSpec::Visible, Some("0,GPU-00000001-fake,2")).unwrap();
+    assert_eq!(sel.indices, [0, 1, 2]);
+    let read = exec_on(&n, &sel);
+    let e = &read.energy;
+    let names: Vec<&str> = e.components.iter().map(|c| c.component.as_str()).collect();
+    assert_eq!(names, ["gpu:0", "gpu:1", "gpu:2"]);
+    assert_close(e.total_j, 600.0 * e.window_s, "G, the three boards");
+    assert!(e.flags.iter().any(|f| f == "gpu_shared"), "{:?}", e.flags);
+    assert!(e.flags.iter().any(|f| f == "gpu_mig"), "{:?}", e.flags);
+    assert_eq!(EnergyClass::of(&read), EnergyClass::Shared);
+    let g = &read.provenance.gpus;
+    assert!(g["gpu:0"].other_compute_pids.is_empty());
+    assert_eq!(g["gpu:1"].other_compute_pids, [1]);
+    assert_eq!(
+        g["gpu:2"].mig_instances.as_deref().map(<[String]>::len),
+        Some(1)
+    );
+    assert_eq!(e.attributed.keys().collect::<Vec<_>>(), ["gpu:1"]);
+    assert_eq!(
+        read.provenance.host.gpus_not_metered.as_deref(),
+        Some(&["nvml 3 (Fake GPU)".to_string()][..])
+    );
+}

@@ -171,6 +171,21 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         crate::orchestrate::exec::resolve_program(&first[0])
             .map_err(|m| usage(anyhow::anyhow!("[[exec]] '{}': {m}", x.name)))?;
     }
+    // `[[exec]]` entries that name their GPUs: NVML must see them here (where the sweep runs).
+    let node = if file.exec.iter().any(|x| x.devices.is_some()) {
+        Some(
+            crate::measure::nvml_gpu::NvmlNode::init()
+                .map_err(|e| usage(anyhow::anyhow!("[[exec]] devices: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let node_ref = node
+        .as_ref()
+        .map(|n| n as &dyn crate::measure::devices::GpuNode);
+    for x in &file.exec {
+        x.selection(node_ref).map_err(usage)?;
+    }
     // Every native entry must be runnable here (tf32 is CUDA-only, a fine-tune needs its
     // source) before the plan claims the folder: a problem found later would wedge it.
     for e in file.entries.iter().filter(|e| e.exec.is_none()) {
@@ -237,6 +252,7 @@ fn sweep_cmd(a: SweepRunArgs) -> Result<i32, Failure> {
         &runner_plan,
         &mut session,
         &scheduler,
+        node_ref,
         a.retry_failed,
         announce,
         |label| {

@@ -129,13 +129,15 @@ impl GpuReader for NvmlGpu {
     }
 
     fn compute_pids(&self) -> Result<Vec<u32>, DeviceError> {
-        Ok(self
-            .handle()?
-            .running_compute_processes()
-            .map_err(nvml_err("running compute processes"))?
-            .iter()
-            .map(|p| p.pid)
-            .collect())
+        match self.handle()?.running_compute_processes() {
+            Ok(ps) => Ok(ps.iter().map(|p| p.pid).collect()),
+            // Some boards (vGPUs, MIG parents on some drivers) name no processes: tenancy is
+            // then unknown, not a failed read on every poll.
+            Err(nvml_wrapper::error::NvmlError::NotSupported) => {
+                Err(DeviceError::NotSupported("compute processes"))
+            }
+            Err(e) => Err(nvml_err("running compute processes")(e)),
+        }
     }
 
     fn process_sm(&self, since_us: u64) -> Result<Vec<ProcessSm>, DeviceError> {
@@ -150,6 +152,9 @@ impl GpuReader for NvmlGpu {
                 .collect()),
             // No sample newer than `since_us`.
             Err(nvml_wrapper::error::NvmlError::NotFound) => Ok(Vec::new()),
+            Err(nvml_wrapper::error::NvmlError::NotSupported) => {
+                Err(DeviceError::NotSupported("per-process utilisation"))
+            }
             Err(e) => Err(nvml_err("process utilization")(e)),
         }
     }

@@ -17,6 +17,7 @@ pub mod child;
 pub mod events;
 pub mod outcome;
 
+use crate::measure::devices::GpuNode;
 use crate::measure::system::{self, SystemInfo};
 use crate::measure::IdleBaseline;
 use crate::measure::{DeviceSync, MeasuredWindow, Meter, MeterError, MeterProbe};
@@ -128,6 +129,11 @@ pub struct ExecSpec {
     pub stop_at_target: bool,
     #[serde(default)]
     pub max_time_s: Option<f64>,
+    /// The GPUs its runs are metered on, as `exec --devices` takes them (`all`, `0,1`,
+    /// UUIDs): every listed board in one window, on a meter of their own. Absent: the sweep's
+    /// meter and device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<String>,
 }
 
 /// A suite's `[[exec]]` entry that cannot be planned.
@@ -141,6 +147,8 @@ pub enum ExecSpecError {
     NothingToRun(String),
     #[error("exec '{0}': max_time_s must be positive")]
     BadTimeLimit(String),
+    #[error("exec '{name}': {why}")]
+    BadDevices { name: String, why: String },
 }
 
 /// A program that cannot be run.
@@ -177,7 +185,34 @@ impl ExecSpec {
                 return Err(ExecSpecError::BadTimeLimit(self.name.clone()));
             }
         }
+        if let Some(d) = &self.devices {
+            crate::measure::devices::parse_devices(d).map_err(|why| ExecSpecError::BadDevices {
+                name: self.name.clone(),
+                why: why.replacen("--devices", "devices", 1),
+            })?;
+        }
         Ok(())
+    }
+
+    /// Its `devices` resolved on `node` (None when it names none).
+    pub fn selection(
+        &self,
+        node: Option<&dyn GpuNode>,
+    ) -> anyhow::Result<Option<crate::measure::devices::Selection>> {
+        let Some(d) = &self.devices else {
+            return Ok(None);
+        };
+        let spec = crate::measure::devices::parse_devices(d).map_err(anyhow::Error::msg)?;
+        let node = node.ok_or_else(|| {
+            anyhow::anyhow!(
+                "[[exec]] '{}' devices = \"{d}\": no NVML on this machine to meter them",
+                self.name
+            )
+        })?;
+        let mut sel = crate::measure::devices::select(node, &spec, None)
+            .map_err(|e| anyhow::anyhow!("[[exec]] '{}' devices = \"{d}\": {e}", self.name))?;
+        sel.note = Some(format!("[[exec]] '{}' devices = \"{d}\"", self.name));
+        Ok(Some(sel))
     }
 
     /// The command of one task and variant (`{seed}` is left for the run).

@@ -114,6 +114,16 @@ impl<'a> Session<'a> {
         f(self.meter, self.idle.as_ref(), &self.sys)
     }
 
+    /// Pace like any run (cooldown, start delay), then `f`, which measures on a meter of its
+    /// own (an `[[exec]]` entry's GPUs).
+    pub fn run_on(
+        &mut self,
+        f: impl FnOnce() -> anyhow::Result<RunRecord>,
+    ) -> anyhow::Result<RunRecord> {
+        self.pace();
+        f()
+    }
+
     /// Cooldown after the previous run, random start delay, train, write the run file.
     pub fn run_job(
         &mut self,

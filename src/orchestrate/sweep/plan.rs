@@ -756,6 +756,7 @@ pub(crate) mod tests {
         s.variants = NameList::Names(vec!["f32".into(), "bf16-amp".into()]);
         s.seeds = 2;
         s.exec = vec![crate::orchestrate::exec::ExecSpec {
+            devices: None,
             name: "torch".into(),
             command: vec!["python3".into(), "scripts/torch/{task_snake}.py".into()],
             tasks: vec!["digits-mlp".into(), "mnist-mlp".into()],

@@ -8,9 +8,11 @@
 
 use super::plan::{Entry, PlanFile};
 use crate::engine::train::Observer;
+use crate::measure::IdleBaseline;
 use crate::orchestrate::runner::{Job, Plan, RunExtras, Session, TaskRun};
 use crate::record::curve::Status;
 use crate::record::{PlanRef, ResultsDir, RunRecord, SchedulerInfo};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +130,11 @@ pub fn claim_folder(results: &ResultsDir, plan: &PlanFile) -> anyhow::Result<()>
 /// What one entry runs: joulebench's own training, or a foreign program.
 enum Work {
     Native(Box<Job>),
-    Exec(Box<crate::orchestrate::exec::ExecPlan>),
+    /// With the GPUs its `[[exec]]` names (`devices`), metered on a meter of their own.
+    Exec(
+        Box<crate::orchestrate::exec::ExecPlan>,
+        Option<crate::measure::devices::Selection>,
+    ),
 }
 
 /// How a shard went.
@@ -159,6 +165,7 @@ pub fn run_shard(
     runner_plan: &Plan,
     session: &mut Session,
     scheduler: &SchedulerInfo,
+    node: Option<&dyn crate::measure::devices::GpuNode>,
     retry_failed: bool,
     announce: impl FnOnce(),
     mut observer_for: impl FnMut(&str) -> Box<dyn Observer>,
@@ -188,9 +195,7 @@ pub fn run_shard(
     // An entry a foreign program trains: its plan, checked (the program found) up front.
     // The task's chance level, computed once per task (it prepares the whole eval set).
     let chances = std::cell::RefCell::new(std::collections::BTreeMap::<String, f64>::new());
-    let exec_of = |e: &Entry,
-                   sys: &crate::measure::system::SystemInfo|
-     -> anyhow::Result<Box<crate::orchestrate::exec::ExecPlan>> {
+    let exec_of = |e: &Entry, sys: &crate::measure::system::SystemInfo| -> anyhow::Result<Work> {
         let name = e.exec.as_deref().unwrap_or_default();
         let spec = file
             .exec_spec(name)
@@ -227,7 +232,14 @@ pub fn run_shard(
             file.settings.cooldown_s,
         )
         .map_err(|m| anyhow::anyhow!("plan entry {} (exec '{name}'): {m}", e.index))?;
-        Ok(Box::new(p))
+        let mut p = Box::new(p);
+        let selection = spec.selection(node)?;
+        if let Some(sel) = &selection {
+            // Its own GPUs: named by their NVML indices, given to the program by UUID.
+            p.device_label = format!("cuda (nvml {})", sel.label());
+            p.env = crate::orchestrate::exec::child_env(Some(sel.uuids.join(",")));
+        }
+        Ok(Work::Exec(p, selection))
     };
     // Pre-scan: refuse a foreign folder before anything is measured.
     let root = runner_plan.results.root().to_path_buf();
@@ -235,9 +247,12 @@ pub fn run_shard(
     let mut todo = Vec::new();
     for e in entries {
         let (job, run_id) = if e.exec.is_some() {
-            let p = exec_of(e, session.system())?;
-            let id = p.run_id(e.seed);
-            (Work::Exec(p), id)
+            let w = exec_of(e, session.system())?;
+            let id = match &w {
+                Work::Exec(p, _) => p.run_id(e.seed),
+                Work::Native(_) => unreachable!("exec_of makes exec work"),
+            };
+            (w, id)
         } else {
             let job = job_of(e)?;
             let id = session.run_id(&job)?;
@@ -270,6 +285,10 @@ pub fn run_shard(
         return Ok(out);
     }
     session.measure_idle()?;
+    // The meters of `[[exec]]` entries with their own GPUs, each with its idle baseline, made
+    // when the first such entry runs.
+    let mut own_gpus: BTreeMap<String, (crate::measure::gpu::GpuMeter, Option<IdleBaseline>)> =
+        BTreeMap::new();
     for (e, job, run_id, path) in todo {
         let Some(_lock) = crate::record::lock::try_lock(&runner_plan.results, &run_id)? else {
             eprintln!("joulebench: {run_id} is being run by another process: skipped");
@@ -307,9 +326,28 @@ pub fn run_shard(
                 let mut obs = observer_for(&label);
                 session.run_job(job, &extras, obs.as_mut())?
             }
-            Work::Exec(p) => session.run_other(|meter, idle, _| {
+            Work::Exec(p, None) => session.run_other(|meter, idle, _| {
                 crate::orchestrate::exec::run_one(p, e.seed, meter, idle, &extras)
             })?,
+            Work::Exec(p, Some(sel)) => {
+                let key = sel.label();
+                if !own_gpus.contains_key(&key) {
+                    let node = node.ok_or_else(|| anyhow::anyhow!("no NVML to meter {key}"))?;
+                    let mut meter = crate::measure::devices::meter(node, sel)?;
+                    let idle = crate::orchestrate::runner::idle_baseline(
+                        &mut meter,
+                        file.settings.idle_s,
+                    )?;
+                    own_gpus.insert(key.clone(), (meter, idle));
+                }
+                let (meter, idle) = own_gpus
+                    .get_mut(&key)
+                    .ok_or_else(|| anyhow::anyhow!("the meter of {key} was just made"))?;
+                let idle = idle.clone();
+                session.run_on(|| {
+                    crate::orchestrate::exec::run_one(p, e.seed, meter, idle.as_ref(), &extras)
+                })?
+            }
         };
         if rec.status != Status::Ok {
             out.failed_or_dnf += 1;

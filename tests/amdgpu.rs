@@ -337,15 +337,7 @@ fn other_vendors_and_connectors_are_skipped_and_every_amd_gpu_is_summed() {
 }
 
 fn drm_command(root: &Path, args: &[&str]) -> common::Out {
-    let o = common::command(args)
-        .env(amdgpu::DRM_ROOT_ENV, root)
-        .output()
-        .expect("run joulebench");
-    common::Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    common::output(common::command(args).env(amdgpu::DRM_ROOT_ENV, root))
 }
 
 fn fake_trainer() -> PathBuf {

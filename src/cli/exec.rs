@@ -290,7 +290,7 @@ pub fn exec_cmd(a: ExecArgs) -> Result<i32, Failure> {
     // several, or any asked for by `--devices`, are named by their NVML indices.
     let device_label = match (&selection, gpu) {
         (Some(sel), _) if a.devices.is_none() && sel.indices.len() == 1 => "cuda:0".to_string(),
-        (Some(sel), _) => format!("cuda (nvml {})", sel.label()),
+        (Some(sel), _) => sel.device_label(),
         (None, Some(i)) => format!("cuda:{i}"),
         (None, None) => "cpu".to_string(),
     };

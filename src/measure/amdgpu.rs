@@ -376,12 +376,26 @@ pub fn probe_meter(
     if devices.is_empty() {
         return Err(MeterError::Unavailable {
             meter: METER,
-            reason: format!(
-                "no AMD GPU (PCI vendor {AMD_PCI_VENDOR}) under {}",
-                root.display()
-            ),
+            reason: no_device(root),
         });
     }
+    meter_for(devices, reader, indices)
+}
+
+/// Why there is no amdgpu meter on a node without AMD GPUs.
+pub fn no_device(root: &Path) -> String {
+    format!(
+        "no AMD GPU (PCI vendor {AMD_PCI_VENDOR}) under {}",
+        root.display()
+    )
+}
+
+/// The board meter over `indices` (all when `None`) of `devices`, as `discover` found them.
+pub fn meter_for(
+    devices: Vec<AmdDevice>,
+    reader: Arc<dyn SysfsReader>,
+    indices: Option<&[usize]>,
+) -> Result<GpuMeter, MeterError> {
     let chosen: Vec<AmdDevice> = match indices {
         None => devices,
         Some(want) => want

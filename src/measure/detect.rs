@@ -192,14 +192,7 @@ fn probe_amdgpu(opts: &DetectOptions) -> (Option<GpuMeter>, MeterProbe) {
         detail,
     };
     if devices.is_empty() {
-        return (
-            None,
-            unavailable(format!(
-                "no AMD GPU (PCI vendor {}) under {}",
-                amdgpu::AMD_PCI_VENDOR,
-                opts.drm_root.display()
-            )),
-        );
+        return (None, unavailable(amdgpu::no_device(&opts.drm_root)));
     }
     let listing = devices
         .iter()
@@ -222,10 +215,7 @@ fn probe_amdgpu(opts: &DetectOptions) -> (Option<GpuMeter>, MeterProbe) {
             )
         }
     };
-    gpu_probe(
-        "amdgpu",
-        amdgpu::probe_meter(&opts.drm_root, reader, Some(&indices)),
-    )
+    gpu_probe("amdgpu", amdgpu::meter_for(devices, reader, Some(&indices)))
 }
 
 fn probe_rapl(opts: &DetectOptions) -> (Result<RaplMeter, MeterError>, MeterProbe) {

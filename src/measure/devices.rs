@@ -71,6 +71,9 @@ pub struct Selection {
     pub note: Option<String>,
 }
 
+/// How a multi-GPU window names its device in run files: `cuda (nvml 0,1)`.
+const LABEL_PREFIX: &str = "cuda (nvml ";
+
 impl Selection {
     /// `0,1,3`.
     pub fn label(&self) -> String {
@@ -80,6 +83,21 @@ impl Selection {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// The run file's `device`: `cuda (nvml 0,1,3)`.
+    pub fn device_label(&self) -> String {
+        format!("{LABEL_PREFIX}{})", self.label())
+    }
+}
+
+/// The first NVML index of a `Selection::device_label`, or None for any other device label.
+pub fn first_index_of_label(device: &str) -> Option<u32> {
+    device
+        .strip_prefix(LABEL_PREFIX)?
+        .split([',', ')'])
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// One entry resolved: the board's NVML index, the name the program sees it by, and the MIG
@@ -194,6 +212,19 @@ pub fn meter(node: &dyn GpuNode, selection: &Selection) -> Result<GpuMeter, Mete
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_device_label_reads_back() {
+        let sel = Selection {
+            indices: vec![3, 1],
+            uuids: vec![],
+            mig: vec![],
+            note: None,
+        };
+        assert_eq!(sel.device_label(), "cuda (nvml 3,1)");
+        assert_eq!(first_index_of_label(&sel.device_label()), Some(3));
+        assert_eq!(first_index_of_label("cuda:0"), None);
+    }
 
     #[test]
     fn devices_syntax() {

@@ -156,12 +156,8 @@ pub fn capabilities(device: &str) -> Capabilities {
         .ok()
         .and_then(|s| cpu_flags_in(&s));
     // `cuda:i`, or `cuda (nvml 0,1)` for a multi-GPU window (the first device's).
-    let cuda_compute_capability = match device.strip_prefix("cuda (nvml ") {
-        Some(list) => list
-            .split([',', ')'])
-            .next()
-            .and_then(|i| i.parse::<u32>().ok())
-            .and_then(|i| super::nvml_gpu::compute_capability_nvml(i).ok()),
+    let cuda_compute_capability = match super::devices::first_index_of_label(device) {
+        Some(i) => super::nvml_gpu::compute_capability_nvml(i).ok(),
         None => device
             .strip_prefix("cuda:")
             .and_then(|i| i.parse::<usize>().ok())

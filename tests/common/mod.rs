@@ -15,10 +15,12 @@ pub struct Out {
 
 /// Run the built binary with `args` and collect what it printed.
 pub fn joulebench(args: &[&str]) -> Out {
-    let o = Command::new(env!("CARGO_BIN_EXE_joulebench"))
-        .args(args)
-        .output()
-        .expect("run joulebench");
+    output(Command::new(env!("CARGO_BIN_EXE_joulebench")).args(args))
+}
+
+/// Run `cmd` and collect its exit code and what it printed.
+pub fn output(cmd: &mut Command) -> Out {
+    let o = cmd.output().expect("run joulebench");
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

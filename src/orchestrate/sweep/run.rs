@@ -12,6 +12,7 @@ use crate::measure::IdleBaseline;
 use crate::orchestrate::runner::{Job, Plan, RunExtras, Session, TaskRun};
 use crate::record::curve::Status;
 use crate::record::{PlanRef, ResultsDir, RunRecord, SchedulerInfo};
+use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -195,64 +196,72 @@ pub fn run_shard(
     // An entry a foreign program trains: its plan, checked (the program found) up front.
     // The task's chance level, computed once per task (it prepares the whole eval set).
     let chances = std::cell::RefCell::new(std::collections::BTreeMap::<String, f64>::new());
-    let exec_of = |e: &Entry, sys: &crate::measure::system::SystemInfo| -> anyhow::Result<Work> {
-        let name = e.exec.as_deref().unwrap_or_default();
-        let spec = file
-            .exec_spec(name)
-            .ok_or_else(|| anyhow::anyhow!("entry {} names unknown exec '{name}'", e.index))?;
-        let task = file
-            .task(&e.task)
-            .ok_or_else(|| anyhow::anyhow!("entry {} names unknown task {}", e.index, e.task))?;
-        let variant = file
-            .variant(&e.variant)
-            .ok_or_else(|| anyhow::anyhow!("entry {} names unknown variant", e.index))?;
-        let known = chances.borrow().get(&task.name).copied();
-        let chance = match known {
-            Some(c) => c,
-            None => {
-                let loaded = runner_plan
-                    .tasks
-                    .iter()
-                    .find(|t| t.spec.name == task.name)
-                    .ok_or_else(|| anyhow::anyhow!("task {} has no loaded data", task.name))?;
-                let c = crate::engine::prepare::eval_chance(&loaded.spec, &loaded.data)?;
-                chances.borrow_mut().insert(task.name.clone(), c);
-                c
+    // Each `[[exec]]`'s own GPUs, resolved once.
+    let selections = file
+        .exec
+        .iter()
+        .map(|x| Ok((x.name.clone(), x.selection(node)?)))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    type ExecWork = (
+        Box<crate::orchestrate::exec::ExecPlan>,
+        Option<crate::measure::devices::Selection>,
+    );
+    let exec_of =
+        |e: &Entry, sys: &crate::measure::system::SystemInfo| -> anyhow::Result<ExecWork> {
+            let name = e.exec.as_deref().unwrap_or_default();
+            let spec = file
+                .exec_spec(name)
+                .ok_or_else(|| anyhow::anyhow!("entry {} names unknown exec '{name}'", e.index))?;
+            let task = file.task(&e.task).ok_or_else(|| {
+                anyhow::anyhow!("entry {} names unknown task {}", e.index, e.task)
+            })?;
+            let variant = file
+                .variant(&e.variant)
+                .ok_or_else(|| anyhow::anyhow!("entry {} names unknown variant", e.index))?;
+            let known = chances.borrow().get(&task.name).copied();
+            let chance = match known {
+                Some(c) => c,
+                None => {
+                    let loaded = runner_plan
+                        .tasks
+                        .iter()
+                        .find(|t| t.spec.name == task.name)
+                        .ok_or_else(|| anyhow::anyhow!("task {} has no loaded data", task.name))?;
+                    let c = crate::engine::prepare::eval_chance(&loaded.spec, &loaded.data)?;
+                    chances.borrow_mut().insert(task.name.clone(), c);
+                    c
+                }
+            };
+            let p = crate::orchestrate::exec::ExecPlan::for_entry(
+                spec,
+                task,
+                chance,
+                variant,
+                &runner_plan.device_label,
+                runner_plan.results.clone(),
+                sys.clone(),
+                file.settings.idle_s,
+                file.settings.cooldown_s,
+            )
+            .map_err(|m| anyhow::anyhow!("plan entry {} (exec '{name}'): {m}", e.index))?;
+            let mut p = Box::new(p);
+            let selection = selections.get(name).cloned().flatten();
+            if let Some(sel) = &selection {
+                // Its own GPUs: named by their NVML indices, given to the program by UUID.
+                p.device_label = sel.device_label();
+                p.env = crate::orchestrate::exec::child_env(Some(sel.uuids.join(",")));
             }
+            Ok((p, selection))
         };
-        let p = crate::orchestrate::exec::ExecPlan::for_entry(
-            spec,
-            task,
-            chance,
-            variant,
-            &runner_plan.device_label,
-            runner_plan.results.clone(),
-            sys.clone(),
-            file.settings.idle_s,
-            file.settings.cooldown_s,
-        )
-        .map_err(|m| anyhow::anyhow!("plan entry {} (exec '{name}'): {m}", e.index))?;
-        let mut p = Box::new(p);
-        let selection = spec.selection(node)?;
-        if let Some(sel) = &selection {
-            // Its own GPUs: named by their NVML indices, given to the program by UUID.
-            p.device_label = format!("cuda (nvml {})", sel.label());
-            p.env = crate::orchestrate::exec::child_env(Some(sel.uuids.join(",")));
-        }
-        Ok(Work::Exec(p, selection))
-    };
     // Pre-scan: refuse a foreign folder before anything is measured.
     let root = runner_plan.results.root().to_path_buf();
     let settled_now = super::settle::not_needed(file, &root);
     let mut todo = Vec::new();
     for e in entries {
         let (job, run_id) = if e.exec.is_some() {
-            let w = exec_of(e, session.system())?;
-            let id = match &w {
-                Work::Exec(p, _) => p.run_id(e.seed),
-                Work::Native(_) => unreachable!("exec_of makes exec work"),
-            };
-            (w, id)
+            let (p, selection) = exec_of(e, session.system())?;
+            let id = p.run_id(e.seed);
+            (Work::Exec(p, selection), id)
         } else {
             let job = job_of(e)?;
             let id = session.run_id(&job)?;
@@ -330,20 +339,19 @@ pub fn run_shard(
                 crate::orchestrate::exec::run_one(p, e.seed, meter, idle, &extras)
             })?,
             Work::Exec(p, Some(sel)) => {
-                let key = sel.label();
-                if !own_gpus.contains_key(&key) {
-                    let node = node.ok_or_else(|| anyhow::anyhow!("no NVML to meter {key}"))?;
-                    let mut meter = crate::measure::devices::meter(node, sel)?;
-                    let idle = crate::orchestrate::runner::idle_baseline(
-                        &mut meter,
-                        file.settings.idle_s,
-                    )?;
-                    own_gpus.insert(key.clone(), (meter, idle));
-                }
-                let (meter, idle) = own_gpus
-                    .get_mut(&key)
-                    .ok_or_else(|| anyhow::anyhow!("the meter of {key} was just made"))?;
-                let idle = idle.clone();
+                let (meter, idle) = match own_gpus.entry(sel.label()) {
+                    MapEntry::Occupied(o) => o.into_mut(),
+                    MapEntry::Vacant(v) => {
+                        let node =
+                            node.ok_or_else(|| anyhow::anyhow!("no NVML to meter {}", v.key()))?;
+                        let mut meter = crate::measure::devices::meter(node, sel)?;
+                        let idle = crate::orchestrate::runner::idle_baseline(
+                            &mut meter,
+                            file.settings.idle_s,
+                        )?;
+                        v.insert((meter, idle))
+                    }
+                };
                 session.run_on(|| {
                     crate::orchestrate::exec::run_one(p, e.seed, meter, idle.as_ref(), &extras)
                 })?

@@ -77,6 +77,8 @@ fn step<O: Optimizer>(s: &Setup, cast: &Cast, opt: &mut O, b: &mut usize) -> f32
 }
 
 fn bench_tasks(c: &mut Criterion) {
+    // The binary's heap policy, so a step here costs what it costs in `joulebench run`.
+    joulebench::engine::alloc::configure_from_env();
     let dev = Device::Cpu;
     for v in VARIANTS {
         let precision = variant::parse(v).expect("known variant").precision;

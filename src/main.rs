@@ -4,6 +4,7 @@ use clap::Parser;
 use joulebench::cli::{self, Cli, Failure};
 
 fn main() {
+    joulebench::engine::alloc::configure_from_env();
     let parsed = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -5,6 +5,7 @@
 //! Must not: write results folders other than checkpoints, print, or orchestrate series of
 //! runs (layers below: `record`, `measure`, `stats`, `spec`, `data`, `base`).
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod inference;
 pub mod kernels;

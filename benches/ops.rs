@@ -9,8 +9,8 @@ use candle_core::Module;
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use joulebench::engine::kernels::{
-    batch_norm, causal_attention, causal_attention_composed, cross_entropy, gelu, layer_norm,
-    with_composed, BnStats, Linear,
+    batch_norm, causal_attention, causal_attention_composed, conv2d_with, cross_entropy, gelu,
+    layer_norm, with_composed, BnStats, ConvAlgo, Linear,
 };
 
 /// (task, batch, context, d_model, heads).
@@ -127,5 +127,42 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_ops, bench_gemm);
+/// The ResNets' stride-1 3x3 convolutions at batch 128 (ResNet-20's widths; ResNet-8's are
+/// half), forward alone and forward + backward (input, kernel and bias gradients), through
+/// the algorithm `Auto` picks, the direct kernel forced, and im2col + GEMM.
+/// Throughput: FLOP/s of the forward (2 n o c kh kw oh ow), so the two rows of a shape compare
+/// directly. `conv/<auto|direct|im2col>/<forward|step>/<shape>`.
+fn bench_conv(c: &mut Criterion) {
+    joulebench::engine::alloc::configure_from_env();
+    let mut g = c.benchmark_group("conv");
+    g.sample_size(10);
+    for (label, n, ch, hw) in [
+        ("resnet20-stage1-16x28x28", 128, 16, 28),
+        ("resnet20-stage2-32x14x14", 128, 32, 14),
+        ("resnet20-stage3-64x7x7", 128, 64, 7),
+    ] {
+        let x = Var::from_tensor(&rand(&[n, ch, hw, hw])).expect("var");
+        let w = Var::from_tensor(&rand(&[ch, ch, 3, 3])).expect("var");
+        let b = Var::from_tensor(&rand(&[ch])).expect("var");
+        g.throughput(Throughput::Elements((2 * n * ch * ch * 9 * hw * hw) as u64));
+        for (name, algo) in [
+            ("auto", ConvAlgo::Auto),
+            ("direct", ConvAlgo::Direct),
+            ("im2col", ConvAlgo::Im2col),
+        ] {
+            let conv = || {
+                conv2d_with(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1, 1, algo).expect("conv")
+            };
+            g.bench_function(BenchmarkId::new(format!("{name}/forward"), label), |bch| {
+                bch.iter(conv)
+            });
+            g.bench_function(BenchmarkId::new(format!("{name}/step"), label), |bch| {
+                bch.iter(|| fwd_bwd(&conv))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_ops, bench_gemm, bench_conv);
 criterion_main!(benches);

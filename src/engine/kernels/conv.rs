@@ -19,6 +19,7 @@
 //! 0.11 has no bf16 CPU GEMM); other devices use candle's `conv2d` (im2col + cuBLAS on CUDA).
 
 use super::act::storage_tensor;
+use super::conv_direct::{self, Plan};
 use super::{cpu_kernel_dtype, slice, unsupported, with_cpu, Elem, Mat, SERIAL};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
@@ -63,8 +64,61 @@ impl Module for Conv2d {
     }
 }
 
+/// Which CPU algorithm an f32 convolution takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    /// The direct stride-1 kernel (`conv_direct`) where it applies and drops few positions,
+    /// else im2col + GEMM. `JOULEBENCH_CONV_IM2COL=1` turns it into `Im2col` for a process.
+    Auto,
+    /// The direct kernel wherever it can run at all (stride 1, AVX2 + FMA), however many
+    /// positions it drops: for tests of the kernel on odd shapes.
+    Direct,
+    /// im2col + GEMM always (the before/after anchor for tests and benches).
+    Im2col,
+}
+
+/// Set to a non-empty value other than `0`: every `Auto` convolution takes im2col + GEMM,
+/// the before/after switch for whole training steps.
+pub const CONV_IM2COL_ENV: &str = "JOULEBENCH_CONV_IM2COL";
+
+fn im2col_by_env() -> bool {
+    static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENV.get_or_init(|| std::env::var(CONV_IM2COL_ENV).is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+thread_local! {
+    /// A test's or bench's override of `CONV_IM2COL_ENV` on this thread (`with_conv_im2col`).
+    static FORCE_IM2COL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every `Auto` convolution it creates on this thread taking im2col + GEMM (what
+/// `JOULEBENCH_CONV_IM2COL=1` does for a process); the previous setting is restored after.
+pub fn with_conv_im2col<R>(f: impl FnOnce() -> R) -> R {
+    let before = FORCE_IM2COL.with(|c| c.replace(true));
+    let r = f();
+    FORCE_IM2COL.with(|c| c.set(before));
+    r
+}
+
+/// Whether this CPU runs the direct stride-1 kernel (x86-64 with AVX2 and FMA).
+pub fn conv_direct_available() -> bool {
+    conv_direct::available()
+}
+
 /// `conv2d(x, w) + b` for x (n, c, h, w), w (o, c, kh, kw), b (o).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    conv2d_with(x, w, b, padding, stride, ConvAlgo::Auto)
+}
+
+/// [`conv2d`] with the CPU algorithm chosen by the caller.
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    padding: usize,
+    stride: usize,
+    algo: ConvAlgo,
+) -> Result<Tensor> {
     if stride == 0 {
         candle_core::bail!("conv2d: stride must be at least 1");
     }
@@ -77,10 +131,19 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, stride: usize)
                 b.dtype()
             );
         }
+        // The choice is made here, on the caller's thread, and kept by the op for its backward.
+        let algo = match algo {
+            ConvAlgo::Auto if im2col_by_env() || FORCE_IM2COL.with(|c| c.get()) => ConvAlgo::Im2col,
+            a => a,
+        };
         x.contiguous()?.apply_op3_arc(
             &w.contiguous()?,
             &b.contiguous()?,
-            std::sync::Arc::new(Box::new(ConvOp { padding, stride })),
+            std::sync::Arc::new(Box::new(ConvOp {
+                padding,
+                stride,
+                algo,
+            })),
         )
     } else {
         let o = b.dim(0)?;
@@ -92,6 +155,29 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, stride: usize)
 struct ConvOp {
     padding: usize,
     stride: usize,
+    algo: ConvAlgo,
+}
+
+impl ConvOp {
+    /// The direct kernel's plan for this geometry, where it applies.
+    fn direct_plan(&self, g: &Geom) -> Option<Plan> {
+        let max_dropped = match self.algo {
+            ConvAlgo::Auto => conv_direct::MAX_DROPPED_SHARE,
+            ConvAlgo::Direct => 1.0,
+            _ => return None,
+        };
+        if g.stride != 1 {
+            return None;
+        }
+        Plan::new(
+            g.c,
+            g.o,
+            (g.h, g.w),
+            (g.kh, g.kw),
+            (g.pad, g.pad),
+            max_dropped,
+        )
+    }
 }
 
 /// Geometry of one convolution.
@@ -220,8 +306,11 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
                     let (shift, t, cols_ok) = g.plane_shift(ki, kj);
                     row[..t.start].fill(z);
                     row[t.end..].fill(z);
-                    let s0 = (t.start as isize + shift) as usize;
-                    row[t.clone()].copy_from_slice(&plane[s0..s0 + t.len()]);
+                    if !t.is_empty() {
+                        // (An empty range may start left of the plane: no offset to take.)
+                        let s0 = (t.start as isize + shift) as usize;
+                        row[t.clone()].copy_from_slice(&plane[s0..s0 + t.len()]);
+                    }
                     zero_wrapped_columns(row, g.w, cols_ok);
                 }
             }
@@ -274,6 +363,9 @@ fn col2im<T: Elem>(dcols: &mut [T], g: &Geom, dx: &mut [T]) {
                 for kj in 0..g.kw {
                     let row = &mut dcols[((ci * g.kh + ki) * g.kw + kj) * p..][..p];
                     let (shift, t, cols_ok) = g.plane_shift(ki, kj);
+                    if t.is_empty() {
+                        continue;
+                    }
                     zero_wrapped_columns(row, g.w, cols_ok);
                     let s0 = (t.start as isize + shift) as usize;
                     for (d, &v) in plane[s0..s0 + t.len()].iter_mut().zip(&row[t]) {
@@ -455,17 +547,31 @@ fn backward<T: Elem>(x: &[T], w: &[T], dy: &[T], g: &Geom, need_dx: bool) -> Res
     if let Some(e) = acc.err {
         return Err(e);
     }
-    let mut db = vec![z; o];
+    Ok((need_dx.then_some(dx), acc.dw, bias_grad(dy, g)))
+}
+
+/// `db[oi] = sum over samples and positions of dY[n, oi, :]`.
+fn bias_grad<T: Elem>(dy: &[T], g: &Geom) -> Vec<T> {
+    let (o, p) = (g.o, g.p());
+    let mut db = vec![T::zero(); o];
     for gn in dy.chunks_exact(o * p) {
         for (d, row) in db.iter_mut().zip(gn.chunks_exact(p)) {
-            let mut s = z;
-            for &v in row {
-                s += v;
+            // Eight lanes (vectorised), then their sum: a fixed order for any CPU.
+            let mut lanes = [T::zero(); 8];
+            let mut chunks = row.chunks_exact(8);
+            for c in &mut chunks {
+                for (l, &v) in lanes.iter_mut().zip(c) {
+                    *l += v;
+                }
+            }
+            let mut s = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
+            for l in lanes {
+                s += l;
             }
             *d += s;
         }
     }
-    Ok((need_dx.then_some(dx), acc.dw, db))
+    db
 }
 
 impl CustomOp3 for ConvOp {
@@ -485,12 +591,13 @@ impl CustomOp3 for ConvOp {
         let g = Geom::new(l1, l2, l3, self.padding, self.stride)?;
         let y = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(forward(
-                    slice(x, l1, "conv2d x")?,
-                    slice(w, l2, "conv2d w")?,
-                    slice(b, l3, "conv2d b")?,
-                    &g,
-                )?)
+                let x = slice(x, l1, "conv2d x")?;
+                let w = slice(w, l2, "conv2d w")?;
+                let b = slice(b, l3, "conv2d b")?;
+                CpuStorage::F32(match self.direct_plan(&g) {
+                    Some(plan) => conv_direct::forward(x, w, b, &plan, g.n),
+                    None => forward(x, w, b, &g)?,
+                })
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
                 CpuStorage::F64(forward(
@@ -522,12 +629,12 @@ impl CustomOp3 for ConvOp {
             self.stride,
         )?;
         let need_dx = x.track_op();
+        /// The gradients that `grads` computes from the three tensors' data, as storages.
         fn go<T: Elem>(
             x: &Tensor,
             w: &Tensor,
             dy: &Tensor,
-            g: &Geom,
-            need_dx: bool,
+            grads: impl FnOnce(&[T], &[T], &[T]) -> Result<ConvGrads<T>>,
         ) -> Result<(Option<CpuStorage>, CpuStorage, CpuStorage)> {
             with_cpu(x, "conv2d x", |xs, xl| {
                 with_cpu(w, "conv2d w", |ws, wl| {
@@ -535,7 +642,7 @@ impl CustomOp3 for ConvOp {
                         let xv = slice(T::cpu_storage_as_slice(xs)?, xl, "conv2d x")?;
                         let wv = slice(T::cpu_storage_as_slice(ws)?, wl, "conv2d w")?;
                         let gv = slice(T::cpu_storage_as_slice(gs)?, gl, "conv2d grad")?;
-                        let (dx, dw, db) = backward(xv, wv, gv, g, need_dx)?;
+                        let (dx, dw, db) = grads(xv, wv, gv)?;
                         Ok((
                             dx.map(T::to_cpu_storage_owned),
                             T::to_cpu_storage_owned(dw),
@@ -546,8 +653,18 @@ impl CustomOp3 for ConvOp {
             })
         }
         let (dx, dw, db) = match x.dtype() {
-            candle_core::DType::F32 => go::<f32>(x, w, &grad, &g, need_dx)?,
-            candle_core::DType::F64 => go::<f64>(x, w, &grad, &g, need_dx)?,
+            candle_core::DType::F32 => go::<f32>(x, w, &grad, |xv, wv, gv| {
+                let direct = self
+                    .direct_plan(&g)
+                    .and_then(|p| conv_direct::backward(xv, wv, gv, &p, g.n, need_dx));
+                match direct {
+                    Some((dx, dw)) => Ok((dx, dw, bias_grad(gv, &g))),
+                    None => backward(xv, wv, gv, &g, need_dx),
+                }
+            })?,
+            candle_core::DType::F64 => {
+                go::<f64>(x, w, &grad, |xv, wv, gv| backward(xv, wv, gv, &g, need_dx))?
+            }
             d => return Err(unsupported("conv2d backward", d)),
         };
         let dx = match dx {
@@ -621,6 +738,110 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The direct stride-1 kernel against im2col + GEMM (itself checked against candle above):
+    /// values and the three gradients, at the ResNets' shapes (3x3 'same' on 28x28 and 14x14,
+    /// the widths of both tasks, the 1-channel stem) and odd ones: batch 1, 1 channel, odd and
+    /// non-square planes, output channels that fill no whole tile (1, 5, 7, 13), 1x1, 5x5
+    /// 'same', 'valid' 3x3, a 3x5 kernel (different paddings per axis in the input gradient),
+    /// and planes where most positions are dropped (forced with `ConvAlgo::Direct`).
+    #[test]
+    fn direct_kernel_matches_im2col_values_and_grads() {
+        if !conv_direct_available() {
+            let why = "the direct conv kernel needs x86-64 with AVX2 and FMA";
+            assert!(
+                std::env::var("CI").is_err(),
+                "{why}: this CI machine has neither"
+            );
+            eprintln!("SKIPPED direct_kernel_matches_im2col_values_and_grads: {why}");
+            return;
+        }
+        let cases: &[([usize; 4], [usize; 4], usize)] = &[
+            ([2, 16, 28, 28], [16, 16, 3, 3], 1),
+            ([2, 8, 28, 28], [8, 8, 3, 3], 1),
+            ([2, 32, 14, 14], [32, 32, 3, 3], 1),
+            ([3, 1, 28, 28], [16, 1, 3, 3], 1),
+            ([2, 64, 7, 7], [64, 64, 3, 3], 1),
+            ([1, 1, 5, 7], [1, 1, 3, 3], 1),
+            ([1, 3, 9, 11], [5, 3, 3, 3], 1),
+            ([2, 2, 6, 9], [7, 2, 5, 5], 2),
+            ([2, 4, 10, 10], [13, 4, 3, 3], 0),
+            ([1, 6, 8, 5], [3, 6, 1, 1], 0),
+            ([2, 3, 7, 12], [4, 3, 3, 5], 1),
+            ([1, 2, 1, 1], [2, 2, 3, 3], 1),
+        ];
+        for &(xs, ws, pad) in cases {
+            let plan = Plan::new(
+                xs[1],
+                ws[0],
+                (xs[2], xs[3]),
+                (ws[2], ws[3]),
+                (pad, pad),
+                1.0,
+            );
+            assert!(
+                plan.is_some_and(|p| p.transposed(1.0).is_some()),
+                "{xs:?} * {ws:?} pad {pad}: the direct kernel must run here, forward and back"
+            );
+            let x = Var::from_tensor(&rand(&xs, 11)).unwrap();
+            let w = Var::from_tensor(&rand(&ws, 12)).unwrap();
+            let b = Var::from_tensor(&rand(&ws[..1], 13)).unwrap();
+            let run = |algo| {
+                let y =
+                    conv2d_with(x.as_tensor(), w.as_tensor(), b.as_tensor(), pad, 1, algo).unwrap();
+                let c = rand(y.dims(), 14);
+                let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+                let grads: Vec<Tensor> = [x.as_tensor(), w.as_tensor(), b.as_tensor()]
+                    .iter()
+                    .map(|t| g.get(t).unwrap().clone())
+                    .collect();
+                (y, grads)
+            };
+            let (yd, gd) = run(ConvAlgo::Direct);
+            let (yi, gi) = run(ConvAlgo::Im2col);
+            let what = format!("{xs:?} * {ws:?} pad {pad}");
+            let np = xs[0] * yi.dim(2).unwrap() * yi.dim(3).unwrap();
+            assert_close(&yd, &yi, ws[1] * ws[2] * ws[3], &format!("{what}: forward"));
+            for ((a, b), (k, q)) in
+                gd.iter()
+                    .zip(&gi)
+                    .zip([(ws[0] * ws[2] * ws[3], "dX"), (np, "dW"), (np, "db")])
+            {
+                assert_close(a, b, k, &format!("{what}: {q}"));
+            }
+        }
+    }
+
+    /// Which geometries `Auto` sends to the direct kernel: stride 1 with few dropped positions.
+    #[test]
+    fn auto_takes_the_direct_kernel_where_it_drops_little() {
+        let plan = |c, o, hw: usize, k: usize, pad, stride| {
+            let g = Geom {
+                n: 1,
+                c,
+                h: hw,
+                w: hw,
+                o,
+                kh: k,
+                kw: k,
+                oh: (hw + 2 * pad - k) / stride + 1,
+                ow: (hw + 2 * pad - k) / stride + 1,
+                pad,
+                stride,
+            };
+            ConvOp {
+                padding: pad,
+                stride,
+                algo: ConvAlgo::Auto,
+            }
+            .direct_plan(&g)
+            .is_some()
+        };
+        let direct = conv_direct_available();
+        assert_eq!(plan(16, 16, 28, 3, 1, 1), direct, "ResNet stage 1");
+        assert_eq!(plan(32, 32, 14, 3, 1, 1), direct, "ResNet stage 2");
+        assert!(!plan(16, 32, 28, 3, 1, 2), "stride 2: im2col");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod act;
 mod attention;
 mod batch_norm;
 mod conv;
+mod conv_direct;
 mod gelu;
 mod linear;
 mod loss;
@@ -39,7 +40,9 @@ mod norm;
 pub use act::{add_relu, relu, relu_max_pool2d};
 pub use attention::{causal_attention, causal_attention_composed, causal_mask, AttentionDropout};
 pub use batch_norm::{batch_norm, batch_norm_composed, BnOutput, BnStats};
-pub use conv::{conv2d, Conv2d};
+pub use conv::{
+    conv2d, conv2d_with, conv_direct_available, with_conv_im2col, Conv2d, ConvAlgo, CONV_IM2COL_ENV,
+};
 pub use gelu::gelu;
 pub use linear::Linear;
 pub use loss::cross_entropy;

@@ -658,7 +658,7 @@ impl CustomOp3 for ConvOp {
                     .direct_plan(&g)
                     .and_then(|p| conv_direct::backward(xv, wv, gv, &p, g.n, need_dx));
                 match direct {
-                    Some((dx, dw)) => Ok((dx, dw, bias_grad(gv, &g))),
+                    Some(grads) => Ok(grads),
                     None => backward(xv, wv, gv, &g, need_dx),
                 }
             })?,

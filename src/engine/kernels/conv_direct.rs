@@ -24,6 +24,7 @@
 //! both against candle's own convolution and against each other.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output positions one micro-kernel tile computes: 2 AVX vectors of 8 f32.
 const TILE_T: usize = 16;
@@ -155,17 +156,32 @@ impl Plan {
         }
     }
 
-    /// `y[oi, oy, ox] = yp[oi, oy w2 + ox] + bias[oi]` for the kept positions.
-    fn unpad(&self, yp: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    /// `y[oi, oy, ox] = yp[oi, oy w2 + ox] + bias[oi]` for the kept positions: every element
+    /// of `y` (o oh ow of them) is written, so `y` may start uninitialised.
+    fn unpad(&self, yp: &[f32], bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) {
         for oi in 0..self.o {
             let b = bias.map_or(0.0, |b| b[oi]);
             for oy in 0..self.oh {
                 let src = &yp[oi * self.lp + oy * self.w2..][..self.ow];
                 let dst = &mut y[(oi * self.oh + oy) * self.ow..][..self.ow];
                 for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = s + b;
+                    d.write(s + b);
                 }
             }
+        }
+    }
+
+    /// `db[oi] += sum of dy[oi, :, :]` for one sample, in eight lanes then their sum.
+    fn add_bias_grad(&self, dy: &[f32], db: &mut [f32]) {
+        for (d, row) in db.iter_mut().zip(dy.chunks_exact(self.oh * self.ow)) {
+            let mut lanes = [0.0f32; 8];
+            let mut chunks = row.chunks_exact(8);
+            for c in &mut chunks {
+                for (l, &v) in lanes.iter_mut().zip(c) {
+                    *l += v;
+                }
+            }
+            *d += chunks.remainder().iter().sum::<f32>() + lanes.iter().sum::<f32>();
         }
     }
 
@@ -248,8 +264,10 @@ fn sample_forward(plan: &Plan, wp: &[f32], p: &[f32], yp: &mut [f32]) {
 pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], plan: &Plan, n: usize) -> Vec<f32> {
     let (chw, op) = (plan.c * plan.h * plan.w, plan.o * plan.oh * plan.ow);
     let wp = pack_kk_major(w, plan.o, plan.k());
-    let mut y = vec![0.0f32; n * op];
-    y.par_chunks_mut(op)
+    // Written in parallel by `unpad`, every element once: no zero fill first.
+    let mut y: Vec<f32> = Vec::with_capacity(n * op);
+    y.spare_capacity_mut()[..n * op]
+        .par_chunks_mut(op)
         .zip(x.par_chunks(chw))
         .with_min_len(Plan::min_len(n))
         .for_each_init(
@@ -260,12 +278,15 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], plan: &Plan, n: usize) ->
                 plan.unpad(yp, Some(b), yn);
             },
         );
+    // SAFETY: the n chunks of `op` elements were each written in full by `unpad`.
+    unsafe { y.set_len(n * op) };
     y
 }
 
 /// Per-split state of the backward pass.
 struct Acc {
     dw: Vec<f32>,
+    db: Vec<f32>,
     /// Padded input (for dW).
     p: Vec<f32>,
     /// Output gradient at the flattened positions (for dW).
@@ -275,9 +296,9 @@ struct Acc {
     xp: Vec<f32>,
 }
 
-/// The input gradient (when asked) and the kernel gradient of a stride-1 convolution through
-/// `plan`; `None` when the input gradient's own plan does not apply (the caller then takes
-/// the im2col path for the whole backward).
+/// The input gradient (when asked), the kernel gradient and the bias gradient of a stride-1
+/// convolution through `plan`; `None` when the input gradient's own plan does not apply (the
+/// caller then takes the im2col path for the whole backward).
 pub(super) fn backward(
     x: &[f32],
     w: &[f32],
@@ -285,7 +306,7 @@ pub(super) fn backward(
     plan: &Plan,
     n: usize,
     need_dx: bool,
-) -> Option<(Option<Vec<f32>>, Vec<f32>)> {
+) -> Option<Grads> {
     let tp = if need_dx {
         Some(plan.transposed(plan.max_dropped)?)
     } else {
@@ -296,14 +317,16 @@ pub(super) fn backward(
     let wf = tp.as_ref().map(|_| pack_flipped(w, plan));
     let init = || Acc {
         dw: vec![0.0; o * k],
+        db: vec![0.0; o],
         p: vec![0.0; plan.p_len],
         g: vec![0.0; o * plan.lp],
         q: tp.as_ref().map_or(Vec::new(), |t| vec![0.0; t.p_len]),
         xp: tp.as_ref().map_or(Vec::new(), |t| vec![0.0; t.o * t.lp]),
     };
-    let sample = |mut acc: Acc, xn: &[f32], gn: &[f32], dxn: Option<&mut [f32]>| -> Acc {
+    let sample = |mut acc: Acc, xn: &[f32], gn: &[f32], dxn: Option<&mut [MaybeUninit<f32>]>| {
         plan.pad_into(xn, &mut acc.p);
         plan.spread(gn, &mut acc.g);
+        plan.add_bias_grad(gn, &mut acc.db);
         assert!(acc.p.len() >= plan.p_len && acc.g.len() >= o * plan.lp);
         // SAFETY: as in `sample_forward`; the kernel gradient reads g at o lp positions.
         #[cfg(target_arch = "x86_64")]
@@ -321,15 +344,16 @@ pub(super) fn backward(
         for (x, y) in a.dw.iter_mut().zip(&b.dw) {
             *x += *y;
         }
+        for (x, y) in a.db.iter_mut().zip(&b.db) {
+            *x += *y;
+        }
         a
     };
-    let mut dx = if need_dx {
-        vec![0.0f32; n * chw]
-    } else {
-        Vec::new()
-    };
+    // Written in parallel by `unpad`, every element once: no zero fill first.
+    let mut dx: Vec<f32> = Vec::with_capacity(if need_dx { n * chw } else { 0 });
     let acc = if need_dx {
-        dx.par_chunks_mut(chw)
+        dx.spare_capacity_mut()[..n * chw]
+            .par_chunks_mut(chw)
             .zip(x.par_chunks(chw).zip(dy.par_chunks(op)))
             .with_min_len(Plan::min_len(n))
             .fold(init, |acc, (dxn, (xn, gn))| sample(acc, xn, gn, Some(dxn)))
@@ -341,8 +365,17 @@ pub(super) fn backward(
             .fold(init, |acc, (xn, gn)| sample(acc, xn, gn, None))
             .reduce(init, merge)
     };
-    Some((need_dx.then_some(dx), acc.dw))
+    let dx = need_dx.then(|| {
+        // SAFETY: the n chunks of chw elements were each written in full by `unpad` (the
+        // transposed plan's output is c x h x w: `Plan::transposed` checks it).
+        unsafe { dx.set_len(n * chw) };
+        dx
+    });
+    Some((dx, acc.dw, acc.db))
 }
+
+/// Input gradient (when asked), kernel gradient, bias gradient.
+pub(super) type Grads = (Option<Vec<f32>>, Vec<f32>, Vec<f32>);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -9,7 +9,9 @@
 //! where candle's `Linear` runs one GEMM per sequence and sums a per-sequence weight gradient.
 
 use super::act::storage_tensor;
-use super::{cpu_kernel_dtype, gemm_into, gemm_threads, slice, unsupported, with_cpu, Elem, Mat};
+use super::{
+    cpu_kernel_dtype, gemm_into, gemm_new, gemm_threads, slice, unsupported, with_cpu, Elem, Mat,
+};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -85,32 +87,31 @@ fn forward<T: Elem>(
     b: Option<&[T]>,
     (rows, inp, out): (usize, usize, usize),
 ) -> Result<Vec<T>> {
-    let mut y = match b {
-        Some(b) => {
-            let mut y = Vec::with_capacity(rows * out);
-            for _ in 0..rows {
-                y.extend_from_slice(&b[..out]);
-            }
-            y
-        }
-        None => vec![T::zero(); rows * out],
+    let lhs = Mat {
+        data: x,
+        rs: inp,
+        cs: 1,
     };
+    // W^T: element (k, n) is W[n, k].
+    let rhs = Mat {
+        data: w,
+        rs: 1,
+        cs: inp,
+    };
+    let Some(b) = b else {
+        return gemm_new((rows, out, inp), lhs, rhs, gemm_threads());
+    };
+    let mut y = Vec::with_capacity(rows * out);
+    for _ in 0..rows {
+        y.extend_from_slice(&b[..out]);
+    }
     gemm_into(
         &mut y,
         out,
         (rows, out, inp),
-        Mat {
-            data: x,
-            rs: inp,
-            cs: 1,
-        },
-        // W^T: element (k, n) is W[n, k].
-        Mat {
-            data: w,
-            rs: 1,
-            cs: inp,
-        },
-        b.is_some(),
+        lhs,
+        rhs,
+        true,
         gemm_threads(),
     )?;
     Ok(y)
@@ -278,10 +279,7 @@ fn weight_grad<T: Elem>(
     let part_rows = rows.div_ceil(parts);
     let partial = |r0: usize, par: gemm::Parallelism| -> Result<Vec<T>> {
         let n = part_rows.min(rows - r0);
-        let mut dw = vec![T::zero(); out * inp];
-        gemm_into(
-            &mut dw,
-            inp,
+        gemm_new(
             (out, inp, n),
             Mat {
                 data: &g[r0 * out..],
@@ -293,10 +291,8 @@ fn weight_grad<T: Elem>(
                 rs: inp,
                 cs: 1,
             },
-            false,
             par,
-        )?;
-        Ok(dw)
+        )
     };
     if parts == 1 {
         return partial(0, gemm_threads());
@@ -335,10 +331,7 @@ fn backward<T: Elem>(
     });
     let dx = if need_dx {
         // dX (rows x inp) = dY (rows x out) * W (out x inp).
-        let mut dx = vec![T::zero(); rows * inp];
-        gemm_into(
-            &mut dx,
-            inp,
+        Some(gemm_new(
             (rows, inp, out),
             Mat {
                 data: g,
@@ -350,10 +343,8 @@ fn backward<T: Elem>(
                 rs: inp,
                 cs: 1,
             },
-            false,
             gemm_threads(),
-        )?;
-        Some(dx)
+        )?)
     } else {
         None
     };

@@ -178,6 +178,15 @@ pub(crate) struct Mat<'a, T> {
     pub cs: usize,
 }
 
+/// How many elements a `rows x cols` strided matrix spans from its first element.
+fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
 /// `dst (m x n, row-major, row stride dst_rs) (+)= lhs (m x k) * rhs (k x n)`.
 ///
 /// Bounds are checked here once so the unsafe GEMM call cannot read or write out of range.
@@ -191,19 +200,12 @@ pub(crate) fn gemm_into<T: Elem>(
     accumulate: bool,
     par: gemm::Parallelism,
 ) -> Result<()> {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * rs + (cols - 1) * cs + 1
-        }
-    };
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if last(m, n, dst_rs, 1) > dst.len()
-        || last(m, k, lhs.rs, lhs.cs) > lhs.data.len()
-        || last(k, n, rhs.rs, rhs.cs) > rhs.data.len()
+    if span(m, n, dst_rs, 1) > dst.len()
+        || span(m, k, lhs.rs, lhs.cs) > lhs.data.len()
+        || span(k, n, rhs.rs, rhs.cs) > rhs.data.len()
     {
         candle_core::bail!("gemm: operand out of bounds ({m}x{n}x{k})");
     }
@@ -239,6 +241,54 @@ pub(crate) fn gemm_into<T: Elem>(
         )
     }
     Ok(())
+}
+
+/// A new `m x n` row-major matrix `lhs (m x k) * rhs (k x n)`, written once by the GEMM: no zero
+/// fill first (with `read_dst` false the `gemm` crate writes every element of `dst` and reads
+/// none; a fresh zeroed output was a memset of every dense layer's output and gradient, 4 % of
+/// a transformer step).
+pub(crate) fn gemm_new<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    par: gemm::Parallelism,
+) -> Result<Vec<T>> {
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(vec![T::zero(); m * n]);
+    }
+    if span(m, k, lhs.rs, lhs.cs) > lhs.data.len() || span(k, n, rhs.rs, rhs.cs) > rhs.data.len() {
+        candle_core::bail!("gemm: operand out of bounds ({m}x{n}x{k})");
+    }
+    let mut dst: Vec<T> = Vec::with_capacity(m * n);
+    // SAFETY: the operands' reads are within their slices (checked above); dst has capacity
+    // for m n elements at row stride n and is written, never read, by the GEMM (`read_dst`
+    // false), through a raw pointer (no reference to the uninitialised memory is made); after
+    // the call every element is initialised, so the length can be set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        );
+        dst.set_len(m * n);
+    }
+    Ok(dst)
 }
 
 #[cfg(test)]

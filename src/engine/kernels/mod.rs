@@ -4,8 +4,8 @@
 //! in docs/results.md "Speed"): a dense layer that fuses its bias and skips the input gradient
 //! nobody asked for (`linear`), an im2col + GEMM convolution whose input and kernel gradients
 //! are GEMMs too (`conv`), which hands stride-1 f32 convolutions on AVX2 + FMA machines to a
-//! direct kernel without im2col (`conv_direct`), single-pass ReLU and ReLU + 2x2 max-pool (`act`), layer norm
-//! with its backward (`norm`), which candle-nn's fused op lacks, causal self-attention from
+//! direct kernel without im2col (`conv_direct`), single-pass ReLU and ReLU + 2x2 max-pool
+//! (`act`), layer norm with its backward (`norm`), which candle-nn's fused op lacks, causal self-attention from
 //! the packed q/k/v projection in one op (`attention`), exact GELU (`gelu`), and softmax
 //! cross-entropy against class indices (`loss`), and batch norm with ReLU fused
 //! (`batch_norm`); `math` holds the branch-free f32 `exp` and `erf` their element loops use
@@ -25,7 +25,9 @@
 //! FMA and NEON beside the baseline and picks the best the CPU has at run time. The versions
 //! do the same arithmetic in the same order: no loop relies on fused multiply-add contraction (Rust does not
 //! contract), and reductions run over explicit lanes, so the vector width does not change
-//! their order.
+//! their order. The exception is `conv_direct`: explicit AVX2 + FMA intrinsics (fused
+//! multiply-adds), run only where the CPU has both; elsewhere the convolution takes im2col +
+//! GEMM, the same function summed in another order.
 
 mod act;
 mod attention;
@@ -203,12 +205,10 @@ pub(crate) fn gemm_into<T: Elem>(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if span(m, n, dst_rs, 1) > dst.len()
-        || span(m, k, lhs.rs, lhs.cs) > lhs.data.len()
-        || span(k, n, rhs.rs, rhs.cs) > rhs.data.len()
-    {
-        candle_core::bail!("gemm: operand out of bounds ({m}x{n}x{k})");
+    if span(m, n, dst_rs, 1) > dst.len() {
+        candle_core::bail!("gemm: destination out of bounds ({m}x{n}x{k})");
     }
+    check_operands((m, n, k), &lhs, &rhs)?;
     if k == 0 {
         if !accumulate {
             dst.iter_mut().for_each(|d| *d = T::zero());
@@ -218,25 +218,13 @@ pub(crate) fn gemm_into<T: Elem>(
     // SAFETY: every index the GEMM touches is within the slices (checked above), and dst does
     // not alias lhs or rhs (it is a distinct &mut).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        raw_gemm(
+            (m, n, k),
             dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
+            dst_rs,
             accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
+            &lhs,
+            &rhs,
             par,
         )
     }
@@ -256,39 +244,65 @@ pub(crate) fn gemm_new<T: Elem>(
     if m == 0 || n == 0 || k == 0 {
         return Ok(vec![T::zero(); m * n]);
     }
-    if span(m, k, lhs.rs, lhs.cs) > lhs.data.len() || span(k, n, rhs.rs, rhs.cs) > rhs.data.len() {
-        candle_core::bail!("gemm: operand out of bounds ({m}x{n}x{k})");
-    }
+    check_operands((m, n, k), &lhs, &rhs)?;
     let mut dst: Vec<T> = Vec::with_capacity(m * n);
     // SAFETY: the operands' reads are within their slices (checked above); dst has capacity
     // for m n elements at row stride n and is written, never read, by the GEMM (`read_dst`
     // false), through a raw pointer (no reference to the uninitialised memory is made); after
     // the call every element is initialised, so the length can be set.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        );
+        raw_gemm((m, n, k), dst.as_mut_ptr(), n, false, &lhs, &rhs, par);
         dst.set_len(m * n);
     }
     Ok(dst)
+}
+
+fn check_operands<T>(
+    (m, n, k): (usize, usize, usize),
+    lhs: &Mat<'_, T>,
+    rhs: &Mat<'_, T>,
+) -> Result<()> {
+    if span(m, k, lhs.rs, lhs.cs) > lhs.data.len() || span(k, n, rhs.rs, rhs.cs) > rhs.data.len() {
+        candle_core::bail!("gemm: operand out of bounds ({m}x{n}x{k})");
+    }
+    Ok(())
+}
+
+/// The `gemm` crate's call with this module's conventions (alpha = beta = 1, no conjugation).
+///
+/// # Safety
+/// `dst` is valid for writes (and for reads when `read_dst`) of an `m x n` matrix at row stride
+/// `dst_rs`, not aliasing the operands, whose spans `check_operands` accepted.
+unsafe fn raw_gemm<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    read_dst: bool,
+    lhs: &Mat<'_, T>,
+    rhs: &Mat<'_, T>,
+    par: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        read_dst,
+        lhs.data.as_ptr(),
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.data.as_ptr(),
+        rhs.cs as isize,
+        rhs.rs as isize,
+        T::one(),
+        T::one(),
+        false,
+        false,
+        false,
+        par,
+    )
 }
 
 #[cfg(test)]

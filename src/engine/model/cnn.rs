@@ -4,8 +4,8 @@
 use super::{linear_flops, ParamStore, RefModel, SeededRng};
 use crate::engine::precision::Cast;
 use candle_core::{Device, Result, Tensor};
-// CPU kernels with their own backward (im2col conv, fused ReLU + max-pool); on other devices
-// and dtypes they run candle's ops. See kernels.
+// CPU kernels with their own backward (direct or im2col conv, fused ReLU + max-pool); on other
+// devices and dtypes they run candle's ops. See kernels.
 use crate::engine::kernels::{self, Conv2d, Linear};
 
 pub struct Cnn {

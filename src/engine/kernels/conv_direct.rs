@@ -39,8 +39,10 @@ const TILE_O_REST: usize = 4;
 const GRAD_O: usize = 2;
 const GRAD_K: usize = 6;
 /// Largest share of dropped positions (`w2 - ow` per row, and the round-up to a whole tile)
-/// the direct path accepts; above it the im2col path does less work. 28 x 28 and 14 x 14
-/// planes with a 3 x 3 kernel ('same') drop 7 % and 18 %; 7 x 7 drops 32 % and stays im2col.
+/// the direct path accepts; above it the im2col path does less work. 28 x 28, 14 x 14 and
+/// 7 x 7 planes with a 3 x 3 kernel ('same') drop 7.5 %, 12.5 % and 23 % (at 7 x 7 the two
+/// paths are even in `cargo bench --bench ops -- conv/`); a 5 x 5 kernel on 7 x 7 would drop
+/// 39 % and stays im2col.
 pub(super) const MAX_DROPPED_SHARE: f64 = 0.25;
 
 /// The geometry of one direct convolution: `c` input channels of `h x w`, `o` outputs,

@@ -415,13 +415,7 @@ fn a_suites_exec_entry_with_devices_is_metered_on_its_own_gpus() {
     let suite_path = tmp.path().join("suite.toml");
     std::fs::write(
         &suite_path,
-        format!(
-            "name = \"gpus-test\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\n\
-             variants = [\"f32\"]\nseeds = 1\nidle_s = 0.3\ncooldown_s = 0.0\n\n\
-             [[exec]]\nname = \"ddp\"\ncommand = [\"bash\", \"{}\"]\ntasks = [\"digits-mlp\"]\n\
-             variants = [\"f32\"]\ndevices = \"3,1\"\n",
-            script.display()
-        ),
+        suite_with_exec(0.3, &format!("\"bash\", \"{}\"", script.display()), "3,1"),
     )
     .unwrap();
     let models = joulebench::spec::task::default_models_dir();
@@ -508,16 +502,7 @@ fn a_suites_devices_without_nvml_or_with_bad_syntax_is_one_line_and_writes_nothi
         ("0,x", "exec 'ddp': devices '0,x': 'x' is not an NVML index"),
     ] {
         let cfg = tmp.path().join("suite.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "name = \"gpus-test\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\n\
-                 variants = [\"f32\"]\nseeds = 1\nidle_s = 0.0\ncooldown_s = 0.0\n\n\
-                 [[exec]]\nname = \"ddp\"\ncommand = [\"true\"]\ntasks = [\"digits-mlp\"]\n\
-                 variants = [\"f32\"]\ndevices = \"{devices}\"\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&cfg, suite_with_exec(0.0, "\"true\"", devices)).unwrap();
         let o = common::joulebench(&[
             "sweep",
             "--config",
@@ -573,4 +558,15 @@ fn one_node_of_four_with_a_busy_board_and_a_mig_board_labels_each_and_is_not_ran
         read.provenance.host.gpus_not_metered.as_deref(),
         Some(&["nvml 3 (Fake GPU)".to_string()][..])
     );
+}
+
+/// A one-seed `digits-mlp` suite with one `[[exec]]` entry `ddp` running `command` (the TOML
+/// array's items) on `devices`.
+fn suite_with_exec(idle_s: f64, command: &str, devices: &str) -> String {
+    format!(
+        "name = \"gpus-test\"\ndescription = \"test\"\ntasks = [\"digits-mlp\"]\n\
+         variants = [\"f32\"]\nseeds = 1\nidle_s = {idle_s:?}\ncooldown_s = 0.0\n\n\
+         [[exec]]\nname = \"ddp\"\ncommand = [{command}]\ntasks = [\"digits-mlp\"]\n\
+         variants = [\"f32\"]\ndevices = \"{devices}\"\n"
+    )
 }

@@ -239,9 +239,8 @@ impl Geom {
     fn chw(&self) -> usize {
         self.c * self.h * self.w
     }
-    /// Samples per rayon split: a few splits per thread, so a straggling core is absorbed.
     fn min_len(&self) -> usize {
-        (self.n / (4 * rayon::current_num_threads().max(1))).max(1)
+        samples_per_split(self.n)
     }
     /// Stride 1 with 'same' output size: each im2col row is the input plane shifted by a
     /// constant, so it moves as one block (see `im2col`).
@@ -556,22 +555,33 @@ fn bias_grad<T: Elem>(dy: &[T], g: &Geom) -> Vec<T> {
     let mut db = vec![T::zero(); o];
     for gn in dy.chunks_exact(o * p) {
         for (d, row) in db.iter_mut().zip(gn.chunks_exact(p)) {
-            // Eight lanes (vectorised), then their sum: a fixed order for any CPU.
-            let mut lanes = [T::zero(); 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                for (l, &v) in lanes.iter_mut().zip(c) {
-                    *l += v;
-                }
-            }
-            let mut s = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
-            for l in lanes {
-                s += l;
-            }
-            *d += s;
+            *d += row_sum(row);
         }
     }
     db
+}
+
+/// Samples per rayon split of a batch of `n`: a few splits per thread, so a straggling core
+/// is absorbed (both convolution paths split the batch this way).
+pub(super) fn samples_per_split(n: usize) -> usize {
+    (n / (4 * rayon::current_num_threads().max(1))).max(1)
+}
+
+/// The sum of `row` in eight lanes (vectorised), then the remainder and the lanes in order: a
+/// fixed order for any CPU.
+pub(super) fn row_sum<T: Elem>(row: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let mut s = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
+    for l in lanes {
+        s += l;
+    }
+    s
 }
 
 impl CustomOp3 for ConvOp {

@@ -23,6 +23,7 @@
 //! order (fused multiply-adds over kk, lanes of 8 positions for dW); `conv`'s tests compare
 //! both against candle's own convolution and against each other.
 
+use super::conv::{row_sum, samples_per_split};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -173,17 +174,10 @@ impl Plan {
         }
     }
 
-    /// `db[oi] += sum of dy[oi, :, :]` for one sample, in eight lanes then their sum.
+    /// `db[oi] += sum of dy[oi, :, :]` for one sample (`conv::row_sum`'s order).
     fn add_bias_grad(&self, dy: &[f32], db: &mut [f32]) {
         for (d, row) in db.iter_mut().zip(dy.chunks_exact(self.oh * self.ow)) {
-            let mut lanes = [0.0f32; 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                for (l, &v) in lanes.iter_mut().zip(c) {
-                    *l += v;
-                }
-            }
-            *d += chunks.remainder().iter().sum::<f32>() + lanes.iter().sum::<f32>();
+            *d += row_sum(row);
         }
     }
 
@@ -196,11 +190,6 @@ impl Plan {
                 g[oi * self.lp + oy * self.w2..][..self.ow].copy_from_slice(src);
             }
         }
-    }
-
-    /// Samples per rayon split: a few splits per thread, as `conv`'s path does.
-    fn min_len(n: usize) -> usize {
-        (n / (4 * rayon::current_num_threads().max(1))).max(1)
     }
 }
 
@@ -271,7 +260,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], plan: &Plan, n: usize) ->
     y.spare_capacity_mut()[..n * op]
         .par_chunks_mut(op)
         .zip(x.par_chunks(chw))
-        .with_min_len(Plan::min_len(n))
+        .with_min_len(samples_per_split(n))
         .for_each_init(
             || (vec![0.0f32; plan.p_len], vec![0.0f32; plan.o * plan.lp]),
             |(p, yp), (yn, xn)| {
@@ -357,13 +346,13 @@ pub(super) fn backward(
         dx.spare_capacity_mut()[..n * chw]
             .par_chunks_mut(chw)
             .zip(x.par_chunks(chw).zip(dy.par_chunks(op)))
-            .with_min_len(Plan::min_len(n))
+            .with_min_len(samples_per_split(n))
             .fold(init, |acc, (dxn, (xn, gn))| sample(acc, xn, gn, Some(dxn)))
             .reduce(init, merge)
     } else {
         x.par_chunks(chw)
             .zip(dy.par_chunks(op))
-            .with_min_len(Plan::min_len(n))
+            .with_min_len(samples_per_split(n))
             .fold(init, |acc, (xn, gn)| sample(acc, xn, gn, None))
             .reduce(init, merge)
     };

@@ -21,6 +21,7 @@
 use super::act::storage_tensor;
 use super::conv_direct::{self, Plan};
 use super::{cpu_kernel_dtype, slice, unsupported, with_cpu, Elem, Mat, SERIAL};
+use super::{row_sum, samples_per_split};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -559,29 +560,6 @@ fn bias_grad<T: Elem>(dy: &[T], g: &Geom) -> Vec<T> {
         }
     }
     db
-}
-
-/// Samples per rayon split of a batch of `n`: a few splits per thread, so a straggling core
-/// is absorbed (both convolution paths split the batch this way).
-pub(super) fn samples_per_split(n: usize) -> usize {
-    (n / (4 * rayon::current_num_threads().max(1))).max(1)
-}
-
-/// The sum of `row` in eight lanes (vectorised), then the remainder and the lanes in order: a
-/// fixed order for any CPU.
-pub(super) fn row_sum<T: Elem>(row: &[T]) -> T {
-    let mut lanes = [T::zero(); 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v;
-        }
-    }
-    let mut s = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
-    for l in lanes {
-        s += l;
-    }
-    s
 }
 
 impl CustomOp3 for ConvOp {

@@ -23,7 +23,7 @@
 //! order (fused multiply-adds over kk, lanes of 8 positions for dW); `conv`'s tests compare
 //! both against candle's own convolution and against each other.
 
-use super::conv::{row_sum, samples_per_split};
+use super::{row_sum, samples_per_split};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 

@@ -180,6 +180,29 @@ pub(crate) struct Mat<'a, T> {
     pub cs: usize,
 }
 
+/// Samples per rayon split of a batch of `n`: a few splits per thread, so a straggling core
+/// is absorbed (both convolution paths, `conv` and `conv_direct`, split the batch this way).
+pub(crate) fn samples_per_split(n: usize) -> usize {
+    (n / (4 * rayon::current_num_threads().max(1))).max(1)
+}
+
+/// The sum of `row` in eight lanes (vectorised), then the remainder and the lanes in order: a
+/// fixed order for any CPU.
+pub(crate) fn row_sum<T: Elem>(row: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let mut s = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
+    for l in lanes {
+        s += l;
+    }
+    s
+}
+
 /// How many elements a `rows x cols` strided matrix spans from its first element.
 fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     if rows == 0 || cols == 0 {

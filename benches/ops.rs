@@ -136,22 +136,40 @@ fn bench_conv(c: &mut Criterion) {
     joulebench::engine::alloc::configure_from_env();
     let mut g = c.benchmark_group("conv");
     g.sample_size(10);
-    for (label, n, ch, hw) in [
-        ("resnet20-stage1-16x28x28", 128, 16, 28),
-        ("resnet20-stage2-32x14x14", 128, 32, 14),
-        ("resnet20-stage3-64x7x7", 128, 64, 7),
+    // (label, batch, in channels, out channels, plane, kernel, padding, stride)
+    for (label, n, c, o, hw, k, pad, stride) in [
+        ("resnet20-stage1-16x28x28", 128, 16, 16, 28, 3, 1, 1),
+        ("resnet20-stage2-32x14x14", 128, 32, 32, 14, 3, 1, 1),
+        ("resnet20-stage3-64x7x7", 128, 64, 64, 7, 3, 1, 1),
+        ("resnet20-down2-16x28x28-s2", 128, 16, 32, 28, 3, 1, 2),
+        ("resnet20-down3-32x14x14-s2", 128, 32, 64, 14, 3, 1, 2),
+        ("resnet20-proj2-1x1-16x28x28-s2", 128, 16, 32, 28, 1, 0, 2),
+        ("resnet20-proj3-1x1-32x14x14-s2", 128, 32, 64, 14, 1, 0, 2),
+        ("resnet8-down2-8x28x28-s2", 128, 8, 16, 28, 3, 1, 2),
+        ("resnet8-down3-16x14x14-s2", 128, 16, 32, 14, 3, 1, 2),
     ] {
-        let x = Var::from_tensor(&rand(&[n, ch, hw, hw])).expect("var");
-        let w = Var::from_tensor(&rand(&[ch, ch, 3, 3])).expect("var");
-        let b = Var::from_tensor(&rand(&[ch])).expect("var");
-        g.throughput(Throughput::Elements((2 * n * ch * ch * 9 * hw * hw) as u64));
+        let x = Var::from_tensor(&rand(&[n, c, hw, hw])).expect("var");
+        let w = Var::from_tensor(&rand(&[o, c, k, k])).expect("var");
+        let b = Var::from_tensor(&rand(&[o])).expect("var");
+        let ohw = (hw + 2 * pad - k) / stride + 1;
+        g.throughput(Throughput::Elements(
+            (2 * n * o * c * k * k * ohw * ohw) as u64,
+        ));
         for (name, algo) in [
             ("auto", ConvAlgo::Auto),
             ("direct", ConvAlgo::Direct),
             ("im2col", ConvAlgo::Im2col),
         ] {
             let conv = || {
-                conv2d_with(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1, 1, algo).expect("conv")
+                conv2d_with(
+                    x.as_tensor(),
+                    w.as_tensor(),
+                    b.as_tensor(),
+                    pad,
+                    stride,
+                    algo,
+                )
+                .expect("conv")
             };
             g.bench_function(BenchmarkId::new(format!("{name}/forward"), label), |bch| {
                 bch.iter(conv)

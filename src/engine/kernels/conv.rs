@@ -68,11 +68,11 @@ impl Module for Conv2d {
 /// Which CPU algorithm an f32 convolution takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgo {
-    /// The direct stride-1 kernel (`conv_direct`) where it applies and drops few positions,
-    /// else im2col + GEMM. `JOULEBENCH_CONV_IM2COL=1` turns it into `Im2col` for a process.
+    /// The direct kernel (`conv_direct`) where it applies and drops few positions, except
+    /// for 1x1 kernels (one GEMM), else im2col + GEMM. `JOULEBENCH_CONV_IM2COL=1` turns it into `Im2col` for a process.
     Auto,
-    /// The direct kernel wherever it can run at all (stride 1, AVX2 + FMA), however many
-    /// positions it drops: for tests of the kernel on odd shapes.
+    /// The direct kernel wherever it can run at all (AVX2 + FMA), however many positions it
+    /// drops: for tests of the kernel on odd shapes.
     Direct,
     /// im2col + GEMM always (the before/after anchor for tests and benches).
     Im2col,
@@ -101,7 +101,7 @@ pub fn with_conv_im2col<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Whether this CPU runs the direct stride-1 kernel (x86-64 with AVX2 and FMA).
+/// Whether this CPU runs the direct convolution kernel (x86-64 with AVX2 and FMA).
 pub fn conv_direct_available() -> bool {
     conv_direct::available()
 }
@@ -163,21 +163,27 @@ impl ConvOp {
     /// The direct kernel's plan for this geometry, where it applies.
     fn direct_plan(&self, g: &Geom) -> Option<Plan> {
         let max_dropped = match self.algo {
+            // A 1x1 kernel is one GEMM over the (subsampled) input: the im2col path is a copy
+            // and the `gemm` crate, faster than the direct kernel at the ResNets' 1x1
+            // projections (`cargo bench --bench ops -- conv/.*proj`).
+            ConvAlgo::Auto if g.kh * g.kw == 1 => return None,
             ConvAlgo::Auto => conv_direct::MAX_DROPPED_SHARE,
             ConvAlgo::Direct => 1.0,
             _ => return None,
         };
-        if g.stride != 1 {
-            return None;
-        }
-        Plan::new(
+        let plan = Plan::new(
             g.c,
             g.o,
             (g.h, g.w),
             (g.kh, g.kw),
             (g.pad, g.pad),
+            g.stride,
             max_dropped,
-        )
+        )?;
+        // Auto takes the direct kernel only where the backward's input gradient takes it too
+        // (at stride 2 on a 14 x 14 plane the phases would drop 39 %, and the direct forward
+        // alone is no faster than im2col there).
+        (self.algo != ConvAlgo::Auto || plan.input_grad_applies()).then_some(plan)
     }
 }
 
@@ -728,7 +734,7 @@ mod tests {
         }
     }
 
-    /// The direct stride-1 kernel against im2col + GEMM (itself checked against candle above):
+    /// The direct kernel against im2col + GEMM (itself checked against candle above):
     /// values and the three gradients, at the ResNets' shapes (3x3 'same' on 28x28 and 14x14,
     /// the widths of both tasks, the 1-channel stem) and odd ones: batch 1, 1 channel, odd and
     /// non-square planes, output channels that fill no whole tile (1, 5, 7, 13), 1x1, 5x5
@@ -745,39 +751,64 @@ mod tests {
             eprintln!("SKIPPED direct_kernel_matches_im2col_values_and_grads: {why}");
             return;
         }
-        let cases: &[([usize; 4], [usize; 4], usize)] = &[
-            ([2, 16, 28, 28], [16, 16, 3, 3], 1),
-            ([2, 8, 28, 28], [8, 8, 3, 3], 1),
-            ([2, 32, 14, 14], [32, 32, 3, 3], 1),
-            ([3, 1, 28, 28], [16, 1, 3, 3], 1),
-            ([2, 64, 7, 7], [64, 64, 3, 3], 1),
-            ([1, 1, 5, 7], [1, 1, 3, 3], 1),
-            ([1, 3, 9, 11], [5, 3, 3, 3], 1),
-            ([2, 2, 6, 9], [7, 2, 5, 5], 2),
-            ([2, 4, 10, 10], [13, 4, 3, 3], 0),
-            ([1, 6, 8, 5], [3, 6, 1, 1], 0),
-            ([2, 3, 7, 12], [4, 3, 3, 5], 1),
-            ([1, 2, 1, 1], [2, 2, 3, 3], 1),
+        let cases: &[([usize; 4], [usize; 4], usize, usize)] = &[
+            ([2, 16, 28, 28], [16, 16, 3, 3], 1, 1),
+            ([2, 8, 28, 28], [8, 8, 3, 3], 1, 1),
+            ([2, 32, 14, 14], [32, 32, 3, 3], 1, 1),
+            ([3, 1, 28, 28], [16, 1, 3, 3], 1, 1),
+            ([2, 64, 7, 7], [64, 64, 3, 3], 1, 1),
+            ([1, 1, 5, 7], [1, 1, 3, 3], 1, 1),
+            ([1, 3, 9, 11], [5, 3, 3, 3], 1, 1),
+            ([2, 2, 6, 9], [7, 2, 5, 5], 2, 1),
+            ([2, 4, 10, 10], [13, 4, 3, 3], 0, 1),
+            ([1, 6, 8, 5], [3, 6, 1, 1], 0, 1),
+            ([2, 3, 7, 12], [4, 3, 3, 5], 1, 1),
+            ([1, 2, 1, 1], [2, 2, 3, 3], 1, 1),
+            // Stride 2: the ResNets' downsampling 3x3 convs and 1x1 projections (28 -> 14,
+            // 14 -> 7), odd planes (odd padded sizes leave phases of unequal size), 1x1s
+            // (they read one phase: the other pixels get zero gradient), 'valid', 5x5 and
+            // 2x2 kernels, stride 3, batch 1, 1 channel, a 1x1 plane.
+            ([2, 16, 28, 28], [32, 16, 3, 3], 1, 2),
+            ([2, 32, 14, 14], [64, 32, 3, 3], 1, 2),
+            ([2, 16, 28, 28], [32, 16, 1, 1], 0, 2),
+            ([2, 32, 14, 14], [64, 32, 1, 1], 0, 2),
+            ([1, 3, 9, 11], [5, 3, 3, 3], 1, 2),
+            ([2, 2, 7, 7], [3, 2, 1, 1], 0, 2),
+            ([1, 1, 6, 8], [2, 1, 1, 1], 0, 2),
+            ([2, 4, 10, 9], [7, 4, 3, 3], 0, 2),
+            ([1, 2, 11, 13], [3, 2, 5, 5], 2, 2),
+            ([2, 3, 8, 8], [4, 3, 2, 2], 0, 2),
+            ([1, 3, 11, 10], [2, 3, 3, 3], 1, 3),
+            ([1, 1, 1, 1], [2, 1, 3, 3], 1, 2),
         ];
-        for &(xs, ws, pad) in cases {
+        for &(xs, ws, pad, stride) in cases {
             let plan = Plan::new(
                 xs[1],
                 ws[0],
                 (xs[2], xs[3]),
                 (ws[2], ws[3]),
                 (pad, pad),
+                stride,
                 1.0,
             );
             assert!(
-                plan.is_some_and(|p| p.transposed(1.0).is_some()),
-                "{xs:?} * {ws:?} pad {pad}: the direct kernel must run here, forward and back"
+                plan.is_some_and(|p| p.input_grad_applies()),
+                "{xs:?} * {ws:?} pad {pad} stride {stride}: the direct kernel must run here, \
+                 forward and back"
             );
             let x = Var::from_tensor(&rand(&xs, 11)).unwrap();
             let w = Var::from_tensor(&rand(&ws, 12)).unwrap();
             let b = Var::from_tensor(&rand(&ws[..1], 13)).unwrap();
             let run = |algo| {
-                let y =
-                    conv2d_with(x.as_tensor(), w.as_tensor(), b.as_tensor(), pad, 1, algo).unwrap();
+                let y = conv2d_with(
+                    x.as_tensor(),
+                    w.as_tensor(),
+                    b.as_tensor(),
+                    pad,
+                    stride,
+                    algo,
+                )
+                .unwrap();
                 let c = rand(y.dims(), 14);
                 let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
                 let grads: Vec<Tensor> = [x.as_tensor(), w.as_tensor(), b.as_tensor()]
@@ -788,7 +819,7 @@ mod tests {
             };
             let (yd, gd) = run(ConvAlgo::Direct);
             let (yi, gi) = run(ConvAlgo::Im2col);
-            let what = format!("{xs:?} * {ws:?} pad {pad}");
+            let what = format!("{xs:?} * {ws:?} pad {pad} stride {stride}");
             let np = xs[0] * yi.dim(2).unwrap() * yi.dim(3).unwrap();
             assert_close(&yd, &yi, ws[1] * ws[2] * ws[3], &format!("{what}: forward"));
             for ((a, b), (k, q)) in
@@ -801,7 +832,8 @@ mod tests {
         }
     }
 
-    /// Which geometries `Auto` sends to the direct kernel: stride 1 with few dropped positions.
+    /// Which geometries `Auto` sends to the direct kernel: kernels larger than 1x1, at any
+    /// stride, with few dropped positions.
     #[test]
     fn auto_takes_the_direct_kernel_where_it_drops_little() {
         let plan = |c, o, hw: usize, k: usize, pad, stride| {
@@ -829,7 +861,20 @@ mod tests {
         let direct = conv_direct_available();
         assert_eq!(plan(16, 16, 28, 3, 1, 1), direct, "ResNet stage 1");
         assert_eq!(plan(32, 32, 14, 3, 1, 1), direct, "ResNet stage 2");
-        assert!(!plan(16, 32, 28, 3, 1, 2), "stride 2: im2col");
+        assert_eq!(plan(16, 32, 28, 3, 1, 2), direct, "stride 2, 28 -> 14");
+        assert!(
+            !plan(32, 64, 14, 3, 1, 2),
+            "stride 2, 14 -> 7: its input gradient, im2col"
+        );
+        assert!(!plan(16, 32, 28, 1, 0, 2), "1x1 projection: a GEMM, im2col");
+        assert!(
+            !plan(16, 16, 28, 1, 0, 1),
+            "1x1 at stride 1: a GEMM, im2col"
+        );
+        assert!(
+            !plan(64, 64, 5, 5, 2, 1),
+            "5x5 on 5x5: most positions dropped, im2col"
+        );
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! Direct stride-1 convolution in f32 on x86-64 with AVX2 + FMA: no im2col buffer, no GEMM
-//! packing.
+//! Direct convolution in f32 on x86-64 with AVX2 + FMA: no im2col buffer, no GEMM packing.
 //!
 //! For stride 1, each input channel is copied once into a zero-padded plane `(h + 2 ph) x w2`
 //! (`w2 = w + 2 pw`), and outputs are computed at the flattened positions `t = oy w2 + ox` for
@@ -12,9 +11,15 @@
 //! the next row); the plan is used only where they are a small share of the work
 //! ([`Plan::new`]).
 //!
+//! At stride `s > 1` the padded plane is split into `s^2` phase planes (every `s`-th row and
+//! column from each start), and the input an output needs for `(ki, kj)` is phase
+//! `(ki % s, kj % s)` shifted by `(ki / s, kj / s)`: the same micro-kernel, other offsets.
+//!
 //! Backward: the input gradient of a stride-1 convolution is the stride-1 convolution of the
 //! output gradient, padded by `kh - 1 - ph` and `kw - 1 - pw`, with the kernel flipped in both
-//! spatial axes and its channel axes swapped: the same micro-kernel. The kernel gradient
+//! spatial axes and its channel axes swapped: the same micro-kernel. At stride `s > 1` each
+//! phase plane's gradient is such a stride-1 convolution through that phase's kernel entries
+//! ([`PhaseGrad`]). The kernel gradient
 //! `dW[o, kk] = sum_t G[o, t] P[offs[kk] + t]` (G the output gradient laid out at the same
 //! flattened positions, zero where outputs were dropped) is a second micro-kernel that keeps
 //! 2 x 6 vector accumulators over `t` and adds their horizontal sums.
@@ -47,7 +52,7 @@ const GRAD_K: usize = 6;
 pub(super) const MAX_DROPPED_SHARE: f64 = 0.25;
 
 /// The geometry of one direct convolution: `c` input channels of `h x w`, `o` outputs,
-/// a `kh x kw` kernel at stride 1 with padding `ph`, `pw`.
+/// a `kh x kw` kernel at stride `s` with padding `ph`, `pw`.
 #[derive(Clone, Debug)]
 pub(super) struct Plan {
     c: usize,
@@ -58,13 +63,19 @@ pub(super) struct Plan {
     kw: usize,
     ph: usize,
     pw: usize,
+    s: usize,
     oh: usize,
     ow: usize,
-    /// Padded row width.
-    w2: usize,
-    /// Padded plane size, (h + 2 ph) w2.
+    /// Rows of one phase plane: the padded height over the stride, rounded up.
+    hq: usize,
+    /// Row width of a phase plane and of the flattened outputs: the padded width over the
+    /// stride, rounded up.
+    rw: usize,
+    /// One phase plane, hq rw.
+    phase_len: usize,
+    /// One input channel's planes: s^2 phases.
     ps: usize,
-    /// Positions computed per output plane: oh w2 rounded up to a whole tile.
+    /// Positions computed per output plane: oh rw rounded up to a whole tile.
     lp: usize,
     /// Padded-input buffer length: every read of a tile stays inside it.
     p_len: usize,
@@ -76,35 +87,48 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    /// The plan for a stride-1 convolution, or `None` where the direct path does not apply
-    /// (not x86-64 with AVX2 and FMA, padding as wide as the kernel, or a larger share of
-    /// dropped positions than `max_dropped`: see `MAX_DROPPED_SHARE`).
+    /// The plan for a convolution at stride `s`, or `None` where the direct path does not
+    /// apply (not x86-64 with AVX2 and FMA, padding as wide as the kernel, or a larger share
+    /// of dropped positions than `max_dropped`: see `MAX_DROPPED_SHARE`).
+    ///
+    /// At stride `s > 1` the padded input is split into `s^2` phase planes, phase `(a, b)`
+    /// holding the padded pixels `(s y + a, s x + b)` at `(y, x)`: the input that output
+    /// `(oy, ox)` needs for kernel offset `(ki, kj)` is phase `(ki % s, kj % s)` at
+    /// `(oy + ki / s, ox + kj / s)`, again one constant shift per kernel entry from the
+    /// flattened position `oy rw + ox`. At `s = 1` there is one phase, the padded plane.
     pub(super) fn new(
         c: usize,
         o: usize,
         (h, w): (usize, usize),
         (kh, kw): (usize, usize),
         (ph, pw): (usize, usize),
+        s: usize,
         max_dropped: f64,
     ) -> Option<Self> {
-        if !available() || c == 0 || o == 0 || kh == 0 || kw == 0 || ph >= kh || pw >= kw {
+        if !available() || c == 0 || o == 0 || kh == 0 || kw == 0 || s == 0 {
+            return None;
+        }
+        if ph >= kh || pw >= kw {
             return None;
         }
         let (h2, w2) = (h + 2 * ph, w + 2 * pw);
         if h2 < kh || w2 < kw {
             return None;
         }
-        let (oh, ow) = (h2 - kh + 1, w2 - kw + 1);
-        let lp = (oh * w2).div_ceil(TILE_T) * TILE_T;
+        let (oh, ow) = ((h2 - kh) / s + 1, (w2 - kw) / s + 1);
+        let (hq, rw) = (h2.div_ceil(s), w2.div_ceil(s));
+        let lp = (oh * rw).div_ceil(TILE_T) * TILE_T;
         if 1.0 - (oh * ow) as f64 / lp as f64 > max_dropped {
             return None;
         }
-        let ps = h2 * w2;
+        let phase_len = hq * rw;
+        let ps = s * s * phase_len;
         let mut offs = Vec::with_capacity(c * kh * kw);
         for ci in 0..c {
             for ki in 0..kh {
                 for kj in 0..kw {
-                    offs.push(ci * ps + ki * w2 + kj);
+                    let phase = (ki % s) * s + kj % s;
+                    offs.push(ci * ps + phase * phase_len + (ki / s) * rw + kj / s);
                 }
             }
         }
@@ -118,9 +142,12 @@ impl Plan {
             kw,
             ph,
             pw,
+            s,
             oh,
             ow,
-            w2,
+            hq,
+            rw,
+            phase_len,
             ps,
             lp,
             p_len,
@@ -129,43 +156,79 @@ impl Plan {
         })
     }
 
+    /// Whether the backward pass takes the direct kernel for the input gradient too (else
+    /// [`backward`] returns `None` when asked for it).
+    pub(super) fn input_grad_applies(&self) -> bool {
+        if self.s == 1 {
+            self.transposed(self.max_dropped).is_some()
+        } else {
+            PhaseGrad::applies(self)
+        }
+    }
+
+    /// Whether phase `(a, b)` is read by some kernel entry.
+    fn phase_used(&self, a: usize, b: usize) -> bool {
+        a < self.kh && b < self.kw
+    }
+
     fn k(&self) -> usize {
         self.c * self.kh * self.kw
     }
 
-    /// The plan of the input gradient: a convolution of the output gradient (`o` channels of
-    /// `oh x ow`) back to `c` channels of `h x w`.
-    pub(super) fn transposed(&self, max_dropped: f64) -> Option<Self> {
+    /// The plan of the input gradient at stride 1: a convolution of the output gradient (`o`
+    /// channels of `oh x ow`) back to `c` channels of `h x w`. (At stride > 1 the input
+    /// gradient is computed phase by phase: [`PhaseGrad`].)
+    fn transposed(&self, max_dropped: f64) -> Option<Self> {
+        if self.s != 1 {
+            return None;
+        }
         let t = Self::new(
             self.o,
             self.c,
             (self.oh, self.ow),
             (self.kh, self.kw),
             (self.kh - 1 - self.ph, self.kw - 1 - self.pw),
+            1,
             max_dropped,
         )?;
         (t.oh == self.h && t.ow == self.w).then_some(t)
     }
 
-    /// Copy one sample `(c, h, w)` into the padded planes of `p` (whose padding is zero and
-    /// stays zero: only the interior is written).
+    /// Copy one sample `(c, h, w)` into the phase planes of `p` (whose padding is zero and
+    /// stays zero: only the interior is written; phases no kernel entry reads are skipped).
     fn pad_into(&self, x: &[f32], p: &mut [f32]) {
+        let s = self.s;
         for ci in 0..self.c {
             for iy in 0..self.h {
                 let src = &x[(ci * self.h + iy) * self.w..][..self.w];
-                let at = ci * self.ps + (iy + self.ph) * self.w2 + self.pw;
-                p[at..at + self.w].copy_from_slice(src);
+                let py = iy + self.ph;
+                let (a, y) = (py % s, py / s);
+                for b in 0..s {
+                    if !self.phase_used(a, b) {
+                        continue;
+                    }
+                    let at = ci * self.ps + (a * s + b) * self.phase_len + y * self.rw;
+                    if s == 1 {
+                        p[at + self.pw..][..self.w].copy_from_slice(src);
+                        continue;
+                    }
+                    // The inputs ix with (ix + pw) % s == b, at (ix + pw) / s.
+                    let ix0 = (b + s - self.pw % s) % s;
+                    for ix in (ix0..self.w).step_by(s) {
+                        p[at + (ix + self.pw) / s] = src[ix];
+                    }
+                }
             }
         }
     }
 
-    /// `y[oi, oy, ox] = yp[oi, oy w2 + ox] + bias[oi]` for the kept positions: every element
+    /// `y[oi, oy, ox] = yp[oi, oy rw + ox] + bias[oi]` for the kept positions: every element
     /// of `y` (o oh ow of them) is written, so `y` may start uninitialised.
     fn unpad(&self, yp: &[f32], bias: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) {
         for oi in 0..self.o {
             let b = bias.map_or(0.0, |b| b[oi]);
             for oy in 0..self.oh {
-                let src = &yp[oi * self.lp + oy * self.w2..][..self.ow];
+                let src = &yp[oi * self.lp + oy * self.rw..][..self.ow];
                 let dst = &mut y[(oi * self.oh + oy) * self.ow..][..self.ow];
                 for (d, &s) in dst.iter_mut().zip(src) {
                     d.write(s + b);
@@ -187,7 +250,7 @@ impl Plan {
         for oi in 0..self.o {
             for oy in 0..self.oh {
                 let src = &dy[(oi * self.oh + oy) * self.ow..][..self.ow];
-                g[oi * self.lp + oy * self.w2..][..self.ow].copy_from_slice(src);
+                g[oi * self.lp + oy * self.rw..][..self.ow].copy_from_slice(src);
             }
         }
     }
@@ -236,6 +299,163 @@ fn pack_flipped(w: &[f32], p: &Plan) -> Vec<f32> {
         }
     }
     out
+}
+
+/// The input gradient of a convolution at stride `s > 1`, phase by phase. The gradient of
+/// phase plane `(a, b)` ([`Plan::new`]) is
+/// `dQ_ab[c, y, x] = sum_{o, m, n} W[o, c, a + s m, b + s n] G[o, y - m, x - n]`, with G the
+/// output gradient (zero outside `oh x ow`): a stride-1 convolution of G zero-padded by `pt`
+/// rows above and `pl` columns to the left, through that phase's kernel entries. So the
+/// forward micro-kernel runs once per phase over one padded copy of G, with its own offsets
+/// and weights, and each input pixel then reads its gradient from its phase.
+struct PhaseGrad {
+    pt: usize,
+    pl: usize,
+    /// Row width of the padded output gradient and of the phase outputs.
+    wg: usize,
+    /// One padded output-gradient plane: (hq + pt) wg.
+    gs: usize,
+    /// Positions computed per phase plane: hq wg rounded up to a whole tile.
+    lq: usize,
+    /// Padded output-gradient buffer length: every read of a tile stays inside it.
+    g_len: usize,
+    phases: Vec<Phase>,
+    /// Per phase `a s + b`: its index in `phases`, or `None` where no kernel entry falls in
+    /// it (the stride skips those pixels: their gradient is zero).
+    slot: Vec<Option<usize>>,
+}
+
+/// One phase's reads of the padded output gradient and its weights, `[kk'][c]` with
+/// kk' = (oi, m, n): `W[oi, ci, a + s m, b + s n]`.
+struct Phase {
+    offs: Vec<usize>,
+    w: Vec<f32>,
+}
+
+impl PhaseGrad {
+    /// The phases of `plan` (stride > 1) with kernel `w`, or `None` where they would compute
+    /// a larger share of dropped positions than the plan allows.
+    fn new(plan: &Plan, w: &[f32]) -> Option<Self> {
+        if !Self::applies(plan) {
+            return None;
+        }
+        let (s, c, kh, kw) = (plan.s, plan.c, plan.kh, plan.kw);
+        let (pt, pl, wg, lq) = Self::geometry(plan);
+        let gs = (plan.hq + pt) * wg;
+        let mut phases = Vec::new();
+        let mut slot = vec![None; s * s];
+        for a in 0..s.min(kh) {
+            for b in 0..s.min(kw) {
+                let (ma, mb) = ((kh - a).div_ceil(s), (kw - b).div_ceil(s));
+                let mut offs = Vec::with_capacity(plan.o * ma * mb);
+                let mut wp = Vec::with_capacity(plan.o * ma * mb * c);
+                for oi in 0..plan.o {
+                    for m in 0..ma {
+                        for n in 0..mb {
+                            offs.push(oi * gs + (pt - m) * wg + pl - n);
+                            let (ki, kj) = (a + s * m, b + s * n);
+                            wp.extend((0..c).map(|ci| w[((oi * c + ci) * kh + ki) * kw + kj]));
+                        }
+                    }
+                }
+                slot[a * s + b] = Some(phases.len());
+                phases.push(Phase { offs, w: wp });
+            }
+        }
+        let g_len = (plan.o - 1) * gs + pt * wg + pl + lq;
+        Some(Self {
+            pt,
+            pl,
+            wg,
+            gs,
+            lq,
+            g_len,
+            phases,
+            slot,
+        })
+    }
+
+    /// `(pt, pl, wg, lq)`: the output gradient's padding above and to the left, its padded
+    /// row width, the positions computed per phase plane.
+    fn geometry(plan: &Plan) -> (usize, usize, usize, usize) {
+        let (pt, pl) = (plan.kh.div_ceil(plan.s) - 1, plan.kw.div_ceil(plan.s) - 1);
+        let wg = plan.rw + pl;
+        (pt, pl, wg, (plan.hq * wg).div_ceil(TILE_T) * TILE_T)
+    }
+
+    /// Whether the phases drop no larger share of their computed positions than `plan`
+    /// allows (the pixels of phases with kernel entries are the kept positions).
+    fn applies(plan: &Plan) -> bool {
+        let (s, lq) = (plan.s, Self::geometry(plan).3);
+        let phases = plan.kh.min(s) * plan.kw.min(s);
+        let rows = (0..plan.h)
+            .filter(|iy| (iy + plan.ph) % s < plan.kh)
+            .count();
+        let cols = (0..plan.w)
+            .filter(|ix| (ix + plan.pw) % s < plan.kw)
+            .count();
+        1.0 - (rows * cols) as f64 / (phases * lq) as f64 <= plan.max_dropped
+    }
+
+    /// Buffer lengths one split needs: the padded output gradient and the phase outputs.
+    fn buffers(&self, plan: &Plan) -> (usize, usize) {
+        (self.g_len, self.phases.len() * plan.c * self.lq)
+    }
+
+    /// One sample's input gradient `dx (c, h, w)` from its output gradient `dy (o, oh, ow)`;
+    /// `q` is the padded output gradient (padding zero, only the interior is written) and
+    /// `dq` the phase outputs, both of `buffers`' lengths. Every element of `dx` is written.
+    fn sample(
+        &self,
+        plan: &Plan,
+        dy: &[f32],
+        q: &mut [f32],
+        dq: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
+    ) {
+        for oi in 0..plan.o {
+            for oy in 0..plan.oh {
+                let src = &dy[(oi * plan.oh + oy) * plan.ow..][..plan.ow];
+                q[oi * self.gs + (oy + self.pt) * self.wg + self.pl..][..plan.ow]
+                    .copy_from_slice(src);
+            }
+        }
+        let (c, lq) = (plan.c, self.lq);
+        assert!(q.len() >= self.g_len && dq.len() >= self.phases.len() * c * lq);
+        for (k, phase) in self.phases.iter().enumerate() {
+            assert!(phase.w.len() >= phase.offs.len() * c);
+            // SAFETY: `available()` (checked by `Plan::new`) says the CPU has AVX2 and FMA;
+            // every offset is at most (o - 1) gs + pt wg + pl, so offset + lq <= g_len; the
+            // phase writes c lq outputs inside `dq` (asserted above).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::forward(q, &phase.offs, &phase.w, c, lq, &mut dq[k * c * lq..])
+            };
+        }
+        let s = plan.s;
+        for ci in 0..c {
+            for iy in 0..plan.h {
+                let py = iy + plan.ph;
+                let (a, y) = (py % s, py / s);
+                let row = &mut dx[(ci * plan.h + iy) * plan.w..][..plan.w];
+                for (ix, d) in row.iter_mut().enumerate() {
+                    let px = ix + plan.pw;
+                    d.write(match self.slot[a * s + px % s] {
+                        Some(k) => dq[(k * c + ci) * lq + y * self.wg + px / s],
+                        None => 0.0,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// How the backward pass computes the input gradient.
+enum InputGrad {
+    /// Stride 1: the flipped kernel over the padded output gradient, through its own plan.
+    Flipped(Plan, Vec<f32>),
+    /// Stride > 1: phase by phase.
+    Phased(PhaseGrad),
 }
 
 /// One sample's forward through the plan: `p` holds the padded input, `yp` receives the
@@ -298,21 +518,28 @@ pub(super) fn backward(
     n: usize,
     need_dx: bool,
 ) -> Option<Grads> {
-    let tp = if need_dx {
-        Some(plan.transposed(plan.max_dropped)?)
-    } else {
-        None
+    let dxg = match (need_dx, plan.s) {
+        (false, _) => None,
+        (true, 1) => Some(InputGrad::Flipped(
+            plan.transposed(plan.max_dropped)?,
+            pack_flipped(w, plan),
+        )),
+        (true, _) => Some(InputGrad::Phased(PhaseGrad::new(plan, w)?)),
     };
     let (k, o) = (plan.k(), plan.o);
     let (chw, op) = (plan.c * plan.h * plan.w, o * plan.oh * plan.ow);
-    let wf = tp.as_ref().map(|_| pack_flipped(w, plan));
+    let (q_len, xp_len) = match &dxg {
+        None => (0, 0),
+        Some(InputGrad::Flipped(t, _)) => (t.p_len, t.o * t.lp),
+        Some(InputGrad::Phased(pg)) => pg.buffers(plan),
+    };
     let init = || Acc {
         dw: vec![0.0; o * k],
         db: vec![0.0; o],
         p: vec![0.0; plan.p_len],
         g: vec![0.0; o * plan.lp],
-        q: tp.as_ref().map_or(Vec::new(), |t| vec![0.0; t.p_len]),
-        xp: tp.as_ref().map_or(Vec::new(), |t| vec![0.0; t.o * t.lp]),
+        q: vec![0.0; q_len],
+        xp: vec![0.0; xp_len],
     };
     let sample = |mut acc: Acc, xn: &[f32], gn: &[f32], dxn: Option<&mut [MaybeUninit<f32>]>| {
         plan.pad_into(xn, &mut acc.p);
@@ -324,10 +551,16 @@ pub(super) fn backward(
         unsafe {
             x86::weight_grad(&acc.p, &plan.offs, &acc.g, o, plan.lp, &mut acc.dw)
         };
-        if let (Some(dxn), Some(t), Some(wf)) = (dxn, tp.as_ref(), wf.as_ref()) {
-            t.pad_into(gn, &mut acc.q);
-            sample_forward(t, wf, &acc.q, &mut acc.xp);
-            t.unpad(&acc.xp, None, dxn);
+        match (dxn, dxg.as_ref()) {
+            (Some(dxn), Some(InputGrad::Flipped(t, wf))) => {
+                t.pad_into(gn, &mut acc.q);
+                sample_forward(t, wf, &acc.q, &mut acc.xp);
+                t.unpad(&acc.xp, None, dxn);
+            }
+            (Some(dxn), Some(InputGrad::Phased(pg))) => {
+                pg.sample(plan, gn, &mut acc.q, &mut acc.xp, dxn)
+            }
+            _ => {}
         }
         acc
     };
@@ -357,8 +590,9 @@ pub(super) fn backward(
             .reduce(init, merge)
     };
     let dx = need_dx.then(|| {
-        // SAFETY: the n chunks of chw elements were each written in full by `unpad` (the
-        // transposed plan's output is c x h x w: `Plan::transposed` checks it).
+        // SAFETY: the n chunks of chw elements were each written in full, by `unpad` (the
+        // transposed plan's output is c x h x w: `Plan::transposed` checks it) or by
+        // `PhaseGrad::sample`.
         unsafe { dx.set_len(n * chw) };
         dx
     });

@@ -31,7 +31,7 @@ struct Setup {
     m: Box<dyn model::RefModel>,
     spec: task::TaskSpec,
     order: Tensor,
-    x: Tensor,
+    x: joulebench::engine::prepare::Inputs,
     y: Tensor,
     n_batches: usize,
 }

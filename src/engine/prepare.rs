@@ -12,10 +12,10 @@ use candle_core::{Device, Tensor};
 
 /// Device-resident train and eval tensors of one task.
 pub struct Prepared {
-    pub train_x: Tensor,
+    pub train_x: Inputs,
     pub train_y: Tensor,
     pub n_train: usize,
-    pub eval_x: Tensor,
+    pub eval_x: Inputs,
     pub eval_y: Tensor,
     pub n_eval: usize,
     /// Individual predictions scored per eval (text: windows x context).
@@ -24,6 +24,81 @@ pub struct Prepared {
     pub classes: usize,
     /// Majority-class rate of the eval targets actually used.
     pub chance: f64,
+}
+
+/// Model inputs as the device holds them. Images whose pixels are all `b / 255` for a byte `b`
+/// (every shipped image dataset, as its loader scales it) are held as those bytes, a quarter
+/// of f32's memory, beside the table of the 256 standardised values: a batch is looked up in
+/// the table as it is taken, giving exactly the f32 values that standardising every image on
+/// the host gave (the table is computed by the same expression). Other inputs (tokens,
+/// synthetic and random images) are held as the model eats them.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    held: Tensor,
+    /// Byte-held images: the standardised value of each byte, f32 (256).
+    table: Option<Tensor>,
+}
+
+impl Inputs {
+    /// Inputs held as the model eats them.
+    pub fn plain(x: Tensor) -> Self {
+        Self {
+            held: x,
+            table: None,
+        }
+    }
+
+    /// The rows `idx` (along `dim`), as the model eats them.
+    pub fn index_select(&self, idx: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
+        self.lookup(self.held.index_select(idx, dim)?)
+    }
+
+    /// `len` entries from `start` along `dim`, as the model eats them.
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> candle_core::Result<Tensor> {
+        self.lookup(self.held.narrow(dim, start, len)?)
+    }
+
+    pub fn device(&self) -> &Device {
+        self.held.device()
+    }
+
+    /// Bytes the device holds for these inputs (the table included).
+    pub fn held_bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        size(&self.held) + self.table.as_ref().map_or(0, size)
+    }
+
+    fn lookup(&self, x: Tensor) -> candle_core::Result<Tensor> {
+        match &self.table {
+            None => Ok(x),
+            Some(table) => {
+                let shape = x.shape().clone();
+                // As u32: candle's index_select reads an index equal to its type's maximum
+                // (u8 255, a white pixel) as "no row" and writes 0.
+                let codes = x.flatten_all()?.to_dtype(candle_core::DType::U32)?;
+                table.index_select(&codes, 0)?.reshape(shape)
+            }
+        }
+    }
+}
+
+/// Each pixel's byte `b` where every pixel is exactly `b / 255` as the loaders compute it.
+fn pixel_bytes(px: &[f32]) -> Option<Vec<u8>> {
+    px.iter()
+        .map(|&p| {
+            let b = (p * 255.0).round();
+            let byte = b as u8;
+            ((0.0..=255.0).contains(&b) && f32::from(byte) / 255.0 == p).then_some(byte)
+        })
+        .collect()
+}
+
+/// The task's declared input mean and sd (0 and 1 when it declares none).
+fn input_standardisation(spec: &TaskSpec) -> (f32, f32) {
+    match (spec.train.input_mean, spec.train.input_sd) {
+        (Some(m), Some(s)) => (m as f32, s as f32),
+        _ => (0.0, 1.0),
+    }
 }
 
 /// The task's view of a loaded dataset (class filter, rotation, corpus part; see
@@ -63,10 +138,7 @@ pub fn images_to_tensors(
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let [c, h, w] = set.shape;
-    let (mean, sd) = match (spec.train.input_mean, spec.train.input_sd) {
-        (Some(m), Some(s)) => (m as f32, s as f32),
-        _ => (0.0, 1.0),
-    };
+    let (mean, sd) = input_standardisation(spec);
     let x: Vec<f32> = set.images[..n * c * h * w]
         .iter()
         .map(|&p| (p - mean) / sd)
@@ -74,6 +146,34 @@ pub fn images_to_tensors(
     let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
     Ok((
         Tensor::from_vec(x, (n, c, h, w), device)?,
+        Tensor::from_vec(y, n, device)?,
+    ))
+}
+
+/// [`images_to_tensors`] held as bytes where the pixels allow it ([`Inputs`]): the same
+/// values reach the model, in a quarter of the device memory.
+pub fn images_to_inputs(
+    spec: &TaskSpec,
+    set: &ImageSet,
+    n: usize,
+    device: &Device,
+) -> candle_core::Result<(Inputs, Tensor)> {
+    let [c, h, w] = set.shape;
+    let Some(bytes) = pixel_bytes(&set.images[..n * c * h * w]) else {
+        let (x, y) = images_to_tensors(spec, set, n, device)?;
+        return Ok((Inputs::plain(x), y));
+    };
+    let (mean, sd) = input_standardisation(spec);
+    // The same expression as `images_to_tensors` applies to each pixel `b / 255`.
+    let table: Vec<f32> = (0..=255u8)
+        .map(|b| (f32::from(b) / 255.0 - mean) / sd)
+        .collect();
+    let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
+    Ok((
+        Inputs {
+            held: Tensor::from_vec(bytes, (n, c, h, w), device)?,
+            table: Some(Tensor::from_vec(table, 256, device)?),
+        },
         Tensor::from_vec(y, n, device)?,
     ))
 }
@@ -113,8 +213,8 @@ pub fn prepare(
         } => {
             let [c, h, w] = train.shape;
             let n_eval = cap(test.len());
-            let (train_x, train_y) = images_to_tensors(spec, train, train.len(), device)?;
-            let (eval_x, eval_y) = images_to_tensors(spec, test, n_eval, device)?;
+            let (train_x, train_y) = images_to_inputs(spec, train, train.len(), device)?;
+            let (eval_x, eval_y) = images_to_inputs(spec, test, n_eval, device)?;
             Ok(Prepared {
                 train_x,
                 train_y,
@@ -143,10 +243,10 @@ pub fn prepare(
                 _ => majority_rate(targets, vocab),
             };
             Ok(Prepared {
-                train_x,
+                train_x: Inputs::plain(train_x),
                 train_y,
                 n_train,
-                eval_x,
+                eval_x: Inputs::plain(eval_x),
                 eval_y,
                 n_eval,
                 eval_predictions: n_eval * context,
@@ -225,4 +325,67 @@ pub fn majority_rate(labels: impl Iterator<Item = u32>, classes: usize) -> f64 {
         return 0.0;
     }
     *counts.iter().max().unwrap_or(&0) as f64 / n as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::task::{default_models_dir, find};
+
+    fn set(images: Vec<f32>, n: usize) -> ImageSet {
+        ImageSet {
+            images,
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+            shape: [1, 4, 5],
+        }
+    }
+
+    /// Byte-held images give the model exactly (bit for bit) the values of standardising
+    /// every image on the host, through both ways of taking rows; images that are not all
+    /// `b / 255` are held as f32.
+    #[test]
+    fn byte_held_images_reach_the_model_bit_for_bit() {
+        let spec = find(&default_models_dir(), "fashion-resnet").unwrap();
+        assert!(spec.train.input_mean.is_some(), "a task that standardises");
+        let n = 7;
+        let bytes: Vec<f32> = (0..n * 20)
+            .map(|i| f32::from((i * 37 % 256) as u8) / 255.0)
+            .collect();
+        let s = set(bytes, n);
+        let dev = Device::Cpu;
+        let (plain, py) = images_to_tensors(&spec, &s, n, &dev).unwrap();
+        let (held, hy) = images_to_inputs(&spec, &s, n, &dev).unwrap();
+        assert!(
+            held.table.is_some(),
+            "every pixel is b / 255: held as bytes"
+        );
+        assert_eq!(held.held_bytes(), n * 20 + 256 * 4);
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let idx = Tensor::new(&[3u32, 0, 6, 3], &dev).unwrap();
+        let want = plain.index_select(&idx, 0).unwrap();
+        let got = held.index_select(&idx, 0).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        assert_eq!(bits(&got), bits(&want));
+        assert_eq!(
+            bits(&held.narrow(0, 2, 4).unwrap()),
+            bits(&plain.narrow(0, 2, 4).unwrap())
+        );
+        assert_eq!(py.to_vec1::<u32>().unwrap(), hy.to_vec1::<u32>().unwrap());
+
+        // One pixel off the byte grid (a synthetic image): held as the f32 values themselves.
+        let mut odd = s.images.clone();
+        odd[5] += 1e-3;
+        let (held, _) = images_to_inputs(&spec, &set(odd.clone(), n), n, &dev).unwrap();
+        assert!(held.table.is_none());
+        let (plain, _) = images_to_tensors(&spec, &set(odd, n), n, &dev).unwrap();
+        assert_eq!(bits(&held.narrow(0, 0, n).unwrap()), bits(&plain));
+    }
 }

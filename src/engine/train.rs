@@ -149,7 +149,7 @@ pub fn evaluate(
 /// The training set a classifier learns from in one run: the real one, a synthetic one made
 /// inside the window, a blend, or random tensors.
 pub struct TrainSet {
-    pub x: Tensor,
+    pub x: crate::engine::prepare::Inputs,
     pub y: Tensor,
     pub n: usize,
 }

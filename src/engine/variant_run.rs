@@ -22,7 +22,7 @@ use crate::data::{ImageSet, Loaded, TextSet};
 use crate::engine::checkpoint::{Checkpoint, CheckpointError};
 use crate::engine::model::{self, InputShape, ParamStore, RefModel, SeededRng};
 use crate::engine::precision::{Amp, PrecisionError, Tf32Guard};
-use crate::engine::prepare::Prepared;
+use crate::engine::prepare::{Inputs, Prepared};
 use crate::engine::prune::{self, Masks, Schedule};
 use crate::engine::synth::{self, SynthError};
 use crate::engine::train::{
@@ -289,7 +289,11 @@ pub fn run(
                 device,
             )
             .map_err(TrainError::from)?;
-            TrainSet { x, y, n }
+            TrainSet {
+                x: Inputs::plain(x),
+                y,
+                n,
+            }
         }
         DataSource::Real => TrainSet::real(p),
     };
@@ -465,7 +469,14 @@ fn synthetic_set(
         sample_flops,
         note: "the generator is fitted to the real training images and sampled inside the measured window (phases generator-fit and sample); the classifier trains on this set and is evaluated on the real held-out set".into(),
     });
-    Ok((TrainSet { x, y, n }, report))
+    Ok((
+        TrainSet {
+            x: Inputs::plain(x),
+            y,
+            n,
+        },
+        report,
+    ))
 }
 
 /// Text: fit a character n-gram model to the real training text (phase `generator-fit`),
@@ -518,7 +529,14 @@ fn synthetic_text_set(
         sample_flops,
         note: "a character n-gram model (interpolated absolute discounting) is fitted to the real training text and sampled to the same length inside the measured window (phases generator-fit and sample); the model trains on this text and is evaluated on the real held-out text".into(),
     });
-    Ok((TrainSet { x, y, n }, report))
+    Ok((
+        TrainSet {
+            x: Inputs::plain(x),
+            y,
+            n,
+        },
+        report,
+    ))
 }
 
 /// The dense model's stage: train to T (any eval), never scored.

@@ -21,7 +21,7 @@
 use super::{CollapseError, Policy};
 use crate::data::ImageSet;
 use crate::engine::model::{self, InputShape, SeededRng};
-use crate::engine::prepare::Prepared;
+use crate::engine::prepare::{Inputs, Prepared};
 use crate::engine::synth::{self, Generator};
 use crate::engine::train::{self, NoObserver, TrainOptions};
 use crate::measure::{MeasuredWindow, Meter, WindowReport};
@@ -283,10 +283,10 @@ fn classify(
     let [c, h, wd] = train_set.shape;
     let (train_x, train_y) = to_tensors(train_set, env.device)?;
     let p = Prepared {
-        train_x,
+        train_x: Inputs::plain(train_x),
         train_y,
         n_train: train_set.len(),
-        eval_x: test.0.clone(),
+        eval_x: Inputs::plain(test.0.clone()),
         eval_y: test.1.clone(),
         n_eval: test.2,
         eval_predictions: test.2,

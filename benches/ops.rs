@@ -111,17 +111,34 @@ fn bench_ops(c: &mut Criterion) {
 fn bench_gemm(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm");
     g.sample_size(20);
+    // (label, rows = batch x context, in features, out features). `square-768` is the `gemm`
+    // crate's rate on a shape it handles at its best: the other rows read against it in the
+    // same run, which holds on a shared machine where absolute rates move.
     for (label, rows, inp, out) in [
+        ("square-768", 768, 768, 768),
         ("gpt-mini-qkv", 768, 128, 384),
         ("gpt-mini-proj", 768, 128, 128),
         ("gpt-mini-ff-in", 768, 128, 512),
         ("gpt-mini-ff-out", 768, 512, 128),
+        ("charlm-qkv", 2048, 64, 192),
+        ("charlm-proj", 2048, 64, 64),
+        ("charlm-ff-in", 2048, 64, 256),
+        ("charlm-ff-out", 2048, 256, 64),
     ] {
         let x = rand(&[rows, inp]);
         let layer = Linear::new(rand(&[out, inp]), None);
         g.throughput(Throughput::Elements((2 * rows * inp * out) as u64));
         g.bench_function(BenchmarkId::new("linear_no_bias", label), |bch| {
             bch.iter(|| layer.forward(&x).expect("linear"))
+        });
+        // Forward and backward (input and weight gradients): three GEMMs of the forward's
+        // FLOPs, so the throughput is 3x the forward's.
+        let xv = Var::from_tensor(&x).expect("var");
+        let wv = Var::from_tensor(&rand(&[out, inp])).expect("var");
+        let tracked = Linear::new(wv.as_tensor().clone(), None);
+        g.throughput(Throughput::Elements((6 * rows * inp * out) as u64));
+        g.bench_function(BenchmarkId::new("linear_no_bias_step", label), |bch| {
+            bch.iter(|| fwd_bwd(&|| tracked.forward(xv.as_tensor()).expect("linear")))
         });
     }
     g.finish();

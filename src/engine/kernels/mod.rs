@@ -3,7 +3,7 @@
 //! Owns: the layers whose candle 0.11 CPU implementation dominated a training step (profiled
 //! in docs/results.md "Speed"): a dense layer that fuses its bias and skips the input gradient
 //! nobody asked for (`linear`), an im2col + GEMM convolution whose input and kernel gradients
-//! are GEMMs too (`conv`), which hands stride-1 f32 convolutions on AVX2 + FMA machines to a
+//! are GEMMs too (`conv`), which hands f32 convolutions above 1x1 on AVX2 + FMA machines to a
 //! direct kernel without im2col (`conv_direct`), single-pass ReLU and ReLU + 2x2 max-pool
 //! (`act`), layer norm with its backward (`norm`), which candle-nn's fused op lacks, causal self-attention from
 //! the packed q/k/v projection in one op (`attention`), exact GELU (`gelu`), and softmax

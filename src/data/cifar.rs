@@ -58,7 +58,7 @@ pub fn load_cifar_bin(paths: &[&Path]) -> Result<ImageSet, DataError> {
             if let Some((&label, pixels)) = record.split_first() {
                 set.labels.push(label);
                 set.images
-                    .extend(pixels.iter().map(|&b| f32::from(b) / 255.0));
+                    .extend(pixels.iter().map(|&b| super::unit_pixel(b)));
             }
         }
         check_labels(path, set.labels.get(first..).unwrap_or(&[]), "record")?;

@@ -115,7 +115,7 @@ pub fn load_idx_images(path: &Path) -> Result<(Vec<f32>, [usize; 3]), DataError>
             detail: format!("{claim}, which overflows"),
         })?;
     let body = read_body(&mut src, 16, body_len, &claim)?;
-    let pixels = body.iter().map(|&b| f32::from(b) / 255.0).collect();
+    let pixels = body.iter().map(|&b| super::unit_pixel(b)).collect();
     Ok((pixels, [1, rows as usize, cols as usize]))
 }
 

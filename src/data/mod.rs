@@ -26,6 +26,12 @@ pub use error::DataError;
 pub use idx::{load_idx_images, load_idx_labels, load_idx_pair};
 pub use text::load_text;
 
+/// A pixel byte scaled to [0, 1], as every byte-image loader here scales it (and as
+/// `engine::prepare` recognises byte images by).
+pub fn unit_pixel(b: u8) -> f32 {
+    f32::from(b) / 255.0
+}
+
 /// Number of classes of every image dataset here.
 pub const NUM_CLASSES: usize = 10;
 

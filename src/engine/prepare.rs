@@ -5,7 +5,7 @@
 //! Owns: host data to device tensors, before any window opens.
 //! Must not: train, evaluate or measure (`train.rs`).
 
-use crate::data::{DatasetBundle, ImageSet, Loaded};
+use crate::data::{unit_pixel, DatasetBundle, ImageSet, Loaded};
 use crate::engine::model::InputShape;
 use crate::spec::task::{Metric, TaskSpec};
 use candle_core::{Device, Tensor};
@@ -82,15 +82,28 @@ impl Inputs {
     }
 }
 
-/// Each pixel's byte `b` where every pixel is exactly `b / 255` as the loaders compute it.
+/// Each pixel's byte `b` where every pixel is exactly `unit_pixel(b)`, as the loaders
+/// compute it.
 fn pixel_bytes(px: &[f32]) -> Option<Vec<u8>> {
     px.iter()
         .map(|&p| {
             let b = (p * 255.0).round();
             let byte = b as u8;
-            ((0.0..=255.0).contains(&b) && f32::from(byte) / 255.0 == p).then_some(byte)
+            ((0.0..=255.0).contains(&b) && unit_pixel(byte) == p).then_some(byte)
         })
         .collect()
+}
+
+/// A pixel as the model eats it: `(p - mean) / sd`. The one expression both ways of holding
+/// images use, so byte-held images reach the model with the same bits.
+fn standardise(p: f32, (mean, sd): (f32, f32)) -> f32 {
+    (p - mean) / sd
+}
+
+/// The first `n` labels as a `u32` tensor.
+fn labels_tensor(set: &ImageSet, n: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
+    Tensor::from_vec(y, n, device)
 }
 
 /// The task's declared input mean and sd (0 and 1 when it declares none).
@@ -138,15 +151,14 @@ pub fn images_to_tensors(
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let [c, h, w] = set.shape;
-    let (mean, sd) = input_standardisation(spec);
+    let ms = input_standardisation(spec);
     let x: Vec<f32> = set.images[..n * c * h * w]
         .iter()
-        .map(|&p| (p - mean) / sd)
+        .map(|&p| standardise(p, ms))
         .collect();
-    let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
     Ok((
         Tensor::from_vec(x, (n, c, h, w), device)?,
-        Tensor::from_vec(y, n, device)?,
+        labels_tensor(set, n, device)?,
     ))
 }
 
@@ -163,18 +175,16 @@ pub fn images_to_inputs(
         let (x, y) = images_to_tensors(spec, set, n, device)?;
         return Ok((Inputs::plain(x), y));
     };
-    let (mean, sd) = input_standardisation(spec);
-    // The same expression as `images_to_tensors` applies to each pixel `b / 255`.
+    let ms = input_standardisation(spec);
     let table: Vec<f32> = (0..=255u8)
-        .map(|b| (f32::from(b) / 255.0 - mean) / sd)
+        .map(|b| standardise(unit_pixel(b), ms))
         .collect();
-    let y: Vec<u32> = set.labels[..n].iter().map(|&l| l as u32).collect();
     Ok((
         Inputs {
             held: Tensor::from_vec(bytes, (n, c, h, w), device)?,
             table: Some(Tensor::from_vec(table, 256, device)?),
         },
-        Tensor::from_vec(y, n, device)?,
+        labels_tensor(set, n, device)?,
     ))
 }
 

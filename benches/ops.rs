@@ -3,14 +3,15 @@
 //! forward + backward, at the shapes of the shipped tasks (one step's worth of one layer). Run:
 //! `cargo bench --bench ops`; rows `ops/<op>/<fused|composed>/<task>`. The composed path is the
 //! same function forced with `kernels::with_composed` (what `JOULEBENCH_COMPOSED_OPS=1` does).
-//! `gemm/linear_no_bias/<layer>`: the GPT mini's dense layers, in FLOP/s.
+//! `gemm/linear_no_bias[_step][_crate]/<layer>`: the transformer tasks' dense layers, forward (and
+//! forward + backward), in FLOP/s, on `sgemm` and (`_crate`) on the `gemm` crate.
 
 use candle_core::Module;
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use joulebench::engine::kernels::{
     batch_norm, causal_attention, causal_attention_composed, conv2d_with, cross_entropy, gelu,
-    layer_norm, with_composed, BnStats, ConvAlgo, Linear,
+    layer_norm, with_composed, with_gemm_crate, BnStats, ConvAlgo, Linear,
 };
 
 /// (task, batch, context, d_model, heads).
@@ -131,6 +132,9 @@ fn bench_gemm(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("linear_no_bias", label), |bch| {
             bch.iter(|| layer.forward(&x).expect("linear"))
         });
+        g.bench_function(BenchmarkId::new("linear_no_bias_crate", label), |bch| {
+            bch.iter(|| with_gemm_crate(|| layer.forward(&x).expect("linear")))
+        });
         // Forward and backward (input and weight gradients): three GEMMs of the forward's
         // FLOPs, so the throughput is 3x the forward's.
         let xv = Var::from_tensor(&x).expect("var");
@@ -140,6 +144,16 @@ fn bench_gemm(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("linear_no_bias_step", label), |bch| {
             bch.iter(|| fwd_bwd(&|| tracked.forward(xv.as_tensor()).expect("linear")))
         });
+        g.bench_function(
+            BenchmarkId::new("linear_no_bias_step_crate", label),
+            |bch| {
+                bch.iter(|| {
+                    with_gemm_crate(|| {
+                        fwd_bwd(&|| tracked.forward(xv.as_tensor()).expect("linear"))
+                    })
+                })
+            },
+        );
     }
     g.finish();
 }

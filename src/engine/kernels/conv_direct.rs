@@ -256,7 +256,7 @@ impl Plan {
     }
 }
 
-/// Whether this CPU runs the direct path (checked once).
+/// Whether this CPU runs the direct path (and `sgemm`): AVX2 and FMA (checked once).
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -18,9 +18,11 @@
 //! and the kernel, never a silent conversion. Unit tests beside each kernel compare values and
 //! gradients with candle's own ops (and so with candle's autograd) within stated tolerances.
 //!
-//! Supported on the CPU: f32 and f64 (GEMM by the `gemm` crate, the one candle uses).
+//! Supported on the CPU: f32 and f64. GEMM: f32 on `sgemm` where the CPU has AVX2 + FMA,
+//! otherwise (and f64, and with `JOULEBENCH_GEMM=crate`) the `gemm` crate, the one candle uses.
 //! Threads: the kernels split the batch over the rayon pool (its size is `RAYON_NUM_THREADS`,
-//! default one per core) and run each GEMM single-threaded inside a split.
+//! default one per core) and run each GEMM single-threaded inside a split; the binary runs its
+//! command on a worker of that pool, so a split is a push onto the worker's own queue.
 //! SIMD: every element loop is compiled with `multiversion` for AVX-512 (F, VL, DQ, BW), AVX2 +
 //! FMA and NEON beside the baseline and picks the best the CPU has at run time. The versions
 //! do the same arithmetic in the same order: no loop relies on fused multiply-add contraction (Rust does not
@@ -39,6 +41,7 @@ mod linear;
 mod loss;
 mod math;
 mod norm;
+mod sgemm;
 
 pub use act::{add_relu, relu, relu_max_pool2d};
 pub use attention::{causal_attention, causal_attention_composed, causal_mask, AttentionDropout};
@@ -55,9 +58,12 @@ use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 
 /// The element types the CPU kernels run (gemm has kernels for both).
 pub(crate) trait Elem: candle_core::WithDType {
+    /// Whether `Self` is `f32` (the element type `sgemm` runs).
+    const IS_F32: bool = false;
     fn exp(self) -> Self;
 }
 impl Elem for f32 {
+    const IS_F32: bool = true;
     /// The kernels' branch-free exp (within 2 ulp; vectorises, unlike libm's `expf`).
     #[inline(always)]
     fn exp(self) -> Self {
@@ -291,7 +297,37 @@ fn check_operands<T>(
     Ok(())
 }
 
-/// The `gemm` crate's call with this module's conventions (alpha = beta = 1, no conjugation).
+/// The environment variable that sends every f32 GEMM to the `gemm` crate instead of
+/// `sgemm` (on CPUs with AVX2 + FMA): `JOULEBENCH_GEMM=crate`, for A/B measurements.
+pub const GEMM_ENV: &str = "JOULEBENCH_GEMM";
+
+thread_local! {
+    /// A test's or bench's override of `GEMM_ENV` on this thread (see `with_gemm_crate`).
+    static FORCE_GEMM_CRATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether f32 GEMMs run on `sgemm`: the CPU has AVX2 + FMA, `GEMM_ENV` does not say `crate`
+/// (read once) and no `with_gemm_crate` is in force on this thread.
+fn sgemm_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| {
+        sgemm::available() && std::env::var(GEMM_ENV).map_or(true, |v| v != "crate")
+    });
+    on && !FORCE_GEMM_CRATE.with(|f| f.get())
+}
+
+/// Run `f` with this thread's f32 GEMMs on the `gemm` crate (what `JOULEBENCH_GEMM=crate` does
+/// for a whole process; GEMMs a rayon worker runs for `f` follow the process setting). The
+/// previous setting is restored after.
+pub fn with_gemm_crate<R>(f: impl FnOnce() -> R) -> R {
+    let before = FORCE_GEMM_CRATE.with(|c| c.replace(true));
+    let r = f();
+    FORCE_GEMM_CRATE.with(|c| c.set(before));
+    r
+}
+
+/// The GEMM with this module's conventions: f32 on `sgemm` where it runs, otherwise the
+/// `gemm` crate's call (alpha = beta = 1, no conjugation).
 ///
 /// # Safety
 /// `dst` is valid for writes (and for reads when `read_dst`) of an `m x n` matrix at row stride
@@ -305,6 +341,24 @@ unsafe fn raw_gemm<T: Elem>(
     rhs: &Mat<'_, T>,
     par: gemm::Parallelism,
 ) {
+    if T::IS_F32 && sgemm_enabled() {
+        let op = |m: &Mat<'_, T>| sgemm::Operand {
+            ptr: m.data.as_ptr() as *const f32,
+            rs: m.rs,
+            cs: m.cs,
+        };
+        let parallel = !matches!(par, gemm::Parallelism::None);
+        sgemm::sgemm(
+            (m, n, k),
+            dst as *mut f32,
+            dst_rs,
+            read_dst,
+            op(lhs),
+            op(rhs),
+            parallel,
+        );
+        return;
+    }
     gemm::gemm(
         m,
         n,

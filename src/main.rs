@@ -28,8 +28,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let code = run_on_pool(parsed);
-    let code = match code {
+    let code = match run_on_pool(parsed) {
         Ok(code) => code,
         Err(Failure::Usage(e)) => {
             eprintln!("joulebench: error: {}", cli::one_line(&e));

@@ -95,10 +95,7 @@ thread_local! {
 /// Run `f` with every `Auto` convolution it creates on this thread taking im2col + GEMM (what
 /// `JOULEBENCH_CONV_IM2COL=1` does for a process); the previous setting is restored after.
 pub fn with_conv_im2col<R>(f: impl FnOnce() -> R) -> R {
-    let before = FORCE_IM2COL.with(|c| c.replace(true));
-    let r = f();
-    FORCE_IM2COL.with(|c| c.set(before));
-    r
+    super::with_flag(&FORCE_IM2COL, f)
 }
 
 /// Whether this CPU runs the direct convolution kernel (x86-64 with AVX2 and FMA).

@@ -136,9 +136,18 @@ pub fn fused(t: &Tensor) -> bool {
 /// Run `f` with the composed ops forced on this thread (what `JOULEBENCH_COMPOSED_OPS=1` does
 /// for a whole process); the previous setting is restored after.
 pub fn with_composed<R>(f: impl FnOnce() -> R) -> R {
-    let before = FORCE_COMPOSED.with(|c| c.replace(true));
+    with_flag(&FORCE_COMPOSED, f)
+}
+
+/// Run `f` with a thread's override flag set, restoring its previous value after (the one
+/// mechanism behind `with_composed`, `with_gemm_crate` and `with_conv_im2col`).
+pub(crate) fn with_flag<R>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let before = flag.with(|c| c.replace(true));
     let r = f();
-    FORCE_COMPOSED.with(|c| c.set(before));
+    flag.with(|c| c.set(before));
     r
 }
 
@@ -320,10 +329,7 @@ fn sgemm_enabled() -> bool {
 /// for a whole process; GEMMs a rayon worker runs for `f` follow the process setting). The
 /// previous setting is restored after.
 pub fn with_gemm_crate<R>(f: impl FnOnce() -> R) -> R {
-    let before = FORCE_GEMM_CRATE.with(|c| c.replace(true));
-    let r = f();
-    FORCE_GEMM_CRATE.with(|c| c.set(before));
-    r
+    with_flag(&FORCE_GEMM_CRATE, f)
 }
 
 /// The GEMM with this module's conventions: f32 on `sgemm` where it runs, otherwise the

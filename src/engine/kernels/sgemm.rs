@@ -51,6 +51,11 @@ pub(super) struct Operand {
     pub cs: usize,
 }
 
+// SAFETY: an `Operand` is only read through, and `sgemm`'s contract keeps its span readable and
+// unwritten for the whole call, during which the rayon tasks that share it run.
+unsafe impl Send for Operand {}
+unsafe impl Sync for Operand {}
+
 thread_local! {
     /// The packed right-hand side, reused between calls on this thread.
     static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -86,7 +91,6 @@ pub(super) unsafe fn sgemm(
         ldc,
         accumulate,
     };
-    let (a, b) = (Shared::from(a), Shared::from(b));
     if threads == 1 || m >= n {
         // Several row blocks per thread, so a straggler is absorbed; whole tiles per block.
         let mc = if threads > 1 {
@@ -100,11 +104,11 @@ pub(super) unsafe fn sgemm(
                 let nc = NC.min(n - j0);
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
-                    let block = pack(b.get(), (pc, kc), (j0, nc), buf) as usize;
+                    let block = pack(b, (pc, kc), (j0, nc), buf) as usize;
                     let rows = |ib: usize| {
                         let i0 = ib * mc;
                         let i1 = (i0 + mc).min(m);
-                        times_block(a.get(), (i0, i1), (pc, kc), (j0, nc), block, out);
+                        times_block(a, (i0, i1), (pc, kc), (j0, nc), block, out);
                     };
                     if threads > 1 && blocks > 1 {
                         (0..blocks).into_par_iter().for_each(rows);
@@ -122,8 +126,8 @@ pub(super) unsafe fn sgemm(
             with_buffer(|buf| {
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
-                    let block = pack(b.get(), (pc, kc), (j0, nc), buf) as usize;
-                    times_block(a.get(), (0, m), (pc, kc), (j0, nc), block, out);
+                    let block = pack(b, (pc, kc), (j0, nc), buf) as usize;
+                    times_block(a, (0, m), (pc, kc), (j0, nc), block, out);
                 }
             })
         });
@@ -136,34 +140,6 @@ struct Out {
     addr: usize,
     ldc: usize,
     accumulate: bool,
-}
-
-/// An operand that crosses into rayon closures (its pointer as an address).
-#[derive(Clone, Copy)]
-struct Shared {
-    addr: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl From<Operand> for Shared {
-    fn from(o: Operand) -> Self {
-        Self {
-            addr: o.ptr as usize,
-            rs: o.rs,
-            cs: o.cs,
-        }
-    }
-}
-
-impl Shared {
-    fn get(self) -> Operand {
-        Operand {
-            ptr: self.addr as *const f32,
-            rs: self.rs,
-            cs: self.cs,
-        }
-    }
 }
 
 /// `f` with this thread's packing buffer. Taken out of the thread's slot, not borrowed: a

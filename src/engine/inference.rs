@@ -67,7 +67,20 @@ pub fn window_boundary(components: &[ComponentEnergy], meter: &dyn Meter) -> Bou
 }
 
 /// Measure inference energy of `model` on `p`'s held-out set at each batch size of `opts`.
+/// The forward passes run under `candle_core::no_grad`, as a deployed model's would (PyTorch's
+/// `torch.no_grad()`): no graph is recorded and each intermediate is freed once read.
 pub fn measure(
+    model: &dyn RefModel,
+    p: &Prepared,
+    meter: &mut dyn Meter,
+    device: &Device,
+    idle_w: Option<f64>,
+    opts: &InferenceOptions,
+) -> Result<InferenceReport, InferenceError> {
+    candle_core::no_grad(|| measure_batches(model, p, meter, device, idle_w, opts))
+}
+
+fn measure_batches(
     model: &dyn RefModel,
     p: &Prepared,
     meter: &mut dyn Meter,

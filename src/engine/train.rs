@@ -108,13 +108,23 @@ pub fn evaluate(
     batch: usize,
     metric: Metric,
 ) -> candle_core::Result<f64> {
+    // Without `no_grad` candle keeps every intermediate of a forward pass alive while its
+    // output is (the graph of a model with `Var` parameters): a chunk's memory would be its
+    // whole forward. Inside it each intermediate is freed once the next layer has read it.
+    candle_core::no_grad(|| evaluate_chunks(model, p, batch, metric))
+}
+
+fn evaluate_chunks(
+    model: &dyn RefModel,
+    p: &Prepared,
+    batch: usize,
+    metric: Metric,
+) -> candle_core::Result<f64> {
     let mut total = Tensor::zeros((), DType::F32, p.eval_x.device())?;
-    // candle keeps every intermediate of a forward pass alive while its output is (the graph
-    // of a model with `Var` parameters), so a chunk's memory is its whole forward: token models
-    // are evaluated EVAL_TOKENS predictions at a time, images a training batch at a time (a
-    // chunk of 256 made ResNet-20's evals the run's memory peak: 656 MiB against 493 MiB for
-    // its training steps). Every layer computes each sample on its own, so the chunk size
-    // does not change a prediction.
+    // Token models are evaluated EVAL_TOKENS predictions at a time, images a training batch at
+    // a time (a chunk of 256 made ResNet-20's evals the run's memory peak when the forward's
+    // graph was kept: 656 MiB against 493 MiB for its training steps). Every layer computes
+    // each sample on its own, so the chunk size does not change a prediction.
     let bs = match p.input {
         InputShape::Tokens { context, .. } => (EVAL_TOKENS / context.max(1)).max(1),
         InputShape::Image { .. } => batch.max(1),
@@ -140,9 +150,7 @@ pub fn evaluate(
                 .to_dtype(DType::F32)?
                 .sum_all()?,
         };
-        // Detached: a sum that referenced each chunk's loss would keep every chunk's forward
-        // graph alive until the eval ends.
-        total = (total + part.detach())?;
+        total = (total + part)?;
         start += len;
     }
     let c = total.to_scalar::<f32>()? as f64;
@@ -782,6 +790,113 @@ mod tests {
     use crate::engine::precision::Cast;
     use crate::engine::prepare::{majority_rate, unigram_entropy_nats};
     use candle_core::backprop::GradStore;
+
+    /// `candle_core::no_grad` (our candle patch): ops made inside record no graph, so a
+    /// backward from them reaches no variable; calls nest; recording comes back after the
+    /// outermost call, and after a panic inside it.
+    #[test]
+    fn no_grad_records_no_graph_and_comes_back() {
+        let v = candle_core::Var::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        let y = candle_core::no_grad(|| {
+            let inner = candle_core::no_grad(|| (v.as_tensor() * 2.0).unwrap());
+            assert!(!candle_core::is_grad_enabled());
+            (inner + v.as_tensor()).unwrap()
+        });
+        assert!(candle_core::is_grad_enabled());
+        assert!(!y.track_op());
+        assert_eq!(y.to_vec1::<f32>().unwrap(), [3., 6., 9.]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(v.as_tensor()).is_none());
+        let z = (v.as_tensor() * 2.0).unwrap();
+        assert!(z.track_op());
+        let g = z.sum_all().unwrap().backward().unwrap();
+        assert_eq!(
+            g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+            [2., 2., 2.]
+        );
+        let r = std::panic::catch_unwind(|| candle_core::no_grad(|| panic!("inside")));
+        assert!(r.is_err());
+        assert!(candle_core::is_grad_enabled());
+    }
+
+    /// `evaluate` runs under `no_grad`: bit for bit the metric of the same chunks evaluated
+    /// with the graph recorded, for a GPT (held-out loss, two chunks) and a batch-norm ResNet
+    /// (accuracy, a ragged last chunk).
+    #[test]
+    fn evaluation_without_a_graph_equals_the_recorded_one() {
+        let dev = Device::Cpu;
+        let gpt = crate::spec::task::ModelSpec::Gpt {
+            context: 8,
+            d_model: 16,
+            heads: 2,
+            layers: 2,
+            ff_mult: 4,
+            dropout: 0.0,
+            kept_heads: None,
+            ff_hidden: None,
+        };
+        let tokens = InputShape::Tokens {
+            context: 8,
+            vocab: 11,
+        };
+        let n_text = EVAL_TOKENS / 8 + 3;
+        let ids = |seed: u64| {
+            let mut r = SeededRng::new(seed, 0);
+            let v: Vec<u32> = (0..n_text * 8).map(|_| r.below(11) as u32).collect();
+            Tensor::from_vec(v, (n_text, 8), &dev).unwrap()
+        };
+        let resnet = crate::spec::task::ModelSpec::Resnet {
+            channels: [4, 8, 8],
+            blocks: 1,
+            inner: None,
+        };
+        let image = InputShape::Image { c: 1, h: 8, w: 8 };
+        let n_img = 21;
+        let labels: Vec<u32> = (0..n_img as u32).map(|i| i % 10).collect();
+        let cases = [
+            (
+                gpt,
+                tokens,
+                11,
+                Metric::HeldOutLoss,
+                ids(1),
+                ids(2),
+                n_text,
+                n_text * 8,
+            ),
+            (
+                resnet,
+                image,
+                10,
+                Metric::Accuracy,
+                Tensor::rand(0f32, 1., (n_img, 1, 8, 8), &dev).unwrap(),
+                Tensor::from_vec(labels, n_img, &dev).unwrap(),
+                n_img,
+                n_img,
+            ),
+        ];
+        for (spec, input, classes, metric, x, y, n, predictions) in cases {
+            let m =
+                crate::engine::model::build(&spec, input, classes, &mut SeededRng::new(7, 0), &dev)
+                    .unwrap();
+            let p = Prepared {
+                train_x: crate::engine::prepare::Inputs::plain(x.clone()),
+                train_y: y.clone(),
+                n_train: n,
+                eval_x: crate::engine::prepare::Inputs::plain(x),
+                eval_y: y,
+                n_eval: n,
+                eval_predictions: predictions,
+                input,
+                classes,
+                chance: 0.1,
+            };
+            let free = evaluate(m.as_ref(), &p, 8, metric).unwrap();
+            let recorded = evaluate_chunks(m.as_ref(), &p, 8, metric).unwrap();
+            assert!(free.is_finite() && free > 0.0, "{spec:?}: {free}");
+            assert_eq!(free.to_bits(), recorded.to_bits(), "{spec:?}");
+        }
+    }
 
     #[test]
     fn stored_errors_drop_a_backtrace() {

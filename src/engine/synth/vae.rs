@@ -307,6 +307,38 @@ impl Generator for Vae {
         if let Some(c) = (0..f.classes).find(|&c| counts[c] > 0 && !f.has_class[c]) {
             return Err(SynthError::EmptyClass { class: c });
         }
+        // Sampling and scoring only read the fitted network: no graph is recorded.
+        candle_core::no_grad(|| self.sample_fitted(f, counts, rng, device))
+    }
+
+    fn log_likelihood(&self, data: &ImageSet, device: &Device) -> Result<f64, SynthError> {
+        let f = self.fitted.as_ref().ok_or(SynthError::NotFitted)?;
+        candle_core::no_grad(|| self.log_likelihood_fitted(f, data, device))
+    }
+
+    fn fit_flops(&self) -> f64 {
+        self.fit_flops
+    }
+
+    fn sample_flops(&self, n: usize) -> f64 {
+        let Some(f) = &self.fitted else {
+            return 0.0;
+        };
+        let d: usize = f.shape.iter().product();
+        let (_, z) = self.sizes(d);
+        let (_, dec) = self.forward_flops(d, f.classes);
+        n as f64 * (dec + z as f64 * NORMAL_DRAW_FLOPS + d as f64 * (NORMAL_DRAW_FLOPS + 4.0))
+    }
+}
+
+impl Vae {
+    fn sample_fitted(
+        &self,
+        f: &Fitted,
+        counts: &[usize],
+        rng: &mut SeededRng,
+        device: &Device,
+    ) -> Result<ImageSet, SynthError> {
         let labels = labels_of(counts);
         let d: usize = f.shape.iter().product();
         let latent = f.net.enc_mu.weight().dim(0)?;
@@ -327,8 +359,12 @@ impl Generator for Vae {
         })
     }
 
-    fn log_likelihood(&self, data: &ImageSet, device: &Device) -> Result<f64, SynthError> {
-        let f = self.fitted.as_ref().ok_or(SynthError::NotFitted)?;
+    fn log_likelihood_fitted(
+        &self,
+        f: &Fitted,
+        data: &ImageSet,
+        device: &Device,
+    ) -> Result<f64, SynthError> {
         let d: usize = f.shape.iter().product();
         check_dim(d, data)?;
         let groups = by_class(data, f.classes)?;
@@ -370,19 +406,5 @@ impl Generator for Vae {
             total += (lse - (k as f64).ln())?.sum_all()?.to_scalar::<f32>()? as f64;
         }
         Ok(total / data.len().max(1) as f64)
-    }
-
-    fn fit_flops(&self) -> f64 {
-        self.fit_flops
-    }
-
-    fn sample_flops(&self, n: usize) -> f64 {
-        let Some(f) = &self.fitted else {
-            return 0.0;
-        };
-        let d: usize = f.shape.iter().product();
-        let (_, z) = self.sizes(d);
-        let (_, dec) = self.forward_flops(d, f.classes);
-        n as f64 * (dec + z as f64 * NORMAL_DRAW_FLOPS + d as f64 * (NORMAL_DRAW_FLOPS + 4.0))
     }
 }

@@ -590,9 +590,10 @@ impl Tensor {
     }
 
     /// Returns true if the computation graph should track this op, that is if it is
-    /// a variable or if it has some variable as dependencies.
+    /// a variable or if it has some variable as dependencies, and recording is on
+    /// (not inside [`crate::no_grad`]; joulebench patch).
     pub fn track_op(&self) -> bool {
-        self.is_variable || self.op.is_some()
+        (self.is_variable || self.op.is_some()) && crate::grad_mode::is_grad_enabled()
     }
 
     /// Creates a fresh tensor structure based on a storage and a shape.
